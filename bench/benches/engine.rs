@@ -1,0 +1,75 @@
+//! Criterion benchmarks of the engine's stages on one core's worth of data:
+//! chunking, hashing, compression, and store put/get.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ferry_core::codec::{Encoder, DEFAULT_ZSTD_LEVEL};
+use ferry_core::Id;
+use ferry_store::{ChunkStore, Store, VerifiedRecord};
+
+fn bf16_like(len: usize) -> Vec<u8> {
+    // Normal-ish weights (sum of uniforms), std ~0.02, as bf16.
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        let mut s = 0f32;
+        for _ in 0..4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            s += (x >> 40) as f32 / (1u64 << 24) as f32;
+        }
+        let v = (s - 2.0) * 0.035;
+        out.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn engine(c: &mut Criterion) {
+    let data = bf16_like(64 << 20);
+    let mut g = c.benchmark_group("engine");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10);
+    g.bench_function("fastcdc_cut_64MiB", |b| b.iter(|| ferry_core::chunking::cut(&data, true)));
+    let chunks = ferry_core::chunking::chunk_all(&data);
+    g.bench_function("blake3_chunks_64MiB", |b| b.iter(|| chunks.iter().map(|&(o, l)| Id::of_chunk(&data[o..o + l])).count()));
+    g.bench_function("zstd1_encode_64MiB", |b| {
+        let mut enc = Encoder::new(DEFAULT_ZSTD_LEVEL);
+        b.iter(|| chunks.iter().map(|&(o, l)| enc.encode(&data[o..o + l]).len()).sum::<usize>())
+    });
+    let mut enc = Encoder::new(DEFAULT_ZSTD_LEVEL);
+    let records: Vec<VerifiedRecord> = chunks.iter().map(|&(o, l)| VerifiedRecord::encode(&data[o..o + l], &mut enc)).collect();
+    let stored: u64 = records.iter().map(|r| r.record().len() as u64).sum();
+    g.bench_function("zstd_decode_verify_64MiB", |b| {
+        b.iter(|| records.iter().map(|r| ferry_core::codec::decode_verified(&r.id(), r.record()).unwrap().len()).sum::<usize>())
+    });
+    g.throughput(Throughput::Bytes(stored));
+    g.bench_function("store_put_sync_64MiB", |b| {
+        b.iter_with_setup(
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::init(dir.path()).unwrap();
+                (dir, store)
+            },
+            |(dir, store)| {
+                for batch in records.chunks(128) {
+                    store.chunk_store().put(batch).unwrap();
+                }
+                store.chunk_store().sync().unwrap();
+                drop(store);
+                drop(dir);
+            },
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::init(dir.path()).unwrap();
+    for batch in records.chunks(128) {
+        store.chunk_store().put(batch).unwrap();
+    }
+    store.chunk_store().sync().unwrap();
+    g.bench_function("store_get_verified_64MiB", |b| b.iter(|| records.iter().map(|r| store.chunk_store().get(&r.id()).unwrap().len()).sum::<usize>()));
+    g.finish();
+}
+
+criterion_group!(benches, engine);
+criterion_main!(benches);

@@ -1,0 +1,298 @@
+//! `ferry`: the command line. It parses arguments, shows progress and
+//! prints results; the work happens in the library crates.
+
+mod progress;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use ferry_store::{RevisionSpec, Store};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Stores and moves large ML artifacts by content-defined chunks")]
+struct Cli {
+    /// The store directory (default: FERRY_STORE, else a per-user data directory).
+    #[arg(long, global = true, env = "FERRY_STORE")]
+    store: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an empty store.
+    Init,
+    /// Record the files under a directory as a new revision of a repository.
+    Commit {
+        /// Repository, as owner/name.
+        repo: String,
+        /// Directory whose regular files are recorded.
+        dir: PathBuf,
+        #[arg(short, long)]
+        message: String,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Author recorded in the revision (default: FERRY_AUTHOR, else $USER).
+        #[arg(long, env = "FERRY_AUTHOR")]
+        author: Option<String>,
+        /// Store the content of symlinked files instead of refusing symlinks.
+        #[arg(long)]
+        follow_symlinks: bool,
+    },
+    /// Show the history of a branch.
+    Log {
+        /// owner/name[@branch-or-revision]
+        target: String,
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// List the files of a revision.
+    Ls { target: String },
+    /// Write every file of a revision into a directory.
+    Export { target: String, dir: PathBuf },
+    /// Write one file, or a byte range of it, to stdout.
+    Cat {
+        target: String,
+        path: String,
+        /// Bytes START..END (END exclusive; either may be omitted).
+        #[arg(long)]
+        range: Option<String>,
+    },
+    /// Show what the store holds and how much deduplication saves.
+    Stats,
+    /// Re-hash everything and report missing or corrupt data.
+    Fsck,
+    /// Reclaim chunks, trees and revisions no branch reaches.
+    Gc,
+    /// List repositories.
+    Repos,
+    /// Manage branches.
+    Branch {
+        #[command(subcommand)]
+        action: BranchAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum BranchAction {
+    /// List the branches of a repository.
+    List { repo: String },
+    /// Create a branch at a revision.
+    Create { repo: String, branch: String, from: String },
+    /// Delete a branch (its data is reclaimed by the next gc).
+    Delete { repo: String, branch: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if json {
+                println!("{}", json!({ "error": msg }));
+            }
+            eprintln!("ferry: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn store_path(cli: &Cli) -> Result<PathBuf> {
+    match &cli.store {
+        Some(p) => Ok(p.clone()),
+        None => Ok(dirs::data_dir().context("no --store given and no per-user data directory")?.join("ferry")),
+    }
+}
+
+fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{}", text());
+    }
+}
+
+fn parse_range(s: &str, size: u64) -> Result<(u64, u64)> {
+    let (a, b) = s.split_once("..").with_context(|| format!("--range {s:?} is not START..END"))?;
+    let a: u64 = if a.is_empty() { 0 } else { a.parse().with_context(|| format!("--range start {a:?} is not a number"))? };
+    let b: u64 = if b.is_empty() { size } else { b.parse().with_context(|| format!("--range end {b:?} is not a number"))? };
+    Ok((a, b))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let path = store_path(&cli)?;
+    let json = cli.json;
+    if let Command::Init = cli.command {
+        Store::init(&path)?;
+        print(json, json!({ "store": path }), || format!("initialised an empty ferry store in {}", path.display()));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = Store::open(&path)?;
+    match cli.command {
+        Command::Init => unreachable!("handled above"),
+        Command::Commit { repo, dir, message, branch, author, follow_symlinks } => {
+            let author = author.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
+            let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            let opts = ferry_store::CommitOptions { message, author, time, follow_symlinks };
+            let bar = progress::Ingest::new(json);
+            let started = std::time::Instant::now();
+            let c = store.write_session().commit_dir(&repo, &branch, &dir, &opts, &bar)?;
+            bar.finish();
+            let secs = started.elapsed().as_secs_f64();
+            let t = &c.totals;
+            print(
+                json,
+                json!({ "revision": c.revision.to_hex(), "repo": repo, "branch": branch, "files": c.files,
+                        "bytes": t.size, "chunks": t.chunks, "new_chunks": t.new_chunks, "new_bytes": t.new_bytes,
+                        "stored_bytes": t.stored_bytes, "seconds": secs }),
+                || format!(
+                    "{}\ncommitted {} files, {} to {repo}@{branch}: {} new ({} stored), {} already present",
+                    c.revision, c.files, progress::bytes(t.size), progress::bytes(t.new_bytes),
+                    progress::bytes(t.stored_bytes), progress::bytes(t.size - t.new_bytes)
+                ),
+            );
+        }
+        Command::Log { target, limit } => {
+            let (id, _) = store.resolve(&RevisionSpec::parse(&target)?)?;
+            let log = store.log(id, limit)?;
+            if json {
+                let items: Vec<_> = log.iter().map(|(id, r)| json!({ "revision": id.to_hex(), "parents": r.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+                    "author": r.author, "time": r.time, "message": r.message, "files": r.entries.len(), "bytes": r.size() })).collect();
+                println!("{}", serde_json::Value::Array(items));
+            } else {
+                for (id, r) in log {
+                    println!("revision {id}\nauthor   {}\ntime     {}\nfiles    {} ({})\n\n    {}\n", r.author, r.time, r.entries.len(), progress::bytes(r.size()), r.message);
+                }
+            }
+        }
+        Command::Ls { target } => {
+            let (_, rev) = store.resolve(&RevisionSpec::parse(&target)?)?;
+            if json {
+                let items: Vec<_> = rev.entries.iter().map(|e| json!({ "path": e.path, "size": e.size, "file_id": e.file_id.to_hex(), "executable": e.executable })).collect();
+                println!("{}", serde_json::Value::Array(items));
+            } else {
+                for e in &rev.entries {
+                    println!("{} {:>14} {}  {}", if e.executable { "x" } else { "-" }, e.size, e.file_id.short(), e.path);
+                }
+            }
+        }
+        Command::Export { target, dir } => {
+            let (id, rev) = store.resolve(&RevisionSpec::parse(&target)?)?;
+            let bar = progress::Read::new(json, rev.size());
+            store.export(&rev, &dir, &bar)?;
+            bar.finish();
+            print(json, json!({ "revision": id.to_hex(), "files": rev.entries.len(), "bytes": rev.size(), "dir": dir }),
+                || format!("exported {} files ({}) of {} to {}", rev.entries.len(), progress::bytes(rev.size()), id.short(), dir.display()));
+        }
+        Command::Cat { target, path, range } => {
+            let (_, rev) = store.resolve(&RevisionSpec::parse(&target)?)?;
+            let entry = rev.entry(&path).with_context(|| format!("{target} has no file {path:?}"))?;
+            let (a, b) = match range {
+                Some(r) => parse_range(&r, entry.size)?,
+                None => (0, entry.size),
+            };
+            if a > b || b > entry.size {
+                bail!(ferry_store::StoreError::BadRange { path, start: a, end: b, size: entry.size });
+            }
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            if a == 0 && b == entry.size {
+                store.read_file(entry, &mut out, &())?;
+            } else {
+                store.read_range(&entry.file_id, entry.size, a, b, &mut out, &())?;
+            }
+            out.flush()?;
+        }
+        Command::Stats => {
+            let s = store.stats()?;
+            let dedup = if s.unique_bytes > 0 { s.logical_bytes as f64 / s.unique_bytes as f64 } else { 1.0 };
+            let compression = if s.stored_bytes > 0 { s.unique_bytes as f64 / s.stored_bytes as f64 } else { 1.0 };
+            print(
+                json,
+                json!({ "repositories": s.repositories, "branches": s.branches, "revisions": s.revisions, "logical_bytes": s.logical_bytes,
+                        "chunks": s.chunks, "unique_bytes": s.unique_bytes, "stored_bytes": s.stored_bytes, "tree_nodes": s.tree_nodes,
+                        "disk_bytes": s.disk_bytes, "dedup_ratio": dedup, "compression_ratio": compression }),
+                || format!(
+                    "repositories   {}\nbranches       {}\nrevisions      {}\nlogical bytes  {}\nunique chunks  {} ({})\nstored bytes   {}\ntree nodes     {}\non disk        {}\ndedup ratio    {dedup:.2}x\ncompression    {compression:.2}x",
+                    s.repositories, s.branches, s.revisions, progress::bytes(s.logical_bytes), s.chunks, progress::bytes(s.unique_bytes),
+                    progress::bytes(s.stored_bytes), s.tree_nodes, progress::bytes(s.disk_bytes)
+                ),
+            );
+        }
+        Command::Fsck => {
+            let bar = progress::Read::new(json, store.stats()?.stored_bytes);
+            let rep = store.fsck(&|n| ferry_store::ReadProgress::advance(&bar, n))?;
+            bar.finish();
+            print(
+                json,
+                json!({ "ok": rep.problems.is_empty(), "chunks": rep.chunks_checked, "tree_nodes": rep.nodes_checked,
+                        "revisions": rep.revisions_checked, "branches": rep.branches_checked, "problems": rep.problems }),
+                || {
+                    let mut s = format!("checked {} chunks, {} tree nodes, {} revisions, {} branches",
+                        rep.chunks_checked, rep.nodes_checked, rep.revisions_checked, rep.branches_checked);
+                    for p in &rep.problems {
+                        s.push_str(&format!("\nproblem: {p}"));
+                    }
+                    s.push_str(if rep.problems.is_empty() { "\nno problems found" } else { "\nthe store has problems" });
+                    s
+                },
+            );
+            if !rep.problems.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Gc => {
+            let r = store.gc()?;
+            print(
+                json,
+                json!({ "chunks_removed": r.chunks_removed, "bytes_removed": r.bytes_removed, "tree_nodes_removed": r.nodes_removed,
+                        "revisions_removed": r.revisions_removed, "chunks_kept": r.chunks_kept }),
+                || format!("removed {} chunks ({}), {} tree nodes, {} revisions; kept {} chunks",
+                    r.chunks_removed, progress::bytes(r.bytes_removed), r.nodes_removed, r.revisions_removed, r.chunks_kept),
+            );
+        }
+        Command::Repos => {
+            let repos = store.repos()?;
+            if json {
+                println!("{}", serde_json::Value::Array(repos.iter().map(|r| json!({ "name": r.name, "created": r.created, "public": r.public })).collect()));
+            } else {
+                for r in repos {
+                    println!("{}", r.name);
+                }
+            }
+        }
+        Command::Branch { action } => match action {
+            BranchAction::List { repo } => {
+                store.repo(&repo)?;
+                let branches = store.branches(&repo)?;
+                if json {
+                    println!("{}", serde_json::Value::Array(branches.iter().map(|(b, id)| json!({ "branch": b, "revision": id.to_hex() })).collect()));
+                } else {
+                    for (b, id) in branches {
+                        println!("{id}  {b}");
+                    }
+                }
+            }
+            BranchAction::Create { repo, branch, from } => {
+                let (id, _) = store.resolve(&RevisionSpec { repo: repo.clone(), rev: from })?;
+                store.update_branch(&repo, &branch, None, Some(id))?;
+                print(json, json!({ "repo": repo, "branch": branch, "revision": id.to_hex() }), || format!("created {repo}@{branch} at {id}"));
+            }
+            BranchAction::Delete { repo, branch } => {
+                let head = store.branch(&repo, &branch)?.with_context(|| format!("{repo} has no branch {branch:?}"))?;
+                store.update_branch(&repo, &branch, Some(head), None)?;
+                print(json, json!({ "repo": repo, "branch": branch, "deleted": head.to_hex() }), || format!("deleted {repo}@{branch} (was {head})"));
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}

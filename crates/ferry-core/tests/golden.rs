@@ -1,0 +1,107 @@
+//! Checks the golden vectors in protocol/vectors/core.json: chunk
+//! boundaries, chunk ids, tree nodes and file ids for fixed inputs, and the
+//! encodings of a node, a chunk record and a revision.
+//!
+//! `FERRY_BLESS=1 cargo test -p ferry-core --test golden` rewrites the file
+//! (only ever do that for a deliberate, versioned format change).
+
+use ferry_core::chunking::chunk_all;
+use ferry_core::revision::{Entry, Revision};
+use ferry_core::tree::{build, Node};
+use ferry_core::{codec, Id};
+use serde_json::{json, Value};
+
+/// The input generator the spec names: xorshift64 (13, 7, 17), one byte per
+/// step, taken from bits 32..40 of the state.
+fn xorshift_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+fn chunk_vector(seed: u64, len: usize) -> Value {
+    let data = xorshift_bytes(seed, len);
+    let chunks = chunk_all(&data);
+    let leaves: Vec<(Id, u64)> = chunks.iter().map(|&(o, l)| (Id::of_chunk(&data[o..o + l]), l as u64)).collect();
+    let (root, nodes) = build(&leaves);
+    json!({
+        "input": { "generator": "xorshift64", "seed": seed, "len": len },
+        "chunks": chunks.iter().zip(&leaves).map(|(&(o, l), (id, _))| json!({ "offset": o, "len": l, "id": id.to_hex() })).collect::<Vec<_>>(),
+        "nodes": nodes.iter().map(|(id, n)| json!({ "id": id.to_hex(), "height": n.height, "children": n.children.len() })).collect::<Vec<_>>(),
+        "file_id": root.id.to_hex(),
+        "size": root.size,
+    })
+}
+
+fn tree_vector(n: u64) -> Value {
+    // Leaves: chunk id BLAKE3(u64 LE i), size 65536.
+    let leaves: Vec<(Id, u64)> = (0..n).map(|i| (Id::of_chunk(&i.to_le_bytes()), 65536)).collect();
+    let (root, nodes) = build(&leaves);
+    let top = &nodes.last().expect("a root").1;
+    json!({
+        "leaves": { "count": n, "id": "BLAKE3(u64 LE index)", "size": 65536 },
+        "node_count": nodes.len(),
+        "root_height": top.height,
+        "root_children": top.children.len(),
+        "file_id": root.id.to_hex(),
+    })
+}
+
+fn encodings() -> Value {
+    let node = Node { height: 1, children: vec![ferry_core::tree::Child { id: Id::of_chunk(b"a"), size: 1 }, ferry_core::tree::Child { id: Id::of_chunk(b"bc"), size: 2 }] };
+    let raw = b"ferry ferry ferry ferry ferry ferry ferry ferry ferry ferry ferry ferry";
+    let record = codec::Encoder::new(codec::DEFAULT_ZSTD_LEVEL).encode(raw);
+    let rev = Revision::new(
+        vec![],
+        "ada".into(),
+        1_767_225_600,
+        "first".into(),
+        vec![Entry { path: "model.safetensors".into(), file_id: node.id(), size: 3, executable: false }],
+    )
+    .expect("valid revision");
+    json!({
+        "node": { "hex": hex::encode(node.encode()), "id": node.id().to_hex() },
+        "chunk_record": { "raw_utf8": std::str::from_utf8(raw).expect("ascii"), "id": Id::of_chunk(raw).to_hex(), "hex": hex::encode(&record) },
+        "revision": { "hex": hex::encode(rev.encode()), "id": rev.id().to_hex() },
+    })
+}
+
+fn compute() -> Value {
+    json!({
+        "chunking": { "min": ferry_core::chunking::MIN_CHUNK, "avg": ferry_core::chunking::AVG_CHUNK, "max": ferry_core::chunking::MAX_CHUNK },
+        "files": [chunk_vector(1, 0), chunk_vector(1, 1000), chunk_vector(2, 300_000), chunk_vector(3, 1 << 20)],
+        "trees": [tree_vector(1), tree_vector(40), tree_vector(5000)],
+        "encodings": encodings(),
+    })
+}
+
+#[test]
+fn golden_vectors_match() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../protocol/vectors/core.json");
+    let now = compute();
+    if std::env::var_os("FERRY_BLESS").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&now).unwrap() + "\n").unwrap();
+    }
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("protocol/vectors/core.json")).unwrap();
+    assert_eq!(stored, now, "golden vectors changed: chunking, tree or encodings no longer match protocol/vectors/core.json");
+}
+
+#[test]
+fn golden_encodings_decode() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../protocol/vectors/core.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let e = &v["encodings"];
+    let node = hex::decode(e["node"]["hex"].as_str().unwrap()).unwrap();
+    assert_eq!(Node::decode(&node).unwrap().encode(), node);
+    let rec = hex::decode(e["chunk_record"]["hex"].as_str().unwrap()).unwrap();
+    let id: Id = e["chunk_record"]["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(codec::decode_verified(&id, &rec).unwrap(), e["chunk_record"]["raw_utf8"].as_str().unwrap().as_bytes());
+    let rev = hex::decode(e["revision"]["hex"].as_str().unwrap()).unwrap();
+    assert_eq!(Revision::decode(&rev).unwrap().encode(), rev);
+}

@@ -1,0 +1,264 @@
+//! Whole-store walks: statistics, fsck and garbage collection.
+
+use std::collections::HashSet;
+
+use ferry_core::codec;
+use ferry_core::revision::Revision;
+use ferry_core::tree::{node_id, Node};
+use ferry_core::Id;
+use rayon::prelude::*;
+use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
+
+use crate::chunks::{ChunkStore, IndexEntry};
+use crate::{Result, Store, CF_BRANCHES, CF_CHUNKS, CF_CHUNK_INDEX, CF_REVISIONS, CF_TREES};
+
+/// What the store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub repositories: u64,
+    pub branches: u64,
+    pub revisions: u64,
+    /// Sum of the sizes of every file of every revision: what a store without
+    /// deduplication would hold.
+    pub logical_bytes: u64,
+    pub chunks: u64,
+    /// Raw bytes of the unique chunks.
+    pub unique_bytes: u64,
+    /// Bytes of the unique chunks as stored (after compression).
+    pub stored_bytes: u64,
+    pub tree_nodes: u64,
+    /// Size of the store directory on disk.
+    pub disk_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FsckReport {
+    pub chunks_checked: u64,
+    pub nodes_checked: u64,
+    pub revisions_checked: u64,
+    pub branches_checked: u64,
+    /// One line per problem, naming the object.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub chunks_removed: u64,
+    pub bytes_removed: u64,
+    pub nodes_removed: u64,
+    pub revisions_removed: u64,
+    pub chunks_kept: u64,
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+impl Store {
+    pub fn stats(&self) -> Result<Stats> {
+        let mut s = Stats::default();
+        for item in self.db.iterator_cf(self.cf(CF_CHUNK_INDEX), IteratorMode::Start) {
+            let (_, v) = item?;
+            if let Some(e) = IndexEntry::decode(&v) {
+                s.chunks += 1;
+                s.unique_bytes += e.raw_len as u64;
+                s.stored_bytes += e.stored_len as u64;
+            }
+        }
+        for item in self.db.iterator_cf(self.cf(CF_REVISIONS), IteratorMode::Start) {
+            let (_, v) = item?;
+            s.revisions += 1;
+            if let Ok(r) = Revision::decode(&v) {
+                s.logical_bytes += r.size();
+            }
+        }
+        s.tree_nodes = self.db.iterator_cf(self.cf(CF_TREES), IteratorMode::Start).count() as u64;
+        s.branches = self.db.iterator_cf(self.cf(CF_BRANCHES), IteratorMode::Start).count() as u64;
+        s.repositories = self.repos()?.len() as u64;
+        s.disk_bytes = dir_size(self.path());
+        Ok(s)
+    }
+
+    /// Re-hashes every chunk, node and revision and checks every reference.
+    pub fn fsck(&self, progress: &dyn Fn(u64)) -> Result<FsckReport> {
+        let mut rep = FsckReport::default();
+        // Every indexed chunk has a record that decodes to bytes matching its
+        // id and its index entry. Records are read one by one so that an
+        // unreadable one is named rather than ending the check.
+        let mut batch: Vec<(Id, Option<IndexEntry>)> = Vec::with_capacity(256);
+        let check = |batch: &mut Vec<(Id, Option<IndexEntry>)>, rep: &mut FsckReport| {
+            let results: Vec<(u64, Option<String>)> = batch
+                .par_iter()
+                .map(|(id, entry)| match self.chunks.get_record(id) {
+                    Ok(Some(rec)) => {
+                        let n = rec.len() as u64;
+                        match codec::decode_verified(id, &rec) {
+                            Ok(raw) => match entry {
+                                Some(e) if e.raw_len as usize == raw.len() && e.stored_len as usize == rec.len() => (n, None),
+                                _ => (n, Some(format!("chunk {id}: index entry disagrees with the record"))),
+                            },
+                            Err(e) => (n, Some(format!("chunk {id} is corrupt: {e}"))),
+                        }
+                    }
+                    Ok(None) => (0, Some(format!("chunk {id} is missing: indexed but its record is gone"))),
+                    Err(e) => (0, Some(format!("chunk {id} is unreadable: {e}"))),
+                })
+                .collect();
+            rep.chunks_checked += batch.len() as u64;
+            progress(results.iter().map(|r| r.0).sum());
+            rep.problems.extend(results.into_iter().filter_map(|r| r.1));
+            batch.clear();
+        };
+        for item in self.db.iterator_cf(self.cf(CF_CHUNK_INDEX), IteratorMode::Start) {
+            let (k, v) = item?;
+            match Id::from_slice(&k) {
+                Some(id) => batch.push((id, IndexEntry::decode(&v))),
+                None => rep.problems.push(format!("chunk index key {} is not an id", hex::encode(&k))),
+            }
+            if batch.len() == 256 {
+                check(&mut batch, &mut rep);
+            }
+        }
+        check(&mut batch, &mut rep);
+        // Every node hashes to its id and its children exist.
+        for item in self.db.iterator_cf(self.cf(CF_TREES), IteratorMode::Start) {
+            let (k, v) = item?;
+            rep.nodes_checked += 1;
+            let id = Id::from_slice(&k).unwrap_or_default();
+            if node_id(&v) != id {
+                rep.problems.push(format!("tree node {} is corrupt: its bytes do not hash to its id", hex::encode(&k)));
+                continue;
+            }
+            let node = match Node::decode(&v) {
+                Ok(n) => n,
+                Err(e) => {
+                    rep.problems.push(format!("tree node {id} is corrupt: {e}"));
+                    continue;
+                }
+            };
+            let ids: Vec<Id> = node.children.iter().map(|c| c.id).collect();
+            let present = if node.height == 1 { self.chunks.contains(&ids)? } else { self.has_nodes(&ids)? };
+            for (c, ok) in ids.iter().zip(present) {
+                if !ok {
+                    let kind = if node.height == 1 { "chunk" } else { "tree node" };
+                    rep.problems.push(format!("{kind} {c} is missing (referenced by tree node {id})"));
+                }
+            }
+        }
+        // Every revision hashes to its id, decodes, and names stored files.
+        for item in self.db.iterator_cf(self.cf(CF_REVISIONS), IteratorMode::Start) {
+            let (k, v) = item?;
+            rep.revisions_checked += 1;
+            let id = Id::from_slice(&k).unwrap_or_default();
+            if ferry_core::revision::revision_id(&v) != id {
+                rep.problems.push(format!("revision {} is corrupt: its bytes do not hash to its id", hex::encode(&k)));
+                continue;
+            }
+            match Revision::decode(&v) {
+                Ok(rev) => {
+                    let roots: Vec<Id> = rev.entries.iter().map(|e| e.file_id).collect();
+                    for (e, ok) in rev.entries.iter().zip(self.has_nodes(&roots)?) {
+                        if !ok {
+                            rep.problems.push(format!("revision {id}: file {:?} has no tree ({} missing)", e.path, e.file_id));
+                        }
+                    }
+                    for p in &rev.parents {
+                        if !self.has_revision(p)? {
+                            rep.problems.push(format!("revision {id}: parent {p} is missing"));
+                        }
+                    }
+                }
+                Err(e) => rep.problems.push(format!("revision {id} is corrupt: {e}")),
+            }
+        }
+        for (repo, branch, head) in self.all_branches()? {
+            rep.branches_checked += 1;
+            if !self.has_revision(&head)? {
+                rep.problems.push(format!("branch {repo}@{branch} points at missing revision {head}"));
+            }
+        }
+        Ok(rep)
+    }
+
+    /// Removes every chunk, node and revision that no branch reaches. Waits
+    /// for open write sessions and holds new ones off while it runs.
+    pub fn gc(&self) -> Result<GcReport> {
+        let _exclusive = self.gc_guard.write().unwrap_or_else(|p| p.into_inner());
+        // Mark.
+        let mut revs: HashSet<Id> = HashSet::new();
+        let mut nodes: HashSet<Id> = HashSet::new();
+        let mut chunks: HashSet<Id> = HashSet::new();
+        let mut todo: Vec<Id> = self.all_branches()?.into_iter().map(|b| b.2).collect();
+        while let Some(rid) = todo.pop() {
+            if !revs.insert(rid) {
+                continue;
+            }
+            let rev = self.revision(&rid)?;
+            todo.extend(rev.parents.iter().copied());
+            let mut stack: Vec<Id> = rev.entries.iter().map(|e| e.file_id).collect();
+            while let Some(nid) = stack.pop() {
+                if !nodes.insert(nid) {
+                    continue;
+                }
+                let node = self.node(&nid)?;
+                for c in node.children {
+                    if node.height == 1 {
+                        chunks.insert(c.id);
+                    } else {
+                        stack.push(c.id);
+                    }
+                }
+            }
+        }
+        // Sweep.
+        let mut rep = GcReport::default();
+        let mut dead = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_CHUNK_INDEX), IteratorMode::Start) {
+            let (k, v) = item?;
+            let id = Id::from_slice(&k).unwrap_or_default();
+            if chunks.contains(&id) {
+                rep.chunks_kept += 1;
+            } else {
+                rep.chunks_removed += 1;
+                rep.bytes_removed += IndexEntry::decode(&v).map_or(0, |e| e.stored_len as u64);
+                dead.push(id);
+                if dead.len() >= 4096 {
+                    self.chunks.remove(&dead)?;
+                    dead.clear();
+                }
+            }
+        }
+        self.chunks.remove(&dead)?;
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(self.cf(CF_TREES), IteratorMode::Start) {
+            let (k, _) = item?;
+            if !nodes.contains(&Id::from_slice(&k).unwrap_or_default()) {
+                batch.delete_cf(self.cf(CF_TREES), &k);
+                rep.nodes_removed += 1;
+            }
+        }
+        for item in self.db.iterator_cf(self.cf(CF_REVISIONS), IteratorMode::Start) {
+            let (k, _) = item?;
+            if !revs.contains(&Id::from_slice(&k).unwrap_or_default()) {
+                batch.delete_cf(self.cf(CF_REVISIONS), &k);
+                rep.revisions_removed += 1;
+            }
+        }
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db.write_opt(batch, &w)?;
+        // Compact so BlobDB rewrites blob files and the space returns.
+        if rep.chunks_removed > 0 {
+            let cf = self.cf(CF_CHUNKS);
+            self.db.set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", "1.0"), ("blob_garbage_collection_force_threshold", "0.0")])?;
+            let mut opts = rocksdb::CompactOptions::default();
+            opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+            self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
+            self.db.compact_range_cf(self.cf(CF_CHUNK_INDEX), None::<&[u8]>, None::<&[u8]>);
+            self.db.set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", "0.25"), ("blob_garbage_collection_force_threshold", "1.0")])?;
+        }
+        Ok(rep)
+    }
+}

@@ -1,0 +1,399 @@
+//! Writing: the streaming ingest pipeline and revision commits.
+//!
+//! A file is read once, in 8 MiB segments, through four stages that run at
+//! the same time: read → cut (FastCDC) → hash, look up, compress (rayon, on
+//! every core) → write (RocksDB batch, tree building). Each stage holds at
+//! most two segments, so memory is bounded whatever the file size.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::RwLockReadGuard;
+
+use crossbeam_channel::bounded;
+use ferry_core::chunking;
+use ferry_core::codec::{Encoder, DEFAULT_ZSTD_LEVEL};
+use ferry_core::revision::{Entry, Revision};
+use ferry_core::tree::{Node, TreeBuilder};
+use ferry_core::Id;
+use rayon::prelude::*;
+use rocksdb::{WriteBatch, WriteOptions};
+
+use crate::chunks::{no_wal, ChunkStore, VerifiedRecord};
+use crate::refs::branch_key;
+use crate::{Result, Store, StoreError, CF_BRANCHES, CF_REPOS, CF_REVISIONS, CF_TREES};
+
+/// Bytes read from a file at a time.
+pub const SEGMENT_LEN: usize = 8 << 20;
+
+/// Told about ingest progress as segments are written.
+pub trait IngestProgress: Sync {
+    /// The total bytes about to be ingested, when known.
+    fn start(&self, _total_bytes: u64) {}
+    /// `bytes` of input were processed, of which `new_bytes` were new to the
+    /// store and took `stored_bytes` once encoded.
+    fn advance(&self, bytes: u64, new_bytes: u64, stored_bytes: u64);
+}
+
+impl IngestProgress for () {
+    fn advance(&self, _: u64, _: u64, _: u64) {}
+}
+
+/// The result of ingesting one file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ingested {
+    pub file_id: Id,
+    pub size: u64,
+    pub chunks: u64,
+    /// Chunks that were not in the store before.
+    pub new_chunks: u64,
+    /// Raw bytes of those chunks.
+    pub new_bytes: u64,
+    /// Bytes those chunks take once encoded.
+    pub stored_bytes: u64,
+}
+
+impl Ingested {
+    pub fn add(&mut self, o: &Ingested) {
+        self.size += o.size;
+        self.chunks += o.chunks;
+        self.new_chunks += o.new_chunks;
+        self.new_bytes += o.new_bytes;
+        self.stored_bytes += o.stored_bytes;
+    }
+}
+
+/// What a commit of a directory did.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub revision: Id,
+    pub files: u64,
+    pub totals: Ingested,
+}
+
+/// A writer's hold on the store. While any session is open, garbage
+/// collection waits, so chunks a session found already stored cannot
+/// disappear before the session's revision references them.
+pub struct WriteSession<'a> {
+    store: &'a Store,
+    _guard: RwLockReadGuard<'a, ()>,
+}
+
+struct Segment {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+struct Hashed {
+    ids: Vec<(Id, u64)>,
+    records: Vec<VerifiedRecord>,
+    bytes: u64,
+}
+
+impl Store {
+    /// Starts writing. Holds off garbage collection until dropped.
+    pub fn write_session(&self) -> WriteSession<'_> {
+        let guard = self.gc_guard.read().unwrap_or_else(|p| p.into_inner());
+        WriteSession { store: self, _guard: guard }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
+    buf.clear();
+    buf.reserve(want);
+    let mut eof = false;
+    while buf.len() < want {
+        let n = r.by_ref().take((want - buf.len()) as u64).read_to_end(buf)?;
+        if n == 0 {
+            eof = true;
+            break;
+        }
+    }
+    Ok(eof)
+}
+
+impl WriteSession<'_> {
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    /// Chunks, hashes, compresses and stores everything `reader` yields, and
+    /// returns the file id. Nothing is durable until a revision is committed.
+    pub fn ingest<R: Read + Send>(&self, mut reader: R, progress: &dyn IngestProgress) -> Result<Ingested> {
+        let chunks = &self.store.chunks;
+        let (raw_tx, raw_rx) = bounded::<io::Result<(Vec<u8>, bool)>>(1);
+        let (seg_tx, seg_rx) = bounded::<io::Result<Segment>>(2);
+        let (hashed_tx, hashed_rx) = bounded::<Result<Hashed>>(2);
+        std::thread::scope(|s| {
+            s.spawn(move || loop {
+                let mut buf = Vec::new();
+                let res = read_full(&mut reader, &mut buf, SEGMENT_LEN);
+                let stop = !matches!(res, Ok(false));
+                if raw_tx.send(res.map(|eof| (buf, eof))).is_err() || stop {
+                    return;
+                }
+            });
+            s.spawn(move || {
+                let mut pending: Vec<u8> = Vec::new();
+                for msg in raw_rx {
+                    let (buf, eof) = match msg {
+                        Ok(x) => x,
+                        Err(e) => {
+                            let _ = seg_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    if pending.is_empty() {
+                        pending = buf;
+                    } else {
+                        pending.extend_from_slice(&buf);
+                    }
+                    let cuts = chunking::cut(&pending, eof);
+                    let tail = pending[cuts.consumed..].to_vec();
+                    pending.truncate(cuts.consumed);
+                    let seg = Segment { data: std::mem::take(&mut pending), ends: cuts.ends };
+                    if seg_tx.send(Ok(seg)).is_err() {
+                        return;
+                    }
+                    pending = tail;
+                }
+            });
+            s.spawn(move || {
+                for seg in seg_rx {
+                    let res = seg
+                        .map_err(|e| StoreError::Io { path: PathBuf::from("<input>"), source: e })
+                        .and_then(|seg| hash_and_encode(chunks, seg));
+                    let failed = res.is_err();
+                    if hashed_tx.send(res).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            self.write_segments(hashed_rx, progress)
+        })
+    }
+
+    fn write_segments(
+        &self,
+        hashed: crossbeam_channel::Receiver<Result<Hashed>>,
+        progress: &dyn IngestProgress,
+    ) -> Result<Ingested> {
+        let trees = self.store.cf(CF_TREES);
+        let mut builder = TreeBuilder::new();
+        let mut out = Ingested::default();
+        for h in hashed {
+            let h = h?;
+            let mut batch = WriteBatch::default();
+            self.store.chunks.batch_put(&mut batch, &h.records);
+            let mut sink = |n: &Node, id: Id| batch.put_cf(trees, id.as_bytes(), n.encode());
+            for &(id, size) in &h.ids {
+                builder.push_chunk(id, size, &mut sink);
+            }
+            self.store.db.write_opt(batch, &no_wal())?;
+            let new_bytes: u64 = h.records.iter().map(|r| r.raw_len()).sum();
+            let stored: u64 = h.records.iter().map(|r| r.record().len() as u64).sum();
+            out.chunks += h.ids.len() as u64;
+            out.new_chunks += h.records.len() as u64;
+            out.new_bytes += new_bytes;
+            out.stored_bytes += stored;
+            out.size += h.bytes;
+            progress.advance(h.bytes, new_bytes, stored);
+        }
+        let mut batch = WriteBatch::default();
+        let root = builder.finish(&mut |n: &Node, id: Id| batch.put_cf(trees, id.as_bytes(), n.encode()));
+        self.store.db.write_opt(batch, &no_wal())?;
+        out.file_id = root.id;
+        debug_assert_eq!(root.size, out.size);
+        Ok(out)
+    }
+
+    /// Stores records that arrived verified from elsewhere (a push).
+    pub fn put_records(&self, records: &[VerifiedRecord]) -> Result<()> {
+        self.store.chunks.put(records)
+    }
+
+    /// Stores tree nodes that arrived from elsewhere, checking each against
+    /// its id.
+    pub fn put_nodes(&self, nodes: &[(Id, Vec<u8>)]) -> Result<()> {
+        let trees = self.store.cf(CF_TREES);
+        let mut batch = WriteBatch::default();
+        for (id, enc) in nodes {
+            Node::decode(enc)?;
+            let actual = ferry_core::tree::node_id(enc);
+            if actual != *id {
+                return Err(ferry_core::FormatError::HashMismatch { what: "tree node", id: *id, actual }.into());
+            }
+            batch.put_cf(trees, id.as_bytes(), enc);
+        }
+        self.store.db.write_opt(batch, &no_wal())?;
+        Ok(())
+    }
+
+    /// Publishes `rev` as the new head of `repo`'s `branch`, if the branch
+    /// is still at `expected` (None: the branch must not exist yet).
+    ///
+    /// Every file tree the revision names must be stored; everything written
+    /// so far is made durable before the revision becomes visible.
+    pub fn commit(&self, repo: &str, branch: &str, expected: Option<Id>, rev: &Revision) -> Result<Id> {
+        ferry_core::names::check_repo_name(repo)?;
+        ferry_core::names::check_branch_name(branch)?;
+        let roots: Vec<Id> = rev.entries.iter().map(|e| e.file_id).collect();
+        for (root, present) in roots.iter().zip(self.store.has_nodes(&roots)?) {
+            if !present {
+                return Err(StoreError::MissingNode(*root));
+            }
+        }
+        for p in &rev.parents {
+            self.store.revision(p)?;
+        }
+        self.store.sync_data()?;
+        let enc = rev.encode();
+        let id = ferry_core::revision::revision_id(&enc);
+        let _cas = self.store.branch_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let head = self.store.branch(repo, branch)?;
+        if head != expected {
+            return Err(StoreError::Conflict {
+                repo: repo.into(),
+                branch: branch.into(),
+                expected: expected.map_or("no branch".into(), |i| i.short()),
+                actual: head.map_or("deleted".into(), |i| i.short()),
+            });
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.store.cf(CF_REVISIONS), id.as_bytes(), &enc);
+        batch.put_cf(self.store.cf(CF_BRANCHES), branch_key(repo, branch), id.as_bytes());
+        if self.store.db.get_pinned_cf(self.store.cf(CF_REPOS), repo)?.is_none() {
+            batch.put_cf(self.store.cf(CF_REPOS), repo, crate::refs::RepoInfo::new_record(rev.time));
+        }
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.store.db.write_opt(batch, &w)?;
+        Ok(id)
+    }
+
+    /// Commits the regular files under `dir` as a new revision on `branch`.
+    pub fn commit_dir(&self, repo: &str, branch: &str, dir: &Path, opts: &CommitOptions, progress: &dyn IngestProgress) -> Result<Committed> {
+        ferry_core::names::check_repo_name(repo)?;
+        ferry_core::names::check_branch_name(branch)?;
+        let head = self.store.branch(repo, branch)?;
+        let files = list_files(dir, opts.follow_symlinks)?;
+        progress.start(files.iter().map(|f| f.size).sum());
+        let mut totals = Ingested::default();
+        let mut entries = Vec::with_capacity(files.len());
+        for f in &files {
+            let file = File::open(&f.full).map_err(|e| StoreError::io(&f.full, e))?;
+            let got = self.ingest(file, progress).map_err(|e| match e {
+                StoreError::Io { source, .. } => StoreError::io(&f.full, source),
+                e => e,
+            })?;
+            if got.size != f.size {
+                return Err(StoreError::io(&f.full, io::Error::other(format!(
+                    "file changed while being read ({} bytes expected, {} read)", f.size, got.size))));
+            }
+            totals.add(&got);
+            entries.push(Entry { path: f.rel.clone(), file_id: got.file_id, size: got.size, executable: f.executable });
+        }
+        let rev = Revision::new(head.into_iter().collect(), opts.author.clone(), opts.time, opts.message.clone(), entries)?;
+        let revision = self.commit(repo, branch, head, &rev)?;
+        Ok(Committed { revision, files: files.len() as u64, totals })
+    }
+}
+
+/// How to record a directory.
+#[derive(Debug, Clone)]
+pub struct CommitOptions {
+    pub message: String,
+    pub author: String,
+    /// Unix seconds.
+    pub time: i64,
+    /// Store the content of symlinked files instead of refusing symlinks.
+    pub follow_symlinks: bool,
+}
+
+fn hash_and_encode(chunks: &crate::RocksChunkStore, seg: Segment) -> Result<Hashed> {
+    let mut start = 0;
+    let ranges: Vec<(usize, usize)> = seg
+        .ends
+        .iter()
+        .map(|&end| {
+            let r = (start, end);
+            start = end;
+            r
+        })
+        .collect();
+    let ids: Vec<(Id, u64)> = ranges
+        .par_iter()
+        .map(|&(a, b)| (Id::of_chunk(&seg.data[a..b]), (b - a) as u64))
+        .collect();
+    let just_ids: Vec<Id> = ids.iter().map(|x| x.0).collect();
+    let present = chunks.contains(&just_ids)?;
+    let mut seen = HashSet::new();
+    let missing: Vec<usize> = (0..ids.len())
+        .filter(|&i| !present[i] && seen.insert(ids[i].0))
+        .collect();
+    let records: Vec<VerifiedRecord> = missing
+        .par_iter()
+        .map_init(
+            || Encoder::new(DEFAULT_ZSTD_LEVEL),
+            |enc, &i| {
+                let (a, b) = ranges[i];
+                VerifiedRecord::encode_with_id(ids[i].0, &seg.data[a..b], enc)
+            },
+        )
+        .collect();
+    Ok(Hashed { ids, records, bytes: seg.data.len() as u64 })
+}
+
+/// A file found under the directory being committed.
+pub struct FoundFile {
+    pub full: PathBuf,
+    pub rel: String,
+    pub size: u64,
+    pub executable: bool,
+}
+
+/// Lists the regular files under `dir`, sorted, refusing anything ferry
+/// cannot store faithfully.
+pub fn list_files(dir: &Path, follow_symlinks: bool) -> Result<Vec<FoundFile>> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = std::fs::metadata(dir).map_err(|e| StoreError::io(dir, e))?;
+    if !meta.is_dir() {
+        return Err(StoreError::io(dir, io::Error::other("not a directory")));
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((full, rel)) = stack.pop() {
+        let rd = std::fs::read_dir(&full).map_err(|e| StoreError::io(&full, e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| StoreError::io(&full, e))?;
+            let path = entry.path();
+            let name = entry.file_name().into_string().map_err(|_| {
+                StoreError::io(&path, io::Error::other("file name is not valid UTF-8"))
+            })?;
+            let rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let mut meta = std::fs::symlink_metadata(&path).map_err(|e| StoreError::io(&path, e))?;
+            if meta.file_type().is_symlink() {
+                if !follow_symlinks {
+                    return Err(StoreError::Unsupported { path, kind: "a symbolic link", hint: " (pass --follow-symlinks to store the file it points to)" });
+                }
+                meta = std::fs::metadata(&path).map_err(|e| StoreError::io(&path, e))?;
+                if meta.is_dir() {
+                    return Err(StoreError::Unsupported { path, kind: "a symbolic link to a directory", hint: " (only links to files are followed)" });
+                }
+            }
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                stack.push((path, rel));
+            } else if ft.is_file() {
+                ferry_core::names::check_path(&rel)?;
+                out.push(FoundFile { full: path, rel, size: meta.len(), executable: meta.permissions().mode() & 0o111 != 0 });
+            } else {
+                let kind = if ft.is_socket() { "a socket" } else if ft.is_fifo() { "a named pipe" } else if ft.is_block_device() { "a block device" } else if ft.is_char_device() { "a character device" } else { "a special file" };
+                return Err(StoreError::Unsupported { path, kind, hint: "" });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+    Ok(out)
+}

@@ -1,0 +1,167 @@
+//! ferry-store: the durable side of ferry. Chunks, file trees, revisions and
+//! branches in one RocksDB database, the streaming ingest pipeline that fills
+//! it, and the readers, checks and collectors that walk it.
+//!
+//! Architecture invariants:
+//! - A chunk is stored only under the BLAKE3 of the bytes it decodes to, and
+//!   every read re-checks that before returning a byte.
+//! - A branch never points at a revision whose chunks and trees are not all
+//!   durable: chunk and tree writes are flushed before the revision is
+//!   written, and the revision and branch are written with a synced WAL.
+//! - A branch moves only by compare-and-swap from the head its writer saw.
+//! - Garbage collection and writers exclude each other (a writer holds a
+//!   `WriteSession` for as long as it may reference chunks it has not yet
+//!   published in a revision).
+
+mod check;
+mod chunks;
+mod error;
+mod ingest;
+mod read;
+mod refs;
+
+pub use check::{FsckReport, GcReport, Stats};
+pub use chunks::{ChunkStore, RocksChunkStore, VerifiedRecord};
+pub use error::StoreError;
+pub use ingest::{list_files, CommitOptions, Committed, FoundFile, IngestProgress, Ingested, WriteSession};
+pub use read::ReadProgress;
+pub use refs::{BranchUpdate, RepoInfo, RevisionSpec};
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The store format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_CHUNK_INDEX: &str = "chunk_index";
+pub(crate) const CF_CHUNKS: &str = "chunks";
+pub(crate) const CF_TREES: &str = "trees";
+pub(crate) const CF_REVISIONS: &str = "revisions";
+pub(crate) const CF_BRANCHES: &str = "branches";
+pub(crate) const CF_REPOS: &str = "repos";
+const ALL_CFS: [&str; 7] = [CF_META, CF_CHUNK_INDEX, CF_CHUNKS, CF_TREES, CF_REVISIONS, CF_BRANCHES, CF_REPOS];
+
+/// A ferry store: one RocksDB database in a directory.
+pub struct Store {
+    pub(crate) db: Arc<DB>,
+    pub(crate) chunks: RocksChunkStore,
+    path: PathBuf,
+    /// Writers share it; gc takes it exclusively.
+    pub(crate) gc_guard: RwLock<()>,
+    /// Serialises branch compare-and-swap within the process (RocksDB's own
+    /// lock keeps other processes out of the store entirely).
+    pub(crate) branch_lock: Mutex<()>,
+}
+
+fn cf_options(name: &str) -> Options {
+    let mut o = Options::default();
+    match name {
+        CF_CHUNKS => {
+            // Chunk records go to blob files, keeping the LSM tree small; they
+            // are already compressed by ferry's codec.
+            o.set_enable_blob_files(true);
+            o.set_min_blob_size(1024);
+            o.set_blob_file_size(256 << 20);
+            o.set_enable_blob_gc(true);
+            o.set_write_buffer_size(64 << 20);
+            o.set_max_write_buffer_number(2);
+        }
+        _ => {
+            o.set_write_buffer_size(16 << 20);
+        }
+    }
+    o
+}
+
+fn db_options(create: bool) -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(create);
+    o.create_missing_column_families(create);
+    // Chunk and tree writes skip the WAL and are made durable by a flush
+    // before any revision references them; atomic flush keeps the chunk
+    // index and the chunk records consistent with each other across a crash.
+    o.set_atomic_flush(true);
+    o.set_max_background_jobs(2);
+    o.set_bytes_per_sync(8 << 20);
+    o.set_max_total_wal_size(256 << 20);
+    o
+}
+
+impl Store {
+    /// Creates a new, empty store at `path` (which must not hold one).
+    pub fn init(path: &Path) -> Result<Store> {
+        if path.join("CURRENT").exists() {
+            return Err(StoreError::AlreadyExists(path.to_owned()));
+        }
+        std::fs::create_dir_all(path).map_err(|e| StoreError::io(path, e))?;
+        let store = Self::open_db(path, true)?;
+        let mut w = rocksdb::WriteOptions::default();
+        w.set_sync(true);
+        let meta = store.cf(CF_META);
+        store.db.put_cf_opt(meta, b"format", FORMAT_VERSION.to_le_bytes(), &w)?;
+        Ok(store)
+    }
+
+    /// Opens an existing store, checking its format version.
+    pub fn open(path: &Path) -> Result<Store> {
+        if !path.join("CURRENT").exists() {
+            return Err(StoreError::NotAStore(path.to_owned()));
+        }
+        let store = Self::open_db(path, false)?;
+        let found = store
+            .db
+            .get_cf(store.cf(CF_META), b"format")?
+            .and_then(|v| Some(u32::from_le_bytes(v.as_slice().try_into().ok()?)));
+        match found {
+            Some(FORMAT_VERSION) => Ok(store),
+            Some(v) => Err(StoreError::UnknownFormat { path: path.to_owned(), found: v.to_string() }),
+            None => Err(StoreError::UnknownFormat { path: path.to_owned(), found: "none".into() }),
+        }
+    }
+
+    fn open_db(path: &Path, create: bool) -> Result<Store> {
+        let cfs = ALL_CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
+        let db = DB::open_cf_descriptors(&db_options(create), path, cfs).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("lock") || msg.contains("Resource temporarily unavailable") {
+                StoreError::Locked(path.to_owned())
+            } else if msg.contains("Column families not opened") || msg.contains("Invalid column family") {
+                StoreError::UnknownFormat { path: path.to_owned(), found: format!("unexpected layout ({msg})") }
+            } else {
+                StoreError::Db(e)
+            }
+        })?;
+        let db = Arc::new(db);
+        Ok(Store {
+            chunks: RocksChunkStore::new(db.clone()),
+            db,
+            path: path.to_owned(),
+            gc_guard: RwLock::new(()),
+            branch_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column family opened at start")
+    }
+
+    /// The chunk store, for callers that move chunks (the hub).
+    pub fn chunk_store(&self) -> &RocksChunkStore {
+        &self.chunks
+    }
+
+    /// Makes every chunk and tree written so far durable.
+    pub(crate) fn sync_data(&self) -> Result<()> {
+        self.chunks.sync()?;
+        Ok(())
+    }
+}

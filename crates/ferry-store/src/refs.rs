@@ -1,0 +1,244 @@
+//! Repositories, branches and revisions: the small, synced metadata.
+
+use ferry_core::revision::Revision;
+use ferry_core::tree::{node_id, Node};
+use ferry_core::Id;
+use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
+
+use crate::{Result, Store, StoreError, CF_BRANCHES, CF_REPOS, CF_REVISIONS, CF_TREES};
+
+/// Key of a branch: repository, NUL, branch name (neither may contain NUL).
+pub(crate) fn branch_key(repo: &str, branch: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(repo.len() + 1 + branch.len());
+    k.extend_from_slice(repo.as_bytes());
+    k.push(0);
+    k.extend_from_slice(branch.as_bytes());
+    k
+}
+
+/// A repository's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoInfo {
+    pub name: String,
+    /// Unix seconds of its first revision.
+    pub created: i64,
+    pub public: bool,
+}
+
+impl RepoInfo {
+    /// Record layout: created:i64 LE, flags:u8 (bit 0: public).
+    pub(crate) fn new_record(created: i64) -> Vec<u8> {
+        let mut v = created.to_le_bytes().to_vec();
+        v.push(0);
+        v
+    }
+    fn decode(name: String, b: &[u8]) -> RepoInfo {
+        let created = b.get(..8).and_then(|x| x.try_into().ok()).map_or(0, i64::from_le_bytes);
+        RepoInfo { name, created, public: b.get(8).is_some_and(|f| f & 1 != 0) }
+    }
+}
+
+/// What `repo@rev` names: a branch (default `main`), or a revision id or a
+/// unique prefix of one (at least 8 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionSpec {
+    pub repo: String,
+    pub rev: String,
+}
+
+impl RevisionSpec {
+    pub fn parse(s: &str) -> Result<RevisionSpec> {
+        let (repo, rev) = s.split_once('@').unwrap_or((s, "main"));
+        ferry_core::names::check_repo_name(repo)?;
+        Ok(RevisionSpec { repo: repo.into(), rev: rev.into() })
+    }
+}
+
+/// A branch compare-and-swap that did happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchUpdate {
+    pub old: Option<Id>,
+    pub new: Option<Id>,
+}
+
+impl Store {
+    /// The head of a branch, if it exists.
+    pub fn branch(&self, repo: &str, branch: &str) -> Result<Option<Id>> {
+        let v = self.db.get_pinned_cf(self.cf(CF_BRANCHES), branch_key(repo, branch))?;
+        Ok(v.and_then(|v| Id::from_slice(&v)))
+    }
+
+    /// The branches of a repository, by name.
+    pub fn branches(&self, repo: &str) -> Result<Vec<(String, Id)>> {
+        let prefix = branch_key(repo, "");
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_BRANCHES), &prefix) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Some(id) = Id::from_slice(&v) {
+                out.push((name, id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every branch of every repository: (repo, branch, head).
+    pub fn all_branches(&self) -> Result<Vec<(String, String, Id)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_BRANCHES), IteratorMode::Start) {
+            let (k, v) = item?;
+            let Some(nul) = k.iter().position(|&b| b == 0) else { continue };
+            if let Some(id) = Id::from_slice(&v) {
+                out.push((
+                    String::from_utf8_lossy(&k[..nul]).into_owned(),
+                    String::from_utf8_lossy(&k[nul + 1..]).into_owned(),
+                    id,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves a branch from `expected` to `new` (None deletes it), atomically.
+    pub fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Option<Id>) -> Result<BranchUpdate> {
+        ferry_core::names::check_repo_name(repo)?;
+        ferry_core::names::check_branch_name(branch)?;
+        if let Some(n) = &new {
+            self.revision(n)?;
+        }
+        let _cas = self.branch_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let head = self.branch(repo, branch)?;
+        if head != expected {
+            return Err(StoreError::Conflict {
+                repo: repo.into(),
+                branch: branch.into(),
+                expected: expected.map_or("no branch".into(), |i| i.short()),
+                actual: head.map_or("deleted".into(), |i| i.short()),
+            });
+        }
+        let mut batch = WriteBatch::default();
+        let key = branch_key(repo, branch);
+        match &new {
+            Some(id) => batch.put_cf(self.cf(CF_BRANCHES), key, id.as_bytes()),
+            None => batch.delete_cf(self.cf(CF_BRANCHES), key),
+        }
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db.write_opt(batch, &w)?;
+        Ok(BranchUpdate { old: head, new })
+    }
+
+    pub fn repos(&self) -> Result<Vec<RepoInfo>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_REPOS), IteratorMode::Start) {
+            let (k, v) = item?;
+            out.push(RepoInfo::decode(String::from_utf8_lossy(&k).into_owned(), &v));
+        }
+        Ok(out)
+    }
+
+    pub fn repo(&self, name: &str) -> Result<RepoInfo> {
+        let v = self.db.get_pinned_cf(self.cf(CF_REPOS), name)?;
+        v.map(|v| RepoInfo::decode(name.into(), &v)).ok_or_else(|| StoreError::UnknownRepo(name.into()))
+    }
+
+    /// A stored revision, verified against its id.
+    pub fn revision(&self, id: &Id) -> Result<Revision> {
+        let v = self
+            .db
+            .get_pinned_cf(self.cf(CF_REVISIONS), id.as_bytes())?
+            .ok_or_else(|| StoreError::UnknownRevision(format!("no revision {id} in the store")))?;
+        let actual = ferry_core::revision::revision_id(&v);
+        if actual != *id {
+            return Err(StoreError::Corrupt { what: "revision", id: *id, detail: format!("its bytes hash to {actual}") });
+        }
+        Revision::decode(&v).map_err(|e| StoreError::Corrupt { what: "revision", id: *id, detail: e.to_string() })
+    }
+
+    pub fn has_revision(&self, id: &Id) -> Result<bool> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_REVISIONS), id.as_bytes())?.is_some())
+    }
+
+    /// Resolves `repo@rev` to a revision.
+    pub fn resolve(&self, spec: &RevisionSpec) -> Result<(Id, Revision)> {
+        self.repo(&spec.repo)?;
+        if let Some(id) = self.branch(&spec.repo, &spec.rev)? {
+            return Ok((id, self.revision(&id)?));
+        }
+        let hex = spec.rev.to_ascii_lowercase();
+        if hex.len() >= 8 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let lo = hex::decode(if hex.len() % 2 == 0 { hex.clone() } else { format!("{hex}0") }).unwrap_or_default();
+            let mut found = Vec::new();
+            for item in self.db.iterator_cf(self.cf(CF_REVISIONS), IteratorMode::From(&lo, rocksdb::Direction::Forward)) {
+                let (k, _) = item?;
+                if !hex::encode(&k).starts_with(&hex) {
+                    break;
+                }
+                found.extend(Id::from_slice(&k));
+                if found.len() > 1 {
+                    return Err(StoreError::UnknownRevision(format!("{} is ambiguous: more than one revision starts with it", spec.rev)));
+                }
+            }
+            if let Some(id) = found.pop() {
+                return Ok((id, self.revision(&id)?));
+            }
+        }
+        Err(StoreError::UnknownRevision(format!(
+            "{}@{}: no such branch or revision", spec.repo, spec.rev
+        )))
+    }
+
+    /// History from `head`, following first parents, newest first.
+    pub fn log(&self, head: Id, limit: usize) -> Result<Vec<(Id, Revision)>> {
+        let mut out = Vec::new();
+        let mut next = Some(head);
+        while let Some(id) = next {
+            if out.len() >= limit {
+                break;
+            }
+            let rev = self.revision(&id)?;
+            next = rev.parents.first().copied();
+            out.push((id, rev));
+        }
+        Ok(out)
+    }
+
+    /// A tree node, verified against its id.
+    pub fn node(&self, id: &Id) -> Result<Node> {
+        let v = self.db.get_pinned_cf(self.cf(CF_TREES), id.as_bytes())?.ok_or(StoreError::MissingNode(*id))?;
+        let actual = node_id(&v);
+        if actual != *id {
+            return Err(StoreError::Corrupt { what: "tree node", id: *id, detail: format!("its bytes hash to {actual}") });
+        }
+        Node::decode(&v).map_err(|e| StoreError::Corrupt { what: "tree node", id: *id, detail: e.to_string() })
+    }
+
+    /// The encoded node as stored (for sending on).
+    pub fn node_bytes(&self, id: &Id) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_TREES), id.as_bytes())?)
+    }
+
+    pub fn has_nodes(&self, ids: &[Id]) -> Result<Vec<bool>> {
+        let cf = self.cf(CF_TREES);
+        self.db
+            .multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes())))
+            .into_iter()
+            .map(|r| Ok(r?.is_some()))
+            .collect()
+    }
+
+    /// Stores a revision that came from elsewhere (pull, mirror) without
+    /// moving any branch. Its trees must already be stored.
+    pub fn put_revision(&self, rev: &Revision) -> Result<Id> {
+        let enc = rev.encode();
+        let id = ferry_core::revision::revision_id(&enc);
+        self.sync_data()?;
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db.put_cf_opt(self.cf(CF_REVISIONS), id.as_bytes(), enc, &w)?;
+        Ok(id)
+    }
+}

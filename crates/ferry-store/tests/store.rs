@@ -1,0 +1,218 @@
+//! The store's library API against a real RocksDB in a temporary directory.
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ferry_core::revision::{Entry, Revision};
+use ferry_core::Id;
+use ferry_store::{ChunkStore, RevisionSpec, Store, StoreError};
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+fn commit_bytes(store: &Store, repo: &str, files: &[(&str, &[u8])], msg: &str) -> Id {
+    let s = store.write_session();
+    let head = store.branch(repo, "main").unwrap();
+    let entries = files
+        .iter()
+        .map(|(p, data)| {
+            let got = s.ingest(Cursor::new(data.to_vec()), &()).unwrap();
+            Entry { path: p.to_string(), file_id: got.file_id, size: got.size, executable: false }
+        })
+        .collect();
+    let rev = Revision::new(head.into_iter().collect(), "t".into(), 1, msg.into(), entries).unwrap();
+    s.commit(repo, "main", head, &rev).unwrap()
+}
+
+fn read_all(store: &Store, rev: &Id, path: &str) -> Vec<u8> {
+    let rev = store.revision(rev).unwrap();
+    let mut out = Vec::new();
+    store.read_file(rev.entry(path).unwrap(), &mut out, &()).unwrap();
+    out
+}
+
+#[test]
+fn second_version_stores_only_changed_chunks_and_reads_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::init(dir.path()).unwrap();
+    let v1 = noise(6 << 20, 1);
+    let mut v2 = v1.clone();
+    v2[3_000_000..3_000_100].copy_from_slice(&[0xAB; 100]);
+    let s = store.write_session();
+    let a = s.ingest(Cursor::new(v1.clone()), &()).unwrap();
+    let b = s.ingest(Cursor::new(v2.clone()), &()).unwrap();
+    assert_eq!(a.new_bytes, v1.len() as u64);
+    assert!(b.new_chunks <= 2, "an in-place 100-byte edit stored {} new chunks", b.new_chunks);
+    assert!(b.new_bytes < 600_000);
+    drop(s);
+    let r1 = commit_bytes(&store, "org/m", &[("w.bin", &v1)], "v1");
+    let r2 = commit_bytes(&store, "org/m", &[("w.bin", &v2)], "v2");
+    assert_eq!(read_all(&store, &r1, "w.bin"), v1);
+    assert_eq!(read_all(&store, &r2, "w.bin"), v2);
+    assert_eq!(store.revision(&r2).unwrap().parents, vec![r1]);
+}
+
+#[test]
+fn byte_ranges_read_only_what_is_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::init(dir.path()).unwrap();
+    let data = noise(3 << 20, 5);
+    let r = commit_bytes(&store, "org/m", &[("f", &data)], "m");
+    let e = store.revision(&r).unwrap().entry("f").unwrap().clone();
+    for (a, b) in [(0u64, 8u64), (8, 4096), (65_000, 300_000), (0, data.len() as u64), (data.len() as u64 - 1, data.len() as u64), (77, 77)] {
+        let mut out = Vec::new();
+        store.read_range(&e.file_id, e.size, a, b, &mut out, &()).unwrap();
+        assert_eq!(out, &data[a as usize..b as usize], "range {a}..{b}");
+    }
+}
+
+#[test]
+fn empty_and_tiny_files_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::init(dir.path()).unwrap();
+    let r = commit_bytes(&store, "org/m", &[("empty", b""), ("one", b"x")], "m");
+    assert_eq!(read_all(&store, &r, "empty"), b"");
+    assert_eq!(read_all(&store, &r, "one"), b"x");
+}
+
+#[test]
+fn a_stale_branch_update_is_refused_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::init(dir.path()).unwrap();
+    let base = commit_bytes(&store, "org/m", &[("a", b"1")], "base");
+    // Two writers start from the same head; the second to finish loses.
+    let s = store.write_session();
+    let f1 = s.ingest(Cursor::new(b"one".to_vec()), &()).unwrap();
+    let f2 = s.ingest(Cursor::new(b"two".to_vec()), &()).unwrap();
+    let rev = |f: ferry_store::Ingested, m: &str| Revision::new(vec![base], "t".into(), 2, m.into(), vec![Entry { path: "a".into(), file_id: f.file_id, size: f.size, executable: false }]).unwrap();
+    let won = s.commit("org/m", "main", Some(base), &rev(f1, "first")).unwrap();
+    let err = s.commit("org/m", "main", Some(base), &rev(f2, "second")).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("nothing was lost"));
+    assert_eq!(store.branch("org/m", "main").unwrap(), Some(won));
+}
+
+#[test]
+fn concurrent_commits_from_threads_never_lose_a_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::init(dir.path()).unwrap());
+    let mut handles = Vec::new();
+    for t in 0..4u64 {
+        let store = store.clone();
+        handles.push(std::thread::spawn(move || {
+            let mut mine = Vec::new();
+            for i in 0..5u64 {
+                loop {
+                    let s = store.write_session();
+                    let head = store.branch("org/m", "main").unwrap();
+                    let f = s.ingest(Cursor::new(noise(1000, t * 100 + i + 1)), &()).unwrap();
+                    let rev = Revision::new(head.into_iter().collect(), format!("w{t}"), i as i64, format!("{t}/{i}"), vec![Entry { path: format!("f{t}"), file_id: f.file_id, size: f.size, executable: false }]).unwrap();
+                    match s.commit("org/m", "main", head, &rev) {
+                        Ok(id) => {
+                            mine.push(id);
+                            break;
+                        }
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            mine
+        }));
+    }
+    let all: Vec<Id> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let head = store.branch("org/m", "main").unwrap().unwrap();
+    let history: Vec<Id> = store.log(head, 1000).unwrap().into_iter().map(|x| x.0).collect();
+    assert_eq!(history.len(), 20);
+    for id in all {
+        assert!(history.contains(&id), "revision {id} was lost");
+    }
+}
+
+#[test]
+fn gc_reclaims_unreachable_data_and_keeps_reachable_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::init(dir.path()).unwrap();
+    let keep = noise(2 << 20, 7);
+    let drop_me = noise(2 << 20, 8);
+    let r = commit_bytes(&store, "org/keep", &[("k", &keep)], "keep");
+    commit_bytes(&store, "org/gone", &[("g", &drop_me)], "gone");
+    let before = store.stats().unwrap();
+    let head = store.branch("org/gone", "main").unwrap();
+    store.update_branch("org/gone", "main", head, None).unwrap();
+    let rep = store.gc().unwrap();
+    assert!(rep.chunks_removed > 0);
+    assert!(rep.bytes_removed >= 2 << 20);
+    assert_eq!(rep.revisions_removed, 1);
+    let after = store.stats().unwrap();
+    assert_eq!(after.chunks, before.chunks - rep.chunks_removed);
+    assert_eq!(read_all(&store, &r, "k"), keep);
+    assert!(store.fsck(&|_| {}).unwrap().problems.is_empty());
+}
+
+#[test]
+fn gc_waits_for_an_open_write_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::init(dir.path()).unwrap());
+    let data = noise(1 << 20, 9);
+    let session = store.write_session();
+    let f = session.ingest(Cursor::new(data.clone()), &()).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let gc = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let r = store.gc().unwrap();
+            done.store(true, Ordering::SeqCst);
+            r
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!done.load(Ordering::SeqCst), "gc ran while a writer held unreferenced chunks");
+    let rev = Revision::new(vec![], "t".into(), 1, "m".into(), vec![Entry { path: "f".into(), file_id: f.file_id, size: f.size, executable: false }]).unwrap();
+    let id = session.commit("org/m", "main", None, &rev).unwrap();
+    drop(session);
+    let rep = gc.join().unwrap();
+    assert_eq!(rep.chunks_removed, 0);
+    assert_eq!(read_all(&store, &id, "f"), data);
+}
+
+#[test]
+fn a_corrupt_record_is_never_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::init(dir.path()).unwrap();
+    let bad = ferry_store::VerifiedRecord::verify(Id::of_chunk(b"x"), vec![0, 1, 0, 0, 0, b'y']);
+    assert!(bad.is_err(), "a record that does not hash to its id must not verify");
+    assert!(matches!(store.chunk_store().get(&Id::of_chunk(b"nope")), Err(StoreError::MissingChunk(_))));
+}
+
+#[test]
+fn revision_specs_resolve_branches_and_id_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::init(dir.path()).unwrap();
+    let r = commit_bytes(&store, "org/m", &[("a", b"1")], "m");
+    let by = |s: &str| store.resolve(&RevisionSpec::parse(s).unwrap()).map(|x| x.0);
+    assert_eq!(by("org/m").unwrap(), r);
+    assert_eq!(by("org/m@main").unwrap(), r);
+    assert_eq!(by(&format!("org/m@{}", &r.to_hex()[..10])).unwrap(), r);
+    assert!(matches!(by("org/m@nope"), Err(StoreError::UnknownRevision(_))));
+    assert!(matches!(by("org/other@main"), Err(StoreError::UnknownRepo(_))));
+}
+
+#[test]
+fn opening_twice_reports_the_lock_and_unknown_dirs_are_not_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Store::init(dir.path()).unwrap();
+    assert!(matches!(Store::open(dir.path()), Err(StoreError::Locked(_))));
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(Store::open(empty.path()), Err(StoreError::NotAStore(_))));
+}

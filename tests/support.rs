@@ -1,0 +1,73 @@
+//! Helpers for end-to-end tests: find the `ferry` binary, run it, make data.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `ferry` binary built beside this test (target/<profile>/ferry).
+pub fn ferry_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target profile directory");
+    let bin = dir.join("ferry");
+    assert!(bin.exists(), "{} not built: run `cargo build --release --workspace` first", bin.display());
+    bin
+}
+
+/// A `ferry --store <store>` command.
+pub fn ferry(store: &Path) -> Command {
+    let mut c = Command::new(ferry_bin());
+    c.arg("--store").arg(store).env_remove("FERRY_STORE").env("FERRY_AUTHOR", "tester");
+    c
+}
+
+/// Runs and requires success; returns stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run ferry");
+    assert!(out.status.success(), "{cmd:?} failed:\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs and requires failure; returns the output.
+pub fn fails(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run ferry");
+    assert!(!out.status.success(), "{cmd:?} succeeded but should have failed: {}", String::from_utf8_lossy(&out.stdout));
+    out
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Deterministic incompressible bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+/// Every regular file under `dir`, relative path -> bytes.
+pub fn read_tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
