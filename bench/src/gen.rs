@@ -7,7 +7,8 @@
 //! writes the same model with the last quarter of its layers fine-tuned
 //! (every weight nudged), the rest byte-identical.
 
-use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -108,10 +109,11 @@ fn bf16(x: f32) -> [u8; 2] {
     ((rounded >> 16) as u16).to_le_bytes()
 }
 
-fn write_tensor(out: &mut impl Write, t: &Tensor, seed: u64, index: u64, tuned: bool) -> Result<()> {
+/// Appends tensor `t`'s bytes to `buf`.
+fn gen_tensor(buf: &mut Vec<u8>, t: &Tensor, seed: u64, index: u64, tuned: bool) {
     let mut base = Rng::new(seed ^ (index << 20));
     let mut delta = Rng::new(seed ^ (index << 20) ^ 0xF1E7_0E5E);
-    let mut buf = Vec::with_capacity(1 << 16);
+    buf.reserve(t.elems() as usize * 2);
     let mut left = t.elems();
     while left > 0 {
         let (a, b) = base.normal2();
@@ -126,13 +128,7 @@ fn write_tensor(out: &mut impl Write, t: &Tensor, seed: u64, index: u64, tuned: 
             buf.extend_from_slice(&bf16(b));
         }
         left = left.saturating_sub(2);
-        if buf.len() >= 1 << 16 {
-            out.write_all(&buf)?;
-            buf.clear();
-        }
     }
-    out.write_all(&buf)?;
-    Ok(())
 }
 
 fn model(size_mib: u64, seed: u64, changed: f64, out: PathBuf) -> Result<()> {
@@ -141,9 +137,11 @@ fn model(size_mib: u64, seed: u64, changed: f64, out: PathBuf) -> Result<()> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
     let mut off = 0u64;
+    let mut offsets = Vec::with_capacity(tensors.len());
     for t in &tensors {
         let len = t.elems() * 2;
         header.insert(t.name.clone(), serde_json::json!({ "dtype": "BF16", "shape": t.shape, "data_offsets": [off, off + len] }));
+        offsets.push(off);
         off += len;
     }
     let mut h = serde_json::to_vec(&header)?;
@@ -154,14 +152,37 @@ fn model(size_mib: u64, seed: u64, changed: f64, out: PathBuf) -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let file = std::fs::File::create(&out).with_context(|| format!("create {}", out.display()))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    w.write_all(&(h.len() as u64).to_le_bytes())?;
-    w.write_all(&h)?;
-    for (i, t) in tensors.iter().enumerate() {
-        let tuned = t.layer.is_some_and(|l| l >= first_tuned);
-        write_tensor(&mut w, t, seed, i as u64, tuned)?;
-    }
-    w.flush()?;
+    let data_start = 8 + h.len() as u64;
+    file.set_len(data_start + off)?;
+    let mut head = Vec::with_capacity(8 + h.len());
+    head.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    head.extend_from_slice(&h);
+    file.write_all_at(&head, 0)?;
+    // Tensors are independent (each has its own seeded generators), so
+    // threads take them in turn and write each at its offset.
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    let mut buf = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(t) = tensors.get(i) else { return Ok(()) };
+                        let tuned = t.layer.is_some_and(|l| l >= first_tuned);
+                        buf.clear();
+                        gen_tensor(&mut buf, t, seed, i as u64, tuned);
+                        file.write_all_at(&buf, data_start + offsets[i])?;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("generator thread panicked")?;
+        }
+        Ok(())
+    })?;
     Ok(())
 }
 
