@@ -5,6 +5,7 @@ mod progress;
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -57,13 +58,56 @@ enum Command {
     Ls { target: String },
     /// Write every file of a revision into a directory.
     Export { target: String, dir: PathBuf },
-    /// Write one file, or a byte range of it, to stdout.
+    /// Write one file, or a byte range of it, to stdout: `cat REPO@REV PATH`
+    /// from the local store, or `cat HUB REPO@REV PATH` straight from a hub.
     Cat {
-        target: String,
-        path: String,
+        /// REPO@REV, or HUB (host:port) when three arguments are given.
+        first: String,
+        second: String,
+        third: Option<String>,
         /// Bytes START..END (END exclusive; either may be omitted).
         #[arg(long)]
         range: Option<String>,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Run a hub: serve this store over QUIC and TLS-over-TCP on one port.
+    Serve {
+        #[arg(long, default_value = "0.0.0.0:4433")]
+        listen: std::net::SocketAddr,
+    },
+    /// Send a local branch to a hub (only what the hub lacks).
+    Push {
+        hub: String,
+        repo: String,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Fetch a hub's branch into the local store (only what is missing locally).
+    Pull {
+        hub: String,
+        repo: String,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Only files matching this glob (repeatable); records a partial local revision.
+        #[arg(long)]
+        include: Vec<String>,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Manage the hub's access tokens (works while the hub runs).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Make repositories readable without a token, or private again.
+    Visibility {
+        /// Repository glob, e.g. org/llama or 'org/*'.
+        pattern: String,
+        #[arg(value_parser = ["public", "private"])]
+        visibility: String,
     },
     /// Show what the store holds and how much deduplication saves.
     Stats,
@@ -78,6 +122,54 @@ enum Command {
         #[command(subcommand)]
         action: BranchAction,
     },
+}
+
+#[derive(clap::Args)]
+struct NetArgs {
+    /// Access token (from `ferry token create` on the hub).
+    #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// auto tries QUIC first and falls back to TLS over TCP.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "quic", "tcp"])]
+    transport: String,
+    /// Known-hubs file for pinning certificates (default ~/.config/ferry/known_hubs).
+    #[arg(long, env = "FERRY_KNOWN_HUBS")]
+    known_hubs: Option<PathBuf>,
+    /// Trust hubs whose certificate chains to these CA certificates (PEM) instead of pinning.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
+impl NetArgs {
+    fn options(&self, hub: &str) -> ferry_hub::ConnectOptions {
+        let trust = match (&self.ca, &self.known_hubs) {
+            (Some(ca), _) => ferry_hub::tls::Trust::CaBundle(ca.clone()),
+            (None, Some(f)) => ferry_hub::tls::Trust::KnownHubs(f.clone()),
+            (None, None) => ferry_hub::tls::Trust::default_known_hubs(),
+        };
+        let transport = match self.transport.as_str() {
+            "quic" => ferry_hub::TransportChoice::Quic,
+            "tcp" => ferry_hub::TransportChoice::Tcp,
+            _ => ferry_hub::TransportChoice::Auto,
+        };
+        ferry_hub::ConnectOptions { hub: hub.into(), token: self.token.clone(), transport, trust }
+    }
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token; it is printed once and only its hash is kept.
+    Create {
+        /// Repository glob the token covers, e.g. 'org/*'.
+        #[arg(long)]
+        repo: String,
+        #[arg(long, value_parser = ["read", "write"])]
+        scope: String,
+    },
+    /// List tokens (ids, patterns, scopes; never secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -128,17 +220,173 @@ fn parse_range(s: &str, size: u64) -> Result<(u64, u64)> {
     Ok((a, b))
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn transfer_summary(verb: &str, t: &ferry_hub::Transfer, secs: f64) -> String {
+    if t.up_to_date {
+        return format!("already up to date at {}", &t.head[..12]);
+    }
+    format!(
+        "{verb} {} revisions over {}: {} chunks ({} raw, {} on the wire), {} chunks already there; {} sent, {} received in {secs:.1}s; head {}",
+        t.revisions, t.transport, t.chunks_moved, progress::bytes(t.raw_bytes_moved), progress::bytes(t.chunk_bytes_moved),
+        t.chunks_already_there, progress::bytes(t.wire_bytes_sent), progress::bytes(t.wire_bytes_received), &t.head[..12]
+    )
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     let path = store_path(&cli)?;
     let json = cli.json;
-    if let Command::Init = cli.command {
-        Store::init(&path)?;
-        print(json, json!({ "store": path }), || format!("initialised an empty ferry store in {}", path.display()));
-        return Ok(ExitCode::SUCCESS);
-    }
-    let store = Store::open(&path)?;
     match cli.command {
-        Command::Init => unreachable!("handled above"),
+        Command::Init => {
+            Store::init(&path)?;
+            print(json, json!({ "store": path }), || format!("initialised an empty ferry store in {}", path.display()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { action } => admin_token(&path, action, json),
+        Command::Visibility { pattern, visibility } => admin_visibility(&path, &pattern, &visibility, json),
+        Command::Cat { first, second, third: Some(file), range, net } => remote_cat(&first, &second, &file, range.as_deref(), &net),
+        Command::Serve { listen } => serve(Arc::new(Store::open(&path)?), listen, json),
+        Command::Push { hub, repo, branch, net } => {
+            let store = Arc::new(Store::open(&path)?);
+            transfer(json, "pushed", &hub, &net, async |client, bar| {
+                client.push(&store, &ferry_hub::PushOptions { repo, branch }, bar).await
+            })
+        }
+        Command::Pull { hub, repo, branch, include, net } => {
+            let store = Arc::new(Store::open(&path)?);
+            transfer(json, "pulled", &hub, &net, async |client, bar| {
+                client.pull(&store, &ferry_hub::PullOptions { repo, branch, include }, bar).await
+            })
+        }
+        cmd => local(&Store::open(&path)?, cmd, json),
+    }
+}
+
+fn admin_token(path: &std::path::Path, action: TokenAction, json: bool) -> Result<ExitCode> {
+    use ferry_hub::access::{access_path, AccessFile, Scope};
+    if !path.join("CURRENT").exists() {
+        bail!(ferry_store::StoreError::NotAStore(path.to_owned()));
+    }
+    let file = access_path(path);
+    let mut access = AccessFile::load(&file)?;
+    match action {
+        TokenAction::Create { repo, scope } => {
+            let scope = if scope == "write" { Scope::Write } else { Scope::Read };
+            let token = access.create_token(&repo, scope, now())?;
+            access.save(&file)?;
+            print(json, json!({ "token": token, "repo": repo, "scope": scope }), || token.clone());
+        }
+        TokenAction::List => {
+            if json {
+                println!("{}", serde_json::to_value(&access.tokens)?);
+            } else {
+                for t in &access.tokens {
+                    println!("{}  {:<5}  {}", t.id, if t.scope == Scope::Write { "write" } else { "read" }, t.repo);
+                }
+            }
+        }
+        TokenAction::Revoke { id } => {
+            let before = access.tokens.len();
+            access.tokens.retain(|t| t.id != id);
+            if access.tokens.len() == before {
+                bail!("no token with id {id}");
+            }
+            access.save(&file)?;
+            print(json, json!({ "revoked": id }), || format!("revoked token {id}"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn admin_visibility(path: &std::path::Path, pattern: &str, visibility: &str, json: bool) -> Result<ExitCode> {
+    use ferry_hub::access::{access_path, AccessFile};
+    if !path.join("CURRENT").exists() {
+        bail!(ferry_store::StoreError::NotAStore(path.to_owned()));
+    }
+    let file = access_path(path);
+    let mut access = AccessFile::load(&file)?;
+    access.public.retain(|p| p != pattern);
+    if visibility == "public" {
+        access.public.push(pattern.to_owned());
+    }
+    access.save(&file)?;
+    print(json, json!({ "pattern": pattern, "visibility": visibility }), || format!("{pattern} is now {visibility}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remote_cat(hub: &str, target: &str, file: &str, range: Option<&str>, net: &NetArgs) -> Result<ExitCode> {
+    let (repo, rev) = target.split_once('@').unwrap_or((target, "main"));
+    ferry_core::names::check_repo_name(repo)?;
+    runtime()?.block_on(async {
+        let client = ferry_hub::Client::connect(&net.options(hub)).await?;
+        let range = match range {
+            Some(r) => {
+                // The size is known only after the revision is read: resolve open ends then.
+                let (a, b) = r.split_once("..").with_context(|| format!("--range {r:?} is not START..END"))?;
+                let a: u64 = if a.is_empty() { 0 } else { a.parse().with_context(|| format!("--range start {a:?} is not a number"))? };
+                let b: Option<u64> = if b.is_empty() { None } else { Some(b.parse().with_context(|| format!("--range end {b:?} is not a number"))?) };
+                Some((a, b))
+            }
+            None => None,
+        };
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        client.read_range(repo, rev, file, range, &mut out).await?;
+        out.flush()?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(store: Arc<Store>, listen: std::net::SocketAddr, json: bool) -> Result<ExitCode> {
+    let identity = ferry_hub::tls::Identity::load_or_create(store.path())?;
+    let fingerprint = identity.fingerprint.clone();
+    let created = identity.created;
+    runtime()?.block_on(async move {
+        let opts = ferry_hub::ServeOptions { listen, max_auth_failures: 5 };
+        ferry_hub::serve(store, &identity, opts, |addr| {
+            print(json, json!({ "listen": addr.to_string(), "fingerprint": fingerprint, "new_identity": created }), || {
+                format!("ferry hub listening on {addr} (QUIC and TLS over TCP)\ncertificate fingerprint: {fingerprint}{}",
+                    if created { " (new: clients pin it on first use)" } else { "" })
+            });
+            let _ = std::io::stdout().flush();
+        })
+        .await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn transfer(
+    json: bool,
+    verb: &str,
+    hub: &str,
+    net: &NetArgs,
+    op: impl AsyncFnOnce(&ferry_hub::Client, &progress::Transfer) -> Result<ferry_hub::Transfer, ferry_hub::HubError>,
+) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let t = runtime()?.block_on(async {
+        let client = ferry_hub::Client::connect(&net.options(hub)).await?;
+        let bar = progress::Transfer::new(json);
+        let t = op(&client, &bar).await;
+        bar.finish();
+        anyhow::Ok(t?)
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    let mut v = serde_json::to_value(&t)?;
+    v["seconds"] = json!(secs);
+    print(json, v, || transfer_summary(verb, &t, secs));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn local(store: &Store, command: Command, json: bool) -> Result<ExitCode> {
+    match command {
         Command::Commit { repo, dir, message, branch, author, follow_symlinks } => {
             let author = author.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
             let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
@@ -193,7 +441,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print(json, json!({ "revision": id.to_hex(), "files": rev.entries.len(), "bytes": rev.size(), "dir": dir }),
                 || format!("exported {} files ({}) of {} to {}", rev.entries.len(), progress::bytes(rev.size()), id.short(), dir.display()));
         }
-        Command::Cat { target, path, range } => {
+        Command::Cat { first: target, second: path, third: None, range, .. } => {
             let (_, rev) = store.resolve(&RevisionSpec::parse(&target)?)?;
             let entry = rev.entry(&path).with_context(|| format!("{target} has no file {path:?}"))?;
             let (a, b) = match range {
@@ -293,6 +541,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print(json, json!({ "repo": repo, "branch": branch, "deleted": head.to_hex() }), || format!("deleted {repo}@{branch} (was {head})"));
             }
         },
+        Command::Init | Command::Token { .. } | Command::Visibility { .. } | Command::Serve { .. } | Command::Push { .. } | Command::Pull { .. } | Command::Cat { third: Some(_), .. } => {
+            unreachable!("dispatched in run()")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

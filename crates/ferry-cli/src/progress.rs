@@ -66,3 +66,26 @@ impl ferry_store::ReadProgress for Read {
         self.pb.inc(bytes);
     }
 }
+
+/// Push and pull progress: payload bytes moved.
+pub struct Transfer {
+    pb: ProgressBar,
+}
+
+impl Transfer {
+    pub fn new(json: bool) -> Self {
+        Transfer { pb: bar(json, 0) }
+    }
+    pub fn finish(&self) {
+        self.pb.finish_and_clear();
+    }
+}
+
+impl ferry_hub::client::TransferProgress for Transfer {
+    fn start(&self, total: u64) {
+        self.pb.set_length(total);
+    }
+    fn advance(&self, bytes: u64) {
+        self.pb.inc(bytes);
+    }
+}

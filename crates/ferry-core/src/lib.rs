@@ -36,24 +36,25 @@ pub enum FormatError {
     },
 }
 
-pub(crate) fn invalid(what: &'static str, detail: impl Into<String>) -> FormatError {
+pub fn invalid(what: &'static str, detail: impl Into<String>) -> FormatError {
     FormatError::Invalid {
         what,
         detail: detail.into(),
     }
 }
 
-/// A bounded little-endian reader over untrusted bytes.
-pub(crate) struct Reader<'a> {
+/// A bounded little-endian reader over untrusted bytes (shared with the
+/// wire protocol).
+pub struct Reader<'a> {
     what: &'static str,
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(what: &'static str, buf: &'a [u8]) -> Self {
+    pub fn new(what: &'static str, buf: &'a [u8]) -> Self {
         Reader { what, buf }
     }
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
         if self.buf.len() < n {
             return Err(FormatError::Truncated {
                 what: self.what,
@@ -64,26 +65,26 @@ impl<'a> Reader<'a> {
         self.buf = tail;
         Ok(head)
     }
-    pub(crate) fn u8(&mut self) -> Result<u8, FormatError> {
+    pub fn u8(&mut self) -> Result<u8, FormatError> {
         Ok(self.take(1)?[0])
     }
-    pub(crate) fn u16(&mut self) -> Result<u16, FormatError> {
+    pub fn u16(&mut self) -> Result<u16, FormatError> {
         Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
     }
-    pub(crate) fn u32(&mut self) -> Result<u32, FormatError> {
+    pub fn u32(&mut self) -> Result<u32, FormatError> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
-    pub(crate) fn u64(&mut self) -> Result<u64, FormatError> {
+    pub fn u64(&mut self) -> Result<u64, FormatError> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
-    pub(crate) fn i64(&mut self) -> Result<i64, FormatError> {
+    pub fn i64(&mut self) -> Result<i64, FormatError> {
         Ok(self.u64()? as i64)
     }
-    pub(crate) fn id(&mut self) -> Result<Id, FormatError> {
+    pub fn id(&mut self) -> Result<Id, FormatError> {
         Ok(Id(self.take(32)?.try_into().expect("32 bytes")))
     }
     /// A u32-length-prefixed byte string of at most `limit` bytes.
-    pub(crate) fn bytes(&mut self, field: &'static str, limit: usize) -> Result<&'a [u8], FormatError> {
+    pub fn bytes(&mut self, field: &'static str, limit: usize) -> Result<&'a [u8], FormatError> {
         let len = self.u32()? as usize;
         if len > limit {
             return Err(FormatError::TooLarge {
@@ -94,13 +95,13 @@ impl<'a> Reader<'a> {
         }
         self.take(len)
     }
-    pub(crate) fn string(&mut self, field: &'static str, limit: usize) -> Result<&'a str, FormatError> {
+    pub fn string(&mut self, field: &'static str, limit: usize) -> Result<&'a str, FormatError> {
         std::str::from_utf8(self.bytes(field, limit)?).map_err(|_| invalid(field, "not UTF-8"))
     }
-    pub(crate) fn remaining(&self) -> usize {
+    pub fn remaining(&self) -> usize {
         self.buf.len()
     }
-    pub(crate) fn finish(self) -> Result<(), FormatError> {
+    pub fn finish(self) -> Result<(), FormatError> {
         if self.buf.is_empty() {
             Ok(())
         } else {
@@ -109,7 +110,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(b);
 }

@@ -29,6 +29,8 @@ pub enum StoreError {
     MissingChunk(Id),
     #[error("tree node {0} is missing from the store (run `ferry fsck`)")]
     MissingNode(Id),
+    #[error("incomplete: {0}")]
+    Incomplete(String),
     #[error("stored {what} {id} is corrupt: {detail} (run `ferry fsck`)")]
     Corrupt { what: &'static str, id: Id, detail: String },
     #[error("file {path:?} does not check out: {detail}; nothing was written")]

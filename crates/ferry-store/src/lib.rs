@@ -16,6 +16,7 @@
 mod check;
 mod chunks;
 mod error;
+mod import;
 mod ingest;
 mod read;
 mod refs;
@@ -68,7 +69,13 @@ fn cf_options(name: &str) -> Options {
             o.set_min_blob_size(1024);
             o.set_blob_file_size(256 << 20);
             o.set_enable_blob_gc(true);
-            o.set_write_buffer_size(64 << 20);
+            // Chunks are never overwritten, so blob files hold garbage only
+            // after `gc` deletes chunks, and `gc` raises the cutoff for its
+            // own compaction. Ordinary compactions must not relocate live
+            // blobs: with the default cutoff (0.25) every L0 compaction
+            // rewrites the oldest quarter of the chunk data.
+            o.set_blob_gc_age_cutoff(0.0);
+            o.set_write_buffer_size(32 << 20);
             o.set_max_write_buffer_number(2);
         }
         _ => {

@@ -1,0 +1,167 @@
+//! TLS for both transports: the hub's self-signed identity, and clients that
+//! pin it on first use (a known-hubs file, like SSH) or trust a CA bundle.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::HubError;
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// `sha256:<hex>` of a certificate's DER bytes.
+pub fn fingerprint(cert: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(ring::digest::digest(&ring::digest::SHA256, cert)))
+}
+
+/// The hub's key pair and certificate.
+pub struct Identity {
+    pub cert: CertificateDer<'static>,
+    key: Vec<u8>,
+    pub fingerprint: String,
+    /// True when this start created it.
+    pub created: bool,
+}
+
+impl Identity {
+    /// Loads `<dir>/hub-key.der` and `<dir>/hub-cert.der`, creating them on
+    /// first start (key written with mode 0600, both renamed into place).
+    pub fn load_or_create(dir: &Path) -> Result<Identity, HubError> {
+        let (kp, cp) = (dir.join("hub-key.der"), dir.join("hub-cert.der"));
+        let io = |p: &Path, e: std::io::Error| HubError::Io(format!("{}: {e}", p.display()));
+        if kp.exists() && cp.exists() {
+            let key = std::fs::read(&kp).map_err(|e| io(&kp, e))?;
+            let cert = std::fs::read(&cp).map_err(|e| io(&cp, e))?;
+            let fingerprint = fingerprint(&cert);
+            return Ok(Identity { cert: CertificateDer::from(cert), key, fingerprint, created: false });
+        }
+        let ck = rcgen::generate_simple_self_signed(vec!["ferry-hub".into()]).map_err(|e| HubError::Tls(e.to_string()))?;
+        let key = ck.key_pair.serialize_der();
+        let cert = ck.cert.der().to_vec();
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        write_private(&kp, &key).map_err(|e| io(&kp, e))?;
+        write_private(&cp, &cert).map_err(|e| io(&cp, e))?;
+        let fingerprint = fingerprint(&cert);
+        Ok(Identity { cert: CertificateDer::from(cert), key, fingerprint, created: true })
+    }
+
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, HubError> {
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
+        let mut c = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| HubError::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(vec![self.cert.clone()], key)
+            .map_err(|e| HubError::Tls(e.to_string()))?;
+        c.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
+        Ok(c)
+    }
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+/// How a client decides to trust a hub.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Pin the certificate fingerprint in this known-hubs file on first use.
+    KnownHubs(PathBuf),
+    /// Verify the hub's certificate chain against these CA certificates (PEM).
+    CaBundle(PathBuf),
+}
+
+impl Trust {
+    /// The default known-hubs file: FERRY_KNOWN_HUBS, else ~/.config/ferry/known_hubs.
+    pub fn default_known_hubs() -> Trust {
+        let p = std::env::var_os("FERRY_KNOWN_HUBS").map(PathBuf::from).unwrap_or_else(|| {
+            dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("ferry").join("known_hubs")
+        });
+        Trust::KnownHubs(p)
+    }
+}
+
+/// Verifies a hub's certificate by fingerprint: the pinned one if the
+/// known-hubs file has the hub, any one otherwise (first use). It records the
+/// fingerprint it saw so the client can pin it or explain a mismatch.
+#[derive(Debug)]
+pub(crate) struct PinVerifier {
+    pub expected: Option<String>,
+    pub seen: Mutex<Option<String>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(&self, end_entity: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        let fp = fingerprint(end_entity);
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(fp.clone());
+        match &self.expected {
+            Some(e) if *e != fp => Err(rustls::Error::General(format!("certificate fingerprint {fp} does not match the pinned {e}"))),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// One line per hub: `host:port sha256:<hex>`.
+pub(crate) fn known_fingerprint(file: &Path, hub: &str) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next()? == hub).then(|| it.next().map(str::to_owned)).flatten()
+    })
+}
+
+pub(crate) fn remember(file: &Path, hub: &str, fp: &str) -> Result<(), HubError> {
+    use std::io::Write;
+    if let Some(d) = file.parent() {
+        std::fs::create_dir_all(d).map_err(|e| HubError::Io(format!("{}: {e}", d.display())))?;
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).map_err(|e| HubError::Io(format!("{}: {e}", file.display())))?;
+    writeln!(f, "{hub} {fp}").map_err(|e| HubError::Io(format!("{}: {e}", file.display())))
+}
+
+/// A client TLS config for `hub`, and the verifier (when pinning) that
+/// records what it saw.
+pub(crate) fn client_config(trust: &Trust, hub: &str) -> Result<(rustls::ClientConfig, Option<Arc<PinVerifier>>), HubError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| HubError::Tls(e.to_string()))?;
+    let (mut cfg, pin) = match trust {
+        Trust::KnownHubs(file) => {
+            let v = Arc::new(PinVerifier { expected: known_fingerprint(file, hub), seen: Mutex::new(None), provider: provider() });
+            (builder.dangerous().with_custom_certificate_verifier(v.clone()).with_no_client_auth(), Some(v))
+        }
+        Trust::CaBundle(pem) => {
+            let data = std::fs::read(pem).map_err(|e| HubError::Io(format!("{}: {e}", pem.display())))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut data.as_slice()) {
+                let cert = cert.map_err(|e| HubError::Tls(format!("{}: {e}", pem.display())))?;
+                roots.add(cert).map_err(|e| HubError::Tls(format!("{}: {e}", pem.display())))?;
+            }
+            (builder.with_root_certificates(roots).with_no_client_auth(), None)
+        }
+    };
+    cfg.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
+    Ok((cfg, pin))
+}

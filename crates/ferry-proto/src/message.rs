@@ -1,0 +1,440 @@
+//! The messages of `ferry/1`, each carried in one frame whose type byte is
+//! the message's tag. Field layouts are in `protocol/wire.md`.
+
+use ferry_core::codec::MAX_RECORD_LEN;
+use ferry_core::tree::MAX_NODE_LEN;
+use ferry_core::{invalid, put_bytes, FormatError, Id, Reader};
+
+use crate::frame::{encode_frame, MAX_FRAME_LEN};
+
+/// Most ids in one request (512 KiB of ids).
+pub const MAX_IDS: usize = 16_384;
+pub const MAX_NAME_LEN: usize = 256;
+pub const MAX_TOKEN_LEN: usize = 256;
+pub const MAX_MESSAGE_LEN: usize = 4096;
+pub const MAX_BRANCHES: usize = 65_536;
+pub const MAX_REVISIONS: usize = 1024;
+pub const MAX_VERSIONS: usize = 16;
+
+/// Error codes in `Error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The frame or message could not be decoded, or broke a limit.
+    BadRequest,
+    /// No protocol version in common.
+    UnsupportedVersion,
+    /// The token is not valid.
+    Unauthorized,
+    /// The repository does not exist or the client may not see it (the two
+    /// are deliberately indistinguishable).
+    NotFound,
+    /// The client may read but not write this repository.
+    Forbidden,
+    /// The branch moved since the client read it: pull first.
+    Conflict,
+    /// Data did not match its id.
+    Corrupt,
+    /// Something referenced is missing (e.g. a node's children).
+    Incomplete,
+    /// Too many failed attempts; retry later.
+    RateLimited,
+    /// The server failed; the request may be retried.
+    Internal,
+    /// A code this implementation does not know.
+    Other(u16),
+}
+
+impl ErrorCode {
+    pub fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 1,
+            ErrorCode::UnsupportedVersion => 2,
+            ErrorCode::Unauthorized => 3,
+            ErrorCode::NotFound => 4,
+            ErrorCode::Forbidden => 5,
+            ErrorCode::Conflict => 6,
+            ErrorCode::Corrupt => 7,
+            ErrorCode::Incomplete => 8,
+            ErrorCode::RateLimited => 9,
+            ErrorCode::Internal => 10,
+            ErrorCode::Other(c) => c,
+        }
+    }
+    pub fn from_u16(c: u16) -> ErrorCode {
+        match c {
+            1 => ErrorCode::BadRequest,
+            2 => ErrorCode::UnsupportedVersion,
+            3 => ErrorCode::Unauthorized,
+            4 => ErrorCode::NotFound,
+            5 => ErrorCode::Forbidden,
+            6 => ErrorCode::Conflict,
+            7 => ErrorCode::Corrupt,
+            8 => ErrorCode::Incomplete,
+            9 => ErrorCode::RateLimited,
+            10 => ErrorCode::Internal,
+            c => ErrorCode::Other(c),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Hello { versions: Vec<u16>, token: String, client: String },
+    Welcome { version: u16, server: String },
+    Error { code: ErrorCode, message: String },
+    Done,
+    ListRefs { repo: String },
+    Refs { public: bool, branches: Vec<(String, Id)> },
+    GetHistory { repo: String, from: Vec<Id>, max: u32 },
+    Revisions { revisions: Vec<Vec<u8>> },
+    HaveRevisions { repo: String, ids: Vec<Id> },
+    HaveNodes { repo: String, ids: Vec<Id> },
+    HaveChunks { repo: String, ids: Vec<Id> },
+    Bitmap { bits: Vec<bool> },
+    GetNodes { repo: String, ids: Vec<Id> },
+    Nodes { nodes: Vec<Vec<u8>> },
+    PutNodes { repo: String, nodes: Vec<Vec<u8>> },
+    GetChunks { repo: String, ids: Vec<Id> },
+    Chunks { chunks: Vec<(Id, Vec<u8>)> },
+    PutChunks { repo: String, chunks: Vec<(Id, Vec<u8>)> },
+    UpdateBranch { repo: String, branch: String, expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>> },
+}
+
+pub mod tag {
+    pub const HELLO: u8 = 0x01;
+    pub const WELCOME: u8 = 0x02;
+    pub const ERROR: u8 = 0x03;
+    pub const DONE: u8 = 0x04;
+    pub const LIST_REFS: u8 = 0x10;
+    pub const REFS: u8 = 0x11;
+    pub const GET_HISTORY: u8 = 0x12;
+    pub const REVISIONS: u8 = 0x13;
+    pub const HAVE_REVISIONS: u8 = 0x14;
+    pub const HAVE_NODES: u8 = 0x20;
+    pub const HAVE_CHUNKS: u8 = 0x21;
+    pub const BITMAP: u8 = 0x22;
+    pub const GET_NODES: u8 = 0x23;
+    pub const NODES: u8 = 0x24;
+    pub const PUT_NODES: u8 = 0x25;
+    pub const GET_CHUNKS: u8 = 0x30;
+    pub const CHUNKS: u8 = 0x31;
+    pub const PUT_CHUNKS: u8 = 0x32;
+    pub const UPDATE_BRANCH: u8 = 0x40;
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+fn put_ids(out: &mut Vec<u8>, ids: &[Id]) {
+    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+    for id in ids {
+        out.extend_from_slice(id.as_bytes());
+    }
+}
+
+fn put_blobs(out: &mut Vec<u8>, blobs: &[Vec<u8>]) {
+    out.extend_from_slice(&(blobs.len() as u32).to_le_bytes());
+    for b in blobs {
+        put_bytes(out, b);
+    }
+}
+
+fn put_chunks(out: &mut Vec<u8>, chunks: &[(Id, Vec<u8>)]) {
+    out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+    for (id, rec) in chunks {
+        out.extend_from_slice(id.as_bytes());
+        put_bytes(out, rec);
+    }
+}
+
+fn count(r: &mut Reader, what: &'static str, limit: usize, min_each: usize) -> Result<usize, FormatError> {
+    let n = r.u32()? as usize;
+    if n > limit {
+        return Err(FormatError::TooLarge { what, len: n as u64, limit: limit as u64 });
+    }
+    // Never trust a count the remaining bytes cannot hold.
+    if n.saturating_mul(min_each) > r.remaining() {
+        return Err(FormatError::Truncated { what, needed: n * min_each - r.remaining() });
+    }
+    Ok(n)
+}
+
+fn get_ids(r: &mut Reader) -> Result<Vec<Id>, FormatError> {
+    let n = count(r, "id list", MAX_IDS, 32)?;
+    (0..n).map(|_| r.id()).collect()
+}
+
+fn get_blobs(r: &mut Reader, what: &'static str, max_count: usize, max_len: usize) -> Result<Vec<Vec<u8>>, FormatError> {
+    let n = count(r, what, max_count, 4)?;
+    (0..n).map(|_| Ok(r.bytes(what, max_len)?.to_vec())).collect()
+}
+
+fn get_chunks(r: &mut Reader) -> Result<Vec<(Id, Vec<u8>)>, FormatError> {
+    let n = count(r, "chunk list", MAX_IDS, 36)?;
+    (0..n).map(|_| Ok((r.id()?, r.bytes("chunk record", MAX_RECORD_LEN)?.to_vec()))).collect()
+}
+
+impl Message {
+    pub fn tag(&self) -> u8 {
+        use tag::*;
+        match self {
+            Message::Hello { .. } => HELLO,
+            Message::Welcome { .. } => WELCOME,
+            Message::Error { .. } => ERROR,
+            Message::Done => DONE,
+            Message::ListRefs { .. } => LIST_REFS,
+            Message::Refs { .. } => REFS,
+            Message::GetHistory { .. } => GET_HISTORY,
+            Message::Revisions { .. } => REVISIONS,
+            Message::HaveRevisions { .. } => HAVE_REVISIONS,
+            Message::HaveNodes { .. } => HAVE_NODES,
+            Message::HaveChunks { .. } => HAVE_CHUNKS,
+            Message::Bitmap { .. } => BITMAP,
+            Message::GetNodes { .. } => GET_NODES,
+            Message::Nodes { .. } => NODES,
+            Message::PutNodes { .. } => PUT_NODES,
+            Message::GetChunks { .. } => GET_CHUNKS,
+            Message::Chunks { .. } => CHUNKS,
+            Message::PutChunks { .. } => PUT_CHUNKS,
+            Message::UpdateBranch { .. } => UPDATE_BRANCH,
+        }
+    }
+
+    /// The payload (without the frame header).
+    pub fn payload(&self) -> Vec<u8> {
+        let mut o = Vec::new();
+        match self {
+            Message::Hello { versions, token, client } => {
+                o.push(versions.len() as u8);
+                for v in versions {
+                    o.extend_from_slice(&v.to_le_bytes());
+                }
+                put_str(&mut o, token);
+                put_str(&mut o, client);
+            }
+            Message::Welcome { version, server } => {
+                o.extend_from_slice(&version.to_le_bytes());
+                put_str(&mut o, server);
+            }
+            Message::Error { code, message } => {
+                o.extend_from_slice(&code.to_u16().to_le_bytes());
+                put_str(&mut o, message);
+            }
+            Message::Done => {}
+            Message::ListRefs { repo } => put_str(&mut o, repo),
+            Message::Refs { public, branches } => {
+                o.push(*public as u8);
+                o.extend_from_slice(&(branches.len() as u32).to_le_bytes());
+                for (b, id) in branches {
+                    put_str(&mut o, b);
+                    o.extend_from_slice(id.as_bytes());
+                }
+            }
+            Message::GetHistory { repo, from, max } => {
+                put_str(&mut o, repo);
+                put_ids(&mut o, from);
+                o.extend_from_slice(&max.to_le_bytes());
+            }
+            Message::Revisions { revisions } => put_blobs(&mut o, revisions),
+            Message::HaveRevisions { repo, ids } | Message::HaveNodes { repo, ids } | Message::HaveChunks { repo, ids } | Message::GetNodes { repo, ids } | Message::GetChunks { repo, ids } => {
+                put_str(&mut o, repo);
+                put_ids(&mut o, ids);
+            }
+            Message::Bitmap { bits } => {
+                o.extend_from_slice(&(bits.len() as u32).to_le_bytes());
+                let mut bytes = vec![0u8; bits.len().div_ceil(8)];
+                for (i, b) in bits.iter().enumerate() {
+                    if *b {
+                        bytes[i / 8] |= 1 << (i % 8);
+                    }
+                }
+                o.extend_from_slice(&bytes);
+            }
+            Message::Nodes { nodes } => put_blobs(&mut o, nodes),
+            Message::PutNodes { repo, nodes } => {
+                put_str(&mut o, repo);
+                put_blobs(&mut o, nodes);
+            }
+            Message::Chunks { chunks } => put_chunks(&mut o, chunks),
+            Message::PutChunks { repo, chunks } => {
+                put_str(&mut o, repo);
+                put_chunks(&mut o, chunks);
+            }
+            Message::UpdateBranch { repo, branch, expected, new, revisions } => {
+                put_str(&mut o, repo);
+                put_str(&mut o, branch);
+                match expected {
+                    Some(id) => {
+                        o.push(1);
+                        o.extend_from_slice(id.as_bytes());
+                    }
+                    None => o.push(0),
+                }
+                o.extend_from_slice(new.as_bytes());
+                put_blobs(&mut o, revisions);
+            }
+        }
+        o
+    }
+
+    /// Encodes the message as one frame appended to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_frame(self.tag(), &self.payload(), out);
+    }
+
+    pub fn to_frame(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+
+    /// Decodes the payload of a frame of type `kind`.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Message, FormatError> {
+        use tag::*;
+        if payload.len() > MAX_FRAME_LEN {
+            return Err(FormatError::TooLarge { what: "frame", len: payload.len() as u64, limit: MAX_FRAME_LEN as u64 });
+        }
+        let mut r = Reader::new("message", payload);
+        let name = |r: &mut Reader| -> Result<String, FormatError> { Ok(r.string("name", MAX_NAME_LEN)?.to_owned()) };
+        let m = match kind {
+            HELLO => {
+                let n = r.u8()? as usize;
+                if n > MAX_VERSIONS {
+                    return Err(FormatError::TooLarge { what: "version list", len: n as u64, limit: MAX_VERSIONS as u64 });
+                }
+                let versions = (0..n).map(|_| r.u16()).collect::<Result<_, _>>()?;
+                let token = r.string("token", MAX_TOKEN_LEN)?.to_owned();
+                let client = name(&mut r)?;
+                Message::Hello { versions, token, client }
+            }
+            WELCOME => Message::Welcome { version: r.u16()?, server: name(&mut r)? },
+            ERROR => Message::Error { code: ErrorCode::from_u16(r.u16()?), message: r.string("error message", MAX_MESSAGE_LEN)?.to_owned() },
+            DONE => Message::Done,
+            LIST_REFS => Message::ListRefs { repo: name(&mut r)? },
+            REFS => {
+                let public = r.u8()? != 0;
+                let n = count(&mut r, "branch list", MAX_BRANCHES, 36)?;
+                let branches = (0..n).map(|_| Ok((name(&mut r)?, r.id()?))).collect::<Result<_, FormatError>>()?;
+                Message::Refs { public, branches }
+            }
+            GET_HISTORY => Message::GetHistory { repo: name(&mut r)?, from: get_ids(&mut r)?, max: r.u32()? },
+            REVISIONS => Message::Revisions { revisions: get_blobs(&mut r, "revision", MAX_REVISIONS, MAX_FRAME_LEN)? },
+            HAVE_REVISIONS => Message::HaveRevisions { repo: name(&mut r)?, ids: get_ids(&mut r)? },
+            HAVE_NODES => Message::HaveNodes { repo: name(&mut r)?, ids: get_ids(&mut r)? },
+            HAVE_CHUNKS => Message::HaveChunks { repo: name(&mut r)?, ids: get_ids(&mut r)? },
+            GET_NODES => Message::GetNodes { repo: name(&mut r)?, ids: get_ids(&mut r)? },
+            GET_CHUNKS => Message::GetChunks { repo: name(&mut r)?, ids: get_ids(&mut r)? },
+            BITMAP => {
+                let n = r.u32()? as usize;
+                if n > MAX_IDS {
+                    return Err(FormatError::TooLarge { what: "bitmap", len: n as u64, limit: MAX_IDS as u64 });
+                }
+                let bytes = r.take(n.div_ceil(8))?;
+                if n % 8 != 0 && bytes[n / 8] >> (n % 8) != 0 {
+                    return Err(invalid("bitmap", "padding bits are set"));
+                }
+                Message::Bitmap { bits: (0..n).map(|i| bytes[i / 8] & (1 << (i % 8)) != 0).collect() }
+            }
+            NODES => Message::Nodes { nodes: get_blobs(&mut r, "tree node", MAX_IDS, MAX_NODE_LEN)? },
+            PUT_NODES => Message::PutNodes { repo: name(&mut r)?, nodes: get_blobs(&mut r, "tree node", MAX_IDS, MAX_NODE_LEN)? },
+            CHUNKS => Message::Chunks { chunks: get_chunks(&mut r)? },
+            PUT_CHUNKS => Message::PutChunks { repo: name(&mut r)?, chunks: get_chunks(&mut r)? },
+            UPDATE_BRANCH => {
+                let repo = name(&mut r)?;
+                let branch = name(&mut r)?;
+                let expected = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.id()?),
+                    x => return Err(invalid("update branch", format!("expected-head flag {x} is not 0 or 1"))),
+                };
+                let new = r.id()?;
+                let revisions = get_blobs(&mut r, "revision", MAX_REVISIONS, MAX_FRAME_LEN)?;
+                Message::UpdateBranch { repo, branch, expected, new, revisions }
+            }
+            other => return Err(invalid("frame", format!("unknown frame type {other:#04x}"))),
+        };
+        r.finish()?;
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FrameDecoder;
+
+    pub(crate) fn samples() -> Vec<Message> {
+        let a = Id::of_chunk(b"a");
+        let b = Id::of_chunk(b"b");
+        vec![
+            Message::Hello { versions: vec![1], token: "fy_x".into(), client: "ferry/0.1".into() },
+            Message::Welcome { version: 1, server: "hub".into() },
+            Message::Error { code: ErrorCode::Conflict, message: "pull first".into() },
+            Message::Done,
+            Message::ListRefs { repo: "org/m".into() },
+            Message::Refs { public: true, branches: vec![("main".into(), a)] },
+            Message::GetHistory { repo: "org/m".into(), from: vec![a], max: 64 },
+            Message::Revisions { revisions: vec![b"FRV1".to_vec()] },
+            Message::HaveRevisions { repo: "org/m".into(), ids: vec![a, b] },
+            Message::HaveNodes { repo: "org/m".into(), ids: vec![a] },
+            Message::HaveChunks { repo: "org/m".into(), ids: vec![] },
+            Message::Bitmap { bits: vec![true, false, true, true, false, false, false, false, true] },
+            Message::GetNodes { repo: "org/m".into(), ids: vec![b] },
+            Message::Nodes { nodes: vec![vec![1, 0, 0]] },
+            Message::PutNodes { repo: "org/m".into(), nodes: vec![vec![1, 0, 0]] },
+            Message::GetChunks { repo: "org/m".into(), ids: vec![a] },
+            Message::Chunks { chunks: vec![(a, vec![0, 1, 0, 0, 0, b'a'])] },
+            Message::PutChunks { repo: "org/m".into(), chunks: vec![(a, vec![0, 1, 0, 0, 0, b'a'])] },
+            Message::UpdateBranch { repo: "org/m".into(), branch: "main".into(), expected: Some(a), new: b, revisions: vec![] },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_through_the_frame_decoder() {
+        let mut stream = Vec::new();
+        for m in samples() {
+            m.encode(&mut stream);
+        }
+        let mut d = FrameDecoder::new();
+        // Deliver in awkward pieces.
+        for piece in stream.chunks(7) {
+            d.push(piece);
+        }
+        for m in samples() {
+            let (kind, payload) = d.next_frame().unwrap().unwrap();
+            assert_eq!(Message::decode(kind, &payload).unwrap(), m);
+        }
+        assert!(d.next_frame().unwrap().is_none());
+        d.finish().unwrap();
+    }
+
+    #[test]
+    fn lying_counts_and_lengths_are_refused_before_allocating() {
+        // A HaveNodes claiming 16384 ids with none present.
+        let mut p = Vec::new();
+        put_str(&mut p, "org/m");
+        p.extend_from_slice(&(MAX_IDS as u32).to_le_bytes());
+        assert!(matches!(Message::decode(tag::HAVE_NODES, &p), Err(FormatError::Truncated { .. })));
+        let mut p = Vec::new();
+        put_str(&mut p, "org/m");
+        p.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(Message::decode(tag::HAVE_NODES, &p), Err(FormatError::TooLarge { .. })));
+        let mut d = FrameDecoder::new();
+        d.push(&[tag::PUT_CHUNKS, 0xff, 0xff, 0xff, 0xff]);
+        assert!(d.next_frame().is_err());
+        assert!(Message::decode(0x7f, &[]).is_err(), "unknown frame type");
+        assert!(Message::decode(tag::DONE, &[0]).is_err(), "trailing bytes");
+        let mut d = FrameDecoder::new();
+        d.push(&[tag::DONE, 5, 0, 0]);
+        assert!(d.next_frame().unwrap().is_none());
+        assert!(d.finish().is_err(), "truncated frame at end of stream");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(kind in proptest::prelude::any::<u8>(), payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = Message::decode(kind, &payload);
+        }
+    }
+}

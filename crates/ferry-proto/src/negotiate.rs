@@ -1,0 +1,260 @@
+//! Working out what the other side lacks, without I/O.
+//!
+//! `TreeDiff` compares file trees top-down between a *source* that has the
+//! trees and a *sink* that may lack parts of them: it asks whether the sink
+//! has the roots, expands only the nodes the sink lacks, and asks about the
+//! children of those, level by level, in batches. For a file of N chunks of
+//! which k changed this costs about k·log(N) ids and one round trip per tree
+//! level, not N.
+//!
+//! It relies on one invariant of every ferry store: a node is stored only
+//! when its whole subtree is (chunks and nodes are written children first).
+//! So "the sink has node X" means it has everything below X.
+//!
+//! For a push the source is the local store and the sink the hub; for a pull
+//! the other way round. The driver loop is:
+//!
+//! ```text
+//! loop match diff.poll(batch) {
+//!     Step::AskNodes(ids)  => diff.nodes_known(&ids, &sink.have_nodes(&ids)),
+//!     Step::Expand(ids)    => for id in ids { diff.expanded(id, &source.node(id)) },
+//!     Step::AskChunks(ids) => diff.chunks_known(&ids, &sink.have_chunks(&ids)),
+//!     Step::Done           => break,
+//! }
+//! ```
+
+use std::collections::HashSet;
+
+use ferry_core::tree::Node;
+use ferry_core::Id;
+
+/// What the driver must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Ask the sink which of these nodes it has; answer with `nodes_known`.
+    AskNodes(Vec<Id>),
+    /// Fetch these nodes from the source; hand each to `expanded`.
+    Expand(Vec<Id>),
+    /// Ask the sink which of these chunks it has; answer with `chunks_known`.
+    AskChunks(Vec<Id>),
+    Done,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DiffError {
+    #[error("answer has {got} bits for {asked} ids")]
+    AnswerLength { asked: usize, got: usize },
+    #[error("node {0} was not requested for expansion")]
+    Unexpected(Id),
+    #[error("node {id} has height {got}, its parent expects {want}")]
+    Height { id: Id, want: u8, got: u8 },
+}
+
+/// Top-down tree comparison state. See the module documentation.
+#[derive(Default)]
+pub struct TreeDiff {
+    seen_nodes: HashSet<Id>,
+    seen_chunks: HashSet<Id>,
+    ask_nodes: Vec<(Id, u8)>,
+    expand: Vec<(Id, u8)>,
+    expanding: HashSet<Id>,
+    heights: std::collections::HashMap<Id, u8>,
+    ask_chunks: Vec<Id>,
+    missing_nodes: Vec<(u8, Id)>,
+    missing_chunks: Vec<Id>,
+    /// Ids sent to the sink in questions (for reporting negotiation cost).
+    pub ids_asked: u64,
+}
+
+impl TreeDiff {
+    /// Starts from file roots (their heights are learnt on expansion).
+    pub fn new(roots: impl IntoIterator<Item = Id>) -> TreeDiff {
+        let mut d = TreeDiff::default();
+        for r in roots {
+            if d.seen_nodes.insert(r) {
+                d.ask_nodes.push((r, 0));
+            }
+        }
+        d
+    }
+
+    /// The next thing to do, with at most `batch` ids.
+    pub fn poll(&mut self, batch: usize) -> Step {
+        fn take<T>(v: &mut Vec<T>, batch: usize) -> Vec<T> {
+            let n = v.len().min(batch);
+            v.drain(..n).collect()
+        }
+        if !self.ask_nodes.is_empty() {
+            let items = take(&mut self.ask_nodes, batch);
+            self.ids_asked += items.len() as u64;
+            for (id, h) in &items {
+                self.heights.insert(*id, *h);
+            }
+            return Step::AskNodes(items.into_iter().map(|x| x.0).collect());
+        }
+        if !self.expand.is_empty() {
+            let items = take(&mut self.expand, batch);
+            for (id, h) in &items {
+                self.expanding.insert(*id);
+                self.heights.insert(*id, *h);
+            }
+            return Step::Expand(items.into_iter().map(|x| x.0).collect());
+        }
+        if !self.ask_chunks.is_empty() {
+            let items = take(&mut self.ask_chunks, batch);
+            self.ids_asked += items.len() as u64;
+            return Step::AskChunks(items);
+        }
+        Step::Done
+    }
+
+    /// The sink's answer to `AskNodes(ids)`.
+    pub fn nodes_known(&mut self, ids: &[Id], have: &[bool]) -> Result<(), DiffError> {
+        if ids.len() != have.len() {
+            return Err(DiffError::AnswerLength { asked: ids.len(), got: have.len() });
+        }
+        for (id, has) in ids.iter().zip(have) {
+            if !has {
+                let h = self.heights.remove(id).unwrap_or(0);
+                self.expand.push((*id, h));
+            } else {
+                self.heights.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// A node the sink lacks, fetched from the source (already verified
+    /// against its id by the caller).
+    pub fn expanded(&mut self, id: Id, node: &Node) -> Result<(), DiffError> {
+        if !self.expanding.remove(&id) {
+            return Err(DiffError::Unexpected(id));
+        }
+        let want = self.heights.remove(&id).unwrap_or(0);
+        if want != 0 && want != node.height {
+            return Err(DiffError::Height { id, want, got: node.height });
+        }
+        self.missing_nodes.push((node.height, id));
+        for c in &node.children {
+            if node.height == 1 {
+                if self.seen_chunks.insert(c.id) {
+                    self.ask_chunks.push(c.id);
+                }
+            } else if self.seen_nodes.insert(c.id) {
+                self.ask_nodes.push((c.id, node.height - 1));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sink's answer to `AskChunks(ids)`.
+    pub fn chunks_known(&mut self, ids: &[Id], have: &[bool]) -> Result<(), DiffError> {
+        if ids.len() != have.len() {
+            return Err(DiffError::AnswerLength { asked: ids.len(), got: have.len() });
+        }
+        self.missing_chunks.extend(ids.iter().zip(have).filter(|x| !x.1).map(|x| *x.0));
+        Ok(())
+    }
+
+    /// Chunks the sink lacks, in discovery order.
+    pub fn missing_chunks(&self) -> &[Id] {
+        &self.missing_chunks
+    }
+
+    /// Nodes the sink lacks, lowest first: the order in which to store them
+    /// so that every node arrives after its children.
+    pub fn missing_nodes_bottom_up(&self) -> Vec<Id> {
+        let mut v = self.missing_nodes.clone();
+        v.sort_by_key(|x| x.0);
+        v.into_iter().map(|x| x.1).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::tree::build;
+    use std::collections::HashMap;
+
+    /// Runs a diff where the source holds `src` nodes and the sink holds
+    /// `sink_nodes`/`sink_chunks`; returns (missing chunks, ids asked).
+    fn run(roots: &[Id], src: &HashMap<Id, Node>, sink_nodes: &HashSet<Id>, sink_chunks: &HashSet<Id>) -> (Vec<Id>, Vec<Id>, u64, usize) {
+        let mut d = TreeDiff::new(roots.iter().copied());
+        let mut trips = 0;
+        loop {
+            match d.poll(1024) {
+                Step::AskNodes(ids) => {
+                    trips += 1;
+                    let have: Vec<bool> = ids.iter().map(|i| sink_nodes.contains(i)).collect();
+                    d.nodes_known(&ids, &have).unwrap();
+                }
+                Step::Expand(ids) => {
+                    for id in ids {
+                        d.expanded(id, &src[&id]).unwrap();
+                    }
+                }
+                Step::AskChunks(ids) => {
+                    trips += 1;
+                    let have: Vec<bool> = ids.iter().map(|i| sink_chunks.contains(i)).collect();
+                    d.chunks_known(&ids, &have).unwrap();
+                }
+                Step::Done => break,
+            }
+        }
+        (d.missing_chunks().to_vec(), d.missing_nodes_bottom_up(), d.ids_asked, trips)
+    }
+
+    fn leaves(n: u64, salt: u64) -> Vec<(Id, u64)> {
+        (0..n).map(|i| (Id::of_chunk(&(i * 1000 + salt).to_le_bytes()), 65536)).collect()
+    }
+
+    #[test]
+    fn a_few_changed_chunks_cost_a_few_paths() {
+        let n = 100_000;
+        let v1 = leaves(n, 0);
+        let mut v2 = v1.clone();
+        for k in [10u64, 50_000, 99_999] {
+            v2[k as usize].0 = Id::of_chunk(&k.to_be_bytes());
+        }
+        let (_, n1) = build(&v1);
+        let (r2, n2) = build(&v2);
+        let sink_nodes: HashSet<Id> = n1.iter().map(|x| x.0).collect();
+        let sink_chunks: HashSet<Id> = v1.iter().map(|x| x.0).collect();
+        let src: HashMap<Id, Node> = n2.into_iter().collect();
+        let (missing, nodes, asked, trips) = run(&[r2.id], &src, &sink_nodes, &sink_chunks);
+        assert_eq!(missing.len(), 3);
+        assert!(asked < 600, "{asked} ids asked for 3 changed chunks of {n}");
+        assert!(trips <= 8, "{trips} round trips");
+        // Bottom-up: every node comes after the nodes below it.
+        let pos: HashMap<Id, usize> = nodes.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        for id in &nodes {
+            for c in &src[id].children {
+                if let Some(p) = pos.get(&c.id) {
+                    assert!(*p < pos[id]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_sink_gets_everything_and_a_full_sink_nothing() {
+        let v = leaves(5000, 7);
+        let (r, nodes) = build(&v);
+        let src: HashMap<Id, Node> = nodes.iter().cloned().collect();
+        let (missing, missing_nodes, _, _) = run(&[r.id], &src, &HashSet::new(), &HashSet::new());
+        assert_eq!(missing.len(), 5000);
+        assert_eq!(missing_nodes.len(), nodes.len());
+        let all_nodes: HashSet<Id> = nodes.iter().map(|x| x.0).collect();
+        let (missing, _, asked, _) = run(&[r.id], &src, &all_nodes, &HashSet::new());
+        assert!(missing.is_empty());
+        assert_eq!(asked, 1);
+    }
+
+    #[test]
+    fn mismatched_answers_are_errors() {
+        let mut d = TreeDiff::new([Id::of_chunk(b"r")]);
+        let Step::AskNodes(ids) = d.poll(10) else { panic!() };
+        assert!(d.nodes_known(&ids, &[]).is_err());
+        assert!(d.expanded(Id::of_chunk(b"x"), &Node { height: 1, children: vec![] }).is_err());
+    }
+}

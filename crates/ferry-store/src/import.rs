@@ -1,0 +1,114 @@
+//! Accepting trees and revisions that were made elsewhere (a push to the
+//! hub, a pull into a local store), keeping the store's invariants: a node
+//! is stored only after its whole subtree, and a revision becomes visible
+//! only once everything it references is durable.
+
+use std::collections::HashSet;
+
+use ferry_core::revision::Revision;
+use ferry_core::tree::{node_id, Node};
+use ferry_core::{FormatError, Id};
+use rocksdb::{WriteBatch, WriteOptions};
+
+use crate::chunks::{no_wal, ChunkStore};
+use crate::refs::branch_key;
+use crate::{Result, StoreError, WriteSession, CF_BRANCHES, CF_REPOS, CF_REVISIONS, CF_TREES};
+
+impl WriteSession<'_> {
+    /// Stores encoded nodes, given children first. Each must hash to its id
+    /// and every child must already be stored (or come earlier in `nodes`),
+    /// so that "has node" always implies "has its whole subtree".
+    pub fn put_nodes_checked(&self, nodes: &[Vec<u8>]) -> Result<Vec<Id>> {
+        let store = self.store();
+        let mut decoded = Vec::with_capacity(nodes.len());
+        for enc in nodes {
+            decoded.push((node_id(enc), Node::decode(enc)?));
+        }
+        let mut batch_ids: HashSet<Id> = HashSet::new();
+        let mut chunk_children = Vec::new();
+        let mut node_children = Vec::new();
+        for (_, n) in &decoded {
+            for c in &n.children {
+                if n.height == 1 { chunk_children.push(c.id) } else { node_children.push(c.id) }
+            }
+        }
+        for (id, ok) in chunk_children.iter().zip(store.chunks.contains(&chunk_children)?) {
+            if !ok {
+                return Err(StoreError::MissingChunk(*id));
+            }
+        }
+        let stored = store.has_nodes(&node_children)?;
+        let stored: HashSet<Id> = node_children.iter().zip(stored).filter(|x| x.1).map(|x| *x.0).collect();
+        let trees = store.cf(CF_TREES);
+        let mut batch = WriteBatch::default();
+        for ((id, n), enc) in decoded.iter().zip(nodes) {
+            if n.height > 1 {
+                for c in &n.children {
+                    if !stored.contains(&c.id) && !batch_ids.contains(&c.id) {
+                        return Err(StoreError::MissingNode(c.id));
+                    }
+                }
+            }
+            batch_ids.insert(*id);
+            batch.put_cf(trees, id.as_bytes(), enc);
+        }
+        store.db.write_opt(batch, &no_wal())?;
+        Ok(decoded.into_iter().map(|x| x.0).collect())
+    }
+
+    /// Stores `revisions` (parents before children, or parents already
+    /// stored) and moves `repo`'s `branch` from `expected` to `new` by
+    /// compare-and-swap. Every file tree must be stored; all data is made
+    /// durable before the revisions and the branch are written (synced).
+    pub fn publish(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: &[Revision]) -> Result<()> {
+        ferry_core::names::check_repo_name(repo)?;
+        ferry_core::names::check_branch_name(branch)?;
+        let store = self.store();
+        let mut known: HashSet<Id> = HashSet::new();
+        let mut encoded = Vec::with_capacity(revisions.len());
+        for rev in revisions {
+            for p in &rev.parents {
+                if !known.contains(p) && !store.has_revision(p)? {
+                    return Err(StoreError::UnknownRevision(format!("parent {p} of a new revision is neither stored nor sent")));
+                }
+            }
+            let roots: Vec<Id> = rev.entries.iter().map(|e| e.file_id).collect();
+            for (e, ok) in rev.entries.iter().zip(store.has_nodes(&roots)?) {
+                if !ok {
+                    return Err(StoreError::Incomplete(format!("file {:?} (tree {}) has not been stored", e.path, e.file_id.short())));
+                }
+            }
+            let enc = rev.encode();
+            let id = ferry_core::revision::revision_id(&enc);
+            known.insert(id);
+            encoded.push((id, enc));
+        }
+        if !known.contains(&new) && !store.has_revision(&new)? {
+            return Err(FormatError::Invalid { what: "branch update", detail: format!("new head {new} is neither stored nor sent") }.into());
+        }
+        store.sync_data()?;
+        let _cas = store.branch_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let head = store.branch(repo, branch)?;
+        if head != expected {
+            return Err(StoreError::Conflict {
+                repo: repo.into(),
+                branch: branch.into(),
+                expected: expected.map_or("no branch".into(), |i| i.short()),
+                actual: head.map_or("deleted".into(), |i| i.short()),
+            });
+        }
+        let mut batch = WriteBatch::default();
+        for (id, enc) in &encoded {
+            batch.put_cf(store.cf(CF_REVISIONS), id.as_bytes(), enc);
+        }
+        batch.put_cf(store.cf(CF_BRANCHES), branch_key(repo, branch), new.as_bytes());
+        if store.db.get_pinned_cf(store.cf(CF_REPOS), repo)?.is_none() {
+            let time = revisions.last().map_or(0, |r| r.time);
+            batch.put_cf(store.cf(CF_REPOS), repo, crate::refs::RepoInfo::new_record(time));
+        }
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        store.db.write_opt(batch, &w)?;
+        Ok(())
+    }
+}
