@@ -4,6 +4,11 @@
 //! the same time: read → cut (FastCDC) → hash, look up, compress (rayon, on
 //! every core) → write (RocksDB batch, tree building). Each stage holds at
 //! most two segments, so memory is bounded whatever the file size.
+//!
+//! Segment buffers are recycled from the hash stage back to the reader, and
+//! each starts with `MAX_CHUNK` bytes of headroom: the cutter moves the
+//! unfinished tail of the previous segment (always shorter than `MAX_CHUNK`)
+//! into that headroom instead of copying the new segment after the tail.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -80,9 +85,29 @@ pub struct WriteSession<'a> {
     _guard: RwLockReadGuard<'a, ()>,
 }
 
+/// Bytes kept free in front of every segment buffer for the previous
+/// segment's tail.
+const HEADROOM: usize = chunking::MAX_CHUNK;
+
+/// A run of whole chunks: `buf[start..start + len]`, with chunk ends
+/// relative to `start`.
 struct Segment {
-    data: Vec<u8>,
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
     ends: Vec<usize>,
+}
+
+impl Segment {
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// A buffer as the reader filled it: input bytes from `HEADROOM` on.
+struct Raw {
+    buf: Vec<u8>,
+    eof: bool,
 }
 
 struct Hashed {
@@ -99,18 +124,17 @@ impl Store {
     }
 }
 
-fn read_full(r: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
-    buf.clear();
+/// Appends up to `want` bytes from `r` to `buf`; true at end of input.
+fn fill(r: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
+    let target = buf.len() + want;
     buf.reserve(want);
-    let mut eof = false;
-    while buf.len() < want {
-        let n = r.by_ref().take((want - buf.len()) as u64).read_to_end(buf)?;
+    while buf.len() < target {
+        let n = r.by_ref().take((target - buf.len()) as u64).read_to_end(buf)?;
         if n == 0 {
-            eof = true;
-            break;
+            return Ok(true);
         }
     }
-    Ok(eof)
+    Ok(false)
 }
 
 impl WriteSession<'_> {
@@ -122,48 +146,60 @@ impl WriteSession<'_> {
     /// returns the file id. Nothing is durable until a revision is committed.
     pub fn ingest<R: Read + Send>(&self, mut reader: R, progress: &dyn IngestProgress) -> Result<Ingested> {
         let chunks = &self.store.chunks;
-        let (raw_tx, raw_rx) = bounded::<io::Result<(Vec<u8>, bool)>>(1);
+        let (raw_tx, raw_rx) = bounded::<io::Result<Raw>>(1);
         let (seg_tx, seg_rx) = bounded::<io::Result<Segment>>(2);
         let (hashed_tx, hashed_rx) = bounded::<Result<Hashed>>(2);
+        // Buffers the hash stage is done with, for the reader to refill.
+        let (free_tx, free_rx) = bounded::<Vec<u8>>(8);
         std::thread::scope(|s| {
             s.spawn(move || loop {
-                let mut buf = Vec::new();
-                let res = read_full(&mut reader, &mut buf, SEGMENT_LEN);
+                let mut buf = free_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(HEADROOM + SEGMENT_LEN));
+                buf.clear();
+                buf.resize(HEADROOM, 0);
+                let res = fill(&mut reader, &mut buf, SEGMENT_LEN);
                 let stop = !matches!(res, Ok(false));
-                if raw_tx.send(res.map(|eof| (buf, eof))).is_err() || stop {
+                if raw_tx.send(res.map(|eof| Raw { buf, eof })).is_err() || stop {
                     return;
                 }
             });
             s.spawn(move || {
-                let mut pending: Vec<u8> = Vec::new();
+                let mut tail: Vec<u8> = Vec::new();
                 for msg in raw_rx {
-                    let (buf, eof) = match msg {
+                    let Raw { mut buf, eof } = match msg {
                         Ok(x) => x,
                         Err(e) => {
                             let _ = seg_tx.send(Err(e));
                             return;
                         }
                     };
-                    if pending.is_empty() {
-                        pending = buf;
+                    // Put the previous tail right in front of the new bytes.
+                    let start = if tail.len() <= HEADROOM {
+                        let start = HEADROOM - tail.len();
+                        buf[start..HEADROOM].copy_from_slice(&tail);
+                        start
                     } else {
-                        pending.extend_from_slice(&buf);
-                    }
-                    let cuts = chunking::cut(&pending, eof);
-                    let tail = pending[cuts.consumed..].to_vec();
-                    pending.truncate(cuts.consumed);
-                    let seg = Segment { data: std::mem::take(&mut pending), ends: cuts.ends };
+                        tail.extend_from_slice(&buf[HEADROOM..]);
+                        buf = std::mem::take(&mut tail);
+                        0
+                    };
+                    let cuts = chunking::cut(&buf[start..], eof);
+                    tail.clear();
+                    tail.extend_from_slice(&buf[start + cuts.consumed..]);
+                    let seg = Segment { buf, start, len: cuts.consumed, ends: cuts.ends };
                     if seg_tx.send(Ok(seg)).is_err() {
                         return;
                     }
-                    pending = tail;
                 }
             });
             s.spawn(move || {
                 for seg in seg_rx {
                     let res = seg
                         .map_err(|e| StoreError::Io { path: PathBuf::from("<input>"), source: e })
-                        .and_then(|seg| hash_and_encode(chunks, seg));
+                        .and_then(|seg| {
+                            let h = hash_and_encode(chunks, &seg);
+                            let _ = free_tx.try_send(seg.buf);
+                            h
+                        });
                     let failed = res.is_err();
                     if hashed_tx.send(res).is_err() || failed {
                         return;
@@ -311,7 +347,13 @@ pub struct CommitOptions {
     pub follow_symlinks: bool,
 }
 
-fn hash_and_encode(chunks: &crate::RocksChunkStore, seg: Segment) -> Result<Hashed> {
+thread_local! {
+    /// One zstd context per thread, kept across segments and files.
+    static ENCODER: std::cell::RefCell<Encoder> = std::cell::RefCell::new(Encoder::new(DEFAULT_ZSTD_LEVEL));
+}
+
+fn hash_and_encode(chunks: &crate::RocksChunkStore, seg: &Segment) -> Result<Hashed> {
+    let data = seg.data();
     let mut start = 0;
     let ranges: Vec<(usize, usize)> = seg
         .ends
@@ -324,7 +366,7 @@ fn hash_and_encode(chunks: &crate::RocksChunkStore, seg: Segment) -> Result<Hash
         .collect();
     let ids: Vec<(Id, u64)> = ranges
         .par_iter()
-        .map(|&(a, b)| (Id::of_chunk(&seg.data[a..b]), (b - a) as u64))
+        .map(|&(a, b)| (Id::of_chunk(&data[a..b]), (b - a) as u64))
         .collect();
     let just_ids: Vec<Id> = ids.iter().map(|x| x.0).collect();
     let present = chunks.contains(&just_ids)?;
@@ -334,15 +376,12 @@ fn hash_and_encode(chunks: &crate::RocksChunkStore, seg: Segment) -> Result<Hash
         .collect();
     let records: Vec<VerifiedRecord> = missing
         .par_iter()
-        .map_init(
-            || Encoder::new(DEFAULT_ZSTD_LEVEL),
-            |enc, &i| {
-                let (a, b) = ranges[i];
-                VerifiedRecord::encode_with_id(ids[i].0, &seg.data[a..b], enc)
-            },
-        )
+        .map(|&i| {
+            let (a, b) = ranges[i];
+            ENCODER.with_borrow_mut(|enc| VerifiedRecord::encode_with_id(ids[i].0, &data[a..b], enc))
+        })
         .collect();
-    Ok(Hashed { ids, records, bytes: seg.data.len() as u64 })
+    Ok(Hashed { ids, records, bytes: data.len() as u64 })
 }
 
 /// A file found under the directory being committed.
@@ -396,4 +435,60 @@ pub fn list_files(dir: &Path, follow_symlinks: bool) -> Result<Vec<FoundFile>> {
     }
     out.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::chunking::chunk_all;
+
+    /// Hands out at most `step` bytes per read, to exercise short reads.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = out.len().min(self.step).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn stream(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        let mut data: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        // A run of zeros cut at MAX_CHUNK, straddling a segment boundary.
+        let mid = SEGMENT_LEN - 300_000;
+        data[mid..(mid + 900_000).min(len)].fill(0);
+        data
+    }
+
+    #[test]
+    fn streamed_ingest_cuts_exactly_like_the_whole_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(dir.path()).unwrap();
+        let session = store.write_session();
+        for (len, step) in [(3 * SEGMENT_LEN + 12_345, 1_000_003), (2 * SEGMENT_LEN, usize::MAX), (SEGMENT_LEN + 1, 4096)] {
+            let data = stream(len, len as u64);
+            let chunks: Vec<(Id, u64)> = chunk_all(&data).iter().map(|&(o, l)| (Id::of_chunk(&data[o..o + l]), l as u64)).collect();
+            let (root, _) = ferry_core::tree::build(&chunks);
+            let got = session.ingest(Trickle { data: &data, step }, &()).unwrap();
+            assert_eq!(got.file_id, root.id, "len {len}");
+            assert_eq!(got.size, len as u64);
+            assert_eq!(got.chunks, chunks.len() as u64);
+            let again = session.ingest(&data[..], &()).unwrap();
+            assert_eq!(again.file_id, root.id);
+            assert_eq!(again.new_chunks, 0);
+        }
+    }
 }
