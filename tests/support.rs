@@ -71,3 +71,68 @@ pub fn read_tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     }
     out
 }
+
+/// A running `ferry serve` on loopback, killed when dropped.
+pub struct Hub {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub store: PathBuf,
+    pub fingerprint: String,
+}
+
+impl Hub {
+    /// Initialises a hub store in `dir` and starts serving it on a free port.
+    pub fn start(dir: &Path) -> Hub {
+        let store = dir.join("hub-store");
+        if !store.join("CURRENT").exists() {
+            ok(ferry(&store).arg("init"));
+        }
+        Self::serve(store, "127.0.0.1:0")
+    }
+
+    pub fn serve(store: PathBuf, listen: &str) -> Hub {
+        use std::io::BufRead;
+        let mut child = ferry(&store)
+            .args(["--json", "serve", "--listen", listen])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start ferry serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let v = json(&line);
+        Hub { child, addr: v["listen"].as_str().unwrap().to_owned(), store, fingerprint: v["fingerprint"].as_str().unwrap().to_owned() }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Creates a token on the hub's store (works while it runs).
+    pub fn token(&self, repo: &str, scope: &str) -> String {
+        ok(ferry(&self.store).args(["token", "create", "--repo", repo, "--scope", scope])).trim().to_owned()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A client command: `ferry --store <store>` with a private known-hubs file
+/// and the given token.
+pub fn client(store: &Path, token: Option<&str>) -> Command {
+    let mut c = ferry(store);
+    c.env("FERRY_KNOWN_HUBS", store.with_extension("known_hubs"));
+    match token {
+        Some(t) => c.env("FERRY_TOKEN", t),
+        None => c.env_remove("FERRY_TOKEN"),
+    };
+    c
+}

@@ -655,7 +655,12 @@ impl Client {
             progress.advance(r);
             Ok(())
         };
-        run_parallel(missing.chunks(GET_BATCH).map(|c| c.to_vec()).collect(), PARALLEL, fetch).await?;
+        let fetched_all = run_parallel(missing.chunks(GET_BATCH).map(|c| c.to_vec()).collect(), PARALLEL, fetch).await;
+        if fetched_all.is_err() {
+            // Keep what did arrive, so that a re-run fetches only the rest.
+            let _ = tokio::task::block_in_place(|| store.chunk_store().sync());
+        }
+        fetched_all?;
         t.chunk_bytes_moved = moved.load(Ordering::Relaxed);
         t.raw_bytes_moved = raw.load(Ordering::Relaxed);
         let order = diff.missing_nodes_bottom_up();

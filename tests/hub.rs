@@ -1,0 +1,275 @@
+//! The hub end to end: a real `ferry serve` process on loopback, real
+//! `ferry push`/`pull` processes, QUIC and TLS over TCP.
+
+use std::path::{Path, PathBuf};
+
+use ferry_tests::*;
+
+fn write(dir: &Path, rel: &str, data: &[u8]) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// A local store with `org/m` committed from `src`.
+fn local_with(tmp: &Path, name: &str, src: &Path) -> PathBuf {
+    let store = tmp.join(name);
+    ok(ferry(&store).arg("init"));
+    ok(ferry(&store).args(["commit", "org/m"]).arg(src).args(["-m", name]));
+    store
+}
+
+#[test]
+fn push_v1_push_v2_then_pull_into_an_empty_store_moves_only_what_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let token = hub.token("org/*", "write");
+    let src = tmp.path().join("src");
+    let weights = noise(24 << 20, 1);
+    write(&src, "model.safetensors", &weights);
+    write(&src, "config.json", b"{}");
+    let a = local_with(tmp.path(), "a", &src);
+
+    let p1 = json(&ok(client(&a, Some(&token)).args(["--json", "push", &hub.addr, "org/m"])));
+    assert_eq!(p1["transport"], "quic");
+    assert!(p1["raw_bytes_moved"].as_u64().unwrap() >= 24 << 20);
+
+    // Change 2 MiB in the middle: the second push sends about that.
+    let mut w2 = weights.clone();
+    w2[10 << 20..12 << 20].copy_from_slice(&noise(2 << 20, 2));
+    write(&src, "model.safetensors", &w2);
+    ok(ferry(&a).args(["commit", "org/m"]).arg(&src).args(["-m", "v2"]));
+    let p2 = json(&ok(client(&a, Some(&token)).args(["--json", "push", &hub.addr, "org/m"])));
+    let raw = p2["raw_bytes_moved"].as_u64().unwrap();
+    assert!((2 << 20..(2 << 20) + 700_000).contains(&raw), "second push moved {raw} raw bytes for a 2 MiB change");
+    let sent = p2["wire_bytes_sent"].as_u64().unwrap();
+    assert!(sent < raw + 200_000, "wire bytes {sent} far above the chunk bytes {raw}");
+    let again = json(&ok(client(&a, Some(&token)).args(["--json", "push", &hub.addr, "org/m"])));
+    assert_eq!(again["up_to_date"], true);
+
+    let b = tmp.path().join("b");
+    ok(ferry(&b).arg("init"));
+    let pulled = json(&ok(client(&b, Some(&token)).args(["--json", "pull", &hub.addr, "org/m"])));
+    assert_eq!(pulled["revisions"], 2);
+    assert_eq!(pulled["head"], p2["head"]);
+    let out = tmp.path().join("out");
+    ok(ferry(&b).args(["export", "org/m"]).arg(&out));
+    assert_eq!(read_tree(&out), read_tree(&src));
+    assert_eq!(json(&ok(ferry(&b).args(["--json", "fsck"])))["ok"], true);
+    assert_eq!(json(&ok(ferry(&b).args(["--json", "log", "org/m"]))).as_array().unwrap().len(), 2);
+
+    // A byte range straight from the hub.
+    let r = client(&b, Some(&token)).args(["cat", &hub.addr, "org/m@main", "model.safetensors", "--range", "100..5000"]).output().unwrap();
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(r.stdout, &w2[100..5000]);
+}
+
+#[test]
+fn a_stale_push_is_refused_with_pull_first_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let token = hub.token("org/*", "write");
+    let src = tmp.path().join("src");
+    write(&src, "f", b"base");
+    let a = local_with(tmp.path(), "a", &src);
+    ok(client(&a, Some(&token)).args(["push", &hub.addr, "org/m"]));
+    // B pulls, commits and pushes first.
+    let b = tmp.path().join("b");
+    ok(ferry(&b).arg("init"));
+    ok(client(&b, Some(&token)).args(["pull", &hub.addr, "org/m"]));
+    write(&src, "f", b"from b");
+    ok(ferry(&b).args(["commit", "org/m"]).arg(&src).args(["-m", "b"]));
+    let pb = json(&ok(client(&b, Some(&token)).args(["--json", "push", &hub.addr, "org/m"])));
+    // A commits on its stale base and pushes: refused.
+    write(&src, "f", b"from a");
+    ok(ferry(&a).args(["commit", "org/m"]).arg(&src).args(["-m", "a"]));
+    let err = stderr(&fails(client(&a, Some(&token)).args(["push", &hub.addr, "org/m"])));
+    assert!(err.contains("pull first"), "{err}");
+    let c = tmp.path().join("c");
+    ok(ferry(&c).arg("init"));
+    let pc = json(&ok(client(&c, Some(&token)).args(["--json", "pull", &hub.addr, "org/m"])));
+    assert_eq!(pc["head"], pb["head"], "B's revision was lost");
+}
+
+#[test]
+fn tokens_scopes_and_private_repositories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let write_tok = hub.token("org/*", "write");
+    let read_tok = hub.token("org/m", "read");
+    let src = tmp.path().join("src");
+    write(&src, "f", b"secret weights");
+    let a = local_with(tmp.path(), "a", &src);
+    ok(client(&a, Some(&write_tok)).args(["push", &hub.addr, "org/m"]));
+
+    let b = tmp.path().join("b");
+    ok(ferry(&b).arg("init"));
+    // No token: a private repository looks exactly like a missing one.
+    let private = stderr(&fails(client(&b, None).args(["pull", &hub.addr, "org/m"])));
+    let missing = stderr(&fails(client(&b, None).args(["pull", &hub.addr, "org/none"])));
+    assert!(private.contains("no access"), "{private}");
+    let error_line = |s: &str| s.lines().find(|l| l.contains("error")).unwrap_or_default().to_owned();
+    assert_eq!(error_line(&private).replace("org/m", "X"), error_line(&missing).replace("org/none", "X"));
+    // A read token reads but cannot push.
+    ok(client(&b, Some(&read_tok)).args(["pull", &hub.addr, "org/m"]));
+    write(&src, "f", b"change");
+    ok(ferry(&b).args(["commit", "org/m"]).arg(&src).args(["-m", "b"]));
+    let err = stderr(&fails(client(&b, Some(&read_tok)).args(["push", &hub.addr, "org/m"])));
+    assert!(err.contains("not write"), "{err}");
+    // A wrong token is refused.
+    let err = stderr(&fails(client(&b, Some("fy_0000000000000000_00")).args(["pull", &hub.addr, "org/m"])));
+    assert!(err.contains("token is not valid"), "{err}");
+    // Public: readable without a token.
+    ok(ferry(&hub.store).args(["visibility", "org/m", "public"]));
+    let c = tmp.path().join("c");
+    ok(ferry(&c).arg("init"));
+    ok(client(&c, None).args(["pull", &hub.addr, "org/m"]));
+    // Repeated failures are rate-limited.
+    let mut limited = false;
+    for _ in 0..8 {
+        let e = stderr(&fails(client(&c, Some("fy_1111111111111111_11")).args(["pull", &hub.addr, "org/m"])));
+        limited |= e.contains("too many failed");
+    }
+    assert!(limited, "token guessing was never rate-limited");
+}
+
+#[test]
+fn an_interrupted_push_resumes_sending_only_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let token = hub.token("org/*", "write");
+    let src = tmp.path().join("src");
+    write(&src, "big.bin", &noise(96 << 20, 5));
+    let a = local_with(tmp.path(), "a", &src);
+    // Kill the client part-way; try a few delays so one lands mid-transfer.
+    let mut partial = false;
+    for delay in [150u64, 250, 400] {
+        let mut child = client(&a, Some(&token)).args(["--json", "push", &hub.addr, "org/m"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let finished = child.try_wait().unwrap().is_some();
+        let _ = child.kill();
+        let _ = child.wait();
+        if !finished {
+            partial = true;
+            break;
+        }
+        // It finished: start over with a fresh hub repository name.
+        return eprintln!("push finished within {delay} ms; machine too fast to interrupt");
+    }
+    assert!(partial);
+    let total_chunks = json(&ok(ferry(&a).args(["--json", "stats"])))["chunks"].as_u64().unwrap();
+    let resumed = json(&ok(client(&a, Some(&token)).args(["--json", "push", &hub.addr, "org/m"])));
+    let moved = resumed["chunks_moved"].as_u64().unwrap();
+    assert_eq!(moved + resumed["chunks_already_there"].as_u64().unwrap(), total_chunks);
+    eprintln!("resumed push moved {moved} of {total_chunks} chunks");
+    let b = tmp.path().join("b");
+    ok(ferry(&b).arg("init"));
+    ok(client(&b, Some(&token)).args(["pull", &hub.addr, "org/m"]));
+    let out = tmp.path().join("out");
+    ok(ferry(&b).args(["export", "org/m"]).arg(&out));
+    assert_eq!(read_tree(&out), read_tree(&src));
+}
+
+#[test]
+fn a_hub_that_dies_mid_pull_is_reported_and_a_rerun_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(tmp.path());
+    let token = hub.token("org/*", "write");
+    let src = tmp.path().join("src");
+    write(&src, "big.bin", &noise(96 << 20, 6));
+    let a = local_with(tmp.path(), "a", &src);
+    ok(client(&a, Some(&token)).args(["push", &hub.addr, "org/m"]));
+    let b = tmp.path().join("b");
+    ok(ferry(&b).arg("init"));
+    let child = client(&b, Some(&token)).args(["--json", "pull", &hub.addr, "org/m"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let listen = hub.addr.clone();
+    hub.kill();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        eprintln!("pull finished before the hub died; nothing to resume");
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("re-run") || err.contains("connection") || err.contains("timed out") || err.contains("connect"), "{err}");
+        assert_eq!(json(&ok(ferry(&b).args(["--json", "fsck"])))["ok"], true);
+    }
+    let hub = Hub::serve(hub.store.clone(), &listen);
+    let resumed = json(&ok(client(&b, Some(&token)).args(["--json", "pull", &hub.addr, "org/m"])));
+    eprintln!("resumed pull moved {} chunks, {} already there", resumed["chunks_moved"], resumed["chunks_already_there"]);
+    let dest = tmp.path().join("out");
+    ok(ferry(&b).args(["export", "org/m"]).arg(&dest));
+    assert_eq!(read_tree(&dest), read_tree(&src));
+}
+
+#[test]
+fn a_partial_pull_fetches_only_the_included_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let token = hub.token("org/*", "write");
+    let src = tmp.path().join("src");
+    write(&src, "config.json", b"{\"a\": 1}");
+    write(&src, "model-00001.safetensors", &noise(4 << 20, 7));
+    write(&src, "model-00002.safetensors", &noise(4 << 20, 8));
+    let a = local_with(tmp.path(), "a", &src);
+    ok(client(&a, Some(&token)).args(["push", &hub.addr, "org/m"]));
+    let b = tmp.path().join("b");
+    ok(ferry(&b).arg("init"));
+    let p = json(&ok(client(&b, Some(&token)).args(["--json", "pull", &hub.addr, "org/m", "--include", "*.json", "--include", "model-00001*"])));
+    let raw = p["raw_bytes_moved"].as_u64().unwrap();
+    assert!(raw < (4 << 20) + 100 && raw > 4 << 20, "partial pull moved {raw} bytes");
+    let ls = json(&ok(ferry(&b).args(["--json", "ls", "org/m"])));
+    let names: Vec<&str> = ls.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(names, ["config.json", "model-00001.safetensors"]);
+    assert_eq!(json(&ok(ferry(&b).args(["--json", "fsck"])))["ok"], true);
+}
+
+#[test]
+fn blocked_udp_falls_back_to_tls_over_tcp() {
+    if unsafe { libc::geteuid() } != 0 || std::process::Command::new("iptables").arg("-L").output().map(|o| !o.status.success()).unwrap_or(true) {
+        panic!("this test blocks UDP with iptables and needs root and iptables (scripts/setup installs it)");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let token = hub.token("org/*", "write");
+    let port = hub.port().to_string();
+    let rule = ["OUTPUT", "-o", "lo", "-p", "udp", "--dport", &port, "-j", "DROP"];
+    assert!(std::process::Command::new("iptables").arg("-I").args(rule).status().unwrap().success());
+    struct Unblock(Vec<String>);
+    impl Drop for Unblock {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("iptables").arg("-D").args(&self.0).status();
+        }
+    }
+    let _unblock = Unblock(rule.iter().map(|s| s.to_string()).collect());
+    let src = tmp.path().join("src");
+    write(&src, "f", &noise(3 << 20, 9));
+    let a = local_with(tmp.path(), "a", &src);
+    let err = stderr(&fails(client(&a, Some(&token)).args(["push", "--transport", "quic", &hub.addr, "org/m"])));
+    assert!(err.contains("could not connect"), "{err}");
+    let p = json(&ok(client(&a, Some(&token)).args(["--json", "push", &hub.addr, "org/m"])));
+    assert_eq!(p["transport"], "tcp");
+    let b = tmp.path().join("b");
+    ok(ferry(&b).arg("init"));
+    let q = json(&ok(client(&b, Some(&token)).args(["--json", "pull", "--transport", "tcp", &hub.addr, "org/m"])));
+    assert_eq!(q["transport"], "tcp");
+    let out = tmp.path().join("out");
+    ok(ferry(&b).args(["export", "org/m"]).arg(&out));
+    assert_eq!(read_tree(&out), read_tree(&src));
+}
+
+#[test]
+fn a_changed_hub_certificate_is_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let token = hub.token("org/*", "write");
+    let src = tmp.path().join("src");
+    write(&src, "f", b"x");
+    let a = local_with(tmp.path(), "a", &src);
+    ok(client(&a, Some(&token)).args(["push", &hub.addr, "org/m"]));
+    let known = a.with_extension("known_hubs");
+    let text = std::fs::read_to_string(&known).unwrap();
+    assert!(text.contains(&hub.fingerprint));
+    std::fs::write(&known, text.replace(&hub.fingerprint, "sha256:00")).unwrap();
+    let err = stderr(&fails(client(&a, Some(&token)).args(["push", &hub.addr, "org/m"])));
+    assert!(err.contains("presented certificate") && err.contains("pins sha256:00"), "{err}");
+}
