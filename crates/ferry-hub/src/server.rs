@@ -121,10 +121,8 @@ async fn quic_connection(hub: Arc<Hub>, incoming: quinn::Incoming) -> Result<()>
         let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| HubError::Lost(e.to_string()))?;
         let (hub, grant) = (hub.clone(), grant.clone());
         tokio::spawn(async move {
-            if let Ok(Some(req)) = read_message(&mut recv).await {
+            if let Ok(Some(req)) = read_or_refuse(&mut recv, &mut send).await {
                 let _ = respond(&hub, &grant, req, &mut send).await;
-            } else {
-                let _ = write_message(&mut send, &Message::Error { code: ErrorCode::BadRequest, message: "expected a request frame".into() }).await;
             }
             let _ = send.finish();
         });
@@ -134,24 +132,40 @@ async fn quic_connection(hub: Arc<Hub>, incoming: quinn::Incoming) -> Result<()>
 async fn tcp_connection(hub: Arc<Hub>, acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, peer: IpAddr) -> Result<()> {
     let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await.map_err(|_| HubError::Timeout("handshake".into()))?.map_err(|e| HubError::Tls(e.to_string()))?;
     let (mut r, mut w) = tokio::io::split(tls);
-    let Some(grant) = handshake(&hub, peer, &mut r, &mut w).await? else {
-        let _ = w.shutdown().await;
-        return Ok(());
-    };
+    let res = tcp_session(&hub, peer, &mut r, &mut w).await;
+    // Close with close_notify so that a final Error frame is not lost.
+    let _ = w.shutdown().await;
+    res
+}
+
+async fn tcp_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Arc<Hub>, peer: IpAddr, r: &mut R, w: &mut W) -> Result<()> {
+    let Some(grant) = handshake(hub, peer, r, w).await? else { return Ok(()) };
     let grant = Arc::new(grant);
     // Requests follow one another on the connection.
-    while let Some(req) = read_message(&mut r).await? {
-        respond(&hub, &grant, req, &mut w).await?;
+    while let Some(req) = read_or_refuse(r, w).await? {
+        respond(hub, &grant, req, w).await?;
     }
-    let _ = w.shutdown().await;
     Ok(())
+}
+
+/// Reads a frame; one that breaks the protocol is answered with an `Error`
+/// frame naming what was wrong before the error is returned.
+async fn read_or_refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, w: &mut W) -> Result<Option<Message>> {
+    match read_message(r).await {
+        Err(HubError::Protocol(msg)) => {
+            let _ = write_message(w, &Message::Error { code: ErrorCode::BadRequest, message: msg.clone() }).await;
+            let _ = w.flush().await;
+            Err(HubError::Protocol(msg))
+        }
+        other => other,
+    }
 }
 
 /// Reads `Hello`, checks version and token; answers `Welcome` (then `Done`)
 /// or an `Error`. Returns None when the client was refused.
 async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Hub, peer: IpAddr, r: &mut R, w: &mut W) -> Result<Option<Grant>> {
     let refuse = |code, message: String| Message::Error { code, message };
-    let reply = match read_message(r).await? {
+    let reply = match read_or_refuse(r, w).await? {
         Some(Message::Hello { versions, token, .. }) => {
             if !versions.contains(&ferry_proto::VERSION) {
                 Err(refuse(ErrorCode::UnsupportedVersion, format!("this hub speaks ferry protocol version {} only; you offered {versions:?}", ferry_proto::VERSION)))

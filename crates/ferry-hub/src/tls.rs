@@ -53,14 +53,26 @@ impl Identity {
 
     pub fn server_config(&self) -> Result<rustls::ServerConfig, HubError> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
+        let signing = provider().key_provider.load_private_key(key).map_err(|e| HubError::Tls(e.to_string()))?;
+        let certified = Arc::new(rustls::sign::CertifiedKey::new(vec![self.cert.clone()], signing));
         let mut c = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| HubError::Tls(e.to_string()))?
             .with_no_client_auth()
-            .with_single_cert(vec![self.cert.clone()], key)
-            .map_err(|e| HubError::Tls(e.to_string()))?;
+            .with_cert_resolver(Arc::new(AnyName(certified)));
         c.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
         Ok(c)
+    }
+}
+
+/// Serves the one certificate whatever name the client asked for: clients
+/// reach a hub by many names and pin the certificate, not the name.
+#[derive(Debug)]
+struct AnyName(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for AnyName {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
     }
 }
 
