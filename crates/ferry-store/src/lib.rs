@@ -89,7 +89,7 @@ fn cf_options(name: &str) -> Options {
     o
 }
 
-fn db_options(create: bool) -> Options {
+fn db_options(create: bool, direct_writes: bool) -> Options {
     let mut o = Options::default();
     o.create_if_missing(create);
     o.create_missing_column_families(create);
@@ -100,7 +100,41 @@ fn db_options(create: bool) -> Options {
     o.set_max_background_jobs(2);
     o.set_bytes_per_sync(8 << 20);
     o.set_max_total_wal_size(256 << 20);
+    // Flushes write blob files with O_DIRECT where the file system allows
+    // it: chunk data is written once and read back rarely, and copying it
+    // through the page cache cost more CPU than anything but zstd.
+    o.set_use_direct_io_for_flush_and_compaction(direct_writes);
     o
+}
+
+/// Whether files in `dir` can be written with O_DIRECT (not on every file
+/// system: RocksDB's flushes would fail where it is refused).
+fn direct_writes_work(dir: &Path) -> bool {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    const ALIGN: usize = 4096;
+    let probe = dir.join(format!("direct-io-probe.{}.tmp", std::process::id()));
+    let ok = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&probe)?;
+        let layout = std::alloc::Layout::from_size_align(ALIGN, ALIGN).expect("valid layout");
+        // SAFETY: the layout has a non-zero size; the memory is zeroed, used
+        // as a byte slice of exactly that size, and freed below.
+        let buf = unsafe { std::alloc::alloc_zeroed(layout) };
+        if buf.is_null() {
+            return Err(std::io::Error::other("out of memory"));
+        }
+        let res = f.write_all(unsafe { std::slice::from_raw_parts(buf, ALIGN) });
+        unsafe { std::alloc::dealloc(buf, layout) };
+        res
+    })()
+    .is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
 }
 
 impl Store {
@@ -137,7 +171,7 @@ impl Store {
 
     fn open_db(path: &Path, create: bool) -> Result<Store> {
         let cfs = ALL_CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
-        let db = DB::open_cf_descriptors(&db_options(create), path, cfs).map_err(|e| {
+        let db = DB::open_cf_descriptors(&db_options(create, direct_writes_work(path)), path, cfs).map_err(|e| {
             let msg = e.to_string();
             if msg.contains("lock") || msg.contains("Resource temporarily unavailable") {
                 StoreError::Locked(path.to_owned())
