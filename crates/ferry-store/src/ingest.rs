@@ -220,7 +220,9 @@ impl WriteSession<'_> {
         let mut out = Ingested::default();
         for h in hashed {
             let h = h?;
-            let mut batch = WriteBatch::default();
+            // Sized up front: growing a multi-MiB batch by doubling copies it.
+            let record_bytes: usize = h.records.iter().map(|r| r.record().len() + 128).sum();
+            let mut batch = WriteBatch::with_capacity_bytes(record_bytes + h.ids.len() / 8 * ferry_core::tree::MAX_NODE_LEN + 4096);
             self.store.chunks.batch_put(&mut batch, &h.records);
             let mut sink = |n: &Node, id: Id| batch.put_cf(trees, id.as_bytes(), n.encode());
             for &(id, size) in &h.ids {
