@@ -32,6 +32,9 @@ use crate::{Result, Store, StoreError, CF_BRANCHES, CF_REPOS, CF_REVISIONS, CF_T
 /// Bytes read from a file at a time.
 pub const SEGMENT_LEN: usize = 8 << 20;
 
+/// Rough size of one RocksDB write batch of chunk records.
+const WRITE_BATCH_BYTES: usize = 1 << 20;
+
 /// Told about ingest progress as segments are written.
 pub trait IngestProgress: Sync {
     /// The total bytes about to be ingested, when known.
@@ -220,10 +223,27 @@ impl WriteSession<'_> {
         let mut out = Ingested::default();
         for h in hashed {
             let h = h?;
-            // Sized up front: growing a multi-MiB batch by doubling copies it.
-            let record_bytes: usize = h.records.iter().map(|r| r.record().len() + 128).sum();
-            let mut batch = WriteBatch::with_capacity_bytes(record_bytes + h.ids.len() / 8 * ferry_core::tree::MAX_NODE_LEN + 4096);
-            self.store.chunks.batch_put(&mut batch, &h.records);
+            // Records go in batches of about WRITE_BATCH_BYTES, each record
+            // with its index entry; then the segment's tree nodes, after the
+            // chunks they name. Keeping batches small matters for memory:
+            // freeing a multi-MiB batch raises glibc's mmap threshold above
+            // the size of RocksDB's memtable arena blocks, which then come
+            // from the heap and fragment it (peak RSS crept up with file
+            // size).
+            let mut rest = &h.records[..];
+            while !rest.is_empty() {
+                let mut n = 0;
+                let mut bytes = 0;
+                while n < rest.len() && (n == 0 || bytes + rest[n].record().len() <= WRITE_BATCH_BYTES) {
+                    bytes += rest[n].record().len();
+                    n += 1;
+                }
+                let mut batch = WriteBatch::with_capacity_bytes(bytes + n * 128);
+                self.store.chunks.batch_put(&mut batch, &rest[..n]);
+                self.store.db.write_opt(batch, &no_wal())?;
+                rest = &rest[n..];
+            }
+            let mut batch = WriteBatch::default();
             let mut sink = |n: &Node, id: Id| batch.put_cf(trees, id.as_bytes(), n.encode());
             for &(id, size) in &h.ids {
                 builder.push_chunk(id, size, &mut sink);
