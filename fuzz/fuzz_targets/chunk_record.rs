@@ -1,0 +1,58 @@
+//! Stored/wire chunk records: `ferry_core::codec::decode` and `decode_verified`.
+//!
+//! Input: a chunk record. When the input is at least 32 bytes long its first
+//! 32 bytes are also tried as the claimed id of the rest.
+#![no_main]
+
+use ferry_core::codec::{self, Encoder, DEFAULT_ZSTD_LEVEL, HEADER_LEN, MAX_RECORD_LEN};
+use ferry_core::chunking::MAX_CHUNK;
+use ferry_core::Id;
+use libfuzzer_sys::fuzz_target;
+
+fn check_record(rec: &[u8]) -> Option<Vec<u8>> {
+    let header = codec::read_header(rec);
+    let decoded = codec::decode(rec);
+    match (&header, &decoded) {
+        (Err(_), Ok(_)) => panic!("decode accepted a record whose header is refused"),
+        (Ok(h), Ok(raw)) => {
+            assert!(rec.len() <= MAX_RECORD_LEN);
+            assert_eq!(raw.len(), h.raw_len as usize, "decoded length differs from the header");
+            assert!(raw.len() <= MAX_CHUNK);
+            match h.codec {
+                codec::CODEC_RAW => assert_eq!(&raw[..], &rec[HEADER_LEN..], "raw codec must return the payload"),
+                codec::CODEC_ZSTD => {}
+                c => panic!("decode accepted unknown codec {c}"),
+            }
+            // The id of what was decoded verifies; any other id does not.
+            let id = Id::of_chunk(raw);
+            assert_eq!(codec::decode_verified(&id, rec).as_ref(), Ok(raw));
+            let mut other = id;
+            other.0[0] ^= 1;
+            assert!(codec::decode_verified(&other, rec).is_err());
+            // What we decoded we can store again, and read back.
+            if raw.len() <= 64 * 1024 {
+                let again = Encoder::new(DEFAULT_ZSTD_LEVEL).encode(raw);
+                assert!(again.len() <= MAX_RECORD_LEN);
+                assert_eq!(codec::decode_verified(&id, &again).as_ref(), Ok(raw), "re-encoded chunk does not round-trip");
+            }
+        }
+        _ => {}
+    }
+    decoded.ok()
+}
+
+fuzz_target!(|data: &[u8]| {
+    check_record(data);
+    if data.len() >= 32 {
+        let claimed = Id::from_slice(&data[..32]).expect("32 bytes");
+        let rec = &data[32..];
+        let plain = check_record(rec);
+        match codec::decode_verified(&claimed, rec) {
+            Ok(raw) => {
+                assert_eq!(Some(&raw), plain.as_ref());
+                assert_eq!(Id::of_chunk(&raw), claimed);
+            }
+            Err(_) => assert!(plain.is_none_or(|raw| Id::of_chunk(&raw) != claimed)),
+        }
+    }
+});
