@@ -313,7 +313,11 @@ impl Message {
             DONE => Message::Done,
             LIST_REFS => Message::ListRefs { repo: name(&mut r)? },
             REFS => {
-                let public = r.u8()? != 0;
+                let public = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    x => return Err(invalid("refs", format!("public flag {x} is not 0 or 1"))),
+                };
                 let n = count(&mut r, "branch list", MAX_BRANCHES, 36)?;
                 let branches = (0..n).map(|_| Ok((name(&mut r)?, r.id()?))).collect::<Result<_, FormatError>>()?;
                 Message::Refs { public, branches }
@@ -424,6 +428,7 @@ mod tests {
         d.push(&[tag::PUT_CHUNKS, 0xff, 0xff, 0xff, 0xff]);
         assert!(d.next_frame().is_err());
         assert!(Message::decode(0x7f, &[]).is_err(), "unknown frame type");
+        assert!(Message::decode(tag::REFS, &[0x21, 0, 0, 0, 0]).is_err(), "non-canonical flag");
         assert!(Message::decode(tag::DONE, &[0]).is_err(), "trailing bytes");
         let mut d = FrameDecoder::new();
         d.push(&[tag::DONE, 5, 0, 0]);

@@ -46,7 +46,7 @@ pub enum DiffError {
     AnswerLength { asked: usize, got: usize },
     #[error("node {0} was not requested for expansion")]
     Unexpected(Id),
-    #[error("node {id} has height {got}, its parent expects {want}")]
+    #[error("node {id} has height {got}, its parent expects {want} (0: any height of at least 1)")]
     Height { id: Id, want: u8, got: u8 },
 }
 
@@ -131,7 +131,7 @@ impl TreeDiff {
             return Err(DiffError::Unexpected(id));
         }
         let want = self.heights.remove(&id).unwrap_or(0);
-        if want != 0 && want != node.height {
+        if node.height == 0 || (want != 0 && want != node.height) {
             return Err(DiffError::Height { id, want, got: node.height });
         }
         self.missing_nodes.push((node.height, id));
@@ -256,5 +256,10 @@ mod tests {
         let Step::AskNodes(ids) = d.poll(10) else { panic!() };
         assert!(d.nodes_known(&ids, &[]).is_err());
         assert!(d.expanded(Id::of_chunk(b"x"), &Node { height: 1, children: vec![] }).is_err());
+        // A root claimed to have height 0 (found by fuzzing: it underflowed).
+        let root = Id::of_chunk(b"r");
+        d.nodes_known(&ids, &[false]).unwrap();
+        let Step::Expand(_) = d.poll(10) else { panic!() };
+        assert!(d.expanded(root, &Node { height: 0, children: vec![ferry_core::tree::Child { id: root, size: 1 }] }).is_err());
     }
 }
