@@ -60,10 +60,10 @@ fn two_commits_dedup_and_export_byte_identical_files() {
     let mode = std::fs::metadata(out2.join("scripts/run.sh")).unwrap().permissions().mode();
     assert_eq!(mode & 0o111, 0o111, "executable bit lost");
 
-    let range = ferry(&store).args(["cat", "org/llama-ft@main", "model.safetensors", "--range", "8..4096"]).output().unwrap();
+    let range = run(ferry(&store).args(["cat", "org/llama-ft@main", "model.safetensors", "--range", "8..4096"]));
     assert!(range.status.success());
     assert_eq!(range.stdout, &w2[8..4096]);
-    let whole = ferry(&store).args(["cat", "org/llama-ft", "config.json"]).output().unwrap();
+    let whole = run(ferry(&store).args(["cat", "org/llama-ft", "config.json"]));
     assert_eq!(whole.stdout, br#"{"layers": 4}"#);
 
     let stats = json(&ok(ferry(&store).args(["--json", "stats"])));

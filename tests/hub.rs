@@ -59,7 +59,7 @@ fn push_v1_push_v2_then_pull_into_an_empty_store_moves_only_what_changed() {
     assert_eq!(json(&ok(ferry(&b).args(["--json", "log", "org/m"]))).as_array().unwrap().len(), 2);
 
     // A byte range straight from the hub.
-    let r = client(&b, Some(&token)).args(["cat", &hub.addr, "org/m@main", "model.safetensors", "--range", "100..5000"]).output().unwrap();
+    let r = run(client(&b, Some(&token)).args(["cat", &hub.addr, "org/m@main", "model.safetensors", "--range", "100..5000"]));
     assert!(r.status.success(), "{}", stderr(&r));
     assert_eq!(r.stdout, &w2[100..5000]);
 }
@@ -185,7 +185,7 @@ fn a_hub_that_dies_mid_pull_is_reported_and_a_rerun_resumes() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     let listen = hub.addr.clone();
     hub.kill();
-    let out = child.wait_with_output().unwrap();
+    let out = finish(child, "pull from a dying hub");
     if out.status.success() {
         eprintln!("pull finished before the hub died; nothing to resume");
     } else {

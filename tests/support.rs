@@ -1,7 +1,13 @@
 //! Helpers for end-to-end tests: find the `ferry` binary, run it, make data.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::io::Read;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// No single ferry command in these tests should take this long; one that
+/// does has hung, and the test fails naming it instead of stalling the run.
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(180);
 
 /// The `ferry` binary built beside this test (target/<profile>/ferry).
 pub fn ferry_bin() -> PathBuf {
@@ -19,16 +25,50 @@ pub fn ferry(store: &Path) -> Command {
     c
 }
 
+/// Runs to completion (stdin closed), killing it and failing the test if it
+/// outlives [`COMMAND_DEADLINE`].
+pub fn run(cmd: &mut Command) -> Output {
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run ferry");
+    finish(child, &format!("{cmd:?}"))
+}
+
+/// Waits for a spawned command (stdout and stderr piped) like [`run`].
+pub fn finish(mut child: Child, what: &str) -> Output {
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for ferry") {
+            break status;
+        }
+        if start.elapsed() > COMMAND_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = err.join().unwrap_or_default();
+            panic!("{what} hung for {COMMAND_DEADLINE:?} and was killed; stderr: {}", String::from_utf8_lossy(&stderr));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
+}
+
 /// Runs and requires success; returns stdout.
 pub fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run ferry");
+    let out = run(cmd);
     assert!(out.status.success(), "{cmd:?} failed:\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 /// Runs and requires failure; returns the output.
 pub fn fails(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run ferry");
+    let out = run(cmd);
     assert!(!out.status.success(), "{cmd:?} succeeded but should have failed: {}", String::from_utf8_lossy(&out.stdout));
     out
 }

@@ -7,9 +7,10 @@ use ferry_core::revision::Revision;
 use ferry_core::tree::{node_id, Node};
 use ferry_core::Id;
 use rayon::prelude::*;
-use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
+use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::chunks::{ChunkStore, IndexEntry};
+use crate::write::{write, Durability};
 use crate::{Result, Store, CF_BRANCHES, CF_CHUNKS, CF_CHUNK_INDEX, CF_REVISIONS, CF_TREES};
 
 /// What the store holds.
@@ -246,9 +247,7 @@ impl Store {
                 rep.revisions_removed += 1;
             }
         }
-        let mut w = WriteOptions::default();
-        w.set_sync(true);
-        self.db.write_opt(batch, &w)?;
+        write(&self.db, batch, Durability::Synced)?;
         // Compact so BlobDB rewrites blob files and the space returns.
         if rep.chunks_removed > 0 {
             let cf = self.cf(CF_CHUNKS);
@@ -257,7 +256,7 @@ impl Store {
             opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
             self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
             self.db.compact_range_cf(self.cf(CF_CHUNK_INDEX), None::<&[u8]>, None::<&[u8]>);
-            self.db.set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", "0.25"), ("blob_garbage_collection_force_threshold", "1.0")])?;
+            self.db.set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", "0.0"), ("blob_garbage_collection_force_threshold", "1.0")])?;
         }
         Ok(rep)
     }

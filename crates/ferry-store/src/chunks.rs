@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use ferry_core::codec::{self, Encoder, RecordHeader};
 use ferry_core::{FormatError, Id};
-use rocksdb::{WriteBatch, WriteOptions, DB};
+use rocksdb::{WriteBatch, DB};
 
+use crate::write::{background_errors, out_of_space, stalled_for_space, write, Durability};
 use crate::{Result, StoreError, CF_CHUNKS, CF_CHUNK_INDEX, CF_TREES};
 
 /// A chunk record whose decoded bytes are known to hash to `id`. The only
@@ -114,12 +115,6 @@ pub struct RocksChunkStore {
     db: Arc<DB>,
 }
 
-pub(crate) fn no_wal() -> WriteOptions {
-    let mut w = WriteOptions::default();
-    w.disable_wal(true);
-    w
-}
-
 impl RocksChunkStore {
     pub(crate) fn new(db: Arc<DB>) -> Self {
         RocksChunkStore { db }
@@ -169,18 +164,36 @@ impl ChunkStore for RocksChunkStore {
     fn put(&self, records: &[VerifiedRecord]) -> Result<()> {
         let mut batch = WriteBatch::default();
         self.batch_put(&mut batch, records);
-        self.db.write_opt(batch, &no_wal())?;
+        write(&self.db, batch, Durability::Buffered)?;
         Ok(())
     }
 
     fn sync(&self) -> Result<()> {
         // One atomic flush of everything written without the WAL: chunk
         // index, chunk records and tree nodes land together or not at all.
+        //
+        // We wait for the flush ourselves rather than with `wait`: when a
+        // flush fails for lack of space, RocksDB keeps retrying until space
+        // appears and a waiting flush would never return. A failed flush
+        // shows up as a new background error instead, and the commit fails.
         let cfs = [self.cf(CF_CHUNK_INDEX), self.cf(CF_CHUNKS), self.cf(CF_TREES)];
+        let errors_before = background_errors(&self.db);
         let mut opts = rocksdb::FlushOptions::default();
-        opts.set_wait(true);
+        opts.set_wait(false);
         self.db.flush_cfs_opt(&cfs, &opts)?;
-        Ok(())
+        loop {
+            let mut pending = 0;
+            for cf in cfs {
+                pending += self.db.property_int_value_cf(cf, "rocksdb.num-immutable-mem-table")?.unwrap_or(0);
+            }
+            if pending == 0 {
+                return Ok(());
+            }
+            if background_errors(&self.db) > errors_before || stalled_for_space(&self.db) {
+                return Err(out_of_space(&self.db));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     fn get_record(&self, id: &Id) -> Result<Option<Vec<u8>>> {
@@ -193,9 +206,7 @@ impl ChunkStore for RocksChunkStore {
             batch.delete_cf(self.cf(CF_CHUNKS), id.as_bytes());
             batch.delete_cf(self.cf(CF_CHUNK_INDEX), id.as_bytes());
         }
-        let mut w = WriteOptions::default();
-        w.set_sync(true);
-        self.db.write_opt(batch, &w)?;
+        write(&self.db, batch, Durability::Synced)?;
         Ok(())
     }
 }

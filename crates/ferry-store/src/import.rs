@@ -8,10 +8,11 @@ use std::collections::HashSet;
 use ferry_core::revision::Revision;
 use ferry_core::tree::{node_id, Node};
 use ferry_core::{FormatError, Id};
-use rocksdb::{WriteBatch, WriteOptions};
+use rocksdb::WriteBatch;
 
-use crate::chunks::{no_wal, ChunkStore};
+use crate::chunks::ChunkStore;
 use crate::refs::branch_key;
+use crate::write::{write, Durability};
 use crate::{Result, StoreError, WriteSession, CF_BRANCHES, CF_REPOS, CF_REVISIONS, CF_TREES};
 
 impl WriteSession<'_> {
@@ -52,7 +53,7 @@ impl WriteSession<'_> {
             batch_ids.insert(*id);
             batch.put_cf(trees, id.as_bytes(), enc);
         }
-        store.db.write_opt(batch, &no_wal())?;
+        write(&store.db, batch, Durability::Buffered)?;
         Ok(decoded.into_iter().map(|x| x.0).collect())
     }
 
@@ -106,9 +107,7 @@ impl WriteSession<'_> {
             let time = revisions.last().map_or(0, |r| r.time);
             batch.put_cf(store.cf(CF_REPOS), repo, crate::refs::RepoInfo::new_record(time));
         }
-        let mut w = WriteOptions::default();
-        w.set_sync(true);
-        store.db.write_opt(batch, &w)?;
+        write(&store.db, batch, Durability::Synced)?;
         Ok(())
     }
 }

@@ -23,10 +23,11 @@ use ferry_core::revision::{Entry, Revision};
 use ferry_core::tree::{Node, TreeBuilder};
 use ferry_core::Id;
 use rayon::prelude::*;
-use rocksdb::{WriteBatch, WriteOptions};
+use rocksdb::WriteBatch;
 
-use crate::chunks::{no_wal, ChunkStore, VerifiedRecord};
+use crate::chunks::{ChunkStore, VerifiedRecord};
 use crate::refs::branch_key;
+use crate::write::{write, Durability};
 use crate::{Result, Store, StoreError, CF_BRANCHES, CF_REPOS, CF_REVISIONS, CF_TREES};
 
 /// Bytes read from a file at a time.
@@ -240,7 +241,7 @@ impl WriteSession<'_> {
                 }
                 let mut batch = WriteBatch::with_capacity_bytes(bytes + n * 128);
                 self.store.chunks.batch_put(&mut batch, &rest[..n]);
-                self.store.db.write_opt(batch, &no_wal())?;
+                write(&self.store.db, batch, Durability::Buffered)?;
                 rest = &rest[n..];
             }
             let mut batch = WriteBatch::default();
@@ -248,7 +249,7 @@ impl WriteSession<'_> {
             for &(id, size) in &h.ids {
                 builder.push_chunk(id, size, &mut sink);
             }
-            self.store.db.write_opt(batch, &no_wal())?;
+            write(&self.store.db, batch, Durability::Buffered)?;
             let new_bytes: u64 = h.records.iter().map(|r| r.raw_len()).sum();
             let stored: u64 = h.records.iter().map(|r| r.record().len() as u64).sum();
             out.chunks += h.ids.len() as u64;
@@ -260,7 +261,7 @@ impl WriteSession<'_> {
         }
         let mut batch = WriteBatch::default();
         let root = builder.finish(&mut |n: &Node, id: Id| batch.put_cf(trees, id.as_bytes(), n.encode()));
-        self.store.db.write_opt(batch, &no_wal())?;
+        write(&self.store.db, batch, Durability::Buffered)?;
         out.file_id = root.id;
         debug_assert_eq!(root.size, out.size);
         Ok(out)
@@ -284,7 +285,7 @@ impl WriteSession<'_> {
             }
             batch.put_cf(trees, id.as_bytes(), enc);
         }
-        self.store.db.write_opt(batch, &no_wal())?;
+        write(&self.store.db, batch, Durability::Buffered)?;
         Ok(())
     }
 
@@ -324,9 +325,7 @@ impl WriteSession<'_> {
         if self.store.db.get_pinned_cf(self.store.cf(CF_REPOS), repo)?.is_none() {
             batch.put_cf(self.store.cf(CF_REPOS), repo, crate::refs::RepoInfo::new_record(rev.time));
         }
-        let mut w = WriteOptions::default();
-        w.set_sync(true);
-        self.store.db.write_opt(batch, &w)?;
+        write(&self.store.db, batch, Durability::Synced)?;
         Ok(id)
     }
 

@@ -20,6 +20,7 @@ mod import;
 mod ingest;
 mod read;
 mod refs;
+mod write;
 
 pub use check::{FsckReport, GcReport, Stats};
 pub use chunks::{ChunkStore, RocksChunkStore, VerifiedRecord};

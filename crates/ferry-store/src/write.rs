@@ -1,0 +1,84 @@
+//! Every write to RocksDB goes through here.
+//!
+//! When a flush fails for lack of space, RocksDB stalls later writes until
+//! the disk has room for a memtable again, which on a full disk is never. So
+//! writes ask RocksDB to fail instead of stalling (`no_slowdown`), and a stall
+//! after a background error on a (nearly) full disk becomes an error naming
+//! the cause. Ordinary stalls (compaction catching up) are waited out.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rocksdb::{ErrorKind, WriteBatch, WriteOptions, DB};
+
+use crate::{Result, StoreError};
+
+/// Below this much free space a stall after a background error is taken as
+/// a full disk: RocksDB resumes only once a memtable's worth (our column
+/// families' write buffers add up to well under this) is free again.
+const LOW_SPACE: u64 = 256 << 20;
+
+#[derive(Clone, Copy)]
+pub(crate) enum Durability {
+    /// No WAL: chunk and tree data, made durable by the flush in `sync`.
+    Buffered,
+    /// WAL + fsync: refs, revisions and deletions.
+    Synced,
+}
+
+pub(crate) fn write(db: &DB, batch: WriteBatch, durability: Durability) -> Result<()> {
+    let mut opts = WriteOptions::default();
+    match durability {
+        Durability::Buffered => opts.disable_wal(true),
+        Durability::Synced => opts.set_sync(true),
+    }
+    opts.set_no_slowdown(true);
+    // A write that would stall consumes nothing, but the binding takes the
+    // batch by value: keep its bytes to retry with.
+    let saved = batch.data().to_vec();
+    let mut batch = Some(batch);
+    loop {
+        let b = batch.take().unwrap_or_else(|| WriteBatch::from_data(&saved));
+        match db.write_opt(b, &opts) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Incomplete => {
+                if stalled_for_space(db) {
+                    return Err(out_of_space(db));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// How many background (flush, compaction) errors RocksDB has seen.
+pub(crate) fn background_errors(db: &DB) -> u64 {
+    db.property_int_value("rocksdb.background-errors").ok().flatten().unwrap_or(0)
+}
+
+/// Whether RocksDB has stopped for lack of space: it has seen a background
+/// error and the disk is (nearly) full, so it will not resume by itself.
+pub(crate) fn stalled_for_space(db: &DB) -> bool {
+    background_errors(db) > 0 && free_bytes(db.path()).is_some_and(|f| f < LOW_SPACE)
+}
+
+/// The error for data that could not be made durable in the background.
+pub(crate) fn out_of_space(db: &DB) -> StoreError {
+    let cause = match free_bytes(db.path()) {
+        Some(free) if free < LOW_SPACE => format!("No space left on device: {free} bytes free"),
+        _ => "see the store's LOG file".into(),
+    };
+    StoreError::Io {
+        path: db.path().to_owned(),
+        source: std::io::Error::other(format!("writing data failed in the background ({cause}); nothing was committed")),
+    }
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
