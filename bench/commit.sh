@@ -47,7 +47,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry/target}"
+export CARGO_TARGET_DIR="$("$root/scripts/target-dir")"
 log "building (release)"
 (cd "$root" && cargo build --release -p ferry-cli -p ferry-bench --quiet)
 ferry="$CARGO_TARGET_DIR/release/ferry"

@@ -13,7 +13,7 @@ root=$(dirname "$fuzz_dir")
 cd "$root"
 
 targets=${FUZZ_TARGETS:-"chunk_record tree_node revision frames negotiate access_file"}
-export CARGO_TARGET_DIR=${FERRY_FUZZ_TARGET_DIR:-/root/.cache/ferry/fuzz-target}
+export CARGO_TARGET_DIR=${FERRY_FUZZ_TARGET_DIR:-$HOME/.cache/ferry/fuzz-target}
 # The toolchain is stable; this lets cargo-fuzz pass its -Z flags.
 export RUSTC_BOOTSTRAP=1
 mkdir -p "$CARGO_TARGET_DIR"
@@ -30,7 +30,7 @@ if [ -z "${ROCKSDB_LIB_DIR:-}" ]; then
     prebuilt="$CARGO_TARGET_DIR/prebuilt-rocksdb"
     if [ ! -f "$prebuilt/librocksdb.a" ]; then
         want=$(grep -A1 '^name = "librocksdb-sys"$' "$fuzz_dir/Cargo.lock" | sed -n 's/^version = "\(.*\)"/\1/p')
-        for out in /root/.cache/ferry/target/*/build/librocksdb-sys-*/out "$root"/target/*/build/librocksdb-sys-*/out; do
+        for out in "$HOME"/.cache/ferry/target*/*/build/librocksdb-sys-*/out "$root"/target/*/build/librocksdb-sys-*/out; do
             [ -f "$out/librocksdb.a" ] || continue
             # Only an archive built from the same librocksdb-sys version.
             grep -qsF "/librocksdb-sys-$want" "$(dirname "$out")/output" || continue
