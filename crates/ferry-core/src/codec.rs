@@ -88,13 +88,21 @@ pub fn read_header(record: &[u8]) -> Result<RecordHeader, FormatError> {
     Ok(RecordHeader { codec, raw_len })
 }
 
+thread_local! {
+    // One decompression context per thread: creating one per chunk cost
+    // about 4% of a hub's CPU while receiving a push.
+    static DECOMPRESSOR: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("zstd decompression context"));
+}
+
 /// Decodes a record without checking its id (use `decode_verified`).
 pub fn decode(record: &[u8]) -> Result<Vec<u8>, FormatError> {
     let h = read_header(record)?;
     let payload = &record[HEADER_LEN..];
     let raw = match h.codec {
         CODEC_RAW => payload.to_vec(),
-        CODEC_ZSTD => zstd::bulk::decompress(payload, h.raw_len as usize)
+        CODEC_ZSTD => DECOMPRESSOR
+            .with(|d| d.borrow_mut().decompress(payload, h.raw_len as usize))
             .map_err(|e| invalid("chunk record", format!("zstd payload does not decode within {} bytes: {e}", h.raw_len)))?,
         other => {
             return Err(invalid(
