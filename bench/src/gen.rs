@@ -31,8 +31,16 @@ enum What {
         /// Fraction of layers, counted from the last, that are fine-tuned.
         #[arg(long, default_value_t = 0.0)]
         changed_fraction: f64,
+        /// Number of layers, counted from the last, that are fine-tuned
+        /// (instead of --changed-fraction).
+        #[arg(long, conflicts_with = "changed_fraction")]
+        changed_layers: Option<u64>,
         #[arg(long)]
         out: PathBuf,
+        /// Print the ground truth as one JSON line: file bytes, and bytes
+        /// of the tensors that differ from the unchanged model.
+        #[arg(long)]
+        truth: bool,
     },
 }
 
@@ -131,9 +139,10 @@ fn gen_tensor(buf: &mut Vec<u8>, t: &Tensor, seed: u64, index: u64, tuned: bool)
     }
 }
 
-fn model(size_mib: u64, seed: u64, changed: f64, out: PathBuf) -> Result<()> {
+fn model(size_mib: u64, seed: u64, changed: f64, changed_layers: Option<u64>, out: PathBuf, truth: bool) -> Result<()> {
     let (tensors, layers) = layout(size_mib);
-    let first_tuned = layers - ((layers as f64 * changed).ceil() as u64).min(layers);
+    let tuned_layers = changed_layers.unwrap_or((layers as f64 * changed).ceil() as u64).min(layers);
+    let first_tuned = layers - tuned_layers;
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
     let mut off = 0u64;
@@ -183,11 +192,18 @@ fn model(size_mib: u64, seed: u64, changed: f64, out: PathBuf) -> Result<()> {
         }
         Ok(())
     })?;
+    if truth {
+        let changed: Vec<&Tensor> = tensors.iter().filter(|t| t.layer.is_some_and(|l| l >= first_tuned)).collect();
+        let changed_bytes: u64 = changed.iter().map(|t| t.elems() * 2).sum();
+        println!("{}", serde_json::json!({ "bytes": data_start + off, "changed_bytes": changed_bytes, "changed_tensors": changed.len(), "tensors": tensors.len(), "layers": layers, "changed_layers": tuned_layers }));
+    }
     Ok(())
 }
 
 fn main() -> Result<()> {
     match Cli::parse().what {
-        What::Model { size_mib, seed, changed_fraction, out } => model(size_mib, seed, changed_fraction, out),
+        What::Model { size_mib, seed, changed_fraction, changed_layers, out, truth } => {
+            model(size_mib, seed, changed_fraction, changed_layers, out, truth)
+        }
     }
 }

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Push and pull through a real hub on loopback, beside an rsync daemon on
+# 127.0.0.1 doing the same transfers of the same files.
+#
+#   bench/hub.sh [--size-gib N] [--quick] [--keep] [--json]
+#
+#   --size-gib N  size of each generated model file (default 2)
+#   --quick       256 MiB files instead
+#   --keep        keep the work directory
+#   --json        print only the JSON lines (one object per measurement)
+#
+# Versions: v1 a new model; v2 the last quarter of its layers fine-tuned;
+# v3 one more layer tuned (1% of a 2 GiB file), for negotiation cost.
+# ferry: commit then push each version from store A; pull each into store B.
+# rsync: upload each version onto the daemon's copy (--no-whole-file), and
+# download each into a local directory holding the previous one.
+# Bytes are what each tool reports it moved (ferry: frame bytes both ways;
+# rsync: "Total bytes sent/received"); neither counts TLS/QUIC or TCP/IP
+# overhead, and rsync's daemon protocol is unencrypted.
+#
+# The work directory is created under $FERRY_BENCH_DIR (default $HOME). It
+# needs about 6 x the model size free.
+set -euo pipefail
+
+size_mib=$((2 * 1024))
+keep=0
+json_only=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size-gib) size_mib=$(awk -v g="${2:?--size-gib needs a value}" 'BEGIN { printf "%d", g * 1024 }'); shift 2 ;;
+    --size-gib=*) size_mib=$(awk -v g="${1#*=}" 'BEGIN { printf "%d", g * 1024 }'); shift ;;
+    --quick) size_mib=256; shift ;;
+    --keep) keep=1; shift ;;
+    --json) json_only=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "hub.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+[ "$size_mib" -ge 64 ] || { echo "hub.sh: size must be at least 64 MiB" >&2; exit 2; }
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+log() { [ "$json_only" = 1 ] || echo "$@" >&2; }
+
+need=()
+command -v rsync >/dev/null 2>&1 || need+=(rsync)
+[ -x /usr/bin/time ] || need+=(time)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  log "installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+export CARGO_TARGET_DIR="$("$root/scripts/target-dir")"
+log "building (release)"
+(cd "$root" && cargo build --release -p ferry-cli -p ferry-bench --quiet)
+ferry="$CARGO_TARGET_DIR/release/ferry"
+gen="$CARGO_TARGET_DIR/release/ferry-gen"
+
+base="${FERRY_BENCH_DIR:-$HOME}"
+mkdir -p "$base"
+work=$(mktemp -d "$base/ferry-hub-bench.XXXXXX")
+hub_pid=""
+rsyncd_pid=""
+cleanup() {
+  [ -n "$hub_pid" ] && kill "$hub_pid" 2>/dev/null || true
+  [ -n "$rsyncd_pid" ] && kill "$rsyncd_pid" 2>/dev/null || true
+  if [ "$keep" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+field() { sed -E "s/.*\"$2\":\"?([0-9.a-z]+).*/\1/" "$1"; }
+
+log "generating three ${size_mib} MiB safetensors models in $work"
+"$gen" model --size-mib "$size_mib" --seed 1 --truth --out "$work/v1/model.safetensors" > "$work/v1.truth"
+"$gen" model --size-mib "$size_mib" --seed 1 --changed-fraction 0.25 --truth --out "$work/v2/model.safetensors" > "$work/v2.truth"
+"$gen" model --size-mib "$size_mib" --seed 1 --changed-layers $(( $(field "$work/v2.truth" changed_layers) + 1 )) --truth --out "$work/v3/model.safetensors" > "$work/v3.truth"
+file_bytes=$(field "$work/v1.truth" bytes)
+# Bytes that really differ from the version before.
+truth_v1=$file_bytes
+truth_v2=$(field "$work/v2.truth" changed_bytes)
+truth_v3=$(( $(field "$work/v3.truth" changed_bytes) - truth_v2 ))
+
+# The hub, and a client store with a pinned certificate and a write token.
+"$ferry" --store "$work/hub" init > /dev/null
+token=$("$ferry" --store "$work/hub" token create --repo 'bench/*' --scope write)
+"$ferry" --store "$work/hub" serve --listen 127.0.0.1:0 > "$work/hub.out" 2>&1 &
+hub_pid=$!
+for _ in $(seq 100); do grep -q listening "$work/hub.out" 2>/dev/null && break; sleep 0.1; done
+hub=$(grep -o '127.0.0.1:[0-9]*' "$work/hub.out" | head -1)
+export FERRY_TOKEN="$token" FERRY_KNOWN_HUBS="$work/known_hubs"
+"$ferry" --store "$work/a" init > /dev/null
+"$ferry" --store "$work/b" init > /dev/null
+
+# The rsync daemon: one writable module on loopback.
+mkdir -p "$work/rsync-module" "$work/rsync-pull"
+port=$(( 20000 + RANDOM % 20000 ))
+cat > "$work/rsyncd.conf" <<EOF
+use chroot = no
+pid file = $work/rsyncd.pid
+[bench]
+path = $work/rsync-module
+read only = no
+uid = root
+gid = root
+EOF
+rsync --daemon --no-detach --address=127.0.0.1 --port="$port" --config="$work/rsyncd.conf" &
+rsyncd_pid=$!
+for _ in $(seq 50); do rsync "rsync://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
+
+# Runs a command under GNU time; sets $wall and $rss (KiB).
+timed() { # name cmd...
+  local name=$1 t0 t1; shift
+  t0=$(now)
+  /usr/bin/time -f %M -o "$work/$name.rss" "$@" > "$work/$name.out"
+  t1=$(now)
+  wall=$(secs "$t0" "$t1"); rss=$(tail -1 "$work/$name.rss")
+}
+
+emit() { echo "$1"; }
+results=()
+for v in 1 2 3; do
+  truth_var="truth_v$v"; truth=${!truth_var}
+  cat "$work/v$v/model.safetensors" > /dev/null
+
+  log "v$v: ferry commit + push"
+  timed "commit$v" "$ferry" --store "$work/a" --json commit bench/model "$work/v$v" -m "v$v"
+  commit_s=$wall
+  timed "push$v" "$ferry" --store "$work/a" --json push "$hub" bench/model
+  push_s=$wall push_rss=$rss
+  p="$work/push$v.out"
+  push_sent=$(field "$p" wire_bytes_sent); push_recv=$(field "$p" wire_bytes_received)
+  push_chunk=$(field "$p" chunk_bytes_moved)
+
+  log "v$v: ferry pull"
+  timed "pull$v" "$ferry" --store "$work/b" --json pull "$hub" bench/model
+  pull_s=$wall pull_rss=$rss
+  q="$work/pull$v.out"
+  pull_sent=$(field "$q" wire_bytes_sent); pull_recv=$(field "$q" wire_bytes_received)
+
+  log "v$v: rsync upload + download"
+  timed "rsync-up$v" rsync --no-whole-file --stats "$work/v$v/model.safetensors" "rsync://127.0.0.1:$port/bench/model.safetensors"
+  rup_s=$wall rup_rss=$rss
+  rup_sent=$(sed -nE 's/^Total bytes sent: ([0-9,]+).*/\1/p' "$work/rsync-up$v.out" | tr -d ,)
+  rup_recv=$(sed -nE 's/^Total bytes received: ([0-9,]+).*/\1/p' "$work/rsync-up$v.out" | tr -d ,)
+  timed "rsync-down$v" rsync --no-whole-file --stats "rsync://127.0.0.1:$port/bench/model.safetensors" "$work/rsync-pull/model.safetensors"
+  rdown_s=$wall rdown_rss=$rss
+  rdown_sent=$(sed -nE 's/^Total bytes sent: ([0-9,]+).*/\1/p' "$work/rsync-down$v.out" | tr -d ,)
+  rdown_recv=$(sed -nE 's/^Total bytes received: ([0-9,]+).*/\1/p' "$work/rsync-down$v.out" | tr -d ,)
+  cmp -s "$work/rsync-pull/model.safetensors" "$work/v$v/model.safetensors" || { echo "hub.sh: rsync download of v$v differs" >&2; exit 1; }
+
+  line=$(awk -v v="$v" -v fb="$file_bytes" -v truth="$truth" \
+    -v cs="$commit_s" -v ps="$push_s" -v prss="$push_rss" -v psent="$push_sent" -v precv="$push_recv" -v pchunk="$push_chunk" \
+    -v qs="$pull_s" -v qrss="$pull_rss" -v qsent="$pull_sent" -v qrecv="$pull_recv" \
+    -v us="$rup_s" -v urss="$rup_rss" -v usent="$rup_sent" -v urecv="$rup_recv" \
+    -v ds="$rdown_s" -v drss="$rdown_rss" -v dsent="$rdown_sent" -v drecv="$rdown_recv" 'BEGIN {
+      push_bytes = psent + precv; pull_bytes = qsent + qrecv
+      printf "{\"version\":%d,\"file_bytes\":%d,\"changed_bytes\":%d,", v, fb, truth
+      printf "\"ferry_commit_s\":%.3f,\"ferry_push_s\":%.3f,\"ferry_push_bytes\":%d,\"ferry_push_negotiation_bytes\":%d,\"ferry_push_rss_kib\":%d,", cs, ps, push_bytes, push_bytes - pchunk, prss
+      printf "\"ferry_pull_s\":%.3f,\"ferry_pull_bytes\":%d,\"ferry_pull_rss_kib\":%d,", qs, pull_bytes, qrss
+      printf "\"rsync_up_s\":%.3f,\"rsync_up_bytes\":%d,\"rsync_up_rss_kib\":%d,", us, usent + urecv, urss
+      printf "\"rsync_down_s\":%.3f,\"rsync_down_bytes\":%d,\"rsync_down_rss_kib\":%d,", ds, dsent + drecv, drss
+      printf "\"push_bytes_over_changed\":%.4f,\"negotiation_pct_of_file\":%.4f,", push_bytes / (truth > 0 ? truth : 1), 100 * (push_bytes - pchunk) / fb
+      printf "\"push_speedup_vs_rsync\":%.2f,\"commit_push_speedup_vs_rsync\":%.2f,\"pull_speedup_vs_rsync\":%.2f}\n", us / ps, us / (cs + ps), ds / qs
+    }')
+  results+=("$line")
+  emit "$line"
+done
+
+hub_rss=$(awk '/VmHWM/ { print $2 }' "/proc/$hub_pid/status")
+emit "{\"hub_peak_rss_kib\":$hub_rss}"
+
+"$ferry" --store "$work/b" export bench/model "$work/b-out" > /dev/null
+cmp -s "$work/b-out/model.safetensors" "$work/v3/model.safetensors" || { echo "hub.sh: ferry pull of v3 exports different bytes" >&2; exit 1; }
+
+[ "$json_only" = 1 ] && exit 0
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+echo
+echo "| version | really changed | ferry push: bytes (negotiation) | time | rsync up: bytes | time | ferry pull: bytes | time | rsync down: bytes | time |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for line in "${results[@]}"; do
+  g() { echo "$line" | sed -E "s/.*\"$1\":([0-9.]+).*/\1/"; }
+  echo "| v$(g version) | $(mib "$(g changed_bytes)") MiB | $(mib "$(g ferry_push_bytes)") MiB ($(mib "$(g ferry_push_negotiation_bytes)")) | $(g ferry_push_s) s (+ commit $(g ferry_commit_s) s) | $(mib "$(g rsync_up_bytes)") MiB | $(g rsync_up_s) s | $(mib "$(g ferry_pull_bytes)") MiB | $(g ferry_pull_s) s | $(mib "$(g rsync_down_bytes)") MiB | $(g rsync_down_s) s |"
+done
+echo
+echo "file: $(mib "$file_bytes") MiB; hub peak RSS $(awk -v k="$hub_rss" 'BEGIN { printf "%.0f", k / 1024 }') MiB"
