@@ -71,6 +71,15 @@ pub(crate) fn transport_config() -> quinn::TransportConfig {
     t.send_window(64 << 20);
     t.max_idle_timeout(Some(std::time::Duration::from_secs(30).try_into().expect("30 s is a valid idle timeout")));
     t.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+    // Let path MTU discovery find jumbo frames (data centres, loopback):
+    // per-packet work in user space is what limits QUIC on a fast path, and
+    // on a 1500-byte path the probes above it are simply lost.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(8952);
+    t.mtu_discovery_config(Some(mtu));
+    // Streams carry whole batches; interleaving them buys nothing here and
+    // costs more, smaller frames.
+    t.send_fairness(false);
     t
 }
 
