@@ -113,6 +113,9 @@ for _ in $(seq 50); do rsync "rsync://127.0.0.1:$port/" >/dev/null 2>&1 && break
 # Runs a command under GNU time; sets $wall and $rss (KiB).
 timed() { # name cmd...
   local name=$1 t0 t1; shift
+  # Start each from a quiet disk: the previous step's writeback (2 GiB of
+  # dirty pages after a commit or an rsync) must not be charged to the next.
+  sync
   t0=$(now)
   /usr/bin/time -f %M -o "$work/$name.rss" "$@" > "$work/$name.out"
   t1=$(now)
