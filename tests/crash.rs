@@ -37,7 +37,14 @@ fn kill_9_during_commit_or_gc_never_loses_a_committed_revision() {
         let mut child = if gc_turn {
             ferry(&store).args(["--json", "gc"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap()
         } else {
-            ferry(&store).args(["--json", "commit", "org/crash"]).arg(&src).args(["-m", &format!("v{i}")]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap()
+            ferry(&store)
+                .args(["--json", "commit", "org/crash"])
+                .arg(&src)
+                .args(["-m", &format!("v{i}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
         };
         let delay = if i == 0 { Duration::from_secs(600) } else { Duration::from_millis(rand(typical_ms * 3 / 4 + 1)) };
         let start = Instant::now();

@@ -1,7 +1,7 @@
 //! Helpers for end-to-end tests: find the `ferry` binary, run it, make data.
 
-use std::path::{Path, PathBuf};
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 

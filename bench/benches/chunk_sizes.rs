@@ -31,18 +31,13 @@ fn chunk_ids(data: &[u8], avg: u32) -> (Vec<(Id, usize)>, f64) {
 fn fresh(old: &[(Id, usize)], new: &[(Id, usize)]) -> (usize, usize) {
     let have: HashSet<Id> = old.iter().map(|c| c.0).collect();
     let mut seen = HashSet::new();
-    new.iter()
-        .filter(|c| !have.contains(&c.0) && seen.insert(c.0))
-        .fold((0, 0), |(n, b), c| (n + 1, b + c.1))
+    new.iter().filter(|c| !have.contains(&c.0) && seen.insert(c.0)).fold((0, 0), |(n, b), c| (n + 1, b + c.1))
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let size_mib: u64 = args
-        .iter()
-        .position(|a| a == "--size-mib")
-        .and_then(|i| args.get(i + 1))
-        .map_or(512, |s| s.parse().expect("--size-mib takes a number"));
+    let size_mib: u64 =
+        args.iter().position(|a| a == "--size-mib").and_then(|i| args.get(i + 1)).map_or(512, |s| s.parse().expect("--size-mib takes a number"));
     let dir = tempfile::tempdir_in(std::env::var("FERRY_BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string())).unwrap();
     let gen = env!("CARGO_BIN_EXE_ferry-gen");
     let make = |name: &str, changed: &str| {

@@ -8,8 +8,8 @@
 //! (every weight nudged), the rest byte-identical.
 
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -195,15 +195,16 @@ fn model(size_mib: u64, seed: u64, changed: f64, changed_layers: Option<u64>, ou
     if truth {
         let changed: Vec<&Tensor> = tensors.iter().filter(|t| t.layer.is_some_and(|l| l >= first_tuned)).collect();
         let changed_bytes: u64 = changed.iter().map(|t| t.elems() * 2).sum();
-        println!("{}", serde_json::json!({ "bytes": data_start + off, "changed_bytes": changed_bytes, "changed_tensors": changed.len(), "tensors": tensors.len(), "layers": layers, "changed_layers": tuned_layers }));
+        println!(
+            "{}",
+            serde_json::json!({ "bytes": data_start + off, "changed_bytes": changed_bytes, "changed_tensors": changed.len(), "tensors": tensors.len(), "layers": layers, "changed_layers": tuned_layers })
+        );
     }
     Ok(())
 }
 
 fn main() -> Result<()> {
     match Cli::parse().what {
-        What::Model { size_mib, seed, changed_fraction, changed_layers, out, truth } => {
-            model(size_mib, seed, changed_fraction, changed_layers, out, truth)
-        }
+        What::Model { size_mib, seed, changed_fraction, changed_layers, out, truth } => model(size_mib, seed, changed_fraction, changed_layers, out, truth),
     }
 }

@@ -5,8 +5,8 @@ mod progress;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -234,8 +234,15 @@ fn transfer_summary(verb: &str, t: &ferry_hub::Transfer, secs: f64) -> String {
     }
     format!(
         "{verb} {} revisions over {}: {} chunks ({} raw, {} on the wire), {} chunks already there; {} sent, {} received in {secs:.1}s; head {}",
-        t.revisions, t.transport, t.chunks_moved, progress::bytes(t.raw_bytes_moved), progress::bytes(t.chunk_bytes_moved),
-        t.chunks_already_there, progress::bytes(t.wire_bytes_sent), progress::bytes(t.wire_bytes_received), &t.head[..12]
+        t.revisions,
+        t.transport,
+        t.chunks_moved,
+        progress::bytes(t.raw_bytes_moved),
+        progress::bytes(t.chunk_bytes_moved),
+        t.chunks_already_there,
+        progress::bytes(t.wire_bytes_sent),
+        progress::bytes(t.wire_bytes_received),
+        &t.head[..12]
     )
 }
 
@@ -254,15 +261,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve { listen } => serve(Arc::new(Store::open(&path)?), listen, json),
         Command::Push { hub, repo, branch, net } => {
             let store = Arc::new(Store::open(&path)?);
-            transfer(json, "pushed", &hub, &net, async |client, bar| {
-                client.push(&store, &ferry_hub::PushOptions { repo, branch }, bar).await
-            })
+            transfer(json, "pushed", &hub, &net, async |client, bar| client.push(&store, &ferry_hub::PushOptions { repo, branch }, bar).await)
         }
         Command::Pull { hub, repo, branch, include, net } => {
             let store = Arc::new(Store::open(&path)?);
-            transfer(json, "pulled", &hub, &net, async |client, bar| {
-                client.pull(&store, &ferry_hub::PullOptions { repo, branch, include }, bar).await
-            })
+            transfer(json, "pulled", &hub, &net, async |client, bar| client.pull(&store, &ferry_hub::PullOptions { repo, branch, include }, bar).await)
         }
         cmd => local(&Store::open(&path)?, cmd, json),
     }
@@ -352,8 +355,10 @@ fn serve(store: Arc<Store>, listen: std::net::SocketAddr, json: bool) -> Result<
         let opts = ferry_hub::ServeOptions { listen, max_auth_failures: 5 };
         ferry_hub::serve(store, &identity, opts, |addr| {
             print(json, json!({ "listen": addr.to_string(), "fingerprint": fingerprint, "new_identity": created }), || {
-                format!("ferry hub listening on {addr} (QUIC and TLS over TCP)\ncertificate fingerprint: {fingerprint}{}",
-                    if created { " (new: clients pin it on first use)" } else { "" })
+                format!(
+                    "ferry hub listening on {addr} (QUIC and TLS over TCP)\ncertificate fingerprint: {fingerprint}{}",
+                    if created { " (new: clients pin it on first use)" } else { "" }
+                )
             });
             let _ = std::io::stdout().flush();
         })
@@ -402,30 +407,49 @@ fn local(store: &Store, command: Command, json: bool) -> Result<ExitCode> {
                 json!({ "revision": c.revision.to_hex(), "repo": repo, "branch": branch, "files": c.files,
                         "bytes": t.size, "chunks": t.chunks, "new_chunks": t.new_chunks, "new_bytes": t.new_bytes,
                         "stored_bytes": t.stored_bytes, "seconds": secs }),
-                || format!(
-                    "{}\ncommitted {} files, {} to {repo}@{branch}: {} new ({} stored), {} already present",
-                    c.revision, c.files, progress::bytes(t.size), progress::bytes(t.new_bytes),
-                    progress::bytes(t.stored_bytes), progress::bytes(t.size - t.new_bytes)
-                ),
+                || {
+                    format!(
+                        "{}\ncommitted {} files, {} to {repo}@{branch}: {} new ({} stored), {} already present",
+                        c.revision,
+                        c.files,
+                        progress::bytes(t.size),
+                        progress::bytes(t.new_bytes),
+                        progress::bytes(t.stored_bytes),
+                        progress::bytes(t.size - t.new_bytes)
+                    )
+                },
             );
         }
         Command::Log { target, limit } => {
             let (id, _) = store.resolve(&RevisionSpec::parse(&target)?)?;
             let log = store.log(id, limit)?;
             if json {
-                let items: Vec<_> = log.iter().map(|(id, r)| json!({ "revision": id.to_hex(), "parents": r.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
-                    "author": r.author, "time": r.time, "message": r.message, "files": r.entries.len(), "bytes": r.size() })).collect();
+                let items: Vec<_> = log
+                    .iter()
+                    .map(|(id, r)| {
+                        json!({ "revision": id.to_hex(), "parents": r.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+                    "author": r.author, "time": r.time, "message": r.message, "files": r.entries.len(), "bytes": r.size() })
+                    })
+                    .collect();
                 println!("{}", serde_json::Value::Array(items));
             } else {
                 for (id, r) in log {
-                    println!("revision {id}\nauthor   {}\ntime     {}\nfiles    {} ({})\n\n    {}\n", r.author, r.time, r.entries.len(), progress::bytes(r.size()), r.message);
+                    println!(
+                        "revision {id}\nauthor   {}\ntime     {}\nfiles    {} ({})\n\n    {}\n",
+                        r.author,
+                        r.time,
+                        r.entries.len(),
+                        progress::bytes(r.size()),
+                        r.message
+                    );
                 }
             }
         }
         Command::Ls { target } => {
             let (_, rev) = store.resolve(&RevisionSpec::parse(&target)?)?;
             if json {
-                let items: Vec<_> = rev.entries.iter().map(|e| json!({ "path": e.path, "size": e.size, "file_id": e.file_id.to_hex(), "executable": e.executable })).collect();
+                let items: Vec<_> =
+                    rev.entries.iter().map(|e| json!({ "path": e.path, "size": e.size, "file_id": e.file_id.to_hex(), "executable": e.executable })).collect();
                 println!("{}", serde_json::Value::Array(items));
             } else {
                 for e in &rev.entries {
@@ -438,8 +462,9 @@ fn local(store: &Store, command: Command, json: bool) -> Result<ExitCode> {
             let bar = progress::Read::new(json, rev.size());
             store.export(&rev, &dir, &bar)?;
             bar.finish();
-            print(json, json!({ "revision": id.to_hex(), "files": rev.entries.len(), "bytes": rev.size(), "dir": dir }),
-                || format!("exported {} files ({}) of {} to {}", rev.entries.len(), progress::bytes(rev.size()), id.short(), dir.display()));
+            print(json, json!({ "revision": id.to_hex(), "files": rev.entries.len(), "bytes": rev.size(), "dir": dir }), || {
+                format!("exported {} files ({}) of {} to {}", rev.entries.len(), progress::bytes(rev.size()), id.short(), dir.display())
+            });
         }
         Command::Cat { first: target, second: path, third: None, range, .. } => {
             let (_, rev) = store.resolve(&RevisionSpec::parse(&target)?)?;
@@ -469,11 +494,13 @@ fn local(store: &Store, command: Command, json: bool) -> Result<ExitCode> {
                 json!({ "repositories": s.repositories, "branches": s.branches, "revisions": s.revisions, "logical_bytes": s.logical_bytes,
                         "chunks": s.chunks, "unique_bytes": s.unique_bytes, "stored_bytes": s.stored_bytes, "tree_nodes": s.tree_nodes,
                         "disk_bytes": s.disk_bytes, "dedup_ratio": dedup, "compression_ratio": compression }),
-                || format!(
+                || {
+                    format!(
                     "repositories   {}\nbranches       {}\nrevisions      {}\nlogical bytes  {}\nunique chunks  {} ({})\nstored bytes   {}\ntree nodes     {}\non disk        {}\ndedup ratio    {dedup:.2}x\ncompression    {compression:.2}x",
                     s.repositories, s.branches, s.revisions, progress::bytes(s.logical_bytes), s.chunks, progress::bytes(s.unique_bytes),
                     progress::bytes(s.stored_bytes), s.tree_nodes, progress::bytes(s.disk_bytes)
-                ),
+                )
+                },
             );
         }
         Command::Fsck => {
@@ -485,8 +512,10 @@ fn local(store: &Store, command: Command, json: bool) -> Result<ExitCode> {
                 json!({ "ok": rep.problems.is_empty(), "chunks": rep.chunks_checked, "tree_nodes": rep.nodes_checked,
                         "revisions": rep.revisions_checked, "branches": rep.branches_checked, "problems": rep.problems }),
                 || {
-                    let mut s = format!("checked {} chunks, {} tree nodes, {} revisions, {} branches",
-                        rep.chunks_checked, rep.nodes_checked, rep.revisions_checked, rep.branches_checked);
+                    let mut s = format!(
+                        "checked {} chunks, {} tree nodes, {} revisions, {} branches",
+                        rep.chunks_checked, rep.nodes_checked, rep.revisions_checked, rep.branches_checked
+                    );
                     for p in &rep.problems {
                         s.push_str(&format!("\nproblem: {p}"));
                     }
@@ -504,8 +533,16 @@ fn local(store: &Store, command: Command, json: bool) -> Result<ExitCode> {
                 json,
                 json!({ "chunks_removed": r.chunks_removed, "bytes_removed": r.bytes_removed, "tree_nodes_removed": r.nodes_removed,
                         "revisions_removed": r.revisions_removed, "chunks_kept": r.chunks_kept }),
-                || format!("removed {} chunks ({}), {} tree nodes, {} revisions; kept {} chunks",
-                    r.chunks_removed, progress::bytes(r.bytes_removed), r.nodes_removed, r.revisions_removed, r.chunks_kept),
+                || {
+                    format!(
+                        "removed {} chunks ({}), {} tree nodes, {} revisions; kept {} chunks",
+                        r.chunks_removed,
+                        progress::bytes(r.bytes_removed),
+                        r.nodes_removed,
+                        r.revisions_removed,
+                        r.chunks_kept
+                    )
+                },
             );
         }
         Command::Repos => {
@@ -541,7 +578,13 @@ fn local(store: &Store, command: Command, json: bool) -> Result<ExitCode> {
                 print(json, json!({ "repo": repo, "branch": branch, "deleted": head.to_hex() }), || format!("deleted {repo}@{branch} (was {head})"));
             }
         },
-        Command::Init | Command::Token { .. } | Command::Visibility { .. } | Command::Serve { .. } | Command::Push { .. } | Command::Pull { .. } | Command::Cat { third: Some(_), .. } => {
+        Command::Init
+        | Command::Token { .. }
+        | Command::Visibility { .. }
+        | Command::Serve { .. }
+        | Command::Push { .. }
+        | Command::Pull { .. }
+        | Command::Cat { third: Some(_), .. } => {
             unreachable!("dispatched in run()")
         }
     }

@@ -12,10 +12,7 @@ fn bar(json: bool, total: u64) -> ProgressBar {
     // indicatif draws nothing when stderr is not a terminal.
     let target = if json { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
     let pb = ProgressBar::with_draw_target(Some(total), target);
-    pb.set_style(
-        ProgressStyle::with_template("{bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}")
-            .expect("valid template"),
-    );
+    pb.set_style(ProgressStyle::with_template("{bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}").expect("valid template"));
     pb
 }
 

@@ -35,12 +35,7 @@ pub fn cut(buf: &[u8], eof: bool) -> Cuts {
     let mut ends = Vec::with_capacity(buf.len() / AVG_CHUNK + 1);
     let mut consumed = 0;
     if !buf.is_empty() {
-        let cdc = fastcdc::v2020::FastCDC::new(
-            buf,
-            MIN_CHUNK as u32,
-            AVG_CHUNK as u32,
-            MAX_CHUNK as u32,
-        );
+        let cdc = fastcdc::v2020::FastCDC::new(buf, MIN_CHUNK as u32, AVG_CHUNK as u32, MAX_CHUNK as u32);
         for chunk in cdc {
             if !eof && buf.len() - chunk.offset < MAX_CHUNK {
                 break;
@@ -138,9 +133,7 @@ mod tests {
         let data = pseudo_random(4 * 1024 * 1024, 3);
         let mut edited = data.clone();
         edited.splice(2_000_000..2_000_000, b"inserted bytes".iter().copied());
-        let ids = |d: &[u8]| -> std::collections::HashSet<Vec<u8>> {
-            chunk_all(d).iter().map(|&(o, l)| d[o..o + l].to_vec()).collect()
-        };
+        let ids = |d: &[u8]| -> std::collections::HashSet<Vec<u8>> { chunk_all(d).iter().map(|&(o, l)| d[o..o + l].to_vec()).collect() };
         let (a, b) = (ids(&data), ids(&edited));
         let fresh = b.difference(&a).count();
         assert!(fresh <= 3, "{fresh} new chunks after a 14-byte insert");

@@ -33,9 +33,7 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn new(level: i32) -> Self {
-        Encoder {
-            zstd: zstd::bulk::Compressor::new(level).expect("valid zstd level"),
-        }
+        Encoder { zstd: zstd::bulk::Compressor::new(level).expect("valid zstd level") }
     }
 
     /// Encodes a raw chunk, compressed when that saves at least 1/32 of it.
@@ -69,21 +67,13 @@ pub struct RecordHeader {
 
 pub fn read_header(record: &[u8]) -> Result<RecordHeader, FormatError> {
     if record.len() > MAX_RECORD_LEN {
-        return Err(FormatError::TooLarge {
-            what: "chunk record",
-            len: record.len() as u64,
-            limit: MAX_RECORD_LEN as u64,
-        });
+        return Err(FormatError::TooLarge { what: "chunk record", len: record.len() as u64, limit: MAX_RECORD_LEN as u64 });
     }
     let mut r = crate::Reader::new("chunk record", record);
     let codec = r.u8()?;
     let raw_len = r.u32()?;
     if raw_len as usize > MAX_CHUNK {
-        return Err(FormatError::TooLarge {
-            what: "chunk raw length",
-            len: raw_len as u64,
-            limit: MAX_CHUNK as u64,
-        });
+        return Err(FormatError::TooLarge { what: "chunk raw length", len: raw_len as u64, limit: MAX_CHUNK as u64 });
     }
     Ok(RecordHeader { codec, raw_len })
 }
@@ -104,18 +94,10 @@ pub fn decode(record: &[u8]) -> Result<Vec<u8>, FormatError> {
         CODEC_ZSTD => DECOMPRESSOR
             .with(|d| d.borrow_mut().decompress(payload, h.raw_len as usize))
             .map_err(|e| invalid("chunk record", format!("zstd payload does not decode within {} bytes: {e}", h.raw_len)))?,
-        other => {
-            return Err(invalid(
-                "chunk record",
-                format!("codec {other} is not supported by this version of ferry"),
-            ))
-        }
+        other => return Err(invalid("chunk record", format!("codec {other} is not supported by this version of ferry"))),
     };
     if raw.len() != h.raw_len as usize {
-        return Err(invalid(
-            "chunk record",
-            format!("payload decodes to {} bytes, header says {}", raw.len(), h.raw_len),
-        ));
+        return Err(invalid("chunk record", format!("payload decodes to {} bytes, header says {}", raw.len(), h.raw_len)));
     }
     Ok(raw)
 }
@@ -125,11 +107,7 @@ pub fn decode_verified(id: &Id, record: &[u8]) -> Result<Vec<u8>, FormatError> {
     let raw = decode(record)?;
     let actual = Id::of_chunk(&raw);
     if actual != *id {
-        return Err(FormatError::HashMismatch {
-            what: "chunk",
-            id: *id,
-            actual,
-        });
+        return Err(FormatError::HashMismatch { what: "chunk", id: *id, actual });
     }
     Ok(raw)
 }

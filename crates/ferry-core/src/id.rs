@@ -45,8 +45,7 @@ impl FromStr for Id {
     type Err = crate::FormatError;
     fn from_str(s: &str) -> Result<Id, Self::Err> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out)
-            .map_err(|e| crate::invalid("id", format!("{s:?} is not 64 hex digits: {e}")))?;
+        hex::decode_to_slice(s, &mut out).map_err(|e| crate::invalid("id", format!("{s:?} is not 64 hex digits: {e}")))?;
         Ok(Id(out))
     }
 }

@@ -23,24 +23,13 @@ pub enum FormatError {
     #[error("{what}: {detail}")]
     Invalid { what: &'static str, detail: String },
     #[error("{what}: {len} exceeds the limit of {limit}")]
-    TooLarge {
-        what: &'static str,
-        len: u64,
-        limit: u64,
-    },
+    TooLarge { what: &'static str, len: u64, limit: u64 },
     #[error("{what} {id} failed verification: its bytes hash to {actual}")]
-    HashMismatch {
-        what: &'static str,
-        id: Id,
-        actual: Id,
-    },
+    HashMismatch { what: &'static str, id: Id, actual: Id },
 }
 
 pub fn invalid(what: &'static str, detail: impl Into<String>) -> FormatError {
-    FormatError::Invalid {
-        what,
-        detail: detail.into(),
-    }
+    FormatError::Invalid { what, detail: detail.into() }
 }
 
 /// A bounded little-endian reader over untrusted bytes (shared with the
@@ -56,10 +45,7 @@ impl<'a> Reader<'a> {
     }
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
         if self.buf.len() < n {
-            return Err(FormatError::Truncated {
-                what: self.what,
-                needed: n - self.buf.len(),
-            });
+            return Err(FormatError::Truncated { what: self.what, needed: n - self.buf.len() });
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
@@ -87,11 +73,7 @@ impl<'a> Reader<'a> {
     pub fn bytes(&mut self, field: &'static str, limit: usize) -> Result<&'a [u8], FormatError> {
         let len = self.u32()? as usize;
         if len > limit {
-            return Err(FormatError::TooLarge {
-                what: field,
-                len: len as u64,
-                limit: limit as u64,
-            });
+            return Err(FormatError::TooLarge { what: field, len: len as u64, limit: limit as u64 });
         }
         self.take(len)
     }

@@ -9,9 +9,7 @@ pub const MAX_COMPONENT_LEN: usize = 255;
 pub const MAX_BRANCH_LEN: usize = 128;
 
 fn name_segment_ok(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && !s.starts_with(['.', '-'])
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) && !s.starts_with(['.', '-'])
 }
 
 /// A repository name is `owner/name`: two segments of 1 to 64 ASCII letters,
@@ -19,10 +17,7 @@ fn name_segment_ok(s: &str) -> bool {
 pub fn check_repo_name(name: &str) -> Result<(), FormatError> {
     match name.split_once('/') {
         Some((owner, repo)) if name_segment_ok(owner) && name_segment_ok(repo) => Ok(()),
-        _ => Err(invalid(
-            "repository name",
-            format!("{name:?} is not of the form owner/name (letters, digits, '.', '_', '-'; up to 64 each)"),
-        )),
+        _ => Err(invalid("repository name", format!("{name:?} is not of the form owner/name (letters, digits, '.', '_', '-'; up to 64 each)"))),
     }
 }
 
@@ -36,10 +31,7 @@ pub fn check_branch_name(name: &str) -> Result<(), FormatError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(
-            "branch name",
-            format!("{name:?} is not a valid branch name (letters, digits, '.', '_', '-', '/'; up to {MAX_BRANCH_LEN})"),
-        ))
+        Err(invalid("branch name", format!("{name:?} is not a valid branch name (letters, digits, '.', '_', '-', '/'; up to {MAX_BRANCH_LEN})")))
     }
 }
 

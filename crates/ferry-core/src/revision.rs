@@ -45,21 +45,9 @@ pub struct Revision {
 impl Revision {
     /// Builds a revision, sorting its entries and checking every rule the
     /// decoder checks, so that what we write we can read back.
-    pub fn new(
-        parents: Vec<Id>,
-        author: String,
-        time: i64,
-        message: String,
-        mut entries: Vec<Entry>,
-    ) -> Result<Revision, FormatError> {
+    pub fn new(parents: Vec<Id>, author: String, time: i64, message: String, mut entries: Vec<Entry>) -> Result<Revision, FormatError> {
         entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-        let rev = Revision {
-            parents,
-            author,
-            time,
-            message,
-            entries,
-        };
+        let rev = Revision { parents, author, time, message, entries };
         rev.validate()?;
         Ok(rev)
     }
@@ -67,11 +55,7 @@ impl Revision {
     fn validate(&self) -> Result<(), FormatError> {
         let limit = |what, len: usize, limit: usize| {
             if len > limit {
-                Err(FormatError::TooLarge {
-                    what,
-                    len: len as u64,
-                    limit: limit as u64,
-                })
+                Err(FormatError::TooLarge { what, len: len as u64, limit: limit as u64 })
             } else {
                 Ok(())
             }
@@ -167,10 +151,7 @@ impl Revision {
     }
 
     pub fn entry(&self, path: &str) -> Option<&Entry> {
-        self.entries
-            .binary_search_by(|e| e.path.as_bytes().cmp(path.as_bytes()))
-            .ok()
-            .map(|i| &self.entries[i])
+        self.entries.binary_search_by(|e| e.path.as_bytes().cmp(path.as_bytes())).ok().map(|i| &self.entries[i])
     }
 }
 
@@ -191,8 +172,8 @@ mod tests {
 
     #[test]
     fn round_trip_sorts_entries_and_keeps_the_id() {
-        let rev = Revision::new(vec![Id::of_chunk(b"p")], "ada".into(), 1_700_000_000, "step 1".into(),
-            vec![entry("b/x.sh"), entry("a.json"), entry("b/y")]).unwrap();
+        let rev = Revision::new(vec![Id::of_chunk(b"p")], "ada".into(), 1_700_000_000, "step 1".into(), vec![entry("b/x.sh"), entry("a.json"), entry("b/y")])
+            .unwrap();
         assert_eq!(rev.entries[0].path, "a.json");
         let enc = rev.encode();
         let back = Revision::decode(&enc).unwrap();

@@ -59,11 +59,7 @@ impl Node {
     /// Decodes an untrusted node, enforcing every limit of the format.
     pub fn decode(bytes: &[u8]) -> Result<Node, FormatError> {
         if bytes.len() > MAX_NODE_LEN {
-            return Err(FormatError::TooLarge {
-                what: "tree node",
-                len: bytes.len() as u64,
-                limit: MAX_NODE_LEN as u64,
-            });
+            return Err(FormatError::TooLarge { what: "tree node", len: bytes.len() as u64, limit: MAX_NODE_LEN as u64 });
         }
         let mut r = Reader::new("tree node", bytes);
         let height = r.u8()?;
@@ -72,26 +68,17 @@ impl Node {
         }
         let count = r.u16()? as usize;
         if count > MAX_FANOUT {
-            return Err(FormatError::TooLarge {
-                what: "tree node fan-out",
-                len: count as u64,
-                limit: MAX_FANOUT as u64,
-            });
+            return Err(FormatError::TooLarge { what: "tree node fan-out", len: count as u64, limit: MAX_FANOUT as u64 });
         }
         if r.remaining() != count * CHILD_LEN {
-            return Err(invalid(
-                "tree node",
-                format!("{count} children need {} bytes, found {}", count * CHILD_LEN, r.remaining()),
-            ));
+            return Err(invalid("tree node", format!("{count} children need {} bytes, found {}", count * CHILD_LEN, r.remaining())));
         }
         let mut children = Vec::with_capacity(count);
         let mut total: u64 = 0;
         for _ in 0..count {
             let id = r.id()?;
             let size = r.u64()?;
-            total = total
-                .checked_add(size)
-                .ok_or_else(|| invalid("tree node", "sizes overflow 64 bits"))?;
+            total = total.checked_add(size).ok_or_else(|| invalid("tree node", "sizes overflow 64 bits"))?;
             children.push(Child { id, size });
         }
         r.finish()?;
@@ -160,16 +147,10 @@ impl TreeBuilder {
 
     fn emit(&mut self, level: usize, sink: &mut impl FnMut(&Node, Id)) {
         let l = &mut self.levels[level];
-        let node = Node {
-            height: level as u8 + 1,
-            children: std::mem::take(&mut l.pending),
-        };
+        let node = Node { height: level as u8 + 1, children: std::mem::take(&mut l.pending) };
         let id = node.id();
         sink(&node, id);
-        let child = Child {
-            id,
-            size: node.size(),
-        };
+        let child = Child { id, size: node.size() };
         l.emitted += 1;
         l.last = Some(child);
         self.push(level + 1, child, sink);
@@ -214,9 +195,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn leaves(n: usize, salt: u64) -> Vec<(Id, u64)> {
-        (0..n as u64)
-            .map(|i| (Id::of_chunk(&(i ^ salt).to_le_bytes()), 1000 + i % 7))
-            .collect()
+        (0..n as u64).map(|i| (Id::of_chunk(&(i ^ salt).to_le_bytes()), 1000 + i % 7)).collect()
     }
 
     /// The reference definition: group whole levels until one node is left.

@@ -54,7 +54,10 @@ fn tree_vector(n: u64) -> Value {
 }
 
 fn encodings() -> Value {
-    let node = Node { height: 1, children: vec![ferry_core::tree::Child { id: Id::of_chunk(b"a"), size: 1 }, ferry_core::tree::Child { id: Id::of_chunk(b"bc"), size: 2 }] };
+    let node = Node {
+        height: 1,
+        children: vec![ferry_core::tree::Child { id: Id::of_chunk(b"a"), size: 1 }, ferry_core::tree::Child { id: Id::of_chunk(b"bc"), size: 2 }],
+    };
     let raw = b"ferry ferry ferry ferry ferry ferry ferry ferry ferry ferry ferry ferry";
     let record = codec::Encoder::new(codec::DEFAULT_ZSTD_LEVEL).encode(raw);
     let rev = Revision::new(

@@ -136,7 +136,13 @@ impl Client {
             match res {
                 Ok((conn, endpoint)) => {
                     check_pin(None)?;
-                    let client = Client { conn: Conn::Quic { conn, _endpoint: endpoint }, token: opts.token.clone().unwrap_or_default(), hub: opts.hub.clone(), sent: 0.into(), received: 0.into() };
+                    let client = Client {
+                        conn: Conn::Quic { conn, _endpoint: endpoint },
+                        token: opts.token.clone().unwrap_or_default(),
+                        hub: opts.hub.clone(),
+                        sent: 0.into(),
+                        received: 0.into(),
+                    };
                     client.hello_quic().await?;
                     return Ok(client);
                 }
@@ -423,7 +429,9 @@ impl Client {
     /// the hub lacks, then moves the hub's branch by compare-and-swap.
     pub async fn push(&self, store: &Arc<Store>, opts: &PushOptions, progress: &dyn TransferProgress) -> Result<Transfer> {
         let repo = &opts.repo;
-        let local = store.branch(repo, &opts.branch)?.ok_or_else(|| ferry_store::StoreError::UnknownRevision(format!("{repo} has no local branch {:?}", opts.branch)))?;
+        let local = store
+            .branch(repo, &opts.branch)?
+            .ok_or_else(|| ferry_store::StoreError::UnknownRevision(format!("{repo} has no local branch {:?}", opts.branch)))?;
         let mut t = Transfer { transport: self.transport().into(), head: local.to_hex(), ..Default::default() };
         let remote = self.branch_head(repo, &opts.branch).await?;
         if remote == Some(local) {
@@ -443,7 +451,10 @@ impl Client {
         }
         if let Some(h) = remote {
             if !seen.contains(&h) {
-                return Err(HubError::Remote { code: ErrorCode::Conflict, message: format!("{repo}@{} on the hub is at {}, which your local branch does not contain: pull first", opts.branch, h.short()) });
+                return Err(HubError::Remote {
+                    code: ErrorCode::Conflict,
+                    message: format!("{repo}@{} on the hub is at {}, which your local branch does not contain: pull first", opts.branch, h.short()),
+                });
             }
         }
         let mut on_hub = Vec::with_capacity(ancestors.len());
@@ -535,10 +546,10 @@ impl Client {
     /// local branch by compare-and-swap.
     pub async fn pull(&self, store: &Arc<Store>, opts: &PullOptions, progress: &dyn TransferProgress) -> Result<Transfer> {
         let repo = &opts.repo;
-        let head = self
-            .branch_head(repo, &opts.branch)
-            .await?
-            .ok_or_else(|| HubError::Remote { code: ErrorCode::NotFound, message: format!("the hub has no branch {:?} in {repo} (or no access)", opts.branch) })?;
+        let head = self.branch_head(repo, &opts.branch).await?.ok_or_else(|| HubError::Remote {
+            code: ErrorCode::NotFound,
+            message: format!("the hub has no branch {:?} in {repo} (or no access)", opts.branch),
+        })?;
         let local = store.branch(repo, &opts.branch).ok().flatten();
         let mut t = Transfer { transport: self.transport().into(), head: head.to_hex(), ..Default::default() };
         let partial = !opts.include.is_empty();
@@ -589,7 +600,10 @@ impl Client {
                 }
             }
             if !found {
-                return Err(HubError::Remote { code: ErrorCode::Conflict, message: format!("your local {repo}@{} has revisions the hub lacks: push them first, or pull into another branch", opts.branch) });
+                return Err(HubError::Remote {
+                    code: ErrorCode::Conflict,
+                    message: format!("your local {repo}@{} has revisions the hub lacks: push them first, or pull into another branch", opts.branch),
+                });
             }
         }
         let matcher = if partial {
@@ -696,11 +710,18 @@ impl Client {
     pub async fn read_range(&self, repo: &str, rev: &str, path: &str, range: Option<(u64, Option<u64>)>, out: &mut dyn std::io::Write) -> Result<u64> {
         let id = match self.refs(repo).await?.into_iter().find(|b| b.0 == rev) {
             Some((_, id)) => id,
-            None => rev.parse::<Id>().map_err(|_| HubError::Remote { code: ErrorCode::NotFound, message: format!("{repo} has no branch {rev:?} (give a branch or a full 64-digit revision id)") })?,
+            None => rev.parse::<Id>().map_err(|_| HubError::Remote {
+                code: ErrorCode::NotFound,
+                message: format!("{repo} has no branch {rev:?} (give a branch or a full 64-digit revision id)"),
+            })?,
         };
         let revs = self.history(repo, vec![id], 1).await?;
-        let (_, revision) = revs.into_iter().find(|r| r.0 == id).ok_or_else(|| HubError::Remote { code: ErrorCode::NotFound, message: format!("no revision {id} in {repo}") })?;
-        let entry = revision.entry(path).ok_or_else(|| HubError::Remote { code: ErrorCode::NotFound, message: format!("{repo}@{rev} has no file {path:?}") })?;
+        let (_, revision) = revs
+            .into_iter()
+            .find(|r| r.0 == id)
+            .ok_or_else(|| HubError::Remote { code: ErrorCode::NotFound, message: format!("no revision {id} in {repo}") })?;
+        let entry =
+            revision.entry(path).ok_or_else(|| HubError::Remote { code: ErrorCode::NotFound, message: format!("{repo}@{rev} has no file {path:?}") })?;
         let (start, end) = range.map_or((0, entry.size), |(a, b)| (a, b.unwrap_or(entry.size)));
         if start > end || end > entry.size {
             return Err(HubError::Config(format!("range {start}..{end} is outside {path:?} ({} bytes)", entry.size)));
@@ -779,7 +800,7 @@ async fn futures_select_all<'a>(
     std::future::poll_fn(move |cx| {
         for i in 0..futs.len() {
             if let std::task::Poll::Ready(r) = futs[i].as_mut().poll(cx) {
-                let _ = futs.swap_remove(i);
+                drop(futs.swap_remove(i)); // finished: drop it, not poll it again
                 return std::task::Poll::Ready((r, i, std::mem::take(&mut futs)));
             }
         }

@@ -35,7 +35,9 @@ pub enum HubError {
     Protocol(String),
     #[error("could not connect to {hub}: {detail}")]
     Connect { hub: String, detail: String },
-    #[error("the hub at {hub} presented certificate {seen}, but {file} pins {pinned}. If the hub's key really changed, remove its line from that file and retry")]
+    #[error(
+        "the hub at {hub} presented certificate {seen}, but {file} pins {pinned}. If the hub's key really changed, remove its line from that file and retry"
+    )]
     FingerprintChanged { hub: String, seen: String, pinned: String, file: String },
     #[error("{}", remote_text(*.code, .message))]
     Remote { code: ErrorCode, message: String },

@@ -105,9 +105,15 @@ pub async fn serve(store: Arc<Store>, identity: &Identity, opts: ServeOptions, r
 }
 
 async fn quic_connection(hub: Arc<Hub>, incoming: quinn::Incoming) -> Result<()> {
-    let conn = tokio::time::timeout(Duration::from_secs(10), incoming).await.map_err(|_| HubError::Timeout("handshake".into()))?.map_err(|e| HubError::Lost(e.to_string()))?;
+    let conn = tokio::time::timeout(Duration::from_secs(10), incoming)
+        .await
+        .map_err(|_| HubError::Timeout("handshake".into()))?
+        .map_err(|e| HubError::Lost(e.to_string()))?;
     let peer = conn.remote_address().ip();
-    let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await.map_err(|_| HubError::Timeout("hello".into()))?.map_err(|e| HubError::Lost(e.to_string()))?;
+    let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
+        .await
+        .map_err(|_| HubError::Timeout("hello".into()))?
+        .map_err(|e| HubError::Lost(e.to_string()))?;
     let grant = handshake(&hub, peer, &mut recv, &mut send).await;
     let _ = send.finish();
     let Some(grant) = grant? else {
@@ -130,7 +136,10 @@ async fn quic_connection(hub: Arc<Hub>, incoming: quinn::Incoming) -> Result<()>
 }
 
 async fn tcp_connection(hub: Arc<Hub>, acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, peer: IpAddr) -> Result<()> {
-    let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await.map_err(|_| HubError::Timeout("handshake".into()))?.map_err(|e| HubError::Tls(e.to_string()))?;
+    let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+        .await
+        .map_err(|_| HubError::Timeout("handshake".into()))?
+        .map_err(|e| HubError::Tls(e.to_string()))?;
     let (mut r, mut w) = tokio::io::split(tls);
     let res = tcp_session(&hub, peer, &mut r, &mut w).await;
     // Close with close_notify so that a final Error frame is not lost.
@@ -168,7 +177,10 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Hub, peer:
     let reply = match read_or_refuse(r, w).await? {
         Some(Message::Hello { versions, token, .. }) => {
             if !versions.contains(&ferry_proto::VERSION) {
-                Err(refuse(ErrorCode::UnsupportedVersion, format!("this hub speaks ferry protocol version {} only; you offered {versions:?}", ferry_proto::VERSION)))
+                Err(refuse(
+                    ErrorCode::UnsupportedVersion,
+                    format!("this hub speaks ferry protocol version {} only; you offered {versions:?}", ferry_proto::VERSION),
+                ))
             } else if hub.rate_limited(peer) {
                 Err(refuse(ErrorCode::RateLimited, "too many failed token attempts from your address; wait a minute".into()))
             } else if token.is_empty() {

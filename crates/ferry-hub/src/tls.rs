@@ -98,9 +98,9 @@ pub enum Trust {
 impl Trust {
     /// The default known-hubs file: FERRY_KNOWN_HUBS, else ~/.config/ferry/known_hubs.
     pub fn default_known_hubs() -> Trust {
-        let p = std::env::var_os("FERRY_KNOWN_HUBS").map(PathBuf::from).unwrap_or_else(|| {
-            dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("ferry").join("known_hubs")
-        });
+        let p = std::env::var_os("FERRY_KNOWN_HUBS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("ferry").join("known_hubs"));
         Trust::KnownHubs(p)
     }
 }
@@ -116,7 +116,14 @@ pub(crate) struct PinVerifier {
 }
 
 impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(&self, end_entity: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         let fp = fingerprint(end_entity);
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(fp.clone());
         match &self.expected {
@@ -156,9 +163,8 @@ pub(crate) fn remember(file: &Path, hub: &str, fp: &str) -> Result<(), HubError>
 /// A client TLS config for `hub`, and the verifier (when pinning) that
 /// records what it saw.
 pub(crate) fn client_config(trust: &Trust, hub: &str) -> Result<(rustls::ClientConfig, Option<Arc<PinVerifier>>), HubError> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| HubError::Tls(e.to_string()))?;
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider()).with_protocol_versions(&[&rustls::version::TLS13]).map_err(|e| HubError::Tls(e.to_string()))?;
     let (mut cfg, pin) = match trust {
         Trust::KnownHubs(file) => {
             let v = Arc::new(PinVerifier { expected: known_fingerprint(file, hub), seen: Mutex::new(None), provider: provider() });

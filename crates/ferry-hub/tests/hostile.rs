@@ -45,7 +45,8 @@ fn start_hub() -> Hub {
     };
     run(&["init"]);
     let token = run(&["token", "create", "--repo", "org/*", "--scope", "write"]).trim().to_owned();
-    let mut child = Command::new(ferry_bin()).arg("--store").arg(&store).args(["--json", "serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child =
+        Command::new(ferry_bin()).arg("--store").arg(&store).args(["--json", "serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -53,7 +54,9 @@ fn start_hub() -> Hub {
 }
 
 async fn connect(hub: &Hub, dir: &Path, transport: TransportChoice) -> Client {
-    Client::connect(&ConnectOptions { hub: hub.addr.clone(), token: Some(hub.token.clone()), transport, trust: Trust::KnownHubs(dir.join("known")) }).await.unwrap()
+    Client::connect(&ConnectOptions { hub: hub.addr.clone(), token: Some(hub.token.clone()), transport, trust: Trust::KnownHubs(dir.join("known")) })
+        .await
+        .unwrap()
 }
 
 fn refused(r: Result<Vec<Message>, HubError>) -> (ErrorCode, String) {
@@ -99,17 +102,27 @@ fn revisions_with_escaping_paths_or_missing_data_are_refused() {
     rt().block_on(async {
         let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
         // Build the encoding by hand: Revision::new would refuse it.
-        let ok = Revision::new(vec![], "x".into(), 0, "m".into(), vec![Entry { path: "aaaaaaaaaaaaa".into(), file_id: Id::of_chunk(b"f"), size: 1, executable: false }]).unwrap();
-        let evil = ok.encode().iter().copied().collect::<Vec<u8>>();
+        let ok = Revision::new(
+            vec![],
+            "x".into(),
+            0,
+            "m".into(),
+            vec![Entry { path: "aaaaaaaaaaaaa".into(), file_id: Id::of_chunk(b"f"), size: 1, executable: false }],
+        )
+        .unwrap();
+        let evil = ok.encode().to_vec();
         let at = evil.windows(13).position(|w| w == b"aaaaaaaaaaaaa").unwrap();
         let mut evil = evil;
         evil[at..at + 13].copy_from_slice(b"../../etc/pwn");
         let id = ferry_core::revision::revision_id(&evil);
-        let (code, msg) = refused(c.request(&Message::UpdateBranch { repo: "org/x".into(), branch: "main".into(), expected: None, new: id, revisions: vec![evil] }).await);
+        let (code, msg) =
+            refused(c.request(&Message::UpdateBranch { repo: "org/x".into(), branch: "main".into(), expected: None, new: id, revisions: vec![evil] }).await);
         assert_eq!(code, ErrorCode::BadRequest, "{msg}");
         assert!(msg.contains("path"), "{msg}");
         // A well-formed revision whose file was never sent.
-        let (code, msg) = refused(c.request(&Message::UpdateBranch { repo: "org/x".into(), branch: "main".into(), expected: None, new: ok.id(), revisions: vec![ok.encode()] }).await);
+        let (code, msg) = refused(
+            c.request(&Message::UpdateBranch { repo: "org/x".into(), branch: "main".into(), expected: None, new: ok.id(), revisions: vec![ok.encode()] }).await,
+        );
         assert_eq!(code, ErrorCode::Incomplete, "{msg}");
         // A node whose chunk is missing.
         let node = ferry_core::tree::Node { height: 1, children: vec![ferry_core::tree::Child { id: Id::of_chunk(b"never sent"), size: 10 }] };
@@ -126,20 +139,42 @@ async fn raw_tls(hub: &Hub) -> tokio_rustls::client::TlsStream<tokio::net::TcpSt
     #[derive(Debug)]
     struct AnyCert;
     impl rustls::client::danger::ServerCertVerifier for AnyCert {
-        fn verify_server_cert(&self, _: &rustls::pki_types::CertificateDer<'_>, _: &[rustls::pki_types::CertificateDer<'_>], _: &rustls::pki_types::ServerName<'_>, _: &[u8], _: rustls::pki_types::UnixTime) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
             Ok(rustls::client::danger::ServerCertVerified::assertion())
         }
-        fn verify_tls12_signature(&self, _: &[u8], _: &rustls::pki_types::CertificateDer<'_>, _: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
             Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
         }
-        fn verify_tls13_signature(&self, _: &[u8], _: &rustls::pki_types::CertificateDer<'_>, _: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
             Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
             ferry_hub::tls::provider().signature_verification_algorithms.supported_schemes()
         }
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(ferry_hub::tls::provider()).with_protocol_versions(&[&rustls::version::TLS13]).unwrap().dangerous().with_custom_certificate_verifier(Arc::new(AnyCert)).with_no_client_auth();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(ferry_hub::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth();
     cfg.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
     let tcp = tokio::net::TcpStream::connect(&hub.addr).await.unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(rustls::pki_types::ServerName::try_from("hub.example").unwrap(), tcp).await.unwrap()

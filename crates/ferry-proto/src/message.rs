@@ -237,7 +237,11 @@ impl Message {
                 o.extend_from_slice(&max.to_le_bytes());
             }
             Message::Revisions { revisions } => put_blobs(&mut o, revisions),
-            Message::HaveRevisions { repo, ids } | Message::HaveNodes { repo, ids } | Message::HaveChunks { repo, ids } | Message::GetNodes { repo, ids } | Message::GetChunks { repo, ids } => {
+            Message::HaveRevisions { repo, ids }
+            | Message::HaveNodes { repo, ids }
+            | Message::HaveChunks { repo, ids }
+            | Message::GetNodes { repo, ids }
+            | Message::GetChunks { repo, ids } => {
                 put_str(&mut o, repo);
                 put_ids(&mut o, ids);
             }
@@ -335,7 +339,7 @@ impl Message {
                     return Err(FormatError::TooLarge { what: "bitmap", len: n as u64, limit: MAX_IDS as u64 });
                 }
                 let bytes = r.take(n.div_ceil(8))?;
-                if n % 8 != 0 && bytes[n / 8] >> (n % 8) != 0 {
+                if !n.is_multiple_of(8) && bytes[n / 8] >> (n % 8) != 0 {
                     return Err(invalid("bitmap", "padding bits are set"));
                 }
                 Message::Bitmap { bits: (0..n).map(|i| bytes[i / 8] & (1 << (i % 8)) != 0).collect() }

@@ -20,7 +20,10 @@ fn samples() -> Vec<(&'static str, Message)> {
         ("HaveChunks org/m [BLAKE3('a'), BLAKE3('b')]", Message::HaveChunks { repo: "org/m".into(), ids: vec![a, b] }),
         ("Bitmap [1,0,1,1,0,0,0,0,1]", Message::Bitmap { bits: vec![true, false, true, true, false, false, false, false, true] }),
         ("PutChunks org/m: raw record of 'a'", Message::PutChunks { repo: "org/m".into(), chunks: vec![(a, vec![0, 1, 0, 0, 0, b'a'])] }),
-        ("UpdateBranch org/m main expected BLAKE3('a') new BLAKE3('b'), no revisions", Message::UpdateBranch { repo: "org/m".into(), branch: "main".into(), expected: Some(a), new: b, revisions: vec![] }),
+        (
+            "UpdateBranch org/m main expected BLAKE3('a') new BLAKE3('b'), no revisions",
+            Message::UpdateBranch { repo: "org/m".into(), branch: "main".into(), expected: Some(a), new: b, revisions: vec![] },
+        ),
     ]
 }
 

@@ -73,11 +73,7 @@ impl IndexEntry {
         if b.len() != 9 {
             return None;
         }
-        Some(IndexEntry {
-            codec: b[0],
-            raw_len: u32::from_le_bytes(b[1..5].try_into().ok()?),
-            stored_len: u32::from_le_bytes(b[5..9].try_into().ok()?),
-        })
+        Some(IndexEntry { codec: b[0], raw_len: u32::from_le_bytes(b[1..5].try_into().ok()?), stored_len: u32::from_le_bytes(b[5..9].try_into().ok()?) })
     }
 }
 
@@ -101,11 +97,7 @@ pub trait ChunkStore: Send + Sync {
             Ok(None) => return Err(StoreError::MissingChunk(*id)),
             Err(e) => return Err(StoreError::Corrupt { what: "chunk", id: *id, detail: format!("unreadable: {e}") }),
         };
-        codec::decode_verified(id, &record).map_err(|e| StoreError::Corrupt {
-            what: "chunk",
-            id: *id,
-            detail: e.to_string(),
-        })
+        codec::decode_verified(id, &record).map_err(|e| StoreError::Corrupt { what: "chunk", id: *id, detail: e.to_string() })
     }
 }
 
@@ -129,11 +121,7 @@ impl RocksChunkStore {
     pub(crate) fn batch_put(&self, batch: &mut WriteBatch, records: &[VerifiedRecord]) {
         let (index, chunks) = (self.cf(CF_CHUNK_INDEX), self.cf(CF_CHUNKS));
         for r in records {
-            let entry = IndexEntry {
-                codec: r.header.codec,
-                raw_len: r.header.raw_len,
-                stored_len: r.record.len() as u32,
-            };
+            let entry = IndexEntry { codec: r.header.codec, raw_len: r.header.raw_len, stored_len: r.record.len() as u32 };
             batch.put_cf(chunks, r.id.as_bytes(), &r.record);
             batch.put_cf(index, r.id.as_bytes(), entry.encode());
         }

@@ -30,7 +30,11 @@ impl WriteSession<'_> {
         let mut node_children = Vec::new();
         for (_, n) in &decoded {
             for c in &n.children {
-                if n.height == 1 { chunk_children.push(c.id) } else { node_children.push(c.id) }
+                if n.height == 1 {
+                    chunk_children.push(c.id)
+                } else {
+                    node_children.push(c.id)
+                }
             }
         }
         for (id, ok) in chunk_children.iter().zip(store.chunks.contains(&chunk_children)?) {

@@ -197,13 +197,11 @@ impl WriteSession<'_> {
             });
             s.spawn(move || {
                 for seg in seg_rx {
-                    let res = seg
-                        .map_err(|e| StoreError::Io { path: PathBuf::from("<input>"), source: e })
-                        .and_then(|seg| {
-                            let h = hash_and_encode(chunks, &seg);
-                            let _ = free_tx.try_send(seg.buf);
-                            h
-                        });
+                    let res = seg.map_err(|e| StoreError::Io { path: PathBuf::from("<input>"), source: e }).and_then(|seg| {
+                        let h = hash_and_encode(chunks, &seg);
+                        let _ = free_tx.try_send(seg.buf);
+                        h
+                    });
                     let failed = res.is_err();
                     if hashed_tx.send(res).is_err() || failed {
                         return;
@@ -214,11 +212,7 @@ impl WriteSession<'_> {
         })
     }
 
-    fn write_segments(
-        &self,
-        hashed: crossbeam_channel::Receiver<Result<Hashed>>,
-        progress: &dyn IngestProgress,
-    ) -> Result<Ingested> {
+    fn write_segments(&self, hashed: crossbeam_channel::Receiver<Result<Hashed>>, progress: &dyn IngestProgress) -> Result<Ingested> {
         let trees = self.store.cf(CF_TREES);
         let mut builder = TreeBuilder::new();
         let mut out = Ingested::default();
@@ -345,8 +339,7 @@ impl WriteSession<'_> {
                 e => e,
             })?;
             if got.size != f.size {
-                return Err(StoreError::io(&f.full, io::Error::other(format!(
-                    "file changed while being read ({} bytes expected, {} read)", f.size, got.size))));
+                return Err(StoreError::io(&f.full, io::Error::other(format!("file changed while being read ({} bytes expected, {} read)", f.size, got.size))));
             }
             totals.add(&got);
             entries.push(Entry { path: f.rel.clone(), file_id: got.file_id, size: got.size, executable: f.executable });
@@ -385,16 +378,11 @@ fn hash_and_encode(chunks: &crate::RocksChunkStore, seg: &Segment) -> Result<Has
             r
         })
         .collect();
-    let ids: Vec<(Id, u64)> = ranges
-        .par_iter()
-        .map(|&(a, b)| (Id::of_chunk(&data[a..b]), (b - a) as u64))
-        .collect();
+    let ids: Vec<(Id, u64)> = ranges.par_iter().map(|&(a, b)| (Id::of_chunk(&data[a..b]), (b - a) as u64)).collect();
     let just_ids: Vec<Id> = ids.iter().map(|x| x.0).collect();
     let present = chunks.contains(&just_ids)?;
     let mut seen = HashSet::new();
-    let missing: Vec<usize> = (0..ids.len())
-        .filter(|&i| !present[i] && seen.insert(ids[i].0))
-        .collect();
+    let missing: Vec<usize> = (0..ids.len()).filter(|&i| !present[i] && seen.insert(ids[i].0)).collect();
     let records: Vec<VerifiedRecord> = missing
         .par_iter()
         .map(|&i| {
@@ -428,9 +416,7 @@ pub fn list_files(dir: &Path, follow_symlinks: bool) -> Result<Vec<FoundFile>> {
         for entry in rd {
             let entry = entry.map_err(|e| StoreError::io(&full, e))?;
             let path = entry.path();
-            let name = entry.file_name().into_string().map_err(|_| {
-                StoreError::io(&path, io::Error::other("file name is not valid UTF-8"))
-            })?;
+            let name = entry.file_name().into_string().map_err(|_| StoreError::io(&path, io::Error::other("file name is not valid UTF-8")))?;
             let rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
             let mut meta = std::fs::symlink_metadata(&path).map_err(|e| StoreError::io(&path, e))?;
             if meta.file_type().is_symlink() {
@@ -449,7 +435,17 @@ pub fn list_files(dir: &Path, follow_symlinks: bool) -> Result<Vec<FoundFile>> {
                 ferry_core::names::check_path(&rel)?;
                 out.push(FoundFile { full: path, rel, size: meta.len(), executable: meta.permissions().mode() & 0o111 != 0 });
             } else {
-                let kind = if ft.is_socket() { "a socket" } else if ft.is_fifo() { "a named pipe" } else if ft.is_block_device() { "a block device" } else if ft.is_char_device() { "a character device" } else { "a special file" };
+                let kind = if ft.is_socket() {
+                    "a socket"
+                } else if ft.is_fifo() {
+                    "a named pipe"
+                } else if ft.is_block_device() {
+                    "a block device"
+                } else if ft.is_char_device() {
+                    "a character device"
+                } else {
+                    "a special file"
+                };
                 return Err(StoreError::Unsupported { path, kind, hint: "" });
             }
         }

@@ -116,12 +116,7 @@ fn direct_writes_work(dir: &Path) -> bool {
     const ALIGN: usize = 4096;
     let probe = dir.join(format!("direct-io-probe.{}.tmp", std::process::id()));
     let ok = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&probe)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT).open(&probe)?;
         let layout = std::alloc::Layout::from_size_align(ALIGN, ALIGN).expect("valid layout");
         // SAFETY: the layout has a non-zero size; the memory is zeroed, used
         // as a byte slice of exactly that size, and freed below.
@@ -159,10 +154,7 @@ impl Store {
             return Err(StoreError::NotAStore(path.to_owned()));
         }
         let store = Self::open_db(path, false)?;
-        let found = store
-            .db
-            .get_cf(store.cf(CF_META), b"format")?
-            .and_then(|v| Some(u32::from_le_bytes(v.as_slice().try_into().ok()?)));
+        let found = store.db.get_cf(store.cf(CF_META), b"format")?.and_then(|v| Some(u32::from_le_bytes(v.as_slice().try_into().ok()?)));
         match found {
             Some(FORMAT_VERSION) => Ok(store),
             Some(v) => Err(StoreError::UnknownFormat { path: path.to_owned(), found: v.to_string() }),
@@ -183,13 +175,7 @@ impl Store {
             }
         })?;
         let db = Arc::new(db);
-        Ok(Store {
-            chunks: RocksChunkStore::new(db.clone()),
-            db,
-            path: path.to_owned(),
-            gc_guard: RwLock::new(()),
-            branch_lock: Mutex::new(()),
-        })
+        Ok(Store { chunks: RocksChunkStore::new(db.clone()), db, path: path.to_owned(), gc_guard: RwLock::new(()), branch_lock: Mutex::new(()) })
     }
 
     pub fn path(&self) -> &Path {

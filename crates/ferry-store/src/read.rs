@@ -114,7 +114,10 @@ impl Store {
         self.flush_pieces(&mut pending, out, progress, &mut rebuild)?;
         let root = rebuild.take().expect("set above").finish(&mut |_, _| {});
         if root.id != entry.file_id {
-            return Err(StoreError::Verify { path: entry.path.clone(), detail: format!("chunks rebuild file id {}, expected {}", root.id.short(), entry.file_id.short()) });
+            return Err(StoreError::Verify {
+                path: entry.path.clone(),
+                detail: format!("chunks rebuild file id {}, expected {}", root.id.short(), entry.file_id.short()),
+            });
         }
         Ok(())
     }

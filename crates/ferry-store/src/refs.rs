@@ -92,11 +92,7 @@ impl Store {
             let (k, v) = item?;
             let Some(nul) = k.iter().position(|&b| b == 0) else { continue };
             if let Some(id) = Id::from_slice(&v) {
-                out.push((
-                    String::from_utf8_lossy(&k[..nul]).into_owned(),
-                    String::from_utf8_lossy(&k[nul + 1..]).into_owned(),
-                    id,
-                ));
+                out.push((String::from_utf8_lossy(&k[..nul]).into_owned(), String::from_utf8_lossy(&k[nul + 1..]).into_owned(), id));
             }
         }
         Ok(out)
@@ -170,7 +166,7 @@ impl Store {
         }
         let hex = spec.rev.to_ascii_lowercase();
         if hex.len() >= 8 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let lo = hex::decode(if hex.len() % 2 == 0 { hex.clone() } else { format!("{hex}0") }).unwrap_or_default();
+            let lo = hex::decode(if hex.len().is_multiple_of(2) { hex.clone() } else { format!("{hex}0") }).unwrap_or_default();
             let mut found = Vec::new();
             for item in self.db.iterator_cf(self.cf(CF_REVISIONS), IteratorMode::From(&lo, rocksdb::Direction::Forward)) {
                 let (k, _) = item?;
@@ -186,9 +182,7 @@ impl Store {
                 return Ok((id, self.revision(&id)?));
             }
         }
-        Err(StoreError::UnknownRevision(format!(
-            "{}@{}: no such branch or revision", spec.repo, spec.rev
-        )))
+        Err(StoreError::UnknownRevision(format!("{}@{}: no such branch or revision", spec.repo, spec.rev)))
     }
 
     /// History from `head`, following first parents, newest first.
@@ -223,11 +217,7 @@ impl Store {
 
     pub fn has_nodes(&self, ids: &[Id]) -> Result<Vec<bool>> {
         let cf = self.cf(CF_TREES);
-        self.db
-            .multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes())))
-            .into_iter()
-            .map(|r| Ok(r?.is_some()))
-            .collect()
+        self.db.multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes()))).into_iter().map(|r| Ok(r?.is_some())).collect()
     }
 
     /// Stores a revision that came from elsewhere (pull, mirror) without

@@ -94,7 +94,9 @@ fn a_stale_branch_update_is_refused_and_loses_nothing() {
     let s = store.write_session();
     let f1 = s.ingest(Cursor::new(b"one".to_vec()), &()).unwrap();
     let f2 = s.ingest(Cursor::new(b"two".to_vec()), &()).unwrap();
-    let rev = |f: ferry_store::Ingested, m: &str| Revision::new(vec![base], "t".into(), 2, m.into(), vec![Entry { path: "a".into(), file_id: f.file_id, size: f.size, executable: false }]).unwrap();
+    let rev = |f: ferry_store::Ingested, m: &str| {
+        Revision::new(vec![base], "t".into(), 2, m.into(), vec![Entry { path: "a".into(), file_id: f.file_id, size: f.size, executable: false }]).unwrap()
+    };
     let won = s.commit("org/m", "main", Some(base), &rev(f1, "first")).unwrap();
     let err = s.commit("org/m", "main", Some(base), &rev(f2, "second")).unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
@@ -116,7 +118,14 @@ fn concurrent_commits_from_threads_never_lose_a_revision() {
                     let s = store.write_session();
                     let head = store.branch("org/m", "main").unwrap();
                     let f = s.ingest(Cursor::new(noise(1000, t * 100 + i + 1)), &()).unwrap();
-                    let rev = Revision::new(head.into_iter().collect(), format!("w{t}"), i as i64, format!("{t}/{i}"), vec![Entry { path: format!("f{t}"), file_id: f.file_id, size: f.size, executable: false }]).unwrap();
+                    let rev = Revision::new(
+                        head.into_iter().collect(),
+                        format!("w{t}"),
+                        i as i64,
+                        format!("{t}/{i}"),
+                        vec![Entry { path: format!("f{t}"), file_id: f.file_id, size: f.size, executable: false }],
+                    )
+                    .unwrap();
                     match s.commit("org/m", "main", head, &rev) {
                         Ok(id) => {
                             mine.push(id);
