@@ -17,57 +17,14 @@
 # 3.3 x the model size free (two models, the store, the dd file).
 set -euo pipefail
 
-size_mib=$((2 * 1024))
-keep=0
-json_only=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --size-gib) size_mib=$(awk -v g="${2:?--size-gib needs a value}" 'BEGIN { printf "%d", g * 1024 }'); shift 2 ;;
-    --size-gib=*) size_mib=$(awk -v g="${1#*=}" 'BEGIN { printf "%d", g * 1024 }'); shift ;;
-    --quick) size_mib=256; shift ;;
-    --keep) keep=1; shift ;;
-    --json) json_only=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "commit.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
-  esac
-done
-[ "$size_mib" -ge 8 ] || { echo "commit.sh: size must be at least 8 MiB" >&2; exit 2; }
+name=commit.sh min_mib=8 help_lines=2,17p
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+bench_args "$@"
+# b3sum for the hashing baseline, GNU time for peak RSS.
+bench_tools b3sum:b3sum /usr/bin/time:time
+bench_build
+bench_workdir ferry-bench
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-log() { [ "$json_only" = 1 ] || echo "$@" >&2; }
-
-# Tools: b3sum for the hashing baseline, GNU time for peak RSS.
-need=()
-command -v b3sum >/dev/null 2>&1 || need+=(b3sum)
-[ -x /usr/bin/time ] || need+=(time)
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  log "installing ${need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-
-export CARGO_TARGET_DIR="$("$root/scripts/target-dir")"
-log "building (release)"
-(cd "$root" && cargo build --release -p ferry-cli -p ferry-bench --quiet)
-ferry="$CARGO_TARGET_DIR/release/ferry"
-gen="$CARGO_TARGET_DIR/release/ferry-gen"
-
-base="${FERRY_BENCH_DIR:-$HOME}"
-mkdir -p "$base"
-work=$(mktemp -d "$base/ferry-bench.XXXXXX")
-if [ "$keep" = 1 ]; then
-  trap 'log "kept $work"' EXIT
-else
-  trap 'rm -rf "$work"' EXIT
-fi
-fstype=$(df --output=fstype "$work" | tail -1 | tr -d ' ')
-case "$fstype" in
-  tmpfs|ramfs|overlay*) log "warning: $work is on $fstype, not a disk; set FERRY_BENCH_DIR" ;;
-esac
-
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 div() { awk -v a="$1" -v b="$2" -v s="${3:-1}" 'BEGIN { if (b > 0) printf "%.3f", a / b / s; else print "null" }'; }
 
 log "generating two ${size_mib} MiB safetensors models in $work"

@@ -22,55 +22,20 @@
 # needs about 6 x the model size free.
 set -euo pipefail
 
-size_mib=$((2 * 1024))
-keep=0
-json_only=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --size-gib) size_mib=$(awk -v g="${2:?--size-gib needs a value}" 'BEGIN { printf "%d", g * 1024 }'); shift 2 ;;
-    --size-gib=*) size_mib=$(awk -v g="${1#*=}" 'BEGIN { printf "%d", g * 1024 }'); shift ;;
-    --quick) size_mib=256; shift ;;
-    --keep) keep=1; shift ;;
-    --json) json_only=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "hub.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
-  esac
-done
-[ "$size_mib" -ge 64 ] || { echo "hub.sh: size must be at least 64 MiB" >&2; exit 2; }
-
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-log() { [ "$json_only" = 1 ] || echo "$@" >&2; }
-
-need=()
-command -v rsync >/dev/null 2>&1 || need+=(rsync)
-[ -x /usr/bin/time ] || need+=(time)
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  log "installing ${need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-
-export CARGO_TARGET_DIR="$("$root/scripts/target-dir")"
-log "building (release)"
-(cd "$root" && cargo build --release -p ferry-cli -p ferry-bench --quiet)
-ferry="$CARGO_TARGET_DIR/release/ferry"
-gen="$CARGO_TARGET_DIR/release/ferry-gen"
-
-base="${FERRY_BENCH_DIR:-$HOME}"
-mkdir -p "$base"
-work=$(mktemp -d "$base/ferry-hub-bench.XXXXXX")
+name=hub.sh min_mib=64 help_lines=2,22p
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+bench_args "$@"
+bench_tools rsync:rsync /usr/bin/time:time
+bench_build
 hub_pid=""
 rsyncd_pid=""
-cleanup() {
-  [ -n "$hub_pid" ] && kill "$hub_pid" 2>/dev/null || true
-  [ -n "$rsyncd_pid" ] && kill "$rsyncd_pid" 2>/dev/null || true
-  if [ "$keep" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
+bench_cleanup() {
+  [ -n "$hub_pid" ] && kill "$hub_pid" 2>/dev/null
+  [ -n "$rsyncd_pid" ] && kill "$rsyncd_pid" 2>/dev/null
+  true
 }
-trap cleanup EXIT
+bench_workdir ferry-hub-bench
 
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 field() { sed -E "s/.*\"$2\":\"?([0-9.a-z]+).*/\1/" "$1"; }
 
 log "generating three ${size_mib} MiB safetensors models in $work"

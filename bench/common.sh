@@ -1,0 +1,69 @@
+# Shared by the benchmark scripts (sourced, not run). The caller sets
+# `name` (for messages), `min_mib` and `help_lines` (the lines of its header
+# comment that --help prints), then calls:
+#   bench_args "$@"          --size-gib N, --quick, --keep, --json, --help
+#   bench_tools CMD:PKG ...  installs the Debian packages of missing commands
+#   bench_build              builds ferry and ferry-gen; sets $ferry, $gen
+#   bench_workdir PREFIX     makes $work under $FERRY_BENCH_DIR (default $HOME),
+#                            and sets $fstype to its file system
+# and may define `bench_cleanup`, run on exit before $work is removed.
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+size_mib=$((2 * 1024))
+keep=0
+json_only=0
+
+log() { [ "$json_only" = 1 ] || echo "$@" >&2; }
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+bench_args() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --size-gib) size_mib=$(awk -v g="${2:?--size-gib needs a value}" 'BEGIN { printf "%d", g * 1024 }'); shift 2 ;;
+      --size-gib=*) size_mib=$(awk -v g="${1#*=}" 'BEGIN { printf "%d", g * 1024 }'); shift ;;
+      --quick) size_mib=256; shift ;;
+      --keep) keep=1; shift ;;
+      --json) json_only=1; shift ;;
+      -h|--help) sed -n "$help_lines" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      *) echo "$name: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+  done
+  [ "$size_mib" -ge "$min_mib" ] || { echo "$name: size must be at least $min_mib MiB" >&2; exit 2; }
+}
+
+bench_tools() {
+  local need=() t
+  for t in "$@"; do
+    command -v "${t%%:*}" >/dev/null 2>&1 || [ -x "${t%%:*}" ] || need+=("${t#*:}")
+  done
+  [ ${#need[@]} -eq 0 ] && return
+  local SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  log "installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+}
+
+bench_build() {
+  export CARGO_TARGET_DIR="$("$root/scripts/target-dir")"
+  log "building (release)"
+  (cd "$root" && cargo build --release -p ferry-cli -p ferry-bench --quiet)
+  ferry="$CARGO_TARGET_DIR/release/ferry"
+  gen="$CARGO_TARGET_DIR/release/ferry-gen"
+}
+
+bench_workdir() {
+  local base="${FERRY_BENCH_DIR:-$HOME}"
+  mkdir -p "$base"
+  work=$(mktemp -d "$base/$1.XXXXXX")
+  trap '_bench_exit' EXIT
+  fstype=$(df --output=fstype "$work" | tail -1 | tr -d ' ')
+  case "$fstype" in
+    tmpfs|ramfs|overlay*) log "warning: $work is on $fstype, not a disk; set FERRY_BENCH_DIR" ;;
+  esac
+}
+
+_bench_exit() {
+  if declare -F bench_cleanup >/dev/null; then bench_cleanup || true; fi
+  if [ "$keep" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
+}
