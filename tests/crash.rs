@@ -1,10 +1,22 @@
-//! Crash consistency: `kill -9` real `ferry commit` and `ferry gc` processes
-//! at random moments, then check that fsck passes and that every revision a
-//! command reported as committed is still there, byte-identical.
+//! Crash consistency with real processes, real RocksDB stores and real QUIC
+//! on loopback.
 //!
-//! FERRY_CRASH_ITERATIONS sets the number of kills (default 10).
+//! - `kill -9` of `ferry commit` and `ferry gc` at random moments: fsck
+//!   passes and every revision a command reported as committed is still
+//!   there, byte-identical.
+//! - `kill -9` of a pushing or pulling client, or of the hub (`ferry serve`)
+//!   in the middle of a push or a pull: fsck passes on every store whose
+//!   process was killed (the hub's with the hub stopped), the hub's branch is
+//!   at the old or the new head, the interrupted command re-run completes and
+//!   moves no more chunk bytes than it would have from scratch, and every
+//!   revision a push reported is on the hub: pulled into other stores, it
+//!   exports byte-identical to the directory it was committed from.
+//!
+//! FERRY_CRASH_ITERATIONS sets the number of iterations of each test
+//! (default 10).
 
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_tests::*;
@@ -90,4 +102,267 @@ fn kill_9_during_commit_or_gc_never_loses_a_committed_revision() {
         }
     }
     eprintln!("crash test: {iterations} iterations, {killed} killed mid-run, {finished} finished, {} commits reported", committed.len());
+}
+
+/// Shared by every version (dedup on both sides of the wire).
+const BASE: usize = 16 << 20;
+/// New in each version: what a push or pull of one version moves.
+const NEW: usize = 24 << 20;
+/// How long a client whose hub was killed under it gets to finish or give up
+/// on its own before it is killed too: QUIC notices a vanished peer only at
+/// the 30 s idle timeout, and the restarted hub cannot reset the old
+/// connection.
+const GRACE: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Victim {
+    PushClient,
+    HubDuringPush,
+    PullClient,
+    HubDuringPull,
+}
+
+fn fsck_ok(store: &Path, after: &str) {
+    let fsck = json(&ok(ferry(store).args(["--json", "fsck"])));
+    assert_eq!(fsck["ok"], true, "fsck of {} failed after {after}: {fsck}", store.display());
+}
+
+/// The revisions of `org/m` in `store`, newest first.
+fn history(store: &Path) -> Vec<String> {
+    let log = json(&ok(ferry(store).args(["--json", "log", "org/m", "-n", "1000"])));
+    log.as_array().unwrap().iter().map(|r| r["revision"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Exports `org/m@rev` from `store` and compares it with `src`.
+fn exports_identical(store: &Path, rev: &str, src: &Path, scratch: &Path, what: &str) {
+    ok(ferry(store).args(["export", &format!("org/m@{rev}")]).arg(scratch));
+    assert!(read_tree(scratch) == read_tree(src), "{what}: revision {rev} exported from {} differs from {}", store.display(), src.display());
+    std::fs::remove_dir_all(scratch).unwrap();
+}
+
+/// Waits until `child` exits or `limit` passes; true if it exited.
+fn exits_within(child: &mut std::process::Child, limit: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn kill_9_during_push_or_pull_never_loses_an_acknowledged_revision() {
+    let iterations: u64 = std::env::var("FERRY_CRASH_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(tmp.path());
+    let addr = hub.addr.clone();
+    let token = hub.token("org/*", "write");
+    // A commits and pushes; B pulls.
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(ferry(&a).arg("init"));
+    ok(ferry(&b).arg("init"));
+    // QUIC only: no silent fallback to TCP.
+    let transfer = |store: &Path, verb: &str| -> Command {
+        let mut c = client(store, Some(&token));
+        c.args(["--json", verb, "--transport", "quic", &addr, "org/m"]);
+        c
+    };
+    let mut seed = Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64 ^ 0x2545_f491_4f6c_dd1d;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n.max(1)
+    };
+    let base = noise(BASE, 1);
+    // (revision, source directory) of every push that reported success.
+    let mut acked: Vec<(String, PathBuf)> = Vec::new();
+    let mut kills = std::collections::BTreeMap::<&str, u32>::new();
+    let mut finished = 0;
+    // Clients whose hub was killed: killed after GRACE, or that ended on their own.
+    let (mut clients_killed_after_hub, mut clients_gave_up) = (0, 0);
+    let mut waited_out_a_dead_hub = false;
+    // Chunk bytes the re-runs after kills moved, and what they would have moved from scratch.
+    let (mut rerun_bytes, mut scratch_bytes) = (0u64, 0u64);
+    // How long an uninterrupted push or pull of one version takes (None:
+    // not measured yet, so the next one runs uninterrupted and is measured).
+    let (mut typical_push_ms, mut typical_pull_ms): (Option<u64>, Option<u64>) = (None, None);
+    for i in 0..iterations {
+        let victim = [Victim::PushClient, Victim::HubDuringPush, Victim::PullClient, Victim::HubDuringPull][(i % 4) as usize];
+        let pulling = matches!(victim, Victim::PullClient | Victim::HubDuringPull);
+        let hub_victim = matches!(victim, Victim::HubDuringPush | Victim::HubDuringPull);
+        // A new version: part shared with earlier ones, part new.
+        let src = tmp.path().join(format!("src{i}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("base.bin"), &base).unwrap();
+        // Even seeds, so that each version's data is new even where `noise`
+        // gives seeds 2k and 2k + 1 the same bytes.
+        std::fs::write(src.join("new.bin"), noise(NEW, 100 + 2 * i)).unwrap();
+        let c = json(&ok(ferry(&a).args(["--json", "commit", "org/m"]).arg(&src).args(["-m", &format!("v{i}")])));
+        let rev = c["revision"].as_str().unwrap().to_owned();
+        // The hub and B hold every earlier version, so a push or pull of this
+        // one from scratch moves exactly the chunks the commit stored anew.
+        let from_scratch = c["stored_bytes"].as_u64().unwrap();
+        if pulling {
+            // The hub gets this version whole first, so that the pull has something to fetch.
+            let t0 = Instant::now();
+            let r = json(&ok(&mut transfer(&a, "push")));
+            typical_push_ms = Some(t0.elapsed().as_millis() as u64 + 1);
+            assert_eq!(r["head"].as_str(), Some(rev.as_str()));
+            assert!(r["chunk_bytes_moved"].as_u64().unwrap() <= from_scratch, "round {i}: a push moved more than the new data: {r}");
+            acked.push((rev.clone(), src.clone()));
+        }
+        let hub_head_before = acked.last().map(|x| x.0.clone());
+        let b_head_before = if i == 0 { None } else { history(&b).first().cloned() };
+        let acked_before = acked.len();
+
+        let mut child = if pulling { transfer(&b, "pull") } else { transfer(&a, "push") }
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let typical = if pulling { typical_pull_ms } else { typical_push_ms };
+        let start = Instant::now();
+        let delay = typical.map(|t| Duration::from_millis(rand(t * 3 / 4 + 1)));
+        let exited = exits_within(&mut child, delay.unwrap_or(COMMAND_DEADLINE));
+        let what = format!("round {i} ({victim:?}, kill after {:?})", delay.unwrap_or_default());
+        assert!(exited || delay.is_some(), "{what}: an uninterrupted run did not end within {COMMAND_DEADLINE:?}");
+        let mut client_killed = false;
+        if exited {
+            finished += 1;
+            if delay.is_none() {
+                let ms = Some(start.elapsed().as_millis() as u64 + 1);
+                if pulling {
+                    typical_pull_ms = ms;
+                } else {
+                    typical_push_ms = ms;
+                }
+            }
+        } else if hub_victim {
+            *kills.entry(if pulling { "hub during pull" } else { "hub during push" }).or_default() += 1;
+            hub.kill();
+            // With the hub stopped: its store is consistent, its branch is at
+            // the old or the new head, and no acknowledged revision is lost.
+            fsck_ok(&hub.store, &what);
+            let on_hub = history(&hub.store);
+            assert!(
+                on_hub.first() == hub_head_before.as_ref() || on_hub.first() == Some(&rev),
+                "{what}: the hub's branch is at {:?}, neither the old head {hub_head_before:?} nor the new {rev}",
+                on_hub.first()
+            );
+            for (r, _) in &acked[..acked_before] {
+                assert!(on_hub.contains(r), "{what}: acknowledged revision {r} is not on the hub any more");
+            }
+            hub = Hub::serve(hub.store.clone(), &addr);
+            if !exits_within(&mut child, GRACE) {
+                if pulling && !waited_out_a_dead_hub {
+                    // Once per run, let a puller find out on its own that
+                    // its hub is gone (it keeps what arrived and exits).
+                    waited_out_a_dead_hub = true;
+                    clients_gave_up += 1;
+                } else {
+                    child.kill().unwrap();
+                    client_killed = true;
+                    clients_killed_after_hub += 1;
+                }
+            } else {
+                clients_gave_up += 1;
+            }
+        } else {
+            *kills.entry(if pulling { "pull client" } else { "push client" }).or_default() += 1;
+            child.kill().unwrap();
+            client_killed = true;
+        }
+        let out = finish(child, &what);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() {
+            let r = json(&stdout);
+            assert_eq!(r["head"].as_str(), Some(rev.as_str()), "{what}: {r}");
+            if !pulling {
+                acked.push((rev.clone(), src.clone()));
+            }
+        } else if !client_killed && !exited {
+            eprintln!("{what}: the client ended on its own: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        if !exited {
+            // The client's store is consistent, whether it was killed or gave up.
+            let store = if pulling { &b } else { &a };
+            fsck_ok(store, &what);
+            if pulling {
+                let head = history(&b).first().cloned();
+                assert!(head == b_head_before || head.as_ref() == Some(&rev), "{what}: B's branch is at {head:?}, neither old nor new");
+            }
+        }
+
+        // The interrupted command, re-run, completes and moves only what is
+        // missing: at most what it would have moved from scratch.
+        let r = json(&ok(&mut if pulling { transfer(&b, "pull") } else { transfer(&a, "push") }));
+        assert_eq!(r["transport"], "quic", "{what}: {r}");
+        assert_eq!(r["head"].as_str(), Some(rev.as_str()), "{what}: the re-run reported another head: {r}");
+        let moved = r["chunk_bytes_moved"].as_u64().unwrap();
+        assert!(moved <= from_scratch, "{what}: the re-run moved {moved} chunk bytes, more than the {from_scratch} of a transfer from scratch");
+        if !exited {
+            rerun_bytes += moved;
+            scratch_bytes += from_scratch;
+        }
+        eprintln!(
+            "{what}: typical {typical:?} ms, {}, ran {} ms; the re-run moved {moved} of {from_scratch} chunk bytes",
+            if exited { "finished first" } else { "killed" },
+            start.elapsed().as_millis()
+        );
+        if !pulling {
+            if acked.last().map(|x| &x.0) != Some(&rev) {
+                acked.push((rev.clone(), src.clone()));
+            }
+            // The pushed revision is on the hub: B pulls it whole (and this
+            // uninterrupted pull of one version times the next kills of pulls).
+            let t0 = Instant::now();
+            let p = json(&ok(&mut transfer(&b, "pull")));
+            typical_pull_ms = Some(t0.elapsed().as_millis() as u64 + 1);
+            assert_eq!(p["head"].as_str(), Some(rev.as_str()), "{what}: B pulled another head: {p}");
+            assert!(p["chunk_bytes_moved"].as_u64().unwrap() <= from_scratch, "{what}: a pull moved more than the new data: {p}");
+        }
+        assert_eq!(history(&b).first(), Some(&rev), "{what}: B is not at the new head");
+        exports_identical(&b, &rev, &src, &tmp.path().join("out"), &what);
+    }
+
+    // Every acknowledged revision is on the hub, whole: the stopped hub's
+    // store is consistent and names them all, and a fresh store pulls them
+    // all, byte-identical.
+    hub.kill();
+    fsck_ok(&hub.store, "the last iteration");
+    let on_hub = history(&hub.store);
+    for (r, _) in &acked {
+        assert!(on_hub.contains(r), "acknowledged revision {r} is not on the hub");
+    }
+    let hub = Hub::serve(hub.store.clone(), &addr);
+    let c = tmp.path().join("c");
+    ok(ferry(&c).arg("init"));
+    if !acked.is_empty() {
+        let p = json(&ok(&mut transfer(&c, "pull")));
+        assert_eq!(p["head"].as_str(), Some(acked.last().unwrap().0.as_str()));
+        fsck_ok(&c, "the final pull");
+        for (r, src) in &acked {
+            exports_identical(&c, r, src, &tmp.path().join("out"), "the final pull");
+        }
+    }
+    drop(hub);
+    let count = |k: &str| kills.get(k).copied().unwrap_or(0);
+    eprintln!(
+        "crash test over the wire: {iterations} iterations, killed {} push clients, {} hubs during push, {} pull clients, {} hubs during pull, \
+         {finished} finished before the kill; of the clients whose hub died {clients_killed_after_hub} were killed after {GRACE:?}, {clients_gave_up} ended on their own; \
+         re-runs moved {} of {} MiB; {} pushes acknowledged",
+        count("push client"),
+        count("hub during push"),
+        count("pull client"),
+        count("hub during pull"),
+        rerun_bytes >> 20,
+        scratch_bytes >> 20,
+        acked.len()
+    );
 }
