@@ -83,7 +83,9 @@ pub fn json(s: &str) -> serde_json::Value {
 
 /// Deterministic incompressible bytes.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
+    // Spread the seed first: xorshift needs a non-zero state, and `seed | 1`
+    // alone would give seeds 2k and 2k + 1 the same bytes.
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
