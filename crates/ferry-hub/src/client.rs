@@ -350,7 +350,7 @@ impl Client {
 async fn connect_quic(addr: SocketAddr, host: &str, cfg: rustls::ClientConfig) -> Result<(quinn::Connection, quinn::Endpoint), String> {
     let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0".parse().expect("addr") } else { "[::]:0".parse().expect("addr") };
     let socket = crate::udp_socket(bind).map_err(|e| e.to_string())?;
-    let mut endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime)).map_err(|e| e.to_string())?;
+    let mut endpoint = quinn::Endpoint::new(crate::endpoint_config(None), None, socket, Arc::new(quinn::TokioRuntime)).map_err(|e| e.to_string())?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).map_err(|e| e.to_string())?;
     let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
     cc.transport_config(Arc::new(crate::transport_config()));

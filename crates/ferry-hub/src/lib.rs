@@ -77,12 +77,30 @@ pub(crate) fn transport_config() -> quinn::TransportConfig {
     // per-packet work in user space is what limits QUIC on a fast path, and
     // on a 1500-byte path the probes above it are simply lost.
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(8952);
+    mtu.upper_bound(JUMBO_UDP_PAYLOAD);
     t.mtu_discovery_config(Some(mtu));
     // Streams carry whole batches; interleaving them buys nothing here and
     // costs more, smaller frames.
     t.send_fairness(false);
     t
+}
+
+/// The largest UDP payload in a 9000-byte jumbo frame over IPv6.
+const JUMBO_UDP_PAYLOAD: u16 = 8952;
+
+/// Endpoint settings for both ends. `reset_key` seeds stateless resets: a
+/// hub derives it from its identity so that after a restart it can still
+/// reset connections from before, and their clients fail at once instead
+/// of at the idle timeout. Without one (clients) it is random.
+pub(crate) fn endpoint_config(reset_key: Option<[u8; 32]>) -> quinn::EndpointConfig {
+    let mut c = match reset_key {
+        Some(k) => quinn::EndpointConfig::new(std::sync::Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k))),
+        None => quinn::EndpointConfig::default(),
+    };
+    // Accept datagrams as large as MTU discovery may find (the default,
+    // 1472, also caps what the peer may send us).
+    c.max_udp_payload_size(JUMBO_UDP_PAYLOAD).expect("a valid UDP payload size");
+    c
 }
 
 /// A UDP socket with large kernel buffers (the defaults drop packets at

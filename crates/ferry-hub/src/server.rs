@@ -75,7 +75,7 @@ pub async fn serve(store: Arc<Store>, identity: &Identity, opts: ServeOptions, r
     let tcp = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| HubError::Io(format!("listen on TCP {}: {e}", opts.listen)))?;
     let addr = tcp.local_addr().map_err(|e| HubError::Io(e.to_string()))?;
     let socket = crate::udp_socket(addr).map_err(|e| HubError::Io(format!("listen on UDP {addr}: {e}")))?;
-    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config), socket, Arc::new(quinn::TokioRuntime))
+    let endpoint = quinn::Endpoint::new(crate::endpoint_config(Some(identity.reset_key())), Some(server_config), socket, Arc::new(quinn::TokioRuntime))
         .map_err(|e| HubError::Io(e.to_string()))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     ready(addr);

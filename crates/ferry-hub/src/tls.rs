@@ -51,6 +51,15 @@ impl Identity {
         Ok(Identity { cert: CertificateDer::from(cert), key, fingerprint, created: true })
     }
 
+    /// A secret for QUIC stateless resets that survives restarts: derived
+    /// from the private key, from which it reveals nothing.
+    pub fn reset_key(&self) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"ferry/1 stateless reset key\0");
+        ctx.update(&self.key);
+        ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+    }
+
     pub fn server_config(&self) -> Result<rustls::ServerConfig, HubError> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
         let signing = provider().key_provider.load_private_key(key).map_err(|e| HubError::Tls(e.to_string()))?;
