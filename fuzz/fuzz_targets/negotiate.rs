@@ -51,8 +51,8 @@ fuzz_target!(|data: &[u8]| {
         polls += 1;
         assert!(polls <= bound, "negotiation does not terminate");
         let batch = 1 + (t.u8_or(255) as usize % 300);
-        match diff.poll(batch) {
-            Step::Done => break,
+        let Some(step) = diff.poll(batch) else { break };
+        match step {
             Step::AskNodes(ids) => {
                 assert!(!ids.is_empty() && ids.len() <= batch);
                 for i in &ids {
@@ -125,10 +125,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    assert_eq!(diff.poll(1), Step::Done);
+    assert_eq!(diff.poll(1), None);
     assert_eq!(diff.ids_asked, (asked_nodes.len() + asked_chunks.len()) as u64);
-    let missing: HashSet<Id> = diff.missing_chunks().iter().copied().collect();
-    assert_eq!(missing.len(), diff.missing_chunks().len(), "a chunk reported missing twice");
+    let taken = diff.take_missing_chunks();
+    let missing: HashSet<Id> = taken.iter().map(|c| c.0).collect();
+    assert_eq!(missing.len(), taken.len(), "a chunk reported missing twice");
     assert_eq!(missing, lacking_chunks);
     for n in diff.missing_nodes_bottom_up() {
         assert!(expanded.contains(&n));

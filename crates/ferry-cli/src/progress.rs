@@ -64,7 +64,9 @@ impl ferry_store::ReadProgress for Read {
     }
 }
 
-/// Push and pull progress: payload bytes moved.
+/// Push, pull and mirror progress: raw bytes of missing chunks moved, out
+/// of those found missing so far (the total grows while the trees are
+/// compared), and how much the other side already had.
 pub struct Transfer {
     pb: ProgressBar,
 }
@@ -78,11 +80,10 @@ impl Transfer {
     }
 }
 
-impl ferry_hub::client::TransferProgress for Transfer {
-    fn start(&self, total: u64) {
-        self.pb.set_length(total);
-    }
-    fn advance(&self, bytes: u64) {
-        self.pb.inc(bytes);
+impl ferry_hub::TransferProgress for Transfer {
+    fn update(&self, r: &ferry_hub::transfer::Report) {
+        self.pb.set_length(r.raw_bytes_to_move);
+        self.pb.set_position(r.raw_bytes_moved);
+        self.pb.set_message(format!("{} chunks already there", r.chunks_already_there));
     }
 }

@@ -16,7 +16,7 @@ pub mod tree;
 pub use id::Id;
 
 /// Errors from decoding or validating data that came from outside.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
     #[error("{what}: truncated (needed {needed} more bytes)")]
     Truncated { what: &'static str, needed: usize },

@@ -14,12 +14,15 @@
 
 pub mod access;
 pub mod client;
+pub mod ends;
 pub mod server;
 pub mod tls;
+pub mod transfer;
 mod wire;
 
 pub use client::{Client, ConnectOptions, PullOptions, PushOptions, Transfer, TransportChoice};
 pub use server::{serve, ServeOptions};
+pub use transfer::TransferProgress;
 
 use ferry_proto::ErrorCode;
 

@@ -1,12 +1,11 @@
 //! `ferry serve`: a hub on QUIC (UDP) and TLS over TCP, on the same port.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_core::revision::Revision;
-use ferry_core::Id;
 use ferry_proto::{ErrorCode, Message, MAX_FRAME_LEN};
 use ferry_store::{ChunkStore, Store, StoreError, VerifiedRecord};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -306,23 +305,34 @@ fn answer(hub: &Hub, grant: &Grant, req: Message) -> Result<Vec<Message>, Refusa
             let access = hub.access.current().map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
             Ok(vec![Message::Refs { public: access.is_public(&repo), branches: store.branches(&repo)? }])
         }
-        Message::GetHistory { repo, from, max } => {
+        Message::GetHistory { repo, from, until, max } => {
             hub.check_read(grant, &repo)?;
             let max = (max as usize).min(ferry_proto::message::MAX_REVISIONS);
-            let mut out = Vec::new();
-            let mut seen = HashSet::new();
-            let mut queue: VecDeque<Id> = from.into_iter().collect();
-            while let Some(id) = queue.pop_front() {
-                if out.len() >= max || !seen.insert(id) {
+            let out = store.history(&from, &until, max)?;
+            Ok(pack(out, |b| b.len(), |revisions| Message::Revisions { revisions }))
+        }
+        Message::ListRepos { pattern, after } => {
+            let glob = crate::ends::repo_glob(&pattern).map_err(|e| Refusal(ErrorCode::BadRequest, e.to_string()))?;
+            let access = hub.access.current().map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
+            // One page that fits a frame; a repository with more branches
+            // than that still gets a page of its own.
+            let mut repos = Vec::new();
+            let mut bytes = 0;
+            let mut more = false;
+            for r in store.repos()? {
+                if r.name.as_str() <= after.as_str() || !glob.is_match(&r.name) || !grant.can_read(&access, &r.name) {
                     continue;
                 }
-                let Some(bytes) = store_revision_bytes(store, &id)? else { continue };
-                if let Ok(rev) = Revision::decode(&bytes) {
-                    queue.extend(rev.parents);
+                let branches = store.branches(&r.name)?;
+                let size = 9 + r.name.len() + branches.iter().map(|b| 36 + b.0.len()).sum::<usize>();
+                if !repos.is_empty() && (bytes + size > MAX_FRAME_LEN - 1024 || repos.len() == ferry_proto::message::MAX_REPOS) {
+                    more = true;
+                    break;
                 }
-                out.push(bytes);
+                bytes += size;
+                repos.push(ferry_proto::RepoRefs { public: access.is_public(&r.name), name: r.name, branches });
             }
-            Ok(pack(out, |b| b.len(), |revisions| Message::Revisions { revisions }))
+            Ok(vec![Message::Repos { more, repos }])
         }
         Message::HaveRevisions { repo, ids } => {
             hub.check_read(grant, &repo)?;
@@ -368,6 +378,12 @@ fn answer(hub: &Hub, grant: &Grant, req: Message) -> Result<Vec<Message>, Refusa
             store.write_session().put_nodes_checked(&nodes)?;
             Ok(vec![])
         }
+        Message::PutRevisions { repo, revisions } => {
+            hub.check_write(grant, &repo)?;
+            let revs = revisions.iter().map(|b| Revision::decode(b)).collect::<Result<Vec<_>, _>>()?;
+            store.write_session().put_revisions(&revs)?;
+            Ok(vec![])
+        }
         Message::UpdateBranch { repo, branch, expected, new, revisions } => {
             hub.check_write(grant, &repo)?;
             let revs = revisions.iter().map(|b| Revision::decode(b)).collect::<Result<Vec<_>, _>>()?;
@@ -376,13 +392,5 @@ fn answer(hub: &Hub, grant: &Grant, req: Message) -> Result<Vec<Message>, Refusa
         }
         Message::Hello { .. } => Err(Refusal(ErrorCode::BadRequest, "Hello was already exchanged on this connection".into())),
         other => Err(Refusal(ErrorCode::BadRequest, format!("frame type {:#04x} is not a request", other.tag()))),
-    }
-}
-
-fn store_revision_bytes(store: &Store, id: &Id) -> Result<Option<Vec<u8>>, Refusal> {
-    match store.revision(id) {
-        Ok(rev) => Ok(Some(rev.encode())),
-        Err(StoreError::UnknownRevision(_)) => Ok(None),
-        Err(e) => Err(e.into()),
     }
 }

@@ -12,9 +12,10 @@
 pub mod frame;
 pub mod message;
 pub mod negotiate;
+pub mod transfer;
 
 pub use frame::{FrameDecoder, FrameError, MAX_FRAME_LEN};
-pub use message::{ErrorCode, Message};
+pub use message::{ErrorCode, Message, RepoRefs};
 
 /// ALPN protocol id, and the only protocol version so far.
 pub const ALPN: &[u8] = b"ferry/1";

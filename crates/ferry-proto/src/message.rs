@@ -15,6 +15,10 @@ pub const MAX_MESSAGE_LEN: usize = 4096;
 pub const MAX_BRANCHES: usize = 65_536;
 pub const MAX_REVISIONS: usize = 1024;
 pub const MAX_VERSIONS: usize = 16;
+/// Most repositories in one `Repos` frame.
+pub const MAX_REPOS: usize = 1024;
+/// Longest repository glob in `ListRepos`.
+pub const MAX_PATTERN_LEN: usize = 256;
 
 /// Error codes in `Error` frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,25 +83,107 @@ impl ErrorCode {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    Hello { versions: Vec<u16>, token: String, client: String },
-    Welcome { version: u16, server: String },
-    Error { code: ErrorCode, message: String },
+    Hello {
+        versions: Vec<u16>,
+        token: String,
+        client: String,
+    },
+    Welcome {
+        version: u16,
+        server: String,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
     Done,
-    ListRefs { repo: String },
-    Refs { public: bool, branches: Vec<(String, Id)> },
-    GetHistory { repo: String, from: Vec<Id>, max: u32 },
-    Revisions { revisions: Vec<Vec<u8>> },
-    HaveRevisions { repo: String, ids: Vec<Id> },
-    HaveNodes { repo: String, ids: Vec<Id> },
-    HaveChunks { repo: String, ids: Vec<Id> },
-    Bitmap { bits: Vec<bool> },
-    GetNodes { repo: String, ids: Vec<Id> },
-    Nodes { nodes: Vec<Vec<u8>> },
-    PutNodes { repo: String, nodes: Vec<Vec<u8>> },
-    GetChunks { repo: String, ids: Vec<Id> },
-    Chunks { chunks: Vec<(Id, Vec<u8>)> },
-    PutChunks { repo: String, chunks: Vec<(Id, Vec<u8>)> },
-    UpdateBranch { repo: String, branch: String, expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>> },
+    ListRefs {
+        repo: String,
+    },
+    Refs {
+        public: bool,
+        branches: Vec<(String, Id)>,
+    },
+    /// Revisions from `from` over parents, breadth-first, never returning
+    /// or following a revision in `until`, at most `max`.
+    GetHistory {
+        repo: String,
+        from: Vec<Id>,
+        until: Vec<Id>,
+        max: u32,
+    },
+    Revisions {
+        revisions: Vec<Vec<u8>>,
+    },
+    HaveRevisions {
+        repo: String,
+        ids: Vec<Id>,
+    },
+    HaveNodes {
+        repo: String,
+        ids: Vec<Id>,
+    },
+    HaveChunks {
+        repo: String,
+        ids: Vec<Id>,
+    },
+    Bitmap {
+        bits: Vec<bool>,
+    },
+    GetNodes {
+        repo: String,
+        ids: Vec<Id>,
+    },
+    Nodes {
+        nodes: Vec<Vec<u8>>,
+    },
+    PutNodes {
+        repo: String,
+        nodes: Vec<Vec<u8>>,
+    },
+    GetChunks {
+        repo: String,
+        ids: Vec<Id>,
+    },
+    Chunks {
+        chunks: Vec<(Id, Vec<u8>)>,
+    },
+    PutChunks {
+        repo: String,
+        chunks: Vec<(Id, Vec<u8>)>,
+    },
+    UpdateBranch {
+        repo: String,
+        branch: String,
+        expected: Option<Id>,
+        new: Id,
+        revisions: Vec<Vec<u8>>,
+    },
+    /// Repositories matching `pattern` that the client may read, in name
+    /// order, starting after `after` (empty: from the first).
+    ListRepos {
+        pattern: String,
+        after: String,
+    },
+    /// One page of `ListRepos`; `more` says whether another page follows.
+    Repos {
+        more: bool,
+        repos: Vec<RepoRefs>,
+    },
+    /// Stores revisions without moving a branch (a history too long for one
+    /// `UpdateBranch`); parents first.
+    PutRevisions {
+        repo: String,
+        revisions: Vec<Vec<u8>>,
+    },
+}
+
+/// A repository and its branch heads, as listed by `Repos`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoRefs {
+    pub name: String,
+    pub public: bool,
+    pub branches: Vec<(String, Id)>,
 }
 
 pub mod tag {
@@ -119,7 +205,10 @@ pub mod tag {
     pub const GET_CHUNKS: u8 = 0x30;
     pub const CHUNKS: u8 = 0x31;
     pub const PUT_CHUNKS: u8 = 0x32;
+    pub const LIST_REPOS: u8 = 0x15;
+    pub const REPOS: u8 = 0x16;
     pub const UPDATE_BRANCH: u8 = 0x40;
+    pub const PUT_REVISIONS: u8 = 0x41;
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -146,6 +235,34 @@ fn put_chunks(out: &mut Vec<u8>, chunks: &[(Id, Vec<u8>)]) {
         out.extend_from_slice(id.as_bytes());
         put_bytes(out, rec);
     }
+}
+
+fn put_flag(out: &mut Vec<u8>, b: bool) {
+    out.push(b as u8);
+}
+
+fn put_refs(out: &mut Vec<u8>, branches: &[(String, Id)]) {
+    out.extend_from_slice(&(branches.len() as u32).to_le_bytes());
+    for (b, id) in branches {
+        put_str(out, b);
+        out.extend_from_slice(id.as_bytes());
+    }
+}
+
+/// A 0-or-1 byte; anything else is refused so that every message has one
+/// encoding.
+fn get_flag(r: &mut Reader, what: &'static str) -> Result<bool, FormatError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        x => Err(invalid(what, format!("flag {x} is not 0 or 1"))),
+    }
+}
+
+fn get_refs(r: &mut Reader) -> Result<Vec<(String, Id)>, FormatError> {
+    // A branch is at least a 4-byte name length and a 32-byte id.
+    let n = count(r, "branch list", MAX_BRANCHES, 36)?;
+    (0..n).map(|_| Ok((r.string("name", MAX_NAME_LEN)?.to_owned(), r.id()?))).collect()
 }
 
 fn count(r: &mut Reader, what: &'static str, limit: usize, min_each: usize) -> Result<usize, FormatError> {
@@ -198,6 +315,9 @@ impl Message {
             Message::Chunks { .. } => CHUNKS,
             Message::PutChunks { .. } => PUT_CHUNKS,
             Message::UpdateBranch { .. } => UPDATE_BRANCH,
+            Message::ListRepos { .. } => LIST_REPOS,
+            Message::Repos { .. } => REPOS,
+            Message::PutRevisions { .. } => PUT_REVISIONS,
         }
     }
 
@@ -224,16 +344,13 @@ impl Message {
             Message::Done => {}
             Message::ListRefs { repo } => put_str(&mut o, repo),
             Message::Refs { public, branches } => {
-                o.push(*public as u8);
-                o.extend_from_slice(&(branches.len() as u32).to_le_bytes());
-                for (b, id) in branches {
-                    put_str(&mut o, b);
-                    o.extend_from_slice(id.as_bytes());
-                }
+                put_flag(&mut o, *public);
+                put_refs(&mut o, branches);
             }
-            Message::GetHistory { repo, from, max } => {
+            Message::GetHistory { repo, from, until, max } => {
                 put_str(&mut o, repo);
                 put_ids(&mut o, from);
+                put_ids(&mut o, until);
                 o.extend_from_slice(&max.to_le_bytes());
             }
             Message::Revisions { revisions } => put_blobs(&mut o, revisions),
@@ -278,6 +395,23 @@ impl Message {
                 o.extend_from_slice(new.as_bytes());
                 put_blobs(&mut o, revisions);
             }
+            Message::ListRepos { pattern, after } => {
+                put_str(&mut o, pattern);
+                put_str(&mut o, after);
+            }
+            Message::Repos { more, repos } => {
+                put_flag(&mut o, *more);
+                o.extend_from_slice(&(repos.len() as u32).to_le_bytes());
+                for r in repos {
+                    put_str(&mut o, &r.name);
+                    put_flag(&mut o, r.public);
+                    put_refs(&mut o, &r.branches);
+                }
+            }
+            Message::PutRevisions { repo, revisions } => {
+                put_str(&mut o, repo);
+                put_blobs(&mut o, revisions);
+            }
         }
         o
     }
@@ -316,17 +450,8 @@ impl Message {
             ERROR => Message::Error { code: ErrorCode::from_u16(r.u16()?), message: r.string("error message", MAX_MESSAGE_LEN)?.to_owned() },
             DONE => Message::Done,
             LIST_REFS => Message::ListRefs { repo: name(&mut r)? },
-            REFS => {
-                let public = match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    x => return Err(invalid("refs", format!("public flag {x} is not 0 or 1"))),
-                };
-                let n = count(&mut r, "branch list", MAX_BRANCHES, 36)?;
-                let branches = (0..n).map(|_| Ok((name(&mut r)?, r.id()?))).collect::<Result<_, FormatError>>()?;
-                Message::Refs { public, branches }
-            }
-            GET_HISTORY => Message::GetHistory { repo: name(&mut r)?, from: get_ids(&mut r)?, max: r.u32()? },
+            REFS => Message::Refs { public: get_flag(&mut r, "refs public flag")?, branches: get_refs(&mut r)? },
+            GET_HISTORY => Message::GetHistory { repo: name(&mut r)?, from: get_ids(&mut r)?, until: get_ids(&mut r)?, max: r.u32()? },
             REVISIONS => Message::Revisions { revisions: get_blobs(&mut r, "revision", MAX_REVISIONS, MAX_FRAME_LEN)? },
             HAVE_REVISIONS => Message::HaveRevisions { repo: name(&mut r)?, ids: get_ids(&mut r)? },
             HAVE_NODES => Message::HaveNodes { repo: name(&mut r)?, ids: get_ids(&mut r)? },
@@ -351,15 +476,22 @@ impl Message {
             UPDATE_BRANCH => {
                 let repo = name(&mut r)?;
                 let branch = name(&mut r)?;
-                let expected = match r.u8()? {
-                    0 => None,
-                    1 => Some(r.id()?),
-                    x => return Err(invalid("update branch", format!("expected-head flag {x} is not 0 or 1"))),
-                };
+                let expected = if get_flag(&mut r, "update branch expected-head flag")? { Some(r.id()?) } else { None };
                 let new = r.id()?;
                 let revisions = get_blobs(&mut r, "revision", MAX_REVISIONS, MAX_FRAME_LEN)?;
                 Message::UpdateBranch { repo, branch, expected, new, revisions }
             }
+            LIST_REPOS => Message::ListRepos { pattern: r.string("repository pattern", MAX_PATTERN_LEN)?.to_owned(), after: name(&mut r)? },
+            REPOS => {
+                let more = get_flag(&mut r, "repos more flag")?;
+                // A repository is at least a name length, a flag and a branch count.
+                let n = count(&mut r, "repository list", MAX_REPOS, 9)?;
+                let repos = (0..n)
+                    .map(|_| Ok(RepoRefs { name: name(&mut r)?, public: get_flag(&mut r, "repository public flag")?, branches: get_refs(&mut r)? }))
+                    .collect::<Result<_, FormatError>>()?;
+                Message::Repos { more, repos }
+            }
+            PUT_REVISIONS => Message::PutRevisions { repo: name(&mut r)?, revisions: get_blobs(&mut r, "revision", MAX_REVISIONS, MAX_FRAME_LEN)? },
             other => return Err(invalid("frame", format!("unknown frame type {other:#04x}"))),
         };
         r.finish()?;
@@ -382,7 +514,7 @@ mod tests {
             Message::Done,
             Message::ListRefs { repo: "org/m".into() },
             Message::Refs { public: true, branches: vec![("main".into(), a)] },
-            Message::GetHistory { repo: "org/m".into(), from: vec![a], max: 64 },
+            Message::GetHistory { repo: "org/m".into(), from: vec![a], until: vec![b], max: 64 },
             Message::Revisions { revisions: vec![b"FRV1".to_vec()] },
             Message::HaveRevisions { repo: "org/m".into(), ids: vec![a, b] },
             Message::HaveNodes { repo: "org/m".into(), ids: vec![a] },
@@ -395,6 +527,9 @@ mod tests {
             Message::Chunks { chunks: vec![(a, vec![0, 1, 0, 0, 0, b'a'])] },
             Message::PutChunks { repo: "org/m".into(), chunks: vec![(a, vec![0, 1, 0, 0, 0, b'a'])] },
             Message::UpdateBranch { repo: "org/m".into(), branch: "main".into(), expected: Some(a), new: b, revisions: vec![] },
+            Message::ListRepos { pattern: "org/*".into(), after: "".into() },
+            Message::Repos { more: true, repos: vec![RepoRefs { name: "org/m".into(), public: false, branches: vec![("main".into(), a)] }] },
+            Message::PutRevisions { repo: "org/m".into(), revisions: vec![b"FRV1".to_vec()] },
         ]
     }
 

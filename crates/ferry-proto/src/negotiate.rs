@@ -11,19 +11,20 @@
 //! when its whole subtree is (chunks and nodes are written children first).
 //! So "the sink has node X" means it has everything below X.
 //!
-//! For a push the source is the local store and the sink the hub; for a pull
-//! the other way round. The driver loop is:
+//! Several steps may be in flight at once: `poll` hands out work until it
+//! has none *right now* (`None`); answers may come back in any order, and
+//! the comparison is over when `poll` has nothing and no answer is pending.
+//! Missing chunks can be taken as they are found (`take_missing_chunks`), so
+//! moving data need not wait for the whole comparison. A driver:
 //!
 //! ```text
-//! loop match diff.poll(batch) {
-//!     Step::AskNodes(ids)  => diff.nodes_known(&ids, &sink.have_nodes(&ids)),
-//!     Step::Expand(ids)    => for id in ids { diff.expanded(id, &source.node(id)) },
-//!     Step::AskChunks(ids) => diff.chunks_known(&ids, &sink.have_chunks(&ids)),
-//!     Step::Done           => break,
-//! }
+//! while let Some(step) = diff.poll(batch) { start(step) }   // then, per answer:
+//! AskNodes(ids)  => diff.nodes_known(&ids, &sink.have_nodes(&ids)),
+//! Expand(ids)    => for id in ids { diff.expanded(id, &source.node(id)) },
+//! AskChunks(ids) => diff.chunks_known(&ids, &sink.have_chunks(&ids)),
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use ferry_core::tree::Node;
 use ferry_core::Id;
@@ -37,7 +38,6 @@ pub enum Step {
     Expand(Vec<Id>),
     /// Ask the sink which of these chunks it has; answer with `chunks_known`.
     AskChunks(Vec<Id>),
-    Done,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -46,6 +46,8 @@ pub enum DiffError {
     AnswerLength { asked: usize, got: usize },
     #[error("node {0} was not requested for expansion")]
     Unexpected(Id),
+    #[error("chunk {0} was not asked about")]
+    UnexpectedChunk(Id),
     #[error("node {id} has height {got}, its parent expects {want} (0: any height of at least 1)")]
     Height { id: Id, want: u8, got: u8 },
 }
@@ -57,13 +59,19 @@ pub struct TreeDiff {
     seen_chunks: HashSet<Id>,
     ask_nodes: Vec<(Id, u8)>,
     expand: Vec<(Id, u8)>,
-    expanding: HashSet<Id>,
-    heights: std::collections::HashMap<Id, u8>,
-    ask_chunks: Vec<Id>,
+    /// Nodes handed out for expansion, with the height their parent expects.
+    expanding: HashMap<Id, u8>,
+    /// Nodes asked about, with the height their parent expects (0: a root).
+    asking: HashMap<Id, u8>,
+    ask_chunks: Vec<(Id, u64)>,
+    /// Chunks asked about, with their sizes.
+    asking_chunks: HashMap<Id, u64>,
     missing_nodes: Vec<(u8, Id)>,
-    missing_chunks: Vec<Id>,
+    missing_chunks: Vec<(Id, u64)>,
     /// Ids sent to the sink in questions (for reporting negotiation cost).
     pub ids_asked: u64,
+    /// Chunks under the nodes the sink lacks, found missing or not.
+    pub chunks_seen: u64,
 }
 
 impl TreeDiff {
@@ -78,34 +86,41 @@ impl TreeDiff {
         d
     }
 
-    /// The next thing to do, with at most `batch` ids.
-    pub fn poll(&mut self, batch: usize) -> Step {
+    /// The next thing to do, with at most `batch` ids; `None` when nothing
+    /// can be done until an answer arrives (or the comparison is over).
+    pub fn poll(&mut self, batch: usize) -> Option<Step> {
         fn take<T>(v: &mut Vec<T>, batch: usize) -> Vec<T> {
-            let n = v.len().min(batch);
+            let n = v.len().min(batch.max(1));
             v.drain(..n).collect()
         }
         if !self.ask_nodes.is_empty() {
             let items = take(&mut self.ask_nodes, batch);
             self.ids_asked += items.len() as u64;
-            for (id, h) in &items {
-                self.heights.insert(*id, *h);
-            }
-            return Step::AskNodes(items.into_iter().map(|x| x.0).collect());
+            self.asking.extend(items.iter().copied());
+            return Some(Step::AskNodes(items.into_iter().map(|x| x.0).collect()));
         }
         if !self.expand.is_empty() {
             let items = take(&mut self.expand, batch);
-            for (id, h) in &items {
-                self.expanding.insert(*id);
-                self.heights.insert(*id, *h);
-            }
-            return Step::Expand(items.into_iter().map(|x| x.0).collect());
+            self.expanding.extend(items.iter().copied());
+            return Some(Step::Expand(items.into_iter().map(|x| x.0).collect()));
         }
         if !self.ask_chunks.is_empty() {
             let items = take(&mut self.ask_chunks, batch);
             self.ids_asked += items.len() as u64;
-            return Step::AskChunks(items);
+            self.asking_chunks.extend(items.iter().copied());
+            return Some(Step::AskChunks(items.into_iter().map(|x| x.0).collect()));
         }
-        Step::Done
+        None
+    }
+
+    /// Whether every step handed out has been answered and none is left.
+    pub fn is_finished(&self) -> bool {
+        self.ask_nodes.is_empty()
+            && self.expand.is_empty()
+            && self.ask_chunks.is_empty()
+            && self.asking.is_empty()
+            && self.expanding.is_empty()
+            && self.asking_chunks.is_empty()
     }
 
     /// The sink's answer to `AskNodes(ids)`.
@@ -113,12 +128,13 @@ impl TreeDiff {
         if ids.len() != have.len() {
             return Err(DiffError::AnswerLength { asked: ids.len(), got: have.len() });
         }
+        if let Some(id) = ids.iter().find(|id| !self.asking.contains_key(id)) {
+            return Err(DiffError::Unexpected(*id));
+        }
         for (id, has) in ids.iter().zip(have) {
+            let h = self.asking.remove(id).unwrap_or(0);
             if !has {
-                let h = self.heights.remove(id).unwrap_or(0);
                 self.expand.push((*id, h));
-            } else {
-                self.heights.remove(id);
             }
         }
         Ok(())
@@ -127,18 +143,19 @@ impl TreeDiff {
     /// A node the sink lacks, fetched from the source (already verified
     /// against its id by the caller).
     pub fn expanded(&mut self, id: Id, node: &Node) -> Result<(), DiffError> {
-        if !self.expanding.remove(&id) {
+        let Some(&want) = self.expanding.get(&id) else {
             return Err(DiffError::Unexpected(id));
-        }
-        let want = self.heights.remove(&id).unwrap_or(0);
+        };
         if node.height == 0 || (want != 0 && want != node.height) {
             return Err(DiffError::Height { id, want, got: node.height });
         }
+        self.expanding.remove(&id);
         self.missing_nodes.push((node.height, id));
         for c in &node.children {
             if node.height == 1 {
+                self.chunks_seen += 1;
                 if self.seen_chunks.insert(c.id) {
-                    self.ask_chunks.push(c.id);
+                    self.ask_chunks.push((c.id, c.size));
                 }
             } else if self.seen_nodes.insert(c.id) {
                 self.ask_nodes.push((c.id, node.height - 1));
@@ -152,12 +169,26 @@ impl TreeDiff {
         if ids.len() != have.len() {
             return Err(DiffError::AnswerLength { asked: ids.len(), got: have.len() });
         }
-        self.missing_chunks.extend(ids.iter().zip(have).filter(|x| !x.1).map(|x| *x.0));
+        if let Some(id) = ids.iter().find(|id| !self.asking_chunks.contains_key(id)) {
+            return Err(DiffError::UnexpectedChunk(*id));
+        }
+        for (id, has) in ids.iter().zip(have) {
+            let size = self.asking_chunks.remove(id).unwrap_or(0);
+            if !has {
+                self.missing_chunks.push((*id, size));
+            }
+        }
         Ok(())
     }
 
-    /// Chunks the sink lacks, in discovery order.
-    pub fn missing_chunks(&self) -> &[Id] {
+    /// Chunks found missing since the last call, with their raw sizes, in
+    /// discovery order.
+    pub fn take_missing_chunks(&mut self) -> Vec<(Id, u64)> {
+        std::mem::take(&mut self.missing_chunks)
+    }
+
+    /// Chunks found missing and not yet taken.
+    pub fn missing_chunks(&self) -> &[(Id, u64)] {
         &self.missing_chunks
     }
 
@@ -181,8 +212,8 @@ mod tests {
     fn run(roots: &[Id], src: &HashMap<Id, Node>, sink_nodes: &HashSet<Id>, sink_chunks: &HashSet<Id>) -> (Vec<Id>, Vec<Id>, u64, usize) {
         let mut d = TreeDiff::new(roots.iter().copied());
         let mut trips = 0;
-        loop {
-            match d.poll(1024) {
+        while let Some(step) = d.poll(1024) {
+            match step {
                 Step::AskNodes(ids) => {
                     trips += 1;
                     let have: Vec<bool> = ids.iter().map(|i| sink_nodes.contains(i)).collect();
@@ -198,10 +229,10 @@ mod tests {
                     let have: Vec<bool> = ids.iter().map(|i| sink_chunks.contains(i)).collect();
                     d.chunks_known(&ids, &have).unwrap();
                 }
-                Step::Done => break,
             }
         }
-        (d.missing_chunks().to_vec(), d.missing_nodes_bottom_up(), d.ids_asked, trips)
+        assert!(d.is_finished());
+        (d.take_missing_chunks().into_iter().map(|c| c.0).collect(), d.missing_nodes_bottom_up(), d.ids_asked, trips)
     }
 
     fn leaves(n: u64, salt: u64) -> Vec<(Id, u64)> {
@@ -253,13 +284,24 @@ mod tests {
     #[test]
     fn mismatched_answers_are_errors() {
         let mut d = TreeDiff::new([Id::of_chunk(b"r")]);
-        let Step::AskNodes(ids) = d.poll(10) else { panic!() };
+        let Some(Step::AskNodes(ids)) = d.poll(10) else { panic!() };
         assert!(d.nodes_known(&ids, &[]).is_err());
+        assert!(d.nodes_known(&[Id::of_chunk(b"x")], &[false]).is_err(), "an answer about a node not asked about");
         assert!(d.expanded(Id::of_chunk(b"x"), &Node { height: 1, children: vec![] }).is_err());
         // A root claimed to have height 0 (found by fuzzing: it underflowed).
         let root = Id::of_chunk(b"r");
         d.nodes_known(&ids, &[false]).unwrap();
-        let Step::Expand(_) = d.poll(10) else { panic!() };
+        assert!(d.nodes_known(&ids, &[false]).is_err(), "the same answer twice");
+        let Some(Step::Expand(_)) = d.poll(10) else { panic!() };
         assert!(d.expanded(root, &Node { height: 0, children: vec![ferry_core::tree::Child { id: root, size: 1 }] }).is_err());
+        assert!(!d.is_finished(), "a refused expansion leaves the node pending");
+        let leaf = ferry_core::tree::Child { id: Id::of_chunk(b"c"), size: 7 };
+        d.expanded(root, &Node { height: 1, children: vec![leaf] }).unwrap();
+        let Some(Step::AskChunks(c)) = d.poll(10) else { panic!() };
+        assert!(d.chunks_known(&[Id::of_chunk(b"y")], &[false]).is_err(), "an answer about a chunk not asked about");
+        d.chunks_known(&c, &[false]).unwrap();
+        assert!(d.is_finished());
+        assert_eq!(d.take_missing_chunks(), vec![(leaf.id, 7)]);
+        assert!(d.take_missing_chunks().is_empty());
     }
 }

@@ -61,13 +61,25 @@ impl WriteSession<'_> {
         Ok(decoded.into_iter().map(|x| x.0).collect())
     }
 
-    /// Stores `revisions` (parents before children, or parents already
-    /// stored) and moves `repo`'s `branch` from `expected` to `new` by
-    /// compare-and-swap. Every file tree must be stored; all data is made
-    /// durable before the revisions and the branch are written (synced).
-    pub fn publish(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: &[Revision]) -> Result<()> {
-        ferry_core::names::check_repo_name(repo)?;
-        ferry_core::names::check_branch_name(branch)?;
+    /// Stores revisions that came from elsewhere without moving a branch
+    /// (the first part of a history too long for one `publish`), with the
+    /// same checks as `publish`: parents stored or earlier in the list,
+    /// every file tree stored, all data durable first.
+    pub fn put_revisions(&self, revisions: &[Revision]) -> Result<()> {
+        let encoded = self.check_revisions(revisions)?;
+        let store = self.store();
+        store.sync_data()?;
+        let mut batch = WriteBatch::default();
+        for (id, enc) in &encoded {
+            batch.put_cf(store.cf(CF_REVISIONS), id.as_bytes(), enc);
+        }
+        write(&store.db, batch, Durability::Synced)?;
+        Ok(())
+    }
+
+    /// Encodes revisions after checking that each one's parents are stored
+    /// or come earlier, and that its file trees are stored.
+    fn check_revisions(&self, revisions: &[Revision]) -> Result<Vec<(Id, Vec<u8>)>> {
         let store = self.store();
         let mut known: HashSet<Id> = HashSet::new();
         let mut encoded = Vec::with_capacity(revisions.len());
@@ -88,7 +100,19 @@ impl WriteSession<'_> {
             known.insert(id);
             encoded.push((id, enc));
         }
-        if !known.contains(&new) && !store.has_revision(&new)? {
+        Ok(encoded)
+    }
+
+    /// Stores `revisions` (parents before children, or parents already
+    /// stored) and moves `repo`'s `branch` from `expected` to `new` by
+    /// compare-and-swap. Every file tree must be stored; all data is made
+    /// durable before the revisions and the branch are written (synced).
+    pub fn publish(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: &[Revision]) -> Result<()> {
+        ferry_core::names::check_repo_name(repo)?;
+        ferry_core::names::check_branch_name(branch)?;
+        let store = self.store();
+        let encoded = self.check_revisions(revisions)?;
+        if !encoded.iter().any(|(id, _)| *id == new) && !store.has_revision(&new)? {
             return Err(FormatError::Invalid { what: "branch update", detail: format!("new head {new} is neither stored nor sent") }.into());
         }
         store.sync_data()?;

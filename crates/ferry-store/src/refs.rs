@@ -185,6 +185,32 @@ impl Store {
         Err(StoreError::UnknownRevision(format!("{}@{}: no such branch or revision", spec.repo, spec.rev)))
     }
 
+    /// Encoded revisions breadth-first from `from` over parents, never
+    /// returning or following one in `until`, at most `max`: what a source
+    /// sends when the other side has `until`. Unknown ids are skipped.
+    pub fn history(&self, from: &[Id], until: &[Id], max: usize) -> Result<Vec<Vec<u8>>> {
+        let until: std::collections::HashSet<&Id> = until.iter().collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut queue: std::collections::VecDeque<Id> = from.iter().copied().collect();
+        let mut out = Vec::new();
+        while let Some(id) = queue.pop_front() {
+            if out.len() >= max {
+                break;
+            }
+            if until.contains(&id) || !seen.insert(id) {
+                continue;
+            }
+            let rev = match self.revision(&id) {
+                Ok(r) => r,
+                Err(StoreError::UnknownRevision(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            queue.extend(rev.parents.iter().copied());
+            out.push(rev.encode());
+        }
+        Ok(out)
+    }
+
     /// History from `head`, following first parents, newest first.
     pub fn log(&self, head: Id, limit: usize) -> Result<Vec<(Id, Revision)>> {
         let mut out = Vec::new();

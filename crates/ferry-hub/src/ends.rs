@@ -1,0 +1,281 @@
+//! The two ends of a transfer. A [`Source`] has a branch's revisions, trees
+//! and chunks; a [`Sink`] receives what it lacks. A local store and a hub
+//! connection are each both, so push (store → hub), pull (hub → store) and
+//! mirror (hub → hub) are one procedure (`transfer::run`).
+//!
+//! Whatever a sink stores it verifies itself: a local sink decodes and
+//! re-hashes every chunk record, a hub does the same on `PutChunks`. A
+//! source's records therefore pass through a relay (a mirror between two
+//! hubs) untouched.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use ferry_core::revision::Revision;
+use ferry_core::Id;
+use ferry_proto::{Message, RepoRefs, MAX_FRAME_LEN};
+use ferry_store::{ChunkStore, Store, StoreError, VerifiedRecord};
+
+use crate::client::Client;
+use crate::{HubError, Result};
+
+/// Where a transfer reads from.
+pub trait Source: Sync {
+    /// Encoded revisions breadth-first from `from`, stopping at `until`.
+    fn history(&self, repo: &str, from: Vec<Id>, until: Vec<Id>, max: u32) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
+    fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<bool>>> + Send;
+    /// Encoded nodes, in the order asked.
+    fn nodes(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
+    /// Chunk records as stored (compressed), in the order asked.
+    fn records(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<(Id, Vec<u8>)>>> + Send;
+}
+
+/// Where a transfer writes to.
+pub trait Sink: Sync {
+    fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<bool>>> + Send;
+    fn has_nodes(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<bool>>> + Send;
+    fn has_chunks(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<bool>>> + Send;
+    /// Verifies and stores chunk records; none is stored if one fails.
+    fn put_records(&self, repo: &str, records: Vec<(Id, Vec<u8>)>) -> impl Future<Output = Result<()>> + Send;
+    /// Stores encoded nodes, each after its children.
+    fn put_nodes(&self, repo: &str, nodes: Vec<Vec<u8>>) -> impl Future<Output = Result<()>> + Send;
+    /// Stores encoded revisions, parents first, without moving a branch.
+    fn put_revisions(&self, repo: &str, revisions: Vec<Vec<u8>>) -> impl Future<Output = Result<()>> + Send;
+    /// Stores revisions and moves `branch` from `expected` to `new` by
+    /// compare-and-swap.
+    fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>>) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Either end listing what it holds (for mirroring whole hubs).
+pub trait Listing: Sync {
+    /// Repositories matching a glob (`*` does not cross `/`), with their
+    /// branch heads, that this end may read.
+    fn list_repos(&self, pattern: &str) -> impl Future<Output = Result<Vec<RepoRefs>>> + Send;
+}
+
+/// A store in this process.
+#[derive(Clone)]
+pub struct Local(pub Arc<Store>);
+
+fn decode_all(revisions: &[Vec<u8>]) -> Result<Vec<Revision>> {
+    Ok(revisions.iter().map(|b| Revision::decode(b)).collect::<Result<_, _>>()?)
+}
+
+/// Runs store work off the async workers' backs.
+fn blocking<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    tokio::task::block_in_place(f)
+}
+
+impl Source for Local {
+    async fn history(&self, _repo: &str, from: Vec<Id>, until: Vec<Id>, max: u32) -> Result<Vec<Vec<u8>>> {
+        blocking(|| Ok(self.0.history(&from, &until, max as usize)?))
+    }
+    async fn has_revisions(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        blocking(|| ids.iter().map(|i| Ok(self.0.has_revision(i)?)).collect())
+    }
+    async fn nodes(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<Vec<u8>>> {
+        blocking(|| ids.iter().map(|id| self.0.node_bytes(id)?.ok_or(HubError::Store(StoreError::MissingNode(*id)))).collect())
+    }
+    async fn records(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<(Id, Vec<u8>)>> {
+        blocking(|| ids.into_iter().map(|id| Ok((id, self.0.chunk_store().get_record(&id)?.ok_or(StoreError::MissingChunk(id))?))).collect())
+    }
+}
+
+impl Sink for Local {
+    async fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        Source::has_revisions(self, repo, ids).await
+    }
+    async fn has_nodes(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        blocking(|| Ok(self.0.has_nodes(&ids)?))
+    }
+    async fn has_chunks(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        blocking(|| Ok(self.0.chunk_store().contains(&ids)?))
+    }
+    async fn put_records(&self, _repo: &str, records: Vec<(Id, Vec<u8>)>) -> Result<()> {
+        blocking(|| {
+            let verified = records.into_iter().map(|(id, rec)| VerifiedRecord::verify(id, rec)).collect::<Result<Vec<_>, _>>()?;
+            Ok(self.0.write_session().put_records(&verified)?)
+        })
+    }
+    async fn put_nodes(&self, _repo: &str, nodes: Vec<Vec<u8>>) -> Result<()> {
+        blocking(|| {
+            self.0.write_session().put_nodes_checked(&nodes)?;
+            Ok(())
+        })
+    }
+    async fn put_revisions(&self, _repo: &str, revisions: Vec<Vec<u8>>) -> Result<()> {
+        blocking(|| Ok(self.0.write_session().put_revisions(&decode_all(&revisions)?)?))
+    }
+    async fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>>) -> Result<()> {
+        blocking(|| Ok(self.0.write_session().publish(repo, branch, expected, new, &decode_all(&revisions)?)?))
+    }
+}
+
+impl Listing for Local {
+    async fn list_repos(&self, pattern: &str) -> Result<Vec<RepoRefs>> {
+        let glob = repo_glob(pattern)?;
+        blocking(|| {
+            let mut out = Vec::new();
+            for r in self.0.repos()? {
+                if glob.is_match(&r.name) {
+                    out.push(RepoRefs { branches: self.0.branches(&r.name)?, name: r.name, public: r.public });
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// A repository glob as the hub reads them: `*` stays within one path
+/// component, so `org/*` does not match `org/a/b`.
+pub fn repo_glob(pattern: &str) -> Result<globset::GlobMatcher> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| HubError::Config(format!("repository pattern {pattern:?}: {e}")))
+}
+
+/// Splits records into requests that each fit in a frame.
+fn frames_of(records: Vec<(Id, Vec<u8>)>) -> Vec<Vec<(Id, Vec<u8>)>> {
+    let budget = MAX_FRAME_LEN - (64 << 10);
+    let mut out = vec![];
+    let (mut cur, mut bytes) = (Vec::new(), 0);
+    for r in records {
+        let size = r.1.len() + 36;
+        if !cur.is_empty() && bytes + size > budget {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += size;
+        cur.push(r);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+impl Source for Client {
+    async fn history(&self, repo: &str, from: Vec<Id>, until: Vec<Id>, max: u32) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for m in self.request(&Message::GetHistory { repo: repo.into(), from, until, max }).await? {
+            match m {
+                Message::Revisions { revisions } => out.extend(revisions),
+                other => return Err(unexpected("Revisions", &other)),
+            }
+            // A hostile hub could stream revisions forever; the engine
+            // refuses more than it asked for, so stop reading there.
+            if out.len() > max as usize {
+                break;
+            }
+        }
+        Ok(out)
+    }
+    async fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        let n = ids.len();
+        self.bitmap(Message::HaveRevisions { repo: repo.into(), ids }, n).await
+    }
+    async fn nodes(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(4096) {
+            for m in self.request(&Message::GetNodes { repo: repo.into(), ids: batch.to_vec() }).await? {
+                match m {
+                    Message::Nodes { nodes } => out.extend(nodes),
+                    other => return Err(unexpected("Nodes", &other)),
+                }
+                if out.len() > ids.len() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+    async fn records(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<(Id, Vec<u8>)>> {
+        let want: HashSet<Id> = ids.iter().copied().collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for m in self.request(&Message::GetChunks { repo: repo.into(), ids: ids.clone() }).await? {
+            match m {
+                Message::Chunks { chunks } => {
+                    for (id, rec) in chunks {
+                        if !want.contains(&id) {
+                            return Err(HubError::Protocol(format!("the hub sent chunk {id}, which was not asked for")));
+                        }
+                        out.push((id, rec));
+                    }
+                }
+                other => return Err(unexpected("Chunks", &other)),
+            }
+            if out.len() > ids.len() {
+                break;
+            }
+        }
+        if out.len() != ids.len() {
+            return Err(HubError::Protocol(format!("asked for {} chunks, got {}", ids.len(), out.len())));
+        }
+        Ok(out)
+    }
+}
+
+impl Sink for Client {
+    async fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        Source::has_revisions(self, repo, ids).await
+    }
+    async fn has_nodes(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        let n = ids.len();
+        self.bitmap(Message::HaveNodes { repo: repo.into(), ids }, n).await
+    }
+    async fn has_chunks(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        let n = ids.len();
+        self.bitmap(Message::HaveChunks { repo: repo.into(), ids }, n).await
+    }
+    async fn put_records(&self, repo: &str, records: Vec<(Id, Vec<u8>)>) -> Result<()> {
+        for chunks in frames_of(records) {
+            self.request(&Message::PutChunks { repo: repo.into(), chunks }).await?;
+        }
+        Ok(())
+    }
+    async fn put_nodes(&self, repo: &str, nodes: Vec<Vec<u8>>) -> Result<()> {
+        self.request(&Message::PutNodes { repo: repo.into(), nodes }).await.map(drop)
+    }
+    async fn put_revisions(&self, repo: &str, revisions: Vec<Vec<u8>>) -> Result<()> {
+        self.request(&Message::PutRevisions { repo: repo.into(), revisions }).await.map(drop)
+    }
+    async fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>>) -> Result<()> {
+        self.request(&Message::UpdateBranch { repo: repo.into(), branch: branch.into(), expected, new, revisions }).await.map(drop)
+    }
+}
+
+impl Listing for Client {
+    async fn list_repos(&self, pattern: &str) -> Result<Vec<RepoRefs>> {
+        let mut out: Vec<RepoRefs> = Vec::new();
+        loop {
+            let after = out.last().map(|r| r.name.clone()).unwrap_or_default();
+            let mut more = false;
+            let mut page = Vec::new();
+            for m in self.request(&Message::ListRepos { pattern: pattern.into(), after: after.clone() }).await? {
+                match m {
+                    Message::Repos { more: m, repos } => {
+                        more = m;
+                        page.extend(repos);
+                    }
+                    other => return Err(unexpected("Repos", &other)),
+                }
+            }
+            // Pages must move forward, or a hostile hub could loop us.
+            if page.iter().any(|r| r.name <= after && !after.is_empty()) {
+                return Err(HubError::Protocol("the hub listed repositories out of order".into()));
+            }
+            let progressed = !page.is_empty();
+            out.extend(page);
+            if !more || !progressed {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+fn unexpected(want: &str, got: &Message) -> HubError {
+    HubError::Protocol(format!("expected {want}, got a frame of type {:#04x}", got.tag()))
+}
