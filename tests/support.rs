@@ -133,9 +133,17 @@ impl Hub {
     }
 
     pub fn serve(store: PathBuf, listen: &str) -> Hub {
+        Self::serve_with(store, listen, &[], &[])
+    }
+
+    /// Starts `ferry serve` with extra arguments and environment (e.g. a
+    /// hub that follows another with `--mirror-of`).
+    pub fn serve_with(store: PathBuf, listen: &str, args: &[&str], envs: &[(&str, &str)]) -> Hub {
         use std::io::BufRead;
         let mut child = ferry(&store)
             .args(["--json", "serve", "--listen", listen])
+            .args(args)
+            .envs(envs.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()

@@ -75,6 +75,42 @@ enum Command {
     Serve {
         #[arg(long, default_value = "0.0.0.0:4433")]
         listen: std::net::SocketAddr,
+        /// Follow another hub: mirror its repositories into this store,
+        /// again every --mirror-interval seconds (--token, --transport,
+        /// --known-hubs and --ca apply to that connection).
+        #[arg(long, value_name = "HUB")]
+        mirror_of: Option<String>,
+        /// With --mirror-of: only repositories matching this glob (repeatable; default every one the token reads).
+        #[arg(long = "repo", requires = "mirror_of")]
+        repos: Vec<String>,
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        mirror_interval: u64,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Copy the branches of one hub's repositories to another hub, moving
+    /// only what the destination lacks; revisions keep their ids.
+    Mirror {
+        /// The hub to copy from (host:port).
+        source: String,
+        /// The hub to copy to (host:port).
+        destination: String,
+        /// Only repositories matching this glob (repeatable; default every one the source token reads).
+        #[arg(long = "repo")]
+        repos: Vec<String>,
+        /// Keep following the source: mirror again every --interval seconds until stopped.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        interval: u64,
+        /// Token for the source hub (read scope; default --token).
+        #[arg(long, env = "FERRY_FROM_TOKEN", hide_env_values = true)]
+        from_token: Option<String>,
+        /// Token for the destination hub (write scope; default --token).
+        #[arg(long, env = "FERRY_TO_TOKEN", hide_env_values = true)]
+        to_token: Option<String>,
+        #[command(flatten)]
+        net: NetArgs,
     },
     /// Send a local branch to a hub (only what the hub lacks).
     Push {
@@ -258,7 +294,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token { action } => admin_token(&path, action, json),
         Command::Visibility { pattern, visibility } => admin_visibility(&path, &pattern, &visibility, json),
         Command::Cat { first, second, third: Some(file), range, net } => remote_cat(&first, &second, &file, range.as_deref(), &net),
-        Command::Serve { listen } => serve(Arc::new(Store::open(&path)?), listen, json),
+        Command::Serve { listen, mirror_of, repos, mirror_interval, net } => {
+            let follow = mirror_of.map(|hub| Follow { options: net.options(&hub), hub, patterns: patterns(repos), interval: mirror_interval });
+            serve(Arc::new(Store::open(&path)?), listen, follow, json)
+        }
+        Command::Mirror { source, destination, repos, watch, interval, from_token, to_token, net } => {
+            let mut from = net.options(&source);
+            let mut to = net.options(&destination);
+            from.token = from_token.or(from.token);
+            to.token = to_token.or(to.token);
+            mirror(json, from, to, patterns(repos), watch.then_some(interval))
+        }
         Command::Push { hub, repo, branch, net } => {
             let store = Arc::new(Store::open(&path)?);
             transfer(json, "pushed", &hub, &net, async |client, bar| client.push(&store, &ferry_hub::PushOptions { repo, branch }, bar).await)
@@ -347,13 +393,133 @@ fn remote_cat(hub: &str, target: &str, file: &str, range: Option<&str>, net: &Ne
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(store: Arc<Store>, listen: std::net::SocketAddr, json: bool) -> Result<ExitCode> {
+/// The repository patterns given, or every repository.
+fn patterns(repos: Vec<String>) -> Vec<String> {
+    if repos.is_empty() {
+        vec!["*/*".into()]
+    } else {
+        repos
+    }
+}
+
+/// A hub this hub follows (`serve --mirror-of`).
+struct Follow {
+    hub: String,
+    options: ferry_hub::ConnectOptions,
+    patterns: Vec<String>,
+    interval: u64,
+}
+
+fn mirror_summary(r: &ferry_hub::mirror::MirrorReport, wire: (u64, u64), secs: f64) -> String {
+    let mut s = format!(
+        "mirrored {} repositories: {} branches updated ({} revisions, {} chunks, {} raw, {} on the wire), {} up to date",
+        r.repositories,
+        r.branches_updated,
+        r.revisions,
+        r.chunks_moved,
+        progress::bytes(r.raw_bytes_moved),
+        progress::bytes(r.chunk_bytes_moved),
+        r.branches_up_to_date
+    );
+    if r.conflicts + r.refused > 0 {
+        s.push_str(&format!(", {} conflicts, {} refused", r.conflicts, r.refused));
+    }
+    s.push_str(&format!("; {} of negotiation in {secs:.1}s", progress::bytes(wire.0 + wire.1)));
+    for b in &r.changed {
+        match &b.detail {
+            Some(d) => s.push_str(&format!("\n  {}@{}: {}: {d}", b.repo, b.branch, b.status)),
+            None => s.push_str(&format!("\n  {}@{}: {} ({} revisions, {} chunks)", b.repo, b.branch, b.status, b.revisions, b.chunks_moved)),
+        }
+    }
+    s
+}
+
+/// Bytes on the wire that were not chunk data, and all of them: chunk
+/// records cross twice in a mirror (in from the source, out to the sink).
+fn negotiation(r: &ferry_hub::mirror::MirrorReport, from: (u64, u64), to: (u64, u64)) -> (u64, u64) {
+    let total = from.0 + from.1 + to.0 + to.1;
+    (total.saturating_sub(2 * r.chunk_bytes_moved), total)
+}
+
+fn mirror_json(r: &ferry_hub::mirror::MirrorReport, from: (u64, u64), to: (u64, u64), secs: f64) -> serde_json::Value {
+    let (negotiation_bytes, wire_bytes) = negotiation(r, from, to);
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["source_wire_bytes"] = json!({ "sent": from.0, "received": from.1 });
+    v["destination_wire_bytes"] = json!({ "sent": to.0, "received": to.1 });
+    v["wire_bytes"] = json!(wire_bytes);
+    v["negotiation_bytes"] = json!(negotiation_bytes);
+    v["seconds"] = json!(secs);
+    v
+}
+
+fn mirror(json: bool, from: ferry_hub::ConnectOptions, to: ferry_hub::ConnectOptions, patterns: Vec<String>, watch: Option<u64>) -> Result<ExitCode> {
+    use ferry_hub::mirror::{mirror_once, MirrorOptions};
+    let opts = MirrorOptions { patterns, limits: Default::default() };
+    runtime()?.block_on(async {
+        let connect = async || -> Result<(ferry_hub::Client, ferry_hub::Client), ferry_hub::HubError> {
+            let (a, b) = tokio::join!(ferry_hub::Client::connect(&from), ferry_hub::Client::connect(&to));
+            Ok((a?, b?))
+        };
+        let bar = progress::Transfer::new(json);
+        if let Some(interval) = watch {
+            let mut last = (0, 0, 0, 0);
+            let started = std::time::Instant::now();
+            ferry_hub::mirror::watch(connect, &opts, std::time::Duration::from_secs(interval), &bar, |res, a, b| {
+                let (f, t) = (a.wire_bytes(), b.wire_bytes());
+                // Per pass: the bytes since the previous pass on these connections.
+                let (fp, tp) = if (f.0, f.1, t.0, t.1) >= last { ((f.0 - last.0, f.1 - last.1), (t.0 - last.2, t.1 - last.3)) } else { (f, t) };
+                last = (f.0, f.1, t.0, t.1);
+                let secs = started.elapsed().as_secs_f64();
+                match res {
+                    Ok(r) if r.changed.is_empty() => {}
+                    Ok(r) => print(json, mirror_json(r, fp, tp, secs), || mirror_summary(r, negotiation(r, fp, tp), secs)),
+                    Err(e) => {
+                        last = (0, 0, 0, 0);
+                        print(json, json!({ "error": e.to_string() }), || format!("mirror pass failed: {e}; retrying"));
+                    }
+                }
+            })
+            .await;
+            unreachable!("watching ends only when the process does");
+        }
+        let started = std::time::Instant::now();
+        let (a, b) = connect().await?;
+        let r = mirror_once(&a, &b, &opts, &bar).await;
+        bar.finish();
+        let r = r?;
+        let secs = started.elapsed().as_secs_f64();
+        let (f, t) = (a.wire_bytes(), b.wire_bytes());
+        print(json, mirror_json(&r, f, t, secs), || mirror_summary(&r, negotiation(&r, f, t), secs));
+        if !r.complete() {
+            bail!("{} branches could not be mirrored (see above); nothing was overwritten", r.conflicts + r.refused);
+        }
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn serve(store: Arc<Store>, listen: std::net::SocketAddr, follow: Option<Follow>, json: bool) -> Result<ExitCode> {
     let identity = ferry_hub::tls::Identity::load_or_create(store.path())?;
     let fingerprint = identity.fingerprint.clone();
     let created = identity.created;
     runtime()?.block_on(async move {
+        // Following another hub runs beside the accept loop, in this task.
+        let follower = async {
+            let Some(f) = follow else { return std::future::pending::<std::convert::Infallible>().await };
+            use ferry_hub::mirror::{eprintln_quiet, watch, MirrorOptions};
+            let opts = MirrorOptions { patterns: f.patterns, limits: Default::default() };
+            let connect = async || Ok((ferry_hub::Client::connect(&f.options).await?, ferry_hub::ends::Local(store.clone())));
+            let hub = f.hub;
+            watch(connect, &opts, std::time::Duration::from_secs(f.interval), &(), |res, _, _| match res {
+                Ok(r) if r.changed.is_empty() => {}
+                Ok(r) if json => eprintln_quiet(&json!({ "mirror_of": hub, "pass": r }).to_string()),
+                Ok(r) => eprintln_quiet(&format!("ferry: mirror of {hub}: {}", mirror_summary(r, (0, 0), 0.0))),
+                Err(e) => eprintln_quiet(&format!("ferry: mirror of {hub} failed: {e}; retrying")),
+            })
+            .await;
+            unreachable!("watching ends only when the process does")
+        };
         let opts = ferry_hub::ServeOptions { listen, max_auth_failures: 5 };
-        ferry_hub::serve(store, &identity, opts, |addr| {
+        let serving = ferry_hub::serve(store.clone(), &identity, opts, |addr| {
             print(json, json!({ "listen": addr.to_string(), "fingerprint": fingerprint, "new_identity": created }), || {
                 format!(
                     "ferry hub listening on {addr} (QUIC and TLS over TCP)\ncertificate fingerprint: {fingerprint}{}",
@@ -361,8 +527,11 @@ fn serve(store: Arc<Store>, listen: std::net::SocketAddr, json: bool) -> Result<
                 )
             });
             let _ = std::io::stdout().flush();
-        })
-        .await?;
+        });
+        tokio::select! {
+            served = serving => served?,
+            never = follower => match never {},
+        }
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -582,6 +751,7 @@ fn local(store: &Store, command: Command, json: bool) -> Result<ExitCode> {
         | Command::Token { .. }
         | Command::Visibility { .. }
         | Command::Serve { .. }
+        | Command::Mirror { .. }
         | Command::Push { .. }
         | Command::Pull { .. }
         | Command::Cat { third: Some(_), .. } => {

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod client;
 pub mod ends;
+pub mod mirror;
 pub mod server;
 pub mod tls;
 pub mod transfer;

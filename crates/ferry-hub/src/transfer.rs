@@ -58,7 +58,7 @@ pub async fn run<S: Source, K: Sink>(source: &S, sink: &K, plan: BranchPlan<'_>,
         match machine.poll().map_err(explain) {
             Err(e) => break Err(e),
             Ok(Poll::Request(tag, req)) => {
-                in_flight.push(Box::pin(async move { (tag, execute(source, sink, repo, branch, req).await) }));
+                in_flight.push(Box::pin(async move { (tag, execute(source, sink, repo, branch, req, direction).await) }));
                 continue;
             }
             Ok(Poll::Done) => break Ok(machine.report().clone()),
@@ -79,7 +79,7 @@ pub async fn run<S: Source, K: Sink>(source: &S, sink: &K, plan: BranchPlan<'_>,
     result
 }
 
-async fn execute<S: Source, K: Sink>(source: &S, sink: &K, repo: &str, branch: &str, req: Request) -> Result<Response> {
+async fn execute<S: Source, K: Sink>(source: &S, sink: &K, repo: &str, branch: &str, req: Request, direction: Direction) -> Result<Response> {
     Ok(match req {
         Request::SourceHistory { from, until, max } => Response::Revisions(source.history(repo, from, until, max).await?),
         Request::SourceHasRevisions(ids) => Response::Bitmap(source.has_revisions(repo, ids).await?),
@@ -102,7 +102,14 @@ async fn execute<S: Source, K: Sink>(source: &S, sink: &K, repo: &str, branch: &
             Response::Stored
         }
         Request::SinkUpdateBranch { expected, new, revisions } => {
-            sink.update_branch(repo, branch, expected, new, revisions).await?;
+            match sink.update_branch(repo, branch, expected, new, revisions).await {
+                // Someone moved the branch on the destination meanwhile.
+                Err(HubError::Remote { code: ErrorCode::Conflict, message }) if direction == Direction::Mirror => {
+                    let message = format!("{repo}@{branch} moved on the destination while mirroring ({message}); left as it is");
+                    return Err(HubError::Remote { code: ErrorCode::Conflict, message });
+                }
+                res => res?,
+            }
             Response::Stored
         }
     })

@@ -1,0 +1,271 @@
+//! Mirroring: every branch of every repository the source lets us read
+//! (matching the patterns) is moved to the sink, as a push would, keeping
+//! revision ids. Each branch moves by compare-and-swap; a branch whose
+//! histories diverged is reported and left alone, never overwritten.
+//!
+//! Cost grows with the difference, not with either hub: one paged listing
+//! of branch heads from each side, then for each branch whose heads differ
+//! the transfer engine's history walk (stopping at the sink's head) and
+//! top-down tree comparison.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use ferry_core::Id;
+use ferry_proto::transfer::{Limits, Report};
+use ferry_proto::{ErrorCode, RepoRefs};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use crate::ends::{Listing, Sink, Source};
+use crate::transfer::{run, BranchPlan, Direction, TransferProgress};
+use crate::{HubError, Result};
+
+/// Branches moved at once: enough to hide round trips on a long link when
+/// many small repositories changed; each still pipelines its own requests.
+const PARALLEL_BRANCHES: usize = 4;
+
+pub struct MirrorOptions {
+    /// Repository globs (`*` does not cross `/`); `*/*` is every repository.
+    pub patterns: Vec<String>,
+    pub limits: Limits,
+}
+
+/// What happened to one branch.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BranchOutcome {
+    pub repo: String,
+    pub branch: String,
+    /// `updated`, `up to date`, `conflict` or `refused`.
+    pub status: &'static str,
+    /// The sink's head afterwards.
+    pub head: Option<String>,
+    pub revisions: u64,
+    pub chunks_moved: u64,
+    pub chunk_bytes_moved: u64,
+    pub raw_bytes_moved: u64,
+    pub ids_asked: u64,
+    /// Why a branch was not updated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MirrorReport {
+    pub repositories: u64,
+    pub branches_seen: u64,
+    pub branches_updated: u64,
+    pub branches_up_to_date: u64,
+    pub conflicts: u64,
+    pub refused: u64,
+    pub revisions: u64,
+    pub chunks_moved: u64,
+    pub chunk_bytes_moved: u64,
+    pub raw_bytes_moved: u64,
+    pub ids_asked: u64,
+    /// Branches that were not up to date, and why (updated ones too).
+    pub changed: Vec<BranchOutcome>,
+}
+
+impl MirrorReport {
+    /// Whether every branch now matches the source.
+    pub fn complete(&self) -> bool {
+        self.conflicts == 0 && self.refused == 0
+    }
+}
+
+/// Sums the progress of the branches moving at once.
+struct Combined<'a> {
+    outer: &'a dyn TransferProgress,
+    done: Mutex<Report>,
+    running: Mutex<HashMap<usize, Report>>,
+}
+
+impl Combined<'_> {
+    fn publish(&self) {
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sum = done;
+        for r in running.values() {
+            add(&mut sum, r);
+        }
+        self.outer.update(&sum);
+    }
+    fn finish(&self, slot: usize) {
+        if let Some(r) = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot) {
+            add(&mut self.done.lock().unwrap_or_else(|p| p.into_inner()), &r);
+        }
+    }
+}
+
+fn add(sum: &mut Report, r: &Report) {
+    sum.revisions += r.revisions;
+    sum.chunks_moved += r.chunks_moved;
+    sum.chunk_bytes_moved += r.chunk_bytes_moved;
+    sum.raw_bytes_moved += r.raw_bytes_moved;
+    sum.raw_bytes_to_move += r.raw_bytes_to_move;
+    sum.chunks_already_there += r.chunks_already_there;
+    sum.nodes_moved += r.nodes_moved;
+    sum.ids_asked += r.ids_asked;
+}
+
+struct Slot<'a> {
+    combined: &'a Combined<'a>,
+    slot: usize,
+}
+
+impl TransferProgress for Slot<'_> {
+    fn update(&self, r: &Report) {
+        self.combined.running.lock().unwrap_or_else(|p| p.into_inner()).insert(self.slot, r.clone());
+        self.combined.publish();
+    }
+}
+
+/// A branch the sink does not have at the source's head.
+struct Behind {
+    repo: String,
+    branch: String,
+    head: Id,
+    sink_head: Option<Id>,
+    /// The sink's heads in the repository.
+    hints: Vec<Id>,
+}
+
+/// Every repository matching one of the patterns, by name.
+async fn listing(end: &impl Listing, patterns: &[String]) -> Result<BTreeMap<String, RepoRefs>> {
+    let mut out = BTreeMap::new();
+    for p in patterns {
+        for r in end.list_repos(p).await? {
+            out.insert(r.name.clone(), r);
+        }
+    }
+    Ok(out)
+}
+
+/// One pass: brings every matching branch of the sink up to the source.
+/// Branch-level refusals (diverged histories, a branch moved meanwhile, a
+/// repository the sink's token may not write) are reported in the result;
+/// anything else (a lost connection, a protocol error) ends the pass, and a
+/// re-run resumes where it stopped.
+pub async fn mirror_once<S, K>(source: &S, sink: &K, opts: &MirrorOptions, progress: &dyn TransferProgress) -> Result<MirrorReport>
+where
+    S: Source + Listing,
+    K: Sink + Listing,
+{
+    let (from, to) = futures_util::future::join(listing(source, &opts.patterns), listing(sink, &opts.patterns)).await;
+    let (from, to) = (from?, to?);
+    let mut report = MirrorReport { repositories: from.len() as u64, ..Default::default() };
+    let mut todo: Vec<Behind> = Vec::new();
+    for (name, repo) in &from {
+        let sink_branches: HashMap<&str, Id> = to.get(name).map(|r| r.branches.iter().map(|(b, id)| (b.as_str(), *id)).collect()).unwrap_or_default();
+        let hints: Vec<Id> = sink_branches.values().copied().collect();
+        for (branch, head) in &repo.branches {
+            report.branches_seen += 1;
+            let sink_head = sink_branches.get(branch.as_str()).copied();
+            if sink_head == Some(*head) {
+                report.branches_up_to_date += 1;
+            } else {
+                todo.push(Behind { repo: name.clone(), branch: branch.clone(), head: *head, sink_head, hints: hints.clone() });
+            }
+        }
+    }
+    let combined = Combined { outer: progress, done: Mutex::new(Report::default()), running: Mutex::new(HashMap::new()) };
+    let mut in_flight = FuturesUnordered::new();
+    let mut queue = todo.into_iter().enumerate();
+    let mut first_error = None;
+    loop {
+        while in_flight.len() < PARALLEL_BRANCHES && first_error.is_none() {
+            let Some((slot, Behind { repo, branch, head, sink_head, hints })) = queue.next() else { break };
+            let combined = &combined;
+            let limits = opts.limits.clone();
+            in_flight.push(async move {
+                let plan = BranchPlan { repo: &repo, branch: &branch, source_head: head, sink_head, sink_hints: hints, partial: None, limits };
+                let res = run(source, sink, plan, Direction::Mirror, &Slot { combined, slot }).await;
+                combined.finish(slot);
+                (repo, branch, res)
+            });
+        }
+        let Some((repo, branch, res)) = in_flight.next().await else { break };
+        match res {
+            Ok(r) => {
+                report.branches_updated += u64::from(!r.up_to_date);
+                report.branches_up_to_date += u64::from(r.up_to_date);
+                report.revisions += r.revisions;
+                report.chunks_moved += r.chunks_moved;
+                report.chunk_bytes_moved += r.chunk_bytes_moved;
+                report.raw_bytes_moved += r.raw_bytes_moved;
+                report.ids_asked += r.ids_asked;
+                report.changed.push(outcome(repo, branch, if r.up_to_date { "up to date" } else { "updated" }, Some(r.head), &r, None));
+            }
+            Err(HubError::Remote { code, message }) if matches!(code, ErrorCode::Conflict | ErrorCode::Forbidden | ErrorCode::NotFound) => {
+                let status = if code == ErrorCode::Conflict { "conflict" } else { "refused" };
+                report.conflicts += u64::from(code == ErrorCode::Conflict);
+                report.refused += u64::from(code != ErrorCode::Conflict);
+                report.changed.push(outcome(repo, branch, status, None, &Report::default(), Some(message)));
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+fn outcome(repo: String, branch: String, status: &'static str, head: Option<Id>, r: &Report, detail: Option<String>) -> BranchOutcome {
+    BranchOutcome {
+        repo,
+        branch,
+        status,
+        head: head.map(|h| h.to_hex()),
+        revisions: r.revisions,
+        chunks_moved: r.chunks_moved,
+        chunk_bytes_moved: r.chunk_bytes_moved,
+        raw_bytes_moved: r.raw_bytes_moved,
+        ids_asked: r.ids_asked,
+        detail,
+    }
+}
+
+/// Mirrors again and again, `interval` apart, until the task is dropped:
+/// what `ferry mirror --watch` and a hub following another run. A failed
+/// pass is reported and the next one reconnects (`connect` makes the ends
+/// afresh); `on_pass` sees every pass's outcome.
+pub async fn watch<S, K>(
+    mut connect: impl AsyncFnMut() -> Result<(S, K)>,
+    opts: &MirrorOptions,
+    interval: std::time::Duration,
+    progress: &dyn TransferProgress,
+    mut on_pass: impl FnMut(Result<&MirrorReport, &HubError>, &S, &K),
+) where
+    S: Source + Listing,
+    K: Sink + Listing,
+{
+    let mut ends: Option<(S, K)> = None;
+    loop {
+        if ends.is_none() {
+            match connect().await {
+                Ok(e) => ends = Some(e),
+                Err(e) => {
+                    tracing::warn!("mirror: {e}");
+                    eprintln_quiet(&format!("ferry: mirror: {e}; retrying in {}s", interval.as_secs()));
+                }
+            }
+        }
+        if let Some((source, sink)) = &ends {
+            let res = mirror_once(source, sink, opts, progress).await;
+            on_pass(res.as_ref(), source, sink);
+            if res.is_err() {
+                ends = None;
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Writes a line to stderr, ignoring a closed stderr (a hub keeps serving).
+pub fn eprintln_quiet(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
