@@ -13,14 +13,14 @@ use ferry_core::Id;
 use ferry_proto::transfer::{Limits, Partial, Report};
 use ferry_proto::{ErrorCode, Message};
 use ferry_store::Store;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::ends::{Local, Source};
 use crate::tls::{self, Trust};
 use crate::transfer::{run, BranchPlan, Direction, TransferProgress};
-use crate::wire::{read_message, write_message};
+use crate::wire::{read_message_patiently, write_message, Patience};
 use crate::{HubError, Result};
 
 /// Which transport to use.
@@ -189,10 +189,7 @@ impl Client {
     }
 
     async fn hello_quic(&self) -> Result<()> {
-        let Conn::Quic { conn, .. } = &self.conn else { unreachable!() };
-        let (mut send, mut recv) = conn.open_bi().await.map_err(lost)?;
-        self.exchange(&mut send, &mut recv, &self.hello(), true).await?;
-        Ok(())
+        self.request(&self.hello()).await.map(drop)
     }
 
     async fn open_tcp(&self) -> Result<TlsStream<TcpStream>> {
@@ -202,25 +199,63 @@ impl Client {
             .map_err(|_| HubError::Connect { hub: self.hub.clone(), detail: "TCP connect timed out".into() })?
             .map_err(|e| HubError::Connect { hub: self.hub.clone(), detail: format!("TCP: {e}") })?;
         let _ = tcp.set_nodelay(true);
+        crate::wire::tcp_liveness(&tcp);
         let mut s = tls.connect(name.clone(), tcp).await.map_err(|e| HubError::Connect { hub: self.hub.clone(), detail: format!("TLS: {e}") })?;
-        let hello = self.hello();
-        let (mut r, mut w) = tokio::io::split(&mut s);
-        self.exchange(&mut w, &mut r, &hello, false).await?;
+        self.tcp_exchange(&mut s, &self.hello()).await?;
         Ok(s)
     }
 
-    /// Sends one request and reads its response up to `Done`.
-    async fn exchange<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(&self, w: &mut W, r: &mut R, req: &Message, finish: bool) -> Result<Vec<Message>> {
-        let n = write_message(w, req).await?;
+    /// One request on a TCP connection: the answer may take as long as the
+    /// kernel still holds unacknowledged request bytes.
+    async fn tcp_exchange(&self, s: &mut TlsStream<TcpStream>, req: &Message) -> Result<Vec<Message>> {
+        struct Unsent(std::os::fd::RawFd);
+        impl Patience for Unsent {
+            fn still_sending(&self) -> bool {
+                crate::wire::unacknowledged(self.0) > 0
+            }
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(s.get_ref().0);
+        let (mut r, mut w) = tokio::io::split(s);
+        let n = write_message(&mut w, req).await?;
         self.sent.fetch_add(n, Ordering::Relaxed);
         w.flush().await.map_err(lost)?;
-        if finish {
-            w.shutdown().await.map_err(lost)?;
+        self.read_response(&mut r, &Unsent(fd)).await
+    }
+
+    /// One request on its own QUIC stream: the answer may take as long as
+    /// the hub has not acknowledged the whole request, or keeps sending on
+    /// other streams (they may hold the link); silence beyond that is timed.
+    async fn quic_exchange(&self, conn: &quinn::Connection, req: &Message) -> Result<Vec<Message>> {
+        struct Acked(Arc<std::sync::atomic::AtomicBool>, crate::wire::StreamActivity);
+        impl Patience for Acked {
+            fn still_sending(&self) -> bool {
+                // Evaluate both: the activity check keeps its count current.
+                let active = self.1.still_sending();
+                !self.0.load(Ordering::Relaxed) || active
+            }
         }
+        let (mut send, mut recv) = conn.open_bi().await.map_err(lost)?;
+        let n = write_message(&mut send, req).await?;
+        self.sent.fetch_add(n, Ordering::Relaxed);
+        send.finish().map_err(lost)?;
+        let acked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, stopped) = (acked.clone(), send.stopped());
+        let watcher = tokio::spawn(async move {
+            let _ = stopped.await;
+            flag.store(true, Ordering::Relaxed);
+        });
+        let res = self.read_response(&mut recv, &Acked(acked, crate::wire::StreamActivity::new(conn))).await;
+        watcher.abort();
+        res
+    }
+
+    /// Sends one request and reads its response up to `Done`, waiting out
+    /// silences while `patience` says the hub cannot have the request yet.
+    async fn read_response<R: AsyncRead + Unpin>(&self, r: &mut R, patience: &dyn Patience) -> Result<Vec<Message>> {
         let mut out = Vec::new();
         let mut bytes = 0;
         loop {
-            let m = read_message(r).await?.ok_or_else(|| HubError::Lost("the hub closed the stream before answering".into()))?;
+            let m = read_message_patiently(r, patience).await?.ok_or_else(|| HubError::Lost("the hub closed the stream before answering".into()))?;
             let n = (m.payload().len() + 5) as u64;
             self.received.fetch_add(n, Ordering::Relaxed);
             bytes += n;
@@ -239,18 +274,14 @@ impl Client {
     /// connection (TCP).
     pub async fn request(&self, req: &Message) -> Result<Vec<Message>> {
         match &self.conn {
-            Conn::Quic { conn, .. } => {
-                let (mut send, mut recv) = conn.open_bi().await.map_err(lost)?;
-                self.exchange(&mut send, &mut recv, req, true).await
-            }
+            Conn::Quic { conn, .. } => self.quic_exchange(conn, req).await,
             Conn::Tcp { pool, .. } => {
                 let pooled = pool.lock().await.pop();
                 let mut s = match pooled {
                     Some(s) => s,
                     None => self.open_tcp().await?,
                 };
-                let (mut r, mut w) = tokio::io::split(&mut s);
-                let res = self.exchange(&mut w, &mut r, req, false).await;
+                let res = self.tcp_exchange(&mut s, req).await;
                 if res.is_ok() || matches!(res, Err(HubError::Remote { .. })) {
                     pool.lock().await.push(s);
                 }

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::access::{Access, Grant};
 use crate::tls::Identity;
-use crate::wire::{read_message, write_message};
+use crate::wire::{read_message_patiently, write_message, Impatient, Patience};
 use crate::{HubError, Result};
 
 pub struct ServeOptions {
@@ -92,6 +92,7 @@ pub async fn serve(store: Arc<Store>, identity: &Identity, opts: ServeOptions, r
             accepted = tcp.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
+                crate::wire::tcp_liveness(&stream);
                 let (hub, acceptor) = (hub.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     if let Err(e) = tcp_connection(hub, acceptor, stream, peer.ip()).await {
@@ -125,8 +126,9 @@ async fn quic_connection(hub: Arc<Hub>, incoming: quinn::Incoming) -> Result<()>
     loop {
         let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| HubError::Lost(e.to_string()))?;
         let (hub, grant) = (hub.clone(), grant.clone());
+        let activity = crate::wire::StreamActivity::new(&conn);
         tokio::spawn(async move {
-            if let Ok(Some(req)) = read_or_refuse(&mut recv, &mut send).await {
+            if let Ok(Some(req)) = read_or_refuse(&mut recv, &mut send, &activity).await {
                 let _ = respond(&hub, &grant, req, &mut send).await;
             }
             let _ = send.finish();
@@ -150,7 +152,7 @@ async fn tcp_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Arc<Hub>
     let Some(grant) = handshake(hub, peer, r, w).await? else { return Ok(()) };
     let grant = Arc::new(grant);
     // Requests follow one another on the connection.
-    while let Some(req) = read_or_refuse(r, w).await? {
+    while let Some(req) = read_or_refuse(r, w, &Impatient).await? {
         respond(hub, &grant, req, w).await?;
     }
     Ok(())
@@ -158,8 +160,8 @@ async fn tcp_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Arc<Hub>
 
 /// Reads a frame; one that breaks the protocol is answered with an `Error`
 /// frame naming what was wrong before the error is returned.
-async fn read_or_refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, w: &mut W) -> Result<Option<Message>> {
-    match read_message(r).await {
+async fn read_or_refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, w: &mut W, patience: &dyn Patience) -> Result<Option<Message>> {
+    match read_message_patiently(r, patience).await {
         Err(HubError::Protocol(msg)) => {
             let _ = write_message(w, &Message::Error { code: ErrorCode::BadRequest, message: msg.clone() }).await;
             let _ = w.flush().await;
@@ -173,7 +175,7 @@ async fn read_or_refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, 
 /// or an `Error`. Returns None when the client was refused.
 async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Hub, peer: IpAddr, r: &mut R, w: &mut W) -> Result<Option<Grant>> {
     let refuse = |code, message: String| Message::Error { code, message };
-    let reply = match read_or_refuse(r, w).await? {
+    let reply = match read_or_refuse(r, w, &Impatient).await? {
         Some(Message::Hello { versions, token, .. }) => {
             if !versions.contains(&ferry_proto::VERSION) {
                 Err(refuse(

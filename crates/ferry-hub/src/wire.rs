@@ -1,5 +1,10 @@
 //! Reading and writing frames on async byte streams, with limits and
 //! timeouts.
+//!
+//! Timeouts measure silence, not duration: a frame may take as long as it
+//! takes on a slow link as long as bytes keep arriving. A peer that sends
+//! nothing for [`READ_TIMEOUT`] is given up on, unless the caller knows it
+//! cannot have answered yet ([`Patience`]).
 
 use std::time::Duration;
 
@@ -14,16 +19,60 @@ pub const MAX_STREAMS: u32 = 16;
 /// How long a peer may stay silent in the middle of a request or response.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Reads one message; `None` at a clean end of stream.
-pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Message>> {
-    tokio::time::timeout(READ_TIMEOUT, read_inner(r)).await.map_err(|_| HubError::Timeout("the peer sent nothing for 30 s".into()))?
+/// Whether a silent peer should still be waited for: a client whose request
+/// has not yet fully reached the hub cannot expect an answer.
+pub trait Patience: Sync {
+    fn still_sending(&self) -> bool;
 }
 
-async fn read_inner<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Message>> {
+/// Never patient: the plain silence timeout (the hub reading requests).
+pub struct Impatient;
+impl Patience for Impatient {
+    fn still_sending(&self) -> bool {
+        false
+    }
+}
+
+/// Patient while a QUIC connection keeps carrying stream data on any
+/// stream: many requests share one connection, and on a slow link one
+/// stream may wait while others use it. Pings and acknowledgements do not
+/// count, so a peer that is alive but never answers is still given up on.
+pub struct StreamActivity {
+    conn: quinn::Connection,
+    seen: std::sync::Mutex<u64>,
+}
+
+impl StreamActivity {
+    pub fn new(conn: &quinn::Connection) -> StreamActivity {
+        StreamActivity { seen: std::sync::Mutex::new(conn.stats().frame_rx.stream), conn: conn.clone() }
+    }
+}
+
+impl Patience for StreamActivity {
+    fn still_sending(&self) -> bool {
+        let now = self.conn.stats().frame_rx.stream;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *seen, now) != now
+    }
+}
+
+/// Reads some bytes, waiting out silences while `patience` says so.
+async fn read_some<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8], patience: &dyn Patience) -> Result<usize> {
+    loop {
+        match tokio::time::timeout(READ_TIMEOUT, r.read(buf)).await {
+            Ok(res) => return res.map_err(|e| HubError::Lost(e.to_string())),
+            Err(_) if patience.still_sending() => continue,
+            Err(_) => return Err(HubError::Timeout(format!("the peer sent nothing for {} s", READ_TIMEOUT.as_secs()))),
+        }
+    }
+}
+
+/// Reads one message; `None` at a clean end of stream.
+pub async fn read_message_patiently<R: AsyncRead + Unpin>(r: &mut R, patience: &dyn Patience) -> Result<Option<Message>> {
     let mut h = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
-        let n = r.read(&mut h[got..]).await.map_err(|e| HubError::Lost(e.to_string()))?;
+        let n = read_some(r, &mut h[got..], patience).await?;
         if n == 0 {
             if got == 0 {
                 return Ok(None);
@@ -35,9 +84,14 @@ async fn read_inner<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Message>> 
     let (kind, len) = decode_header(&h).map_err(|e| HubError::Protocol(e.to_string()))?;
     // Grow as bytes arrive: a lying length costs the liar, not us.
     let mut payload = Vec::with_capacity(len.min(1 << 20));
-    let n = r.take(len as u64).read_to_end(&mut payload).await.map_err(|e| HubError::Lost(e.to_string()))?;
-    if n < len {
-        return Err(HubError::Protocol(format!("stream ended inside a frame ({n} of {len} payload bytes)")));
+    let mut buf = vec![0u8; len.min(256 << 10)];
+    while payload.len() < len {
+        let want = (len - payload.len()).min(buf.len());
+        let n = read_some(r, &mut buf[..want], patience).await?;
+        if n == 0 {
+            return Err(HubError::Protocol(format!("stream ended inside a frame ({} of {len} payload bytes)", payload.len())));
+        }
+        payload.extend_from_slice(&buf[..n]);
     }
     Message::decode(kind, &payload).map(Some).map_err(|e| HubError::Protocol(e.to_string()))
 }
@@ -46,4 +100,30 @@ pub async fn write_message<W: AsyncWrite + Unpin>(w: &mut W, m: &Message) -> Res
     let frame = m.to_frame();
     w.write_all(&frame).await.map_err(|e| HubError::Lost(e.to_string()))?;
     Ok(frame.len() as u64)
+}
+
+/// TCP keepalive and a user timeout, so that a peer that vanished without
+/// a word is noticed within about a minute even mid-transfer; and BBR where
+/// the kernel offers it, for the same reason QUIC uses it (loss-based
+/// congestion control collapses on long lossy paths).
+pub fn tcp_liveness(s: &tokio::net::TcpStream) {
+    let sock = socket2::SockRef::from(s);
+    let _ = sock.set_tcp_congestion(b"bbr");
+    let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(15)).with_interval(Duration::from_secs(5)).with_retries(4);
+    let _ = sock.set_tcp_keepalive(&ka);
+    let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(60)));
+}
+
+/// Bytes written to a TCP socket (by descriptor) that the peer has not
+/// acknowledged yet.
+pub fn unacknowledged(fd: std::os::fd::RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int, the size of the send queue;
+    // on a closed or foreign descriptor it fails and we report 0.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    if rc == 0 {
+        n.max(0) as usize
+    } else {
+        0
+    }
 }
