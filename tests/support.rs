@@ -139,15 +139,16 @@ impl Hub {
     /// Starts `ferry serve` with extra arguments and environment (e.g. a
     /// hub that follows another with `--mirror-of`).
     pub fn serve_with(store: PathBuf, listen: &str, args: &[&str], envs: &[(&str, &str)]) -> Hub {
+        let mut cmd = ferry(&store);
+        cmd.args(["--json", "serve", "--listen", listen]).args(args).envs(envs.iter().copied());
+        Self::spawn(cmd, store)
+    }
+
+    /// Starts a prepared `ferry ... serve` command (e.g. inside a network
+    /// namespace) and waits for its listening line.
+    pub fn spawn(mut cmd: Command, store: PathBuf) -> Hub {
         use std::io::BufRead;
-        let mut child = ferry(&store)
-            .args(["--json", "serve", "--listen", listen])
-            .args(args)
-            .envs(envs.iter().copied())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .expect("start ferry serve");
+        let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit()).spawn().expect("start ferry serve");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let v = json(&line);
@@ -185,4 +186,59 @@ pub fn client(store: &Path, token: Option<&str>) -> Command {
         None => c.env_remove("FERRY_TOKEN"),
     };
     c
+}
+
+/// The same command, run inside network namespace `ns` (`ip netns exec`),
+/// with the same arguments and environment.
+pub fn in_netns(ns: &str, cmd: &Command) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
+/// An emulated wide-area link (`wan-link`) between namespaces `<name>-a`
+/// (10.77.0.1) and `<name>-b` (10.77.0.2); torn down when dropped.
+pub struct Wan {
+    child: Child,
+    pub a: String,
+    pub b: String,
+}
+
+impl Wan {
+    /// None (after saying why) where namespaces and TUN devices are not
+    /// available: they need root.
+    pub fn start(name: &str, link: &[&str]) -> Option<Wan> {
+        use std::io::BufRead;
+        if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/net/tun").exists() {
+            eprintln!("SKIPPED: an emulated link needs root and /dev/net/tun");
+            return None;
+        }
+        let bin = ferry_bin().with_file_name("wan-link");
+        let mut child = Command::new(&bin)
+            .args(["--name", name])
+            .args(link)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let v = json(&line);
+        Some(Wan { child, a: v["a"]["netns"].as_str().unwrap().into(), b: v["b"]["netns"].as_str().unwrap().into() })
+    }
+}
+
+impl Drop for Wan {
+    fn drop(&mut self) {
+        // Closing its stdin makes the relay delete the namespaces and exit.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
 }

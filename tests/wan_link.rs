@@ -43,17 +43,19 @@ struct Args {
     /// Round-trip time, split evenly between the two directions.
     #[arg(long, default_value_t = 100.0)]
     rtt_ms: f64,
-    /// Extra delay per packet, uniform in 0..jitter (reorders packets when
-    /// larger than the gap between them).
+    /// Extra delay per packet, uniform in 0..jitter. Like a queue, it keeps
+    /// packets in order (use --reorder for reordering).
     #[arg(long, default_value_t = 0.0)]
     jitter_ms: f64,
     /// Probability that a packet is lost, each way.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
-    /// Probability that a packet skips half the propagation delay,
-    /// overtaking those sent before it.
+    /// Probability that a packet is held back by --reorder-ms, so that the
+    /// packets behind it overtake it.
     #[arg(long, default_value_t = 0.0)]
     reorder: f64,
+    #[arg(long, default_value_t = 1.0)]
+    reorder_ms: f64,
     /// Queue in front of the link, in KiB (default: 100 ms at the link rate,
     /// at least 64 KiB).
     #[arg(long)]
@@ -154,6 +156,9 @@ fn ingress(mut input: File, line: Arc<DelayLine>, args: Args, seed: u64, c: Arc<
     let rate = args.rate_mbit * 1e6 / 8.0; // bytes per second
     let one_way = Duration::from_secs_f64(args.rtt_ms / 2000.0);
     let jitter = args.jitter_ms / 1000.0;
+    let hold_back = Duration::from_secs_f64(args.reorder_ms / 1000.0);
+    // Jitter never lets a packet overtake the one before it.
+    let mut last_due = Instant::now();
     let queue = args.queue_kib.map_or_else(|| (rate * 0.1).max(65536.0), |k| (k * 1024) as f64);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut free_at = Instant::now();
@@ -181,13 +186,14 @@ fn ingress(mut input: File, line: Arc<DelayLine>, args: Args, seed: u64, c: Arc<
             free_at = free_at.max(now) + Duration::from_secs_f64(n as f64 / rate);
             done = free_at;
         }
-        let mut delay = one_way + Duration::from_secs_f64(jitter * rng.unit());
+        let mut at = (done + one_way + Duration::from_secs_f64(jitter * rng.unit())).max(last_due);
+        last_due = at;
         if rng.unit() < args.reorder {
-            delay /= 2;
+            at += hold_back;
         }
         seq += 1;
         let mut heap = line.heap.lock().unwrap();
-        heap.push(Due { at: done + delay, seq, packet: buf[..n].to_vec() });
+        heap.push(Due { at, seq, packet: buf[..n].to_vec() });
         line.ready.notify_one();
     }
 }
@@ -259,5 +265,6 @@ fn main() {
             "lost": c.lost.load(Ordering::Relaxed), "queue_drops": c.queue_drops.load(Ordering::Relaxed),
             "delivered_bytes": c.delivered_bytes.load(Ordering::Relaxed) })
     };
-    println!("{}", serde_json::json!({ "a_to_b": stat(&counters[0]), "b_to_a": stat(&counters[1]) }));
+    // Whoever started us may have stopped listening.
+    let _ = writeln!(std::io::stdout(), "{}", serde_json::json!({ "a_to_b": stat(&counters[0]), "b_to_a": stat(&counters[1]) }));
 }

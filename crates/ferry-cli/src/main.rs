@@ -410,7 +410,8 @@ struct Follow {
     interval: u64,
 }
 
-fn mirror_summary(r: &ferry_hub::mirror::MirrorReport, wire: (u64, u64), secs: f64) -> String {
+/// `wire`: (negotiation bytes, all wire bytes), where known.
+fn mirror_summary(r: &ferry_hub::mirror::MirrorReport, wire: Option<(u64, u64)>, secs: f64) -> String {
     let mut s = format!(
         "mirrored {} repositories: {} branches updated ({} revisions, {} chunks, {} raw, {} on the wire), {} up to date",
         r.repositories,
@@ -424,7 +425,9 @@ fn mirror_summary(r: &ferry_hub::mirror::MirrorReport, wire: (u64, u64), secs: f
     if r.conflicts + r.refused > 0 {
         s.push_str(&format!(", {} conflicts, {} refused", r.conflicts, r.refused));
     }
-    s.push_str(&format!("; {} of negotiation in {secs:.1}s", progress::bytes(wire.0 + wire.1)));
+    if let Some((negotiation, total)) = wire {
+        s.push_str(&format!("; {} on the wire, {} of it negotiation, in {secs:.1}s", progress::bytes(total), progress::bytes(negotiation)));
+    }
     for b in &r.changed {
         match &b.detail {
             Some(d) => s.push_str(&format!("\n  {}@{}: {}: {d}", b.repo, b.branch, b.status)),
@@ -434,15 +437,40 @@ fn mirror_summary(r: &ferry_hub::mirror::MirrorReport, wire: (u64, u64), secs: f
     s
 }
 
-/// Bytes on the wire that were not chunk data, and all of them: chunk
-/// records cross twice in a mirror (in from the source, out to the sink).
-fn negotiation(r: &ferry_hub::mirror::MirrorReport, from: (u64, u64), to: (u64, u64)) -> (u64, u64) {
-    let total = from.0 + from.1 + to.0 + to.1;
-    (total.saturating_sub(2 * r.chunk_bytes_moved), total)
+/// Wire bytes in each direction of both connections, and how many of them
+/// were chunk records (data, as opposed to negotiation and framing).
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Wire {
+    from: (u64, u64),
+    to: (u64, u64),
+    data: u64,
 }
 
-fn mirror_json(r: &ferry_hub::mirror::MirrorReport, from: (u64, u64), to: (u64, u64), secs: f64) -> serde_json::Value {
-    let (negotiation_bytes, wire_bytes) = negotiation(r, from, to);
+impl Wire {
+    fn of(a: &ferry_hub::Client, b: &ferry_hub::Client) -> Wire {
+        Wire { from: a.wire_bytes(), to: b.wire_bytes(), data: a.chunk_bytes() + b.chunk_bytes() }
+    }
+    fn since(self, before: Wire) -> Wire {
+        let d = |x: u64, y: u64| x.saturating_sub(y);
+        Wire {
+            from: (d(self.from.0, before.from.0), d(self.from.1, before.from.1)),
+            to: (d(self.to.0, before.to.0), d(self.to.1, before.to.1)),
+            data: d(self.data, before.data),
+        }
+    }
+    fn total(&self) -> u64 {
+        self.from.0 + self.from.1 + self.to.0 + self.to.1
+    }
+}
+
+/// Bytes on the wire that were not chunk data, and all of them.
+fn negotiation(w: Wire) -> (u64, u64) {
+    (w.total().saturating_sub(w.data), w.total())
+}
+
+fn mirror_json(r: &ferry_hub::mirror::MirrorReport, w: Wire, secs: f64) -> serde_json::Value {
+    let (negotiation_bytes, wire_bytes) = negotiation(w);
+    let (from, to) = (w.from, w.to);
     let mut v = serde_json::to_value(r).unwrap_or_default();
     v["source_wire_bytes"] = json!({ "sent": from.0, "received": from.1 });
     v["destination_wire_bytes"] = json!({ "sent": to.0, "received": to.1 });
@@ -462,19 +490,20 @@ fn mirror(json: bool, from: ferry_hub::ConnectOptions, to: ferry_hub::ConnectOpt
         };
         let bar = progress::Transfer::new(json);
         if let Some(interval) = watch {
-            let mut last = (0, 0, 0, 0);
+            let mut last = Wire::default();
             let started = std::time::Instant::now();
             ferry_hub::mirror::watch(connect, &opts, std::time::Duration::from_secs(interval), &bar, |res, a, b| {
-                let (f, t) = (a.wire_bytes(), b.wire_bytes());
-                // Per pass: the bytes since the previous pass on these connections.
-                let (fp, tp) = if (f.0, f.1, t.0, t.1) >= last { ((f.0 - last.0, f.1 - last.1), (t.0 - last.2, t.1 - last.3)) } else { (f, t) };
-                last = (f.0, f.1, t.0, t.1);
+                // Per pass: the bytes since the previous pass on these
+                // connections (new connections start from zero).
+                let now = Wire::of(a, b);
+                let pass = if now >= last { now.since(last) } else { now };
+                last = now;
                 let secs = started.elapsed().as_secs_f64();
                 match res {
                     Ok(r) if r.changed.is_empty() => {}
-                    Ok(r) => print(json, mirror_json(r, fp, tp, secs), || mirror_summary(r, negotiation(r, fp, tp), secs)),
+                    Ok(r) => print(json, mirror_json(r, pass, secs), || mirror_summary(r, Some(negotiation(pass)), secs)),
                     Err(e) => {
-                        last = (0, 0, 0, 0);
+                        last = Wire::default();
                         print(json, json!({ "error": e.to_string() }), || format!("mirror pass failed: {e}; retrying"));
                     }
                 }
@@ -488,8 +517,8 @@ fn mirror(json: bool, from: ferry_hub::ConnectOptions, to: ferry_hub::ConnectOpt
         bar.finish();
         let r = r?;
         let secs = started.elapsed().as_secs_f64();
-        let (f, t) = (a.wire_bytes(), b.wire_bytes());
-        print(json, mirror_json(&r, f, t, secs), || mirror_summary(&r, negotiation(&r, f, t), secs));
+        let w = Wire::of(&a, &b);
+        print(json, mirror_json(&r, w, secs), || mirror_summary(&r, Some(negotiation(w)), secs));
         if !r.complete() {
             bail!("{} branches could not be mirrored (see above); nothing was overwritten", r.conflicts + r.refused);
         }
@@ -512,7 +541,7 @@ fn serve(store: Arc<Store>, listen: std::net::SocketAddr, follow: Option<Follow>
             watch(connect, &opts, std::time::Duration::from_secs(f.interval), &(), |res, _, _| match res {
                 Ok(r) if r.changed.is_empty() => {}
                 Ok(r) if json => eprintln_quiet(&json!({ "mirror_of": hub, "pass": r }).to_string()),
-                Ok(r) => eprintln_quiet(&format!("ferry: mirror of {hub}: {}", mirror_summary(r, (0, 0), 0.0))),
+                Ok(r) => eprintln_quiet(&format!("ferry: mirror of {hub}: {}", mirror_summary(r, None, 0.0))),
                 Err(e) => eprintln_quiet(&format!("ferry: mirror of {hub} failed: {e}; retrying")),
             })
             .await;

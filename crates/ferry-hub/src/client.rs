@@ -82,6 +82,8 @@ pub struct Client {
     hub: String,
     sent: AtomicU64,
     received: AtomicU64,
+    /// Bytes of chunk records among them (sent or received).
+    chunk_bytes: AtomicU64,
 }
 
 fn lost(e: impl std::fmt::Display) -> HubError {
@@ -134,6 +136,7 @@ impl Client {
                         hub: opts.hub.clone(),
                         sent: 0.into(),
                         received: 0.into(),
+                        chunk_bytes: 0.into(),
                     };
                     client.hello_quic().await?;
                     return Ok(client);
@@ -156,6 +159,7 @@ impl Client {
             hub: opts.hub.clone(),
             sent: 0.into(),
             received: 0.into(),
+            chunk_bytes: 0.into(),
         };
         match client.open_tcp().await {
             Ok(s) => {
@@ -297,8 +301,19 @@ impl Client {
         }
     }
 
+    /// Frame bytes sent and received on this connection so far.
     pub fn wire_bytes(&self) -> (u64, u64) {
         (self.sent.load(Ordering::Relaxed), self.received.load(Ordering::Relaxed))
+    }
+
+    /// Bytes of chunk records among the wire bytes: what is data rather
+    /// than negotiation.
+    pub fn chunk_bytes(&self) -> u64 {
+        self.chunk_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_chunk_bytes(&self, n: usize) {
+        self.chunk_bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// The hub's branches of `repo`.

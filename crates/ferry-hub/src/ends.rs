@@ -42,6 +42,8 @@ pub trait Sink: Sync {
     fn put_nodes(&self, repo: &str, nodes: Vec<Vec<u8>>) -> impl Future<Output = Result<()>> + Send;
     /// Stores encoded revisions, parents first, without moving a branch.
     fn put_revisions(&self, repo: &str, revisions: Vec<Vec<u8>>) -> impl Future<Output = Result<()>> + Send;
+    /// Where `branch` of `repo` is now (None: no such branch).
+    fn branch_head(&self, repo: &str, branch: &str) -> impl Future<Output = Result<Option<Id>>> + Send;
     /// Stores revisions and moves `branch` from `expected` to `new` by
     /// compare-and-swap.
     fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>>) -> impl Future<Output = Result<()>> + Send;
@@ -106,6 +108,9 @@ impl Sink for Local {
     }
     async fn put_revisions(&self, _repo: &str, revisions: Vec<Vec<u8>>) -> Result<()> {
         blocking(|| Ok(self.0.write_session().put_revisions(&decode_all(&revisions)?)?))
+    }
+    async fn branch_head(&self, repo: &str, branch: &str) -> Result<Option<Id>> {
+        blocking(|| Ok(self.0.branch(repo, branch)?))
     }
     async fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>>) -> Result<()> {
         blocking(|| Ok(self.0.write_session().publish(repo, branch, expected, new, &decode_all(&revisions)?)?))
@@ -202,6 +207,7 @@ impl Source for Client {
                         if !want.contains(&id) {
                             return Err(HubError::Protocol(format!("the hub sent chunk {id}, which was not asked for")));
                         }
+                        self.count_chunk_bytes(rec.len());
                         out.push((id, rec));
                     }
                 }
@@ -232,7 +238,9 @@ impl Sink for Client {
     }
     async fn put_records(&self, repo: &str, records: Vec<(Id, Vec<u8>)>) -> Result<()> {
         for chunks in frames_of(records) {
+            let bytes: usize = chunks.iter().map(|c| c.1.len()).sum();
             self.request(&Message::PutChunks { repo: repo.into(), chunks }).await?;
+            self.count_chunk_bytes(bytes);
         }
         Ok(())
     }
@@ -241,6 +249,9 @@ impl Sink for Client {
     }
     async fn put_revisions(&self, repo: &str, revisions: Vec<Vec<u8>>) -> Result<()> {
         self.request(&Message::PutRevisions { repo: repo.into(), revisions }).await.map(drop)
+    }
+    async fn branch_head(&self, repo: &str, branch: &str) -> Result<Option<Id>> {
+        Ok(self.refs_if_any(repo).await?.into_iter().find(|b| b.0 == branch).map(|b| b.1))
     }
     async fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>>) -> Result<()> {
         self.request(&Message::UpdateBranch { repo: repo.into(), branch: branch.into(), expected, new, revisions }).await.map(drop)

@@ -103,7 +103,9 @@ async fn execute<S: Source, K: Sink>(source: &S, sink: &K, repo: &str, branch: &
         }
         Request::SinkUpdateBranch { expected, new, revisions } => {
             match sink.update_branch(repo, branch, expected, new, revisions).await {
-                // Someone moved the branch on the destination meanwhile.
+                // Someone moved the branch meanwhile: if to where we were
+                // taking it, the work is done.
+                Err(HubError::Remote { code: ErrorCode::Conflict, .. }) if sink.branch_head(repo, branch).await? == Some(new) => {}
                 Err(HubError::Remote { code: ErrorCode::Conflict, message }) if direction == Direction::Mirror => {
                     let message = format!("{repo}@{branch} moved on the destination while mirroring ({message}); left as it is");
                     return Err(HubError::Remote { code: ErrorCode::Conflict, message });
