@@ -154,7 +154,7 @@ fn a_locked_store_and_a_foreign_format_are_reported_clearly() {
         let err = stderr(&fails(ferry(&store).arg("stats")));
         assert!(err.contains("in use by another ferry process"), "{err}");
     }
-    let cfs = ["meta", "chunk_index", "chunks", "trees", "revisions", "branches", "repos"];
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &store).unwrap();
     {
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &store, cfs).unwrap();
         db.put_cf(db.cf_handle("meta").unwrap(), b"format", 99u32.to_le_bytes()).unwrap();

@@ -282,3 +282,38 @@ fn a_hub_that_follows_another_picks_up_new_revisions() {
     assert_eq!(read_tree(&out), read_tree(&dir));
     assert_eq!(log_ids(&reader, "org/m"), log_ids(&laptop, "org/m"));
 }
+
+#[test]
+fn a_watching_mirror_follows_only_what_changed() {
+    use std::io::BufRead;
+    let p = pair();
+    let laptop = p.path().join("laptop");
+    let (a, b) = (p.path().join("a"), p.path().join("b"));
+    write(&a, "f", &noise(200_000, 20));
+    write(&b, "f", &noise(200_000, 21));
+    commit_push(&laptop, &p.src, &p.src_token, "org/a", &a, "a1");
+    commit_push(&laptop, &p.src, &p.src_token, "org/b", &b, "b1");
+    let mut watch = p.mirror().args(["--watch", "--interval", "5"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let _guard = Kill(watch);
+    let first = json(&lines.next().unwrap().unwrap());
+    assert_eq!((first["repositories"].as_u64(), first["branches_updated"].as_u64()), (Some(2), Some(2)), "{first}");
+    // A change to one repository: the next pass names only it.
+    write(&a, "f", &noise(200_000, 22));
+    let a2 = commit_push(&laptop, &p.src, &p.src_token, "org/a", &a, "a2");
+    let pushed = Instant::now();
+    let next = json(&lines.next().unwrap().unwrap());
+    eprintln!("the watching mirror followed a new revision {:.2} s after its push", pushed.elapsed().as_secs_f64());
+    assert_eq!((next["repositories"].as_u64(), next["branches_updated"].as_u64()), (Some(1), Some(1)), "{next}");
+    assert_eq!(next["changed"][0]["repo"], "org/a");
+    assert_eq!(next["changed"][0]["head"], a2.as_str());
+    let (_, out) = p.pull_export(&p.dst, &p.dst_token, "org/a", "copy");
+    assert_eq!(read_tree(&out), read_tree(&a));
+}

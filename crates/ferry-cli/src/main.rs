@@ -481,7 +481,7 @@ fn mirror_json(r: &ferry_hub::mirror::MirrorReport, w: Wire, secs: f64) -> serde
 }
 
 fn mirror(json: bool, from: ferry_hub::ConnectOptions, to: ferry_hub::ConnectOptions, patterns: Vec<String>, watch: Option<u64>) -> Result<ExitCode> {
-    use ferry_hub::mirror::{mirror_once, MirrorOptions};
+    use ferry_hub::mirror::{mirror_once, MirrorOptions, MirrorState};
     let opts = MirrorOptions { patterns, limits: Default::default() };
     runtime()?.block_on(async {
         let connect = async || -> Result<(ferry_hub::Client, ferry_hub::Client), ferry_hub::HubError> {
@@ -513,7 +513,7 @@ fn mirror(json: bool, from: ferry_hub::ConnectOptions, to: ferry_hub::ConnectOpt
         }
         let started = std::time::Instant::now();
         let (a, b) = connect().await?;
-        let r = mirror_once(&a, &b, &opts, &bar).await;
+        let r = mirror_once(&a, &b, &opts, &mut MirrorState::default(), std::time::Duration::ZERO, &bar).await;
         bar.finish();
         let r = r?;
         let secs = started.elapsed().as_secs_f64();

@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ferry_core::revision::Revision;
 use ferry_core::Id;
@@ -49,11 +50,28 @@ pub trait Sink: Sync {
     fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>>) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// What an end holds, as of a change-feed position.
+#[derive(Debug, Clone, Default)]
+pub struct RepoListing {
+    /// The store the position belongs to.
+    pub hub: [u8; 16],
+    /// The change-feed position the listing is complete up to.
+    pub seq: u64,
+    /// Only repositories whose branches changed since the position asked
+    /// for (else every one).
+    pub changes_only: bool,
+    pub repos: Vec<RepoRefs>,
+}
+
 /// Either end listing what it holds (for mirroring whole hubs).
 pub trait Listing: Sync {
-    /// Repositories matching a glob (`*` does not cross `/`), with their
-    /// branch heads, that this end may read.
-    fn list_repos(&self, pattern: &str) -> impl Future<Output = Result<Vec<RepoRefs>>> + Send;
+    /// Repositories matching a glob (`*` does not cross `/`) that this end
+    /// may read, with their branch heads: every one, or with a position
+    /// from an earlier listing only those changed since, waiting up to
+    /// `wait` for a change.
+    fn list_repos(&self, pattern: &str, since: Option<([u8; 16], u64)>, wait: Duration) -> impl Future<Output = Result<RepoListing>> + Send;
+    /// One repository's branches (none if it does not exist).
+    fn repo_refs(&self, repo: &str) -> impl Future<Output = Result<Vec<(String, Id)>>> + Send;
 }
 
 /// A store in this process.
@@ -118,17 +136,32 @@ impl Sink for Local {
 }
 
 impl Listing for Local {
-    async fn list_repos(&self, pattern: &str) -> Result<Vec<RepoRefs>> {
+    async fn list_repos(&self, pattern: &str, since: Option<([u8; 16], u64)>, _wait: Duration) -> Result<RepoListing> {
         let glob = repo_glob(pattern)?;
+        let store = &self.0;
         blocking(|| {
-            let mut out = Vec::new();
-            for r in self.0.repos()? {
-                if glob.is_match(&r.name) {
-                    out.push(RepoRefs { branches: self.0.branches(&r.name)?, name: r.name, public: r.public });
+            let delta = match since {
+                Some((hub, seq)) if hub == store.id() && seq > 0 => store.ref_changes_since(seq)?,
+                _ => None,
+            };
+            let changes_only = delta.is_some();
+            let (names, seq) = match delta {
+                Some((names, upto)) => (names.into_iter().collect(), upto),
+                None => {
+                    let seq = store.ref_seq();
+                    (store.repos()?.into_iter().map(|r| r.name).collect::<Vec<_>>(), seq)
                 }
+            };
+            let mut repos = Vec::new();
+            for name in names.into_iter().filter(|n| glob.is_match(n)) {
+                let public = store.repo(&name).is_ok_and(|r| r.public);
+                repos.push(RepoRefs { branches: store.branches(&name)?, name, public });
             }
-            Ok(out)
+            Ok(RepoListing { hub: store.id(), seq, changes_only, repos })
         })
+    }
+    async fn repo_refs(&self, repo: &str) -> Result<Vec<(String, Id)>> {
+        blocking(|| Ok(self.0.branches(repo)?))
     }
 }
 
@@ -259,31 +292,38 @@ impl Sink for Client {
 }
 
 impl Listing for Client {
-    async fn list_repos(&self, pattern: &str) -> Result<Vec<RepoRefs>> {
-        let mut out: Vec<RepoRefs> = Vec::new();
+    async fn list_repos(&self, pattern: &str, since: Option<([u8; 16], u64)>, wait: Duration) -> Result<RepoListing> {
+        let (feed, since) = since.unwrap_or_default();
+        let mut listing: Option<RepoListing> = None;
         loop {
-            let after = out.last().map(|r| r.name.clone()).unwrap_or_default();
-            let mut more = false;
-            let mut page = Vec::new();
-            for m in self.request(&Message::ListRepos { pattern: pattern.into(), after: after.clone() }).await? {
+            let after = listing.as_ref().and_then(|l| l.repos.last()).map(|r| r.name.clone()).unwrap_or_default();
+            // Only the first page waits for a change.
+            let wait_ms = if listing.is_none() { wait.as_millis().min(u32::MAX as u128) as u32 } else { 0 };
+            let req = Message::ListRepos { pattern: pattern.into(), after: after.clone(), since, hub: feed, wait_ms };
+            let mut page = None;
+            for m in self.request(&req).await? {
                 match m {
-                    Message::Repos { more: m, repos } => {
-                        more = m;
-                        page.extend(repos);
-                    }
-                    other => return Err(unexpected("Repos", &other)),
+                    Message::Repos { more, changes_only, hub, seq, repos } if page.is_none() => page = Some((more, changes_only, hub, seq, repos)),
+                    other => return Err(unexpected("one Repos", &other)),
                 }
             }
+            let Some((more, changes_only, hub, seq, repos)) = page else { return Err(HubError::Protocol("ListRepos got no Repos".into())) };
             // Pages must move forward, or a hostile hub could loop us.
-            if page.iter().any(|r| r.name <= after && !after.is_empty()) {
+            if repos.iter().any(|r| r.name <= after && !after.is_empty()) {
                 return Err(HubError::Protocol("the hub listed repositories out of order".into()));
             }
-            let progressed = !page.is_empty();
-            out.extend(page);
+            let progressed = !repos.is_empty();
+            // The first page's position holds for the whole listing: a
+            // change after it may be listed twice, never missed.
+            let l = listing.get_or_insert(RepoListing { hub, seq, changes_only, repos: Vec::new() });
+            l.repos.extend(repos);
             if !more || !progressed {
-                return Ok(out);
+                return Ok(listing.expect("set above"));
             }
         }
+    }
+    async fn repo_refs(&self, repo: &str) -> Result<Vec<(String, Id)>> {
+        self.refs_if_any(repo).await
     }
 }
 

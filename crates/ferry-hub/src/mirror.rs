@@ -3,20 +3,24 @@
 //! revision ids. Each branch moves by compare-and-swap; a branch whose
 //! histories diverged is reported and left alone, never overwritten.
 //!
-//! Cost grows with the difference, not with either hub: one paged listing
-//! of branch heads from each side, then for each branch whose heads differ
-//! the transfer engine's history walk (stopping at the sink's head) and
-//! top-down tree comparison.
+//! Cost grows with the difference, not with either hub. A first pass lists
+//! the branch heads of both sides; later passes (`--watch`, a following
+//! hub) ask the source's change feed for the repositories changed since the
+//! last pass (a long poll: the answer comes when something changes) and
+//! look up only those on the sink. For each branch whose heads differ, the
+//! transfer engine walks history only back to the sink's head and compares
+//! trees top-down.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use ferry_core::Id;
 use ferry_proto::transfer::{Limits, Report};
 use ferry_proto::{ErrorCode, RepoRefs};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use crate::ends::{Listing, Sink, Source};
+use crate::ends::{Listing, RepoListing, Sink, Source};
 use crate::transfer::{run, BranchPlan, Direction, TransferProgress};
 use crate::{HubError, Result};
 
@@ -130,29 +134,94 @@ struct Behind {
     hints: Vec<Id>,
 }
 
-/// Every repository matching one of the patterns, by name.
-async fn listing(end: &impl Listing, patterns: &[String]) -> Result<BTreeMap<String, RepoRefs>> {
+/// How often a watching mirror lists everything again, to revisit
+/// branches it left alone (conflicts) whose repositories did not change.
+const FULL_PASS_EVERY: Duration = Duration::from_secs(600);
+
+/// What a mirror remembers between passes.
+#[derive(Debug, Clone, Default)]
+pub struct MirrorState {
+    /// The source's change-feed position after the last complete pass.
+    source_position: Option<([u8; 16], u64)>,
+    last_full_pass: Option<Instant>,
+}
+
+/// The source's repositories matching the patterns: every one, or (with a
+/// position) those changed since it. The first pattern's request waits up
+/// to `wait` for a change; the listing is complete up to the lowest
+/// position any answer gave.
+async fn source_listing(end: &impl Listing, patterns: &[String], since: Option<([u8; 16], u64)>, wait: Duration) -> Result<RepoListing> {
+    let mut all: Option<RepoListing> = None;
+    let mut repos = BTreeMap::new();
+    for (i, p) in patterns.iter().enumerate() {
+        let l = end.list_repos(p, since, if i == 0 { wait } else { Duration::ZERO }).await?;
+        for r in &l.repos {
+            repos.insert(r.name.clone(), r.clone());
+        }
+        let a = all.get_or_insert(RepoListing { repos: vec![], ..l.clone() });
+        a.seq = a.seq.min(l.seq);
+        a.changes_only &= l.changes_only;
+        if a.hub != l.hub {
+            return Err(HubError::Protocol("the source changed identity during a listing".into()));
+        }
+    }
+    let mut all = all.unwrap_or_default();
+    all.repos = repos.into_values().collect();
+    Ok(all)
+}
+
+/// The sink's branches of the given repositories (all matching ones for a
+/// full pass, only the named ones for a pass over changes).
+async fn sink_listing(end: &impl Listing, patterns: &[String], only: Option<Vec<String>>) -> Result<BTreeMap<String, RepoRefs>> {
     let mut out = BTreeMap::new();
-    for p in patterns {
-        for r in end.list_repos(p).await? {
-            out.insert(r.name.clone(), r);
+    match only {
+        None => {
+            for p in patterns {
+                for r in end.list_repos(p, None, Duration::ZERO).await?.repos {
+                    out.insert(r.name.clone(), r);
+                }
+            }
+        }
+        Some(names) => {
+            let mut lookups = FuturesUnordered::new();
+            let mut names = names.into_iter();
+            loop {
+                while lookups.len() < 8 {
+                    let Some(name) = names.next() else { break };
+                    lookups.push(async move { (end.repo_refs(&name).await, name) });
+                }
+                let Some((branches, name)) = lookups.next().await else { break };
+                out.insert(name.clone(), RepoRefs { name, public: false, branches: branches? });
+            }
         }
     }
     Ok(out)
 }
 
-/// One pass: brings every matching branch of the sink up to the source.
-/// Branch-level refusals (diverged histories, a branch moved meanwhile, a
-/// repository the sink's token may not write) are reported in the result;
-/// anything else (a lost connection, a protocol error) ends the pass, and a
-/// re-run resumes where it stopped.
-pub async fn mirror_once<S, K>(source: &S, sink: &K, opts: &MirrorOptions, progress: &dyn TransferProgress) -> Result<MirrorReport>
+/// One pass: brings every matching branch of the sink up to the source
+/// (with `state` from an earlier pass: every branch changed since, waiting
+/// up to `wait` for a change). Branch-level refusals (diverged histories, a
+/// branch moved meanwhile, a repository the sink's token may not write) are
+/// reported in the result; anything else (a lost connection, a protocol
+/// error) ends the pass, and a re-run resumes where it stopped.
+pub async fn mirror_once<S, K>(
+    source: &S,
+    sink: &K,
+    opts: &MirrorOptions,
+    state: &mut MirrorState,
+    wait: Duration,
+    progress: &dyn TransferProgress,
+) -> Result<MirrorReport>
 where
     S: Source + Listing,
     K: Sink + Listing,
 {
-    let (from, to) = futures_util::future::join(listing(source, &opts.patterns), listing(sink, &opts.patterns)).await;
-    let (from, to) = (from?, to?);
+    let full_due = state.last_full_pass.is_none_or(|t| t.elapsed() >= FULL_PASS_EVERY);
+    let since = if full_due { None } else { state.source_position };
+    let listing = source_listing(source, &opts.patterns, since, if since.is_some() { wait } else { Duration::ZERO }).await?;
+    let only = listing.changes_only.then(|| listing.repos.iter().map(|r| r.name.clone()).collect());
+    let to = sink_listing(sink, &opts.patterns, only).await?;
+    let from: BTreeMap<String, RepoRefs> = listing.repos.iter().map(|r| (r.name.clone(), r.clone())).collect();
     let mut report = MirrorReport { repositories: from.len() as u64, ..Default::default() };
     let mut todo: Vec<Behind> = Vec::new();
     for (name, repo) in &from {
@@ -209,7 +278,13 @@ where
     }
     match first_error {
         Some(e) => Err(e),
-        None => Ok(report),
+        None => {
+            state.source_position = Some((listing.hub, listing.seq));
+            if !listing.changes_only {
+                state.last_full_pass = Some(Instant::now());
+            }
+            Ok(report)
+        }
     }
 }
 
@@ -228,10 +303,13 @@ fn outcome(repo: String, branch: String, status: &'static str, head: Option<Id>,
     }
 }
 
-/// Mirrors again and again, `interval` apart, until the task is dropped:
-/// what `ferry mirror --watch` and a hub following another run. A failed
-/// pass is reported and the next one reconnects (`connect` makes the ends
-/// afresh); `on_pass` sees every pass's outcome.
+/// Mirrors again and again until the task is dropped: what `ferry mirror
+/// --watch` and a hub following another run. Each pass after the first
+/// waits (up to `interval`) for the source's change feed to move, so a new
+/// revision is followed within a round trip. A failed pass is reported,
+/// and the next one, `interval` later, reconnects (`connect` makes the
+/// ends afresh) and resumes from the last complete pass; `on_pass` sees
+/// every pass's outcome.
 pub async fn watch<S, K>(
     mut connect: impl AsyncFnMut() -> Result<(S, K)>,
     opts: &MirrorOptions,
@@ -243,6 +321,7 @@ pub async fn watch<S, K>(
     K: Sink + Listing,
 {
     let mut ends: Option<(S, K)> = None;
+    let mut state = MirrorState::default();
     loop {
         if ends.is_none() {
             match connect().await {
@@ -254,10 +333,12 @@ pub async fn watch<S, K>(
             }
         }
         if let Some((source, sink)) = &ends {
-            let res = mirror_once(source, sink, opts, progress).await;
+            let res = mirror_once(source, sink, opts, &mut state, interval, progress).await;
             on_pass(res.as_ref(), source, sink);
-            if res.is_err() {
-                ends = None;
+            match res {
+                // The next pass waits on the source's feed itself.
+                Ok(_) => continue,
+                Err(_) => ends = None,
             }
         }
         tokio::time::sleep(interval).await;

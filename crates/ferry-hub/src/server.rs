@@ -252,8 +252,22 @@ impl Hub {
     }
 }
 
+/// Longest a `ListRepos` may wait for the change feed to move: well inside
+/// the silence a client tolerates.
+const LONGEST_POLL: Duration = Duration::from_secs(20);
+
 /// Answers one request: zero or more data frames, then `Done` or `Error`.
 async fn respond<W: AsyncWrite + Unpin>(hub: &Arc<Hub>, grant: &Arc<Grant>, req: Message, w: &mut W) -> Result<()> {
+    if let Message::ListRepos { since, hub: feed, wait_ms, .. } = &req {
+        // A long poll: a follower learns of a new revision at once, and an
+        // idle one costs a request per wait, not a listing per interval.
+        if *since > 0 && *feed == hub.store.id() {
+            let deadline = Instant::now() + Duration::from_millis(u64::from(*wait_ms)).min(LONGEST_POLL);
+            while hub.store.ref_seq() <= *since && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
     let frames = {
         let (hub, grant) = (hub.clone(), grant.clone());
         tokio::task::spawn_blocking(move || answer(&hub, &grant, req)).await.map_err(|e| HubError::Io(e.to_string()))?
@@ -313,28 +327,41 @@ fn answer(hub: &Hub, grant: &Grant, req: Message) -> Result<Vec<Message>, Refusa
             let out = store.history(&from, &until, max)?;
             Ok(pack(out, |b| b.len(), |revisions| Message::Revisions { revisions }))
         }
-        Message::ListRepos { pattern, after } => {
+        Message::ListRepos { pattern, after, since, hub: feed, wait_ms: _ } => {
             let glob = crate::ends::repo_glob(&pattern).map_err(|e| Refusal(ErrorCode::BadRequest, e.to_string()))?;
             let access = hub.access.current().map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
+            // Every repository, or only those the change feed names since
+            // the client's position (if it is this store's and still kept).
+            let delta = if since > 0 && feed == store.id() { store.ref_changes_since(since)? } else { None };
+            let changes_only = delta.is_some();
+            let (names, seq): (Vec<String>, u64) = match delta {
+                Some((repos, upto)) => (repos.into_iter().collect(), upto),
+                None => {
+                    // The position first: a change during the listing is
+                    // listed again next time rather than missed.
+                    let seq = store.ref_seq();
+                    (store.repos()?.into_iter().map(|r| r.name).collect(), seq)
+                }
+            };
             // One page that fits a frame; a repository with more branches
             // than that still gets a page of its own.
             let mut repos = Vec::new();
             let mut bytes = 0;
             let mut more = false;
-            for r in store.repos()? {
-                if r.name.as_str() <= after.as_str() || !glob.is_match(&r.name) || !grant.can_read(&access, &r.name) {
+            for name in names {
+                if name.as_str() <= after.as_str() || !glob.is_match(&name) || !grant.can_read(&access, &name) {
                     continue;
                 }
-                let branches = store.branches(&r.name)?;
-                let size = 9 + r.name.len() + branches.iter().map(|b| 36 + b.0.len()).sum::<usize>();
+                let branches = store.branches(&name)?;
+                let size = 9 + name.len() + branches.iter().map(|b| 36 + b.0.len()).sum::<usize>();
                 if !repos.is_empty() && (bytes + size > MAX_FRAME_LEN - 1024 || repos.len() == ferry_proto::message::MAX_REPOS) {
                     more = true;
                     break;
                 }
                 bytes += size;
-                repos.push(ferry_proto::RepoRefs { public: access.is_public(&r.name), name: r.name, branches });
+                repos.push(ferry_proto::RepoRefs { public: access.is_public(&name), name, branches });
             }
-            Ok(vec![Message::Repos { more, repos }])
+            Ok(vec![Message::Repos { more, changes_only, hub: store.id(), seq, repos }])
         }
         Message::HaveRevisions { repo, ids } => {
             hub.check_read(grant, &repo)?;

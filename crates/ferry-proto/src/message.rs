@@ -160,14 +160,25 @@ pub enum Message {
         revisions: Vec<Vec<u8>>,
     },
     /// Repositories matching `pattern` that the client may read, in name
-    /// order, starting after `after` (empty: from the first).
+    /// order, starting after `after` (empty: from the first). With a change
+    /// feed position (`since` > 0 of hub `hub`), only those whose branches
+    /// changed after it, waiting up to `wait_ms` for a change if none has.
     ListRepos {
         pattern: String,
         after: String,
+        since: u64,
+        hub: [u8; 16],
+        wait_ms: u32,
     },
     /// One page of `ListRepos`; `more` says whether another page follows.
+    /// `hub` and `seq` are the change-feed position the listing is complete
+    /// up to; `changes_only` says whether only changed repositories are
+    /// listed (else all of them).
     Repos {
         more: bool,
+        changes_only: bool,
+        hub: [u8; 16],
+        seq: u64,
         repos: Vec<RepoRefs>,
     },
     /// Stores revisions without moving a branch (a history too long for one
@@ -395,12 +406,18 @@ impl Message {
                 o.extend_from_slice(new.as_bytes());
                 put_blobs(&mut o, revisions);
             }
-            Message::ListRepos { pattern, after } => {
+            Message::ListRepos { pattern, after, since, hub, wait_ms } => {
                 put_str(&mut o, pattern);
                 put_str(&mut o, after);
+                o.extend_from_slice(&since.to_le_bytes());
+                o.extend_from_slice(hub);
+                o.extend_from_slice(&wait_ms.to_le_bytes());
             }
-            Message::Repos { more, repos } => {
+            Message::Repos { more, changes_only, hub, seq, repos } => {
                 put_flag(&mut o, *more);
+                put_flag(&mut o, *changes_only);
+                o.extend_from_slice(hub);
+                o.extend_from_slice(&seq.to_le_bytes());
                 o.extend_from_slice(&(repos.len() as u32).to_le_bytes());
                 for r in repos {
                     put_str(&mut o, &r.name);
@@ -481,15 +498,24 @@ impl Message {
                 let revisions = get_blobs(&mut r, "revision", MAX_REVISIONS, MAX_FRAME_LEN)?;
                 Message::UpdateBranch { repo, branch, expected, new, revisions }
             }
-            LIST_REPOS => Message::ListRepos { pattern: r.string("repository pattern", MAX_PATTERN_LEN)?.to_owned(), after: name(&mut r)? },
+            LIST_REPOS => Message::ListRepos {
+                pattern: r.string("repository pattern", MAX_PATTERN_LEN)?.to_owned(),
+                after: name(&mut r)?,
+                since: r.u64()?,
+                hub: r.take(16)?.try_into().expect("16 bytes"),
+                wait_ms: r.u32()?,
+            },
             REPOS => {
                 let more = get_flag(&mut r, "repos more flag")?;
+                let changes_only = get_flag(&mut r, "repos changes-only flag")?;
+                let hub = r.take(16)?.try_into().expect("16 bytes");
+                let seq = r.u64()?;
                 // A repository is at least a name length, a flag and a branch count.
                 let n = count(&mut r, "repository list", MAX_REPOS, 9)?;
                 let repos = (0..n)
                     .map(|_| Ok(RepoRefs { name: name(&mut r)?, public: get_flag(&mut r, "repository public flag")?, branches: get_refs(&mut r)? }))
                     .collect::<Result<_, FormatError>>()?;
-                Message::Repos { more, repos }
+                Message::Repos { more, changes_only, hub, seq, repos }
             }
             PUT_REVISIONS => Message::PutRevisions { repo: name(&mut r)?, revisions: get_blobs(&mut r, "revision", MAX_REVISIONS, MAX_FRAME_LEN)? },
             other => return Err(invalid("frame", format!("unknown frame type {other:#04x}"))),
@@ -527,8 +553,14 @@ mod tests {
             Message::Chunks { chunks: vec![(a, vec![0, 1, 0, 0, 0, b'a'])] },
             Message::PutChunks { repo: "org/m".into(), chunks: vec![(a, vec![0, 1, 0, 0, 0, b'a'])] },
             Message::UpdateBranch { repo: "org/m".into(), branch: "main".into(), expected: Some(a), new: b, revisions: vec![] },
-            Message::ListRepos { pattern: "org/*".into(), after: "".into() },
-            Message::Repos { more: true, repos: vec![RepoRefs { name: "org/m".into(), public: false, branches: vec![("main".into(), a)] }] },
+            Message::ListRepos { pattern: "org/*".into(), after: "".into(), since: 7, hub: [9; 16], wait_ms: 20_000 },
+            Message::Repos {
+                more: true,
+                changes_only: true,
+                hub: [9; 16],
+                seq: 8,
+                repos: vec![RepoRefs { name: "org/m".into(), public: false, branches: vec![("main".into(), a)] }],
+            },
             Message::PutRevisions { repo: "org/m".into(), revisions: vec![b"FRV1".to_vec()] },
         ]
     }

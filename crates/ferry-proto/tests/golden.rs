@@ -41,10 +41,23 @@ fn samples() -> Vec<(&'static str, Message)> {
             "UpdateBranch org/m main, no expected head (a new branch), new BLAKE3('b'), one blob 'FRV1'",
             Message::UpdateBranch { repo: "org/m".into(), branch: "main".into(), expected: None, new: b, revisions: vec![b"FRV1".to_vec()] },
         ),
-        ("ListRepos pattern org/* from the start", Message::ListRepos { pattern: "org/*".into(), after: String::new() }),
         (
-            "Repos: more follows; org/m private, main -> BLAKE3('a')",
-            Message::Repos { more: true, repos: vec![RepoRefs { name: "org/m".into(), public: false, branches: vec![("main".into(), a)] }] },
+            "ListRepos pattern org/* from the start, everything (since 0)",
+            Message::ListRepos { pattern: "org/*".into(), after: String::new(), since: 0, hub: [0; 16], wait_ms: 0 },
+        ),
+        (
+            "ListRepos pattern org/* after org/a, changes since 7 of hub 0x2a..., waiting up to 20 s",
+            Message::ListRepos { pattern: "org/*".into(), after: "org/a".into(), since: 7, hub: [0x2a; 16], wait_ms: 20_000 },
+        ),
+        (
+            "Repos: more follows; changes only, complete up to 9 of hub 0x2a...; org/m private, main -> BLAKE3('a')",
+            Message::Repos {
+                more: true,
+                changes_only: true,
+                hub: [0x2a; 16],
+                seq: 9,
+                repos: vec![RepoRefs { name: "org/m".into(), public: false, branches: vec![("main".into(), a)] }],
+            },
         ),
         ("PutRevisions org/m: one blob 'FRV1'", Message::PutRevisions { repo: "org/m".into(), revisions: vec![b"FRV1".to_vec()] }),
     ]

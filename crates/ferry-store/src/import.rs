@@ -11,9 +11,8 @@ use ferry_core::{FormatError, Id};
 use rocksdb::WriteBatch;
 
 use crate::chunks::ChunkStore;
-use crate::refs::branch_key;
 use crate::write::{write, Durability};
-use crate::{Result, StoreError, WriteSession, CF_BRANCHES, CF_REPOS, CF_REVISIONS, CF_TREES};
+use crate::{Result, StoreError, WriteSession, CF_REVISIONS, CF_TREES};
 
 impl WriteSession<'_> {
     /// Stores encoded nodes, given children first. Each must hash to its id
@@ -116,26 +115,11 @@ impl WriteSession<'_> {
             return Err(FormatError::Invalid { what: "branch update", detail: format!("new head {new} is neither stored nor sent") }.into());
         }
         store.sync_data()?;
-        let _cas = store.branch_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let head = store.branch(repo, branch)?;
-        if head != expected {
-            return Err(StoreError::Conflict {
-                repo: repo.into(),
-                branch: branch.into(),
-                expected: expected.map_or("no branch".into(), |i| i.short()),
-                actual: head.map_or("deleted".into(), |i| i.short()),
-            });
-        }
         let mut batch = WriteBatch::default();
         for (id, enc) in &encoded {
             batch.put_cf(store.cf(CF_REVISIONS), id.as_bytes(), enc);
         }
-        batch.put_cf(store.cf(CF_BRANCHES), branch_key(repo, branch), new.as_bytes());
-        if store.db.get_pinned_cf(store.cf(CF_REPOS), repo)?.is_none() {
-            let time = revisions.last().map_or(0, |r| r.time);
-            batch.put_cf(store.cf(CF_REPOS), repo, crate::refs::RepoInfo::new_record(time));
-        }
-        write(&store.db, batch, Durability::Synced)?;
-        Ok(())
+        let created = revisions.last().map_or(0, |r| r.time);
+        store.swap_branch(batch, repo, branch, expected, Some(new), created)
     }
 }

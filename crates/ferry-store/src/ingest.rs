@@ -26,9 +26,8 @@ use rayon::prelude::*;
 use rocksdb::WriteBatch;
 
 use crate::chunks::{ChunkStore, VerifiedRecord};
-use crate::refs::branch_key;
 use crate::write::{write, Durability};
-use crate::{Result, Store, StoreError, CF_BRANCHES, CF_REPOS, CF_REVISIONS, CF_TREES};
+use crate::{Result, Store, StoreError, CF_REVISIONS, CF_TREES};
 
 /// Bytes read from a file at a time.
 pub const SEGMENT_LEN: usize = 8 << 20;
@@ -303,23 +302,9 @@ impl WriteSession<'_> {
         self.store.sync_data()?;
         let enc = rev.encode();
         let id = ferry_core::revision::revision_id(&enc);
-        let _cas = self.store.branch_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let head = self.store.branch(repo, branch)?;
-        if head != expected {
-            return Err(StoreError::Conflict {
-                repo: repo.into(),
-                branch: branch.into(),
-                expected: expected.map_or("no branch".into(), |i| i.short()),
-                actual: head.map_or("deleted".into(), |i| i.short()),
-            });
-        }
         let mut batch = WriteBatch::default();
         batch.put_cf(self.store.cf(CF_REVISIONS), id.as_bytes(), &enc);
-        batch.put_cf(self.store.cf(CF_BRANCHES), branch_key(repo, branch), id.as_bytes());
-        if self.store.db.get_pinned_cf(self.store.cf(CF_REPOS), repo)?.is_none() {
-            batch.put_cf(self.store.cf(CF_REPOS), repo, crate::refs::RepoInfo::new_record(rev.time));
-        }
-        write(&self.store.db, batch, Durability::Synced)?;
+        self.store.swap_branch(batch, repo, branch, expected, Some(id), rev.time)?;
         Ok(id)
     }
 

@@ -30,9 +30,10 @@ pub use read::ReadProgress;
 pub use refs::{BranchUpdate, RepoInfo, RevisionSpec};
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
-use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, DB};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -46,7 +47,10 @@ pub(crate) const CF_TREES: &str = "trees";
 pub(crate) const CF_REVISIONS: &str = "revisions";
 pub(crate) const CF_BRANCHES: &str = "branches";
 pub(crate) const CF_REPOS: &str = "repos";
-const ALL_CFS: [&str; 7] = [CF_META, CF_CHUNK_INDEX, CF_CHUNKS, CF_TREES, CF_REVISIONS, CF_BRANCHES, CF_REPOS];
+/// The change feed: sequence number (u64 big-endian) -> repository whose
+/// branches changed.
+pub(crate) const CF_REF_LOG: &str = "ref_log";
+const ALL_CFS: [&str; 8] = [CF_META, CF_CHUNK_INDEX, CF_CHUNKS, CF_TREES, CF_REVISIONS, CF_BRANCHES, CF_REPOS, CF_REF_LOG];
 
 /// A ferry store: one RocksDB database in a directory.
 pub struct Store {
@@ -58,6 +62,11 @@ pub struct Store {
     /// Serialises branch compare-and-swap within the process (RocksDB's own
     /// lock keeps other processes out of the store entirely).
     pub(crate) branch_lock: Mutex<()>,
+    /// The change feed's latest sequence number.
+    pub(crate) ref_seq: AtomicU64,
+    /// Names this store in change-feed positions: a position means nothing
+    /// to another store, or to this one recreated.
+    id: [u8; 16],
 }
 
 fn cf_options(name: &str) -> Options {
@@ -145,7 +154,7 @@ impl Store {
         w.set_sync(true);
         let meta = store.cf(CF_META);
         store.db.put_cf_opt(meta, b"format", FORMAT_VERSION.to_le_bytes(), &w)?;
-        Ok(store)
+        store.with_feed()
     }
 
     /// Opens an existing store, checking its format version.
@@ -156,15 +165,49 @@ impl Store {
         let store = Self::open_db(path, false)?;
         let found = store.db.get_cf(store.cf(CF_META), b"format")?.and_then(|v| Some(u32::from_le_bytes(v.as_slice().try_into().ok()?)));
         match found {
-            Some(FORMAT_VERSION) => Ok(store),
+            Some(FORMAT_VERSION) => store.with_feed(),
             Some(v) => Err(StoreError::UnknownFormat { path: path.to_owned(), found: v.to_string() }),
             None => Err(StoreError::UnknownFormat { path: path.to_owned(), found: "none".into() }),
         }
     }
 
+    /// Reads the change feed's position and the store's id, making the id
+    /// on first use (stores made before the feed existed get one here).
+    fn with_feed(mut self) -> Result<Store> {
+        let last = self.db.iterator_cf(self.cf(CF_REF_LOG), IteratorMode::End).next().transpose()?;
+        let seq = last.and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0);
+        self.ref_seq = AtomicU64::new(seq);
+        let stored = self.db.get_cf(self.cf(CF_META), b"id")?.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok());
+        self.id = match stored {
+            Some(id) => id,
+            None => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let seed = format!("{}:{}:{}", self.path.display(), now.as_nanos(), std::process::id());
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&blake3::hash(seed.as_bytes()).as_bytes()[..16]);
+                let mut w = rocksdb::WriteOptions::default();
+                w.set_sync(true);
+                self.db.put_cf_opt(self.cf(CF_META), b"id", id, &w)?;
+                id
+            }
+        };
+        Ok(self)
+    }
+
+    /// This store's id, for change-feed positions.
+    pub fn id(&self) -> [u8; 16] {
+        self.id
+    }
+
     fn open_db(path: &Path, create: bool) -> Result<Store> {
+        // A ferry store from before a column family existed gains it; a
+        // RocksDB database that is not a ferry store is left alone.
+        let existing = DB::list_cf(&Options::default(), path).unwrap_or_default();
+        let add_missing = create || existing.iter().any(|c| c == CF_META);
         let cfs = ALL_CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
-        let db = DB::open_cf_descriptors(&db_options(create, direct_writes_work(path)), path, cfs).map_err(|e| {
+        let mut opts = db_options(create, direct_writes_work(path));
+        opts.create_missing_column_families(add_missing);
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
             let msg = e.to_string();
             if msg.contains("lock") || msg.contains("Resource temporarily unavailable") {
                 StoreError::Locked(path.to_owned())
@@ -175,7 +218,15 @@ impl Store {
             }
         })?;
         let db = Arc::new(db);
-        Ok(Store { chunks: RocksChunkStore::new(db.clone()), db, path: path.to_owned(), gc_guard: RwLock::new(()), branch_lock: Mutex::new(()) })
+        Ok(Store {
+            chunks: RocksChunkStore::new(db.clone()),
+            db,
+            path: path.to_owned(),
+            gc_guard: RwLock::new(()),
+            branch_lock: Mutex::new(()),
+            ref_seq: AtomicU64::new(0),
+            id: [0; 16],
+        })
     }
 
     pub fn path(&self) -> &Path {

@@ -1,11 +1,18 @@
 //! Repositories, branches and revisions: the small, synced metadata.
 
+use std::sync::atomic::Ordering;
+
 use ferry_core::revision::Revision;
 use ferry_core::tree::{node_id, Node};
 use ferry_core::Id;
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
 
-use crate::{Result, Store, StoreError, CF_BRANCHES, CF_REPOS, CF_REVISIONS, CF_TREES};
+use crate::write::{write, Durability};
+use crate::{Result, Store, StoreError, CF_BRANCHES, CF_REF_LOG, CF_REPOS, CF_REVISIONS, CF_TREES};
+
+/// Change-feed entries kept (about 50 bytes each).
+const REF_LOG_KEEP: u64 = 1_000_000;
+const REF_LOG_TRIM_EVERY: u64 = 4096;
 
 /// Key of a branch: repository, NUL, branch name (neither may contain NUL).
 pub(crate) fn branch_key(repo: &str, branch: &str) -> Vec<u8> {
@@ -102,9 +109,19 @@ impl Store {
     pub fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Option<Id>) -> Result<BranchUpdate> {
         ferry_core::names::check_repo_name(repo)?;
         ferry_core::names::check_branch_name(branch)?;
-        if let Some(n) = &new {
-            self.revision(n)?;
-        }
+        let created = match &new {
+            Some(n) => self.revision(n)?.time,
+            None => 0,
+        };
+        self.swap_branch(WriteBatch::default(), repo, branch, expected, new, created)?;
+        Ok(BranchUpdate { old: expected, new })
+    }
+
+    /// The one place a branch moves: under the branch lock, if the branch is
+    /// still at `expected`, writes `batch` (the revisions it needs), the new
+    /// head (None deletes the branch), the repository's record if it is new
+    /// (created at `created`), and a change-feed entry, in one synced write.
+    pub(crate) fn swap_branch(&self, mut batch: WriteBatch, repo: &str, branch: &str, expected: Option<Id>, new: Option<Id>, created: i64) -> Result<()> {
         let _cas = self.branch_lock.lock().unwrap_or_else(|p| p.into_inner());
         let head = self.branch(repo, branch)?;
         if head != expected {
@@ -115,16 +132,56 @@ impl Store {
                 actual: head.map_or("deleted".into(), |i| i.short()),
             });
         }
-        let mut batch = WriteBatch::default();
         let key = branch_key(repo, branch);
         match &new {
             Some(id) => batch.put_cf(self.cf(CF_BRANCHES), key, id.as_bytes()),
             None => batch.delete_cf(self.cf(CF_BRANCHES), key),
         }
-        let mut w = WriteOptions::default();
-        w.set_sync(true);
-        self.db.write_opt(batch, &w)?;
-        Ok(BranchUpdate { old: head, new })
+        if new.is_some() && self.db.get_pinned_cf(self.cf(CF_REPOS), repo)?.is_none() {
+            batch.put_cf(self.cf(CF_REPOS), repo, RepoInfo::new_record(created));
+        }
+        let seq = self.ref_seq.load(Ordering::SeqCst) + 1;
+        batch.put_cf(self.cf(CF_REF_LOG), seq.to_be_bytes(), repo.as_bytes());
+        write(&self.db, batch, Durability::Synced)?;
+        self.ref_seq.store(seq, Ordering::SeqCst);
+        if seq.is_multiple_of(REF_LOG_TRIM_EVERY) && seq > REF_LOG_KEEP {
+            // Older entries only serve mirrors that fell far behind; they
+            // fall back to a full listing.
+            let _ = self.db.delete_range_cf(self.cf(CF_REF_LOG), 0u64.to_be_bytes(), (seq - REF_LOG_KEEP).to_be_bytes());
+        }
+        Ok(())
+    }
+
+    /// The change feed's position: the sequence number of the latest branch
+    /// change (0 before any).
+    pub fn ref_seq(&self) -> u64 {
+        self.ref_seq.load(Ordering::SeqCst)
+    }
+
+    /// Repositories whose branches changed after change `since`, and the
+    /// position they are complete up to; None when the feed no longer
+    /// reaches back that far (list everything instead).
+    pub fn ref_changes_since(&self, since: u64) -> Result<Option<(std::collections::BTreeSet<String>, u64)>> {
+        let upto = self.ref_seq();
+        let mut repos = std::collections::BTreeSet::new();
+        if since >= upto {
+            return Ok(Some((repos, upto)));
+        }
+        let cf = self.cf(CF_REF_LOG);
+        let mut first = true;
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&(since + 1).to_be_bytes(), rocksdb::Direction::Forward)) {
+            let (k, v) = item?;
+            let seq = k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
+            if first && seq != since + 1 {
+                return Ok(None);
+            }
+            first = false;
+            if seq > upto {
+                break;
+            }
+            repos.insert(String::from_utf8_lossy(&v).into_owned());
+        }
+        Ok(Some((repos, upto)))
     }
 
     pub fn repos(&self) -> Result<Vec<RepoInfo>> {

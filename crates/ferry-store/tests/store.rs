@@ -225,3 +225,36 @@ fn opening_twice_reports_the_lock_and_unknown_dirs_are_not_stores() {
     let empty = tempfile::tempdir().unwrap();
     assert!(matches!(Store::open(empty.path()), Err(StoreError::NotAStore(_))));
 }
+
+#[test]
+fn the_change_feed_names_every_repository_whose_branches_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let id = {
+        let store = Store::init(&path).unwrap();
+        assert_eq!(store.ref_seq(), 0);
+        let a1 = commit_bytes(&store, "org/a", &[("f", b"one")], "a1");
+        commit_bytes(&store, "org/b", &[("f", b"two")], "b1");
+        assert_eq!(store.ref_seq(), 2);
+        let (repos, upto) = store.ref_changes_since(0).unwrap().unwrap();
+        assert_eq!((repos.into_iter().collect::<Vec<_>>(), upto), (vec!["org/a".to_string(), "org/b".to_string()], 2));
+        // A branch made, a commit, and a branch deleted each count.
+        store.update_branch("org/a", "dev", None, Some(a1)).unwrap();
+        commit_bytes(&store, "org/a", &[("f", b"three")], "a2");
+        store.update_branch("org/b", "main", store.branch("org/b", "main").unwrap(), None).unwrap();
+        let (repos, upto) = store.ref_changes_since(2).unwrap().unwrap();
+        assert_eq!((repos.into_iter().collect::<Vec<_>>(), upto), (vec!["org/a".to_string(), "org/b".to_string()], 5));
+        assert!(store.ref_changes_since(5).unwrap().unwrap().0.is_empty());
+        // A refused compare-and-swap changes nothing.
+        assert!(store.update_branch("org/a", "main", None, Some(a1)).is_err());
+        assert_eq!(store.ref_seq(), 5);
+        store.id()
+    };
+    let store = Store::open(&path).unwrap();
+    assert_eq!((store.ref_seq(), store.id()), (5, id), "the position and the id survive a reopen");
+    commit_bytes(&store, "org/c", &[("f", b"four")], "c1");
+    let (repos, upto) = store.ref_changes_since(4).unwrap().unwrap();
+    assert_eq!((repos.into_iter().collect::<Vec<_>>(), upto), (vec!["org/b".to_string(), "org/c".to_string()], 6));
+    let other = Store::init(&dir.path().join("t")).unwrap();
+    assert_ne!(other.id(), id, "stores have their own ids");
+}
