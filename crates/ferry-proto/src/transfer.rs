@@ -51,7 +51,8 @@ pub struct Limits {
     pub move_batch_bytes: u64,
     /// Chunks per chunk move.
     pub move_batch_chunks: usize,
-    /// Chunk moves in flight: enough to fill a long fat link.
+    /// Chunk moves in flight: enough to fill a long fat link. Questions and
+    /// moves together stay within the 16 streams a hub allows a connection.
     pub moves_in_flight: usize,
     /// Revisions per history request.
     pub history_batch: u32,
@@ -63,8 +64,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            ask_batch: 8192,
-            asks_in_flight: 4,
+            ask_batch: MAX_IDS,
+            asks_in_flight: 8,
             move_batch_bytes: 4 << 20,
             move_batch_chunks: 64,
             moves_in_flight: 8,
