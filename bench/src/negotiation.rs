@@ -10,6 +10,7 @@
 //!   (changed tensors: what fine-tunes do);
 //! - `scattered`: single chunks replaced uniformly at random (the worst
 //!   case for a tree comparison).
+//!
 //! The real transfer engine (`ferry_proto::transfer`) then runs between
 //! them, every request answered at once, a round trip per wave of
 //! requests. It prints one JSON line:
