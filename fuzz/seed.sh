@@ -39,6 +39,13 @@ seed("negotiate", b"")
 seed("negotiate", bytes([1, 0, 8, 0, 0, 2, 4, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]))
 seed("negotiate", bytes([3, 1, 2, 3, 255, 0, 0, 0, 0, 0, 2, 16] + list(range(64))))
 
+# transfer: world bytes then answer choices; an empty tape is all honest,
+# and every golden frame once as a hostile answer (0xf0, kind, len, payload).
+seed("transfer", b"")
+seed("transfer", bytes([2, 9] + list(range(18)) + [1, 1, 4, 0, 7, 2, 3]))
+for f in frames:
+    seed("transfer", bytes([1, 4, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0xf0, f[0], len(f) - 5 & 0xff, len(f) - 5 >> 8 & 0xff]) + f[5:])
+
 # access_file: token length, token, JSON. "fy_ab_" has secret "" whose
 # BLAKE3 is the hash below, so `check` succeeds on it.
 empty = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
