@@ -22,7 +22,7 @@ mod read;
 mod refs;
 mod write;
 
-pub use check::{FsckReport, GcReport, Stats};
+pub use check::{FsckReport, GcReport, Pins, Stats};
 pub use chunks::{ChunkStore, RocksChunkStore, VerifiedRecord};
 pub use error::StoreError;
 pub use ingest::{list_files, CommitOptions, Committed, FoundFile, IngestProgress, Ingested, WriteSession};
