@@ -75,6 +75,14 @@ enum Command {
     Serve {
         #[arg(long, default_value = "0.0.0.0:4433")]
         listen: std::net::SocketAddr,
+        /// Reclaim unreachable data inside the hub this often (e.g. 30m, 6h;
+        /// `ferry gc` cannot run while the hub holds the store). Pushes in
+        /// progress keep what they rely on.
+        #[arg(long, value_parser = parse_duration)]
+        gc_every: Option<std::time::Duration>,
+        /// Close connections that have had no request in progress for this long.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        idle_timeout: std::time::Duration,
     },
     /// Send a local branch to a hub (only what the hub lacks).
     Push {
@@ -258,7 +266,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token { action } => admin_token(&path, action, json),
         Command::Visibility { pattern, visibility } => admin_visibility(&path, &pattern, &visibility, json),
         Command::Cat { first, second, third: Some(file), range, net } => remote_cat(&first, &second, &file, range.as_deref(), &net),
-        Command::Serve { listen } => serve(Arc::new(Store::open(&path)?), listen, json),
+        Command::Serve { listen, gc_every, idle_timeout } => serve(Arc::new(Store::open(&path)?), listen, gc_every, idle_timeout, json),
         Command::Push { hub, repo, branch, net } => {
             let store = Arc::new(Store::open(&path)?);
             transfer(json, "pushed", &hub, &net, async |client, bar| client.push(&store, &ferry_hub::PushOptions { repo, branch }, bar).await)
@@ -347,12 +355,59 @@ fn remote_cat(hub: &str, target: &str, file: &str, range: Option<&str>, net: &Ne
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(store: Arc<Store>, listen: std::net::SocketAddr, json: bool) -> Result<ExitCode> {
+/// `90s`, `30m`, `6h`, `500ms` (a bare number is seconds).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 30m or 6h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
+    };
+    if !(secs > 0.0 && secs < 1e9) {
+        return Err(format!("{s:?} is not a positive duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+fn serve(
+    store: Arc<Store>,
+    listen: std::net::SocketAddr,
+    gc_every: Option<std::time::Duration>,
+    idle_timeout: std::time::Duration,
+    json: bool,
+) -> Result<ExitCode> {
     let identity = ferry_hub::tls::Identity::load_or_create(store.path())?;
     let fingerprint = identity.fingerprint.clone();
     let created = identity.created;
+    // gc reports go to stderr: stdout carries only the listening line.
+    let gc = gc_every.map(|every| ferry_hub::GcSchedule {
+        every,
+        report: Box::new(move |res, took| match res {
+            Ok(r) if json => eprintln!(
+                "{}",
+                json!({ "gc": { "chunks_removed": r.chunks_removed, "bytes_removed": r.bytes_removed, "tree_nodes_removed": r.nodes_removed,
+                                "revisions_removed": r.revisions_removed, "chunks_kept": r.chunks_kept, "seconds": took.as_secs_f64() } })
+            ),
+            Ok(r) => eprintln!(
+                "ferry: gc removed {} chunks ({}), {} tree nodes, {} revisions; kept {} chunks ({:.1}s)",
+                r.chunks_removed,
+                progress::bytes(r.bytes_removed),
+                r.nodes_removed,
+                r.revisions_removed,
+                r.chunks_kept,
+                took.as_secs_f64()
+            ),
+            Err(e) if json => eprintln!("{}", json!({ "gc": { "error": e } })),
+            Err(e) => eprintln!("ferry: gc failed: {e}"),
+        }),
+    });
     runtime()?.block_on(async move {
-        let opts = ferry_hub::ServeOptions { listen, max_auth_failures: 5 };
+        let opts = ferry_hub::ServeOptions { listen, max_auth_failures: 5, idle_timeout, gc };
         ferry_hub::serve(store, &identity, opts, |addr| {
             print(json, json!({ "listen": addr.to_string(), "fingerprint": fingerprint, "new_identity": created }), || {
                 format!(

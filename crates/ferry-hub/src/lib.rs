@@ -19,7 +19,7 @@ pub mod tls;
 mod wire;
 
 pub use client::{Client, ConnectOptions, PullOptions, PushOptions, Transfer, TransportChoice};
-pub use server::{serve, ServeOptions};
+pub use server::{serve, GcSchedule, ServeOptions};
 
 use ferry_proto::ErrorCode;
 

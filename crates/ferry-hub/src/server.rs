@@ -2,14 +2,15 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ferry_core::revision::Revision;
 use ferry_core::Id;
 use ferry_proto::{ErrorCode, Message, MAX_FRAME_LEN};
-use ferry_store::{ChunkStore, Store, StoreError, VerifiedRecord};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use ferry_store::{ChunkStore, GcReport, Pins, Store, StoreError, VerifiedRecord};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::access::{Access, Grant};
 use crate::tls::Identity;
@@ -20,6 +21,17 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Failed token attempts per address per minute before refusing.
     pub max_auth_failures: u32,
+    /// A connection with no request in progress for this long is closed.
+    pub idle_timeout: Duration,
+    /// Collect garbage inside the hub this often (`ferry gc` cannot run
+    /// while the hub holds the store).
+    pub gc: Option<GcSchedule>,
+}
+
+pub struct GcSchedule {
+    pub every: Duration,
+    /// Told each run's outcome and how long it took.
+    pub report: Box<dyn Fn(Result<GcReport, String>, Duration) + Send + Sync>,
 }
 
 struct Hub {
@@ -27,6 +39,56 @@ struct Hub {
     access: Access,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     max_failures: u32,
+    idle_timeout: Duration,
+    pins: PinBoard,
+}
+
+/// What each open connection has been told the hub holds, or has stored
+/// through it: in-process gc keeps all of it (and what it reaches), so a
+/// gc that runs between a push's requests cannot remove what the push
+/// relies on. A connection's pins go when it closes.
+#[derive(Default)]
+struct PinBoard {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Weak<ConnPins>>>,
+}
+
+struct ConnPins {
+    id: u64,
+    board: Weak<Hub>,
+    pins: Mutex<Pins>,
+}
+
+impl PinBoard {
+    fn open(&self, hub: &Arc<Hub>) -> Arc<ConnPins> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let c = Arc::new(ConnPins { id, board: Arc::downgrade(hub), pins: Mutex::new(Pins::default()) });
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::downgrade(&c));
+        c
+    }
+
+    /// Everything pinned by open connections.
+    fn all(&self) -> Pins {
+        let mut all = Pins::default();
+        for c in self.open.lock().unwrap_or_else(|p| p.into_inner()).values().filter_map(Weak::upgrade) {
+            all.extend(&c.pins.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        all
+    }
+}
+
+impl ConnPins {
+    fn with(&self, f: impl FnOnce(&mut Pins)) {
+        f(&mut self.pins.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Drop for ConnPins {
+    fn drop(&mut self) {
+        if let Some(hub) = self.board.upgrade() {
+            hub.pins.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        }
+    }
 }
 
 /// An error to send to the client as an `Error` frame.
@@ -67,7 +129,17 @@ fn not_found(repo: &str) -> Refusal {
 pub async fn serve(store: Arc<Store>, identity: &Identity, opts: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<()> {
     let access = Access::new(crate::access::access_path(store.path()));
     access.current()?;
-    let hub = Arc::new(Hub { store, access, failures: Mutex::new(HashMap::new()), max_failures: opts.max_auth_failures });
+    let hub = Arc::new(Hub {
+        store,
+        access,
+        failures: Mutex::new(HashMap::new()),
+        max_failures: opts.max_auth_failures,
+        idle_timeout: opts.idle_timeout,
+        pins: PinBoard::default(),
+    });
+    if let Some(gc) = opts.gc {
+        tokio::spawn(collect_garbage(hub.clone(), gc));
+    }
     let tls = identity.server_config()?;
     let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.clone()).map_err(|e| HubError::Tls(e.to_string()))?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
@@ -123,15 +195,61 @@ async fn quic_connection(hub: Arc<Hub>, incoming: quinn::Incoming) -> Result<()>
         return Ok(());
     };
     let grant = Arc::new(grant);
+    let pins = hub.pins.open(&hub);
+    let activity = Arc::new(Activity::new());
     loop {
-        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| HubError::Lost(e.to_string()))?;
-        let (hub, grant) = (hub.clone(), grant.clone());
+        // A client that keeps its connection alive but sends nothing holds
+        // it only until the idle timeout (QUIC keep-alives alone would keep
+        // it forever).
+        let (mut send, mut recv) = match tokio::time::timeout(activity.idle_left(hub.idle_timeout), conn.accept_bi()).await {
+            Ok(accepted) => accepted.map_err(|e| HubError::Lost(e.to_string()))?,
+            Err(_) if activity.idle_left(hub.idle_timeout).is_zero() => {
+                conn.close(2u32.into(), b"idle");
+                return Ok(());
+            }
+            Err(_) => continue,
+        };
+        let (hub, grant, pins, busy) = (hub.clone(), grant.clone(), pins.clone(), activity.begin());
         tokio::spawn(async move {
             if let Ok(Some(req)) = read_or_refuse(&mut recv, &mut send).await {
-                let _ = respond(&hub, &grant, req, &mut send).await;
+                let _ = respond(&hub, &grant, &pins, req, &mut send).await;
             }
             let _ = send.finish();
+            drop(busy);
         });
+    }
+}
+
+/// Requests in progress on a QUIC connection, and when the last one ended.
+struct Activity(Mutex<(usize, Instant)>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity(Mutex::new((0, Instant::now())))
+    }
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).0 += 1;
+        Busy(self.clone())
+    }
+    /// How much longer the connection may stay idle (all of `limit` while a
+    /// request is in progress).
+    fn idle_left(&self, limit: Duration) -> Duration {
+        let (active, since) = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if active > 0 {
+            limit
+        } else {
+            limit.saturating_sub(since.elapsed())
+        }
+    }
+}
+
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut a = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        a.0 -= 1;
+        a.1 = Instant::now();
     }
 }
 
@@ -148,13 +266,22 @@ async fn tcp_connection(hub: Arc<Hub>, acceptor: tokio_rustls::TlsAcceptor, stre
 }
 
 async fn tcp_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Arc<Hub>, peer: IpAddr, r: &mut R, w: &mut W) -> Result<()> {
-    let Some(grant) = handshake(hub, peer, r, w).await? else { return Ok(()) };
+    let mut r = tokio::io::BufReader::new(r);
+    let Some(grant) = handshake(hub, peer, &mut r, w).await? else { return Ok(()) };
     let grant = Arc::new(grant);
-    // Requests follow one another on the connection.
-    while let Some(req) = read_or_refuse(r, w).await? {
-        respond(hub, &grant, req, w).await?;
+    let pins = hub.pins.open(hub);
+    // Requests follow one another on the connection; between them the
+    // client may stay silent up to the idle timeout.
+    loop {
+        match tokio::time::timeout(hub.idle_timeout, r.fill_buf()).await {
+            Err(_) => return Ok(()),
+            Ok(Err(e)) => return Err(HubError::Lost(e.to_string())),
+            Ok(Ok([])) => return Ok(()),
+            Ok(Ok(_)) => {}
+        }
+        let Some(req) = read_or_refuse(&mut r, w).await? else { return Ok(()) };
+        respond(hub, &grant, &pins, req, w).await?;
     }
-    Ok(())
 }
 
 /// Reads a frame; one that breaks the protocol is answered with an `Error`
@@ -252,10 +379,10 @@ impl Hub {
 }
 
 /// Answers one request: zero or more data frames, then `Done` or `Error`.
-async fn respond<W: AsyncWrite + Unpin>(hub: &Arc<Hub>, grant: &Arc<Grant>, req: Message, w: &mut W) -> Result<()> {
+async fn respond<W: AsyncWrite + Unpin>(hub: &Arc<Hub>, grant: &Arc<Grant>, pins: &Arc<ConnPins>, req: Message, w: &mut W) -> Result<()> {
     let frames = {
-        let (hub, grant) = (hub.clone(), grant.clone());
-        tokio::task::spawn_blocking(move || answer(&hub, &grant, req)).await.map_err(|e| HubError::Io(e.to_string()))?
+        let (hub, grant, pins) = (hub.clone(), grant.clone(), pins.clone());
+        tokio::task::spawn_blocking(move || answer(&hub, &grant, &pins, req)).await.map_err(|e| HubError::Io(e.to_string()))?
     };
     let frames = match frames {
         Ok(mut f) => {
@@ -295,7 +422,10 @@ fn pack<T>(items: Vec<T>, size: impl Fn(&T) -> usize, wrap: impl Fn(Vec<T>) -> M
     out
 }
 
-fn answer(hub: &Hub, grant: &Grant, req: Message) -> Result<Vec<Message>, Refusal> {
+/// Answers requests. Those a push relies on later (that the hub holds
+/// something, or stored it) run under a `WriteSession`, which in-process gc
+/// waits for, and pin what they answered about before it ends.
+fn answer(hub: &Hub, grant: &Grant, pins: &ConnPins, req: Message) -> Result<Vec<Message>, Refusal> {
     let store = &hub.store;
     match req {
         Message::ListRefs { repo } => {
@@ -326,15 +456,27 @@ fn answer(hub: &Hub, grant: &Grant, req: Message) -> Result<Vec<Message>, Refusa
         }
         Message::HaveRevisions { repo, ids } => {
             hub.check_read(grant, &repo)?;
-            Ok(bitmap(ids.iter().map(|i| store.has_revision(i)).collect::<Result<_, _>>()?))
+            let _session = store.write_session();
+            let have = ids.iter().map(|i| store.has_revision(i)).collect::<Result<Vec<_>, _>>()?;
+            // Only a writer will rely on the answer.
+            if grant.can_write(&repo) {
+                pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.revision(*x.0)));
+            }
+            Ok(bitmap(have))
         }
         Message::HaveNodes { repo, ids } => {
             hub.check_write(grant, &repo)?;
-            Ok(bitmap(store.has_nodes(&ids)?))
+            let _session = store.write_session();
+            let have = store.has_nodes(&ids)?;
+            pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.node(*x.0)));
+            Ok(bitmap(have))
         }
         Message::HaveChunks { repo, ids } => {
             hub.check_write(grant, &repo)?;
-            Ok(bitmap(store.chunk_store().contains(&ids)?))
+            let _session = store.write_session();
+            let have = store.chunk_store().contains(&ids)?;
+            pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.chunk(x.0)));
+            Ok(bitmap(have))
         }
         Message::GetNodes { repo, ids } => {
             hub.check_read(grant, &repo)?;
@@ -360,12 +502,22 @@ fn answer(hub: &Hub, grant: &Grant, req: Message) -> Result<Vec<Message>, Refusa
             for (id, rec) in chunks {
                 verified.push(VerifiedRecord::verify(id, rec)?);
             }
-            store.write_session().put_records(&verified)?;
+            let session = store.write_session();
+            // Another client may have sent the same chunks meanwhile: write
+            // each chunk once.
+            let ids: Vec<Id> = verified.iter().map(|r| r.id()).collect();
+            let present = store.chunk_store().contains(&ids)?;
+            let mut present = present.into_iter();
+            verified.retain(|_| !present.next().unwrap_or(false));
+            session.put_records(&verified)?;
+            pins.with(|p| ids.iter().for_each(|id| p.chunk(id)));
             Ok(vec![])
         }
         Message::PutNodes { repo, nodes } => {
             hub.check_write(grant, &repo)?;
-            store.write_session().put_nodes_checked(&nodes)?;
+            let session = store.write_session();
+            let ids = session.put_nodes_checked(&nodes)?;
+            pins.with(|p| ids.into_iter().for_each(|id| p.node(id)));
             Ok(vec![])
         }
         Message::UpdateBranch { repo, branch, expected, new, revisions } => {
@@ -376,6 +528,21 @@ fn answer(hub: &Hub, grant: &Grant, req: Message) -> Result<Vec<Message>, Refusa
         }
         Message::Hello { .. } => Err(Refusal(ErrorCode::BadRequest, "Hello was already exchanged on this connection".into())),
         other => Err(Refusal(ErrorCode::BadRequest, format!("frame type {:#04x} is not a request", other.tag()))),
+    }
+}
+
+/// Runs gc every `schedule.every`, keeping what open connections pinned.
+async fn collect_garbage(hub: Arc<Hub>, schedule: GcSchedule) {
+    loop {
+        tokio::time::sleep(schedule.every).await;
+        let h = hub.clone();
+        let started = Instant::now();
+        let res = tokio::task::spawn_blocking(move || h.store.gc_keeping(|| h.pins.all())).await;
+        let res = match res {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("gc stopped: {e}")),
+        };
+        (schedule.report)(res, started.elapsed());
     }
 }
 
