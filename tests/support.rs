@@ -109,6 +109,11 @@ impl Rng {
         Rng((seed ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
 
+    /// An independent generator for another thread, repeatable with this one's seed.
+    pub fn fork(&mut self) -> Rng {
+        Rng(self.below(u64::MAX) | 1)
+    }
+
     /// A number in 0..n (0 when n is 0).
     pub fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
