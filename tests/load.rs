@@ -398,3 +398,172 @@ fn load_32_clients_push_and_pull_while_the_hub_collects_garbage() {
     // how much has moved (see ARCHITECTURE.md).
     assert!(peak < 2 << 30, "the hub's peak RSS was {} MiB", peak >> 20);
 }
+
+/// What a client says when the hub vanished under it: the connection was
+/// lost (re-run to resume), or could not be made, or timed out.
+fn says_the_hub_went_away(e: &str) -> bool {
+    ["connection lost", "could not connect", "timed out"].iter().any(|m| e.contains(m))
+}
+
+#[test]
+fn a_hub_killed_under_load_loses_no_acknowledged_revision() {
+    const CLIENTS: usize = 8;
+    const REPOS: usize = 4;
+    let kills: u32 = std::env::var("FERRY_LOAD_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let hub_store = tmp.path().join("hub-store");
+    ok(ferry(&hub_store).arg("init"));
+    let hub = Hub::serve_with(hub_store.clone(), "127.0.0.1:0", &[], None);
+    let token = hub.token("load/*", "write");
+    let addr = hub.addr.clone();
+    let hub = Mutex::new(hub);
+    let data = Data::new(REPOS);
+    let mut rng = Rng::new(0x6b11_1ed0);
+    let rngs: Vec<Mutex<Rng>> = (0..CLIENTS).map(|_| Mutex::new(rng.fork())).collect();
+    let latest: Vec<AtomicU64> = (0..CLIENTS).map(|_| AtomicU64::new(0)).collect();
+    let acked = Mutex::new(Vec::<(String, String, String, Version)>::new());
+    let failures = Mutex::new(Vec::<String>::new());
+    // Errors operations ended with because the hub died, and what their re-runs moved.
+    let interrupted = Mutex::new(Vec::<String>::new());
+    let (rerun_bytes, scratch_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
+    let stop = AtomicBool::new(false);
+    let mut kill_log = Vec::new();
+
+    std::thread::scope(|s| {
+        for w in 0..CLIENTS {
+            let (tmp, token, addr, data, latest, acked, failures, interrupted, stop, rngs) =
+                (tmp.path(), &token, &addr, &data, &latest, &acked, &failures, &interrupted, &stop, &rngs);
+            let (rerun_bytes, scratch_bytes) = (&rerun_bytes, &scratch_bytes);
+            s.spawn(move || {
+                let store = tmp.join(format!("w{w}"));
+                let (src, scratch) = (tmp.join(format!("w{w}-src")), tmp.join(format!("w{w}-out")));
+                ok(ferry(&store).arg("init"));
+                let transport = if w % 2 == 1 { "tcp" } else { "quic" };
+                let (repo, own) = (repo_of(w, REPOS), format!("w{w}"));
+                let net = |verb: &str, repo: &str, branch: &str| {
+                    let mut c = client(&store, Some(token));
+                    c.args(["--json", verb, "--transport", transport, addr, repo, "--branch", branch]);
+                    c
+                };
+                let fail = |what: String| failures.lock().unwrap().push(format!("client {w}: {what}"));
+                // Runs an operation until it completes; failures must say the hub went away.
+                let until_done = |what: &str, cmd: &dyn Fn() -> std::process::Command| -> Option<(serde_json::Value, bool)> {
+                    let started = Instant::now();
+                    let mut rerun = false;
+                    loop {
+                        match attempt(&mut cmd()) {
+                            Ok(r) => return Some((r, rerun)),
+                            Err(e) if says_the_hub_went_away(&e) && started.elapsed() < Duration::from_secs(150) => {
+                                interrupted.lock().unwrap().push(e);
+                                rerun = true;
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                            Err(e) => {
+                                fail(format!("{what} failed: {e}"));
+                                return None;
+                            }
+                        }
+                    }
+                };
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let v = Version::Own { worker: w, n };
+                    data.write(v, REPOS, &src);
+                    let c = json(&ok(ferry(&store).args(["--json", "commit", &repo, "--branch", &own]).arg(&src).args(["-m", &v.meta()])));
+                    let rev = c["revision"].as_str().unwrap().to_owned();
+                    let Some((r, rerun)) = until_done(&format!("push of {v:?}"), &|| net("push", &repo, &own)) else { return };
+                    if r["head"] != rev.as_str() {
+                        return fail(format!("push of {v:?} reported {r}"));
+                    }
+                    // The hub has every earlier version, so a push from scratch moves at most this version's new bytes.
+                    let (moved, from_scratch) = (r["chunk_bytes_moved"].as_u64().unwrap(), c["stored_bytes"].as_u64().unwrap());
+                    if moved > from_scratch {
+                        fail(format!("push of {v:?} moved {moved} chunk bytes, more than the {from_scratch} new ones"));
+                    }
+                    if rerun {
+                        rerun_bytes.fetch_add(moved, Ordering::Relaxed);
+                        scratch_bytes.fetch_add(from_scratch, Ordering::Relaxed);
+                    }
+                    acked.lock().unwrap().push((repo.clone(), own.clone(), rev, v));
+                    latest[w].store(n, Ordering::Relaxed);
+                    if n % 2 == 0 {
+                        let pushed: Vec<usize> = (0..CLIENTS).filter(|&j| j != w && latest[j].load(Ordering::Relaxed) > 0).collect();
+                        if pushed.is_empty() {
+                            continue;
+                        }
+                        let j = pushed[rngs[w].lock().unwrap().below(pushed.len() as u64) as usize];
+                        let (their_repo, theirs) = (repo_of(j, REPOS), format!("w{j}"));
+                        if until_done(&format!("pull of {their_repo}@{theirs}"), &|| net("pull", &their_repo, &theirs)).is_some() {
+                            if let Err(e) = check_export(&store, &their_repo, &theirs, data, REPOS, &scratch) {
+                                fail(e);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        // Kill the hub at random moments once every client has pushed.
+        let begin = Instant::now();
+        while latest.iter().any(|l| l.load(Ordering::Relaxed) == 0) && begin.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for k in 0..kills {
+            std::thread::sleep(Duration::from_millis(1000 + rng.below(3000)));
+            let mut hub = hub.lock().unwrap();
+            hub.kill();
+            // Whatever a client was told before the kill is durable.
+            let acked_now = acked.lock().unwrap().clone();
+            let fsck = json(&ok(ferry(&hub_store).args(["--json", "fsck"])));
+            assert_eq!(fsck["ok"], true, "kill {k}: {fsck}");
+            for (repo, branch, rev, v) in &acked_now {
+                let log = json(&ok(ferry(&hub_store).args(["--json", "log", &format!("{repo}@{branch}"), "-n", "100000"])));
+                assert!(log.as_array().unwrap().iter().any(|r| r["revision"] == rev.as_str()), "kill {k}: acknowledged {v:?} ({rev}) lost");
+            }
+            kill_log.push(acked_now.len());
+            *hub = Hub::serve_with(hub_store.clone(), &addr, &[], None);
+        }
+        // Give the interrupted operations time to complete their re-runs.
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(failures.is_empty(), "{} operations failed that should have succeeded or said the hub went away:\n{}", failures.len(), failures.join("\n"));
+
+    // Every client's branch on the hub is at its last acknowledged version
+    // and pulls back byte-identical; the hub's store passes fsck.
+    let acked = acked.into_inner().unwrap();
+    let fresh = tmp.path().join("fresh");
+    ok(ferry(&fresh).arg("init"));
+    let mut heads: BTreeMap<(String, String), String> = BTreeMap::new();
+    for (repo, branch, rev, _) in &acked {
+        heads.insert((repo.clone(), branch.clone()), rev.clone());
+    }
+    for ((repo, branch), rev) in &heads {
+        let r = json(&ok(client(&fresh, Some(&token)).args(["--json", "pull", &addr, repo, "--branch", branch])));
+        assert_eq!(r["head"].as_str(), Some(rev.as_str()), "{repo}@{branch} is not at its last acknowledged revision");
+        check_export(&fresh, repo, branch, &data, REPOS, &tmp.path().join("out")).unwrap();
+    }
+    hub.into_inner().unwrap().kill();
+    let fsck = json(&ok(ferry(&hub_store).args(["--json", "fsck"])));
+    assert_eq!(fsck["ok"], true, "{fsck}");
+    let interrupted = interrupted.into_inner().unwrap();
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &interrupted {
+        let kind = ["connection lost", "could not connect", "timed out"].into_iter().find(|m| e.contains(m)).unwrap_or("other");
+        *kinds.entry(kind).or_default() += 1;
+    }
+    report(
+        "load",
+        &format!(
+            "hub killed under load: {CLIENTS} clients ({} over TCP), hub killed {kills} times (with {kill_log:?} revisions acknowledged), every acknowledged \
+             revision kept, fsck clean after each; {} operations ended because the hub went away ({kinds:?}), all completed when re-run, the re-run pushes \
+             moving {} KiB of the {} KiB their versions had new; {} revisions acknowledged in all",
+            CLIENTS / 2,
+            interrupted.len(),
+            rerun_bytes.into_inner() >> 10,
+            scratch_bytes.into_inner() >> 10,
+            acked.len()
+        ),
+    );
+}
