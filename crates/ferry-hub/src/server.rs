@@ -105,6 +105,8 @@ impl From<StoreError> for Refusal {
         };
         let msg = match &e {
             StoreError::Conflict { .. } => format!("{e} (pull first)"),
+            // The hub's own paths are no business of its clients.
+            StoreError::Io { source, .. } => source.to_string(),
             _ => e.to_string(),
         };
         Refusal(code, msg)

@@ -8,7 +8,7 @@ use ferry_core::codec::{self, Encoder, RecordHeader};
 use ferry_core::{FormatError, Id};
 use rocksdb::{ErrorKind, WriteBatch, DB};
 
-use crate::write::{background_errors, out_of_space, stalled_for_space, write, Durability};
+use crate::write::{background_errors, db_error, out_of_space, stalled_for_space, write, Durability};
 use crate::{Result, StoreError, CF_CHUNKS, CF_CHUNK_INDEX, CF_TREES};
 
 /// A chunk record whose decoded bytes are known to hash to `id`. The only
@@ -173,7 +173,7 @@ impl ChunkStore for RocksChunkStore {
         // again"): wait for it as writes do, unless the disk is full.
         while let Err(e) = self.db.flush_cfs_opt(&cfs, &opts) {
             if !matches!(e.kind(), ErrorKind::TryAgain | ErrorKind::Incomplete | ErrorKind::Busy) {
-                return Err(e.into());
+                return Err(db_error(&self.db, e));
             }
             if background_errors(&self.db) > errors_before || stalled_for_space(&self.db) {
                 return Err(out_of_space(&self.db));
