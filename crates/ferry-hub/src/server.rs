@@ -214,7 +214,10 @@ async fn quic_connection(hub: Arc<Hub>, incoming: quinn::Incoming) -> Result<()>
         let (hub, grant, pins, busy) = (hub.clone(), grant.clone(), pins.clone(), activity.begin());
         tokio::spawn(async move {
             if let Ok(Some(req)) = read_or_refuse(&mut recv, &mut send).await {
-                let _ = respond(&hub, &grant, &pins, req, &mut send).await;
+                if respond(&hub, &grant, &pins, req, &mut send).await.is_err() {
+                    // Drop what the peer left unread rather than keep it queued.
+                    let _ = send.reset(0u32.into());
+                }
             }
             let _ = send.finish();
             drop(busy);
@@ -382,6 +385,9 @@ impl Hub {
 
 /// Answers one request: zero or more data frames, then `Done` or `Error`.
 async fn respond<W: AsyncWrite + Unpin>(hub: &Arc<Hub>, grant: &Arc<Grant>, pins: &Arc<ConnPins>, req: Message, w: &mut W) -> Result<()> {
+    if matches!(req, Message::GetHistory { .. } | Message::GetNodes { .. } | Message::GetChunks { .. }) {
+        return respond_a_frame_at_a_time(hub, grant, req, w).await;
+    }
     let frames = {
         let (hub, grant, pins) = (hub.clone(), grant.clone(), pins.clone());
         tokio::task::spawn_blocking(move || answer(&hub, &grant, &pins, req)).await.map_err(|e| HubError::Io(e.to_string()))?
@@ -394,7 +400,39 @@ async fn respond<W: AsyncWrite + Unpin>(hub: &Arc<Hub>, grant: &Arc<Grant>, pins
         Err(Refusal(code, message)) => vec![Message::Error { code, message }],
     };
     for f in &frames {
-        write_message(w, f).await?;
+        send(w, f).await?;
+    }
+    w.flush().await.map_err(|e| HubError::Lost(e.to_string()))?;
+    Ok(())
+}
+
+/// How long a peer may leave an answer unread before the hub gives up on it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, m: &Message) -> Result<()> {
+    tokio::time::timeout(SEND_TIMEOUT, write_message(w, m)).await.map_err(|_| HubError::Timeout("the peer read nothing for 30 s".into()))??;
+    Ok(())
+}
+
+/// Answers the requests whose answers may be large (16 384 chunks of
+/// 256 KiB are 4 GiB) a frame at a time: a blocking task reads and packs,
+/// and a channel holding one frame hands them to the writer. A request
+/// then costs the hub about two frames of memory however much it asks for,
+/// and a client that stops reading stalls only its own request, until
+/// `SEND_TIMEOUT`.
+async fn respond_a_frame_at_a_time<W: AsyncWrite + Unpin>(hub: &Arc<Hub>, grant: &Arc<Grant>, req: Message, w: &mut W) -> Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(1);
+    let (hub, grant) = (hub.clone(), grant.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut emit = |m: Message| tx.blocking_send(m).map_err(|_| Refusal(ErrorCode::Internal, "the client stopped reading".into()));
+        let end = match answer_large(&hub, &grant, req, &mut emit) {
+            Ok(()) => Message::Done,
+            Err(Refusal(code, message)) => Message::Error { code, message },
+        };
+        let _ = tx.blocking_send(end);
+    });
+    while let Some(m) = rx.recv().await {
+        send(w, &m).await?;
     }
     w.flush().await.map_err(|e| HubError::Lost(e.to_string()))?;
     Ok(())
@@ -404,24 +442,85 @@ fn bitmap(v: Vec<bool>) -> Vec<Message> {
     vec![Message::Bitmap { bits: v }]
 }
 
-/// Splits blobs into frames that each stay under the frame limit.
-fn pack<T>(items: Vec<T>, size: impl Fn(&T) -> usize, wrap: impl Fn(Vec<T>) -> Message) -> Vec<Message> {
-    let mut out = Vec::new();
-    let mut cur = Vec::new();
-    let mut bytes = 0;
-    for it in items {
-        let s = size(&it) + 40;
-        if !cur.is_empty() && bytes + s > MAX_FRAME_LEN - 1024 {
-            out.push(wrap(std::mem::take(&mut cur)));
-            bytes = 0;
+/// Packs items into frames that each stay under the frame limit, handing
+/// each full frame on as soon as it is full.
+struct Packer<T, F: Fn(Vec<T>) -> Message> {
+    cur: Vec<T>,
+    bytes: usize,
+    wrap: F,
+}
+
+type Emit<'a> = dyn FnMut(Message) -> Result<(), Refusal> + 'a;
+
+impl<T, F: Fn(Vec<T>) -> Message> Packer<T, F> {
+    fn new(wrap: F) -> Self {
+        Packer { cur: Vec::new(), bytes: 0, wrap }
+    }
+    fn push(&mut self, item: T, size: usize, emit: &mut Emit) -> Result<(), Refusal> {
+        let s = size + 40;
+        if !self.cur.is_empty() && self.bytes + s > MAX_FRAME_LEN - 1024 {
+            emit((self.wrap)(std::mem::take(&mut self.cur)))?;
+            self.bytes = 0;
         }
-        bytes += s;
-        cur.push(it);
+        self.bytes += s;
+        self.cur.push(item);
+        Ok(())
     }
-    if !cur.is_empty() {
-        out.push(wrap(cur));
+    fn finish(self, emit: &mut Emit) -> Result<(), Refusal> {
+        if self.cur.is_empty() {
+            return Ok(());
+        }
+        emit((self.wrap)(self.cur))
     }
-    out
+}
+
+/// The data frames of GetHistory, GetNodes and GetChunks, handed to `emit`
+/// one at a time.
+fn answer_large(hub: &Hub, grant: &Grant, req: Message, emit: &mut Emit) -> Result<(), Refusal> {
+    let store = &hub.store;
+    match req {
+        Message::GetHistory { repo, from, max } => {
+            hub.check_read(grant, &repo)?;
+            let max = (max as usize).min(ferry_proto::message::MAX_REVISIONS);
+            let mut out = Packer::new(|revisions| Message::Revisions { revisions });
+            let (mut sent, mut seen) = (0, HashSet::new());
+            let mut queue: VecDeque<Id> = from.into_iter().collect();
+            while let Some(id) = queue.pop_front() {
+                if sent >= max || !seen.insert(id) {
+                    continue;
+                }
+                let Some(bytes) = store_revision_bytes(store, &id)? else { continue };
+                if let Ok(rev) = Revision::decode(&bytes) {
+                    queue.extend(rev.parents);
+                }
+                sent += 1;
+                let len = bytes.len();
+                out.push(bytes, len, emit)?;
+            }
+            out.finish(emit)
+        }
+        Message::GetNodes { repo, ids } => {
+            hub.check_read(grant, &repo)?;
+            let mut out = Packer::new(|nodes| Message::Nodes { nodes });
+            for id in &ids {
+                let node = store.node_bytes(id)?.ok_or_else(|| Refusal(ErrorCode::NotFound, format!("tree node {id} is not on this hub")))?;
+                let len = node.len();
+                out.push(node, len, emit)?;
+            }
+            out.finish(emit)
+        }
+        Message::GetChunks { repo, ids } => {
+            hub.check_read(grant, &repo)?;
+            let mut out = Packer::new(|chunks| Message::Chunks { chunks });
+            for id in ids {
+                let rec = store.chunk_store().get_record(&id)?.ok_or_else(|| Refusal(ErrorCode::NotFound, format!("chunk {id} is not on this hub")))?;
+                let len = rec.len();
+                out.push((id, rec), len, emit)?;
+            }
+            out.finish(emit)
+        }
+        other => Err(Refusal(ErrorCode::Internal, format!("frame type {:#04x} is not answered a frame at a time", other.tag()))),
+    }
 }
 
 /// Answers requests. Those a push relies on later (that the hub holds
@@ -437,24 +536,6 @@ fn answer(hub: &Hub, grant: &Grant, pins: &ConnPins, req: Message) -> Result<Vec
             }
             let access = hub.access.current().map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
             Ok(vec![Message::Refs { public: access.is_public(&repo), branches: store.branches(&repo)? }])
-        }
-        Message::GetHistory { repo, from, max } => {
-            hub.check_read(grant, &repo)?;
-            let max = (max as usize).min(ferry_proto::message::MAX_REVISIONS);
-            let mut out = Vec::new();
-            let mut seen = HashSet::new();
-            let mut queue: VecDeque<Id> = from.into_iter().collect();
-            while let Some(id) = queue.pop_front() {
-                if out.len() >= max || !seen.insert(id) {
-                    continue;
-                }
-                let Some(bytes) = store_revision_bytes(store, &id)? else { continue };
-                if let Ok(rev) = Revision::decode(&bytes) {
-                    queue.extend(rev.parents);
-                }
-                out.push(bytes);
-            }
-            Ok(pack(out, |b| b.len(), |revisions| Message::Revisions { revisions }))
         }
         Message::HaveRevisions { repo, ids } => {
             hub.check_read(grant, &repo)?;
@@ -479,23 +560,6 @@ fn answer(hub: &Hub, grant: &Grant, pins: &ConnPins, req: Message) -> Result<Vec
             let have = store.chunk_store().contains(&ids)?;
             pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.chunk(x.0)));
             Ok(bitmap(have))
-        }
-        Message::GetNodes { repo, ids } => {
-            hub.check_read(grant, &repo)?;
-            let mut nodes = Vec::with_capacity(ids.len());
-            for id in &ids {
-                nodes.push(store.node_bytes(id)?.ok_or_else(|| Refusal(ErrorCode::NotFound, format!("tree node {id} is not on this hub")))?);
-            }
-            Ok(pack(nodes, |n| n.len(), |nodes| Message::Nodes { nodes }))
-        }
-        Message::GetChunks { repo, ids } => {
-            hub.check_read(grant, &repo)?;
-            let mut chunks = Vec::with_capacity(ids.len());
-            for id in ids {
-                let rec = store.chunk_store().get_record(&id)?.ok_or_else(|| Refusal(ErrorCode::NotFound, format!("chunk {id} is not on this hub")))?;
-                chunks.push((id, rec));
-            }
-            Ok(pack(chunks, |c| c.1.len(), |chunks| Message::Chunks { chunks }))
         }
         Message::PutChunks { repo, chunks } => {
             hub.check_write(grant, &repo)?;
