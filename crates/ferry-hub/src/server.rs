@@ -348,14 +348,33 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Hub, peer:
     }
 }
 
+/// Whom failed tokens count against: an IPv4 address, or an IPv6 /64 (one
+/// host commonly has a whole /64 to pick addresses from).
+fn guesser(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 impl Hub {
     fn rate_limited(&self, peer: IpAddr) -> bool {
         let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        f.get(&peer).is_some_and(|(n, since)| *n >= self.max_failures && since.elapsed() < Duration::from_secs(60))
+        f.get(&guesser(peer)).is_some_and(|(n, since)| *n >= self.max_failures && since.elapsed() < Duration::from_secs(60))
     }
     fn record_failure(&self, peer: IpAddr) {
         let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let e = f.entry(peer).or_insert((0, Instant::now()));
+        // Forget expired windows before they add up (guessers can have many addresses).
+        if f.len() >= 4096 {
+            f.retain(|_, (_, since)| since.elapsed() < Duration::from_secs(60));
+        }
+        let e = f.entry(guesser(peer)).or_insert((0, Instant::now()));
         if e.1.elapsed() >= Duration::from_secs(60) {
             *e = (0, Instant::now());
         }

@@ -12,7 +12,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_core::revision::{Entry, Revision};
 use ferry_core::Id;
@@ -359,10 +359,14 @@ async fn raw_tls(hub: &Hub) -> tokio_rustls::client::TlsStream<tokio::net::TcpSt
 /// A raw QUIC connection that has said Hello with `token`: streams are the
 /// test's to open (or not).
 async fn raw_quic(hub: &Hub, token: &str) -> quinn::Connection {
+    raw_quic_to(&hub.addr, token).await
+}
+
+async fn raw_quic_to(addr: &str, token: &str) -> quinn::Connection {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(any_cert_tls()).unwrap();
     let mut ep = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let conn = ep.connect(hub.addr.parse().unwrap(), "hub.example").unwrap().await.unwrap();
+    let conn = ep.connect(addr.parse().unwrap(), "hub.example").unwrap().await.unwrap();
     let hello = Message::Hello { versions: vec![ferry_proto::VERSION], token: token.into(), client: "hostile".into() };
     let reply = ask(&conn, &hello).await;
     assert!(matches!(reply.first(), Some(Message::Welcome { .. })), "{reply:?}");
@@ -477,5 +481,118 @@ fn a_request_for_gigabytes_costs_the_hub_a_frame_of_memory_not_the_gigabytes() {
         let n: usize = got.iter().map(|m| if let Message::Chunks { chunks } = m { chunks.len() } else { 0 }).sum();
         assert_eq!(n, 100);
     });
+    hub.check_unharmed();
+}
+
+/// A new revision pushed with the ferry CLI and pulled back into another
+/// store, byte-identical: the hub serves honest clients.
+fn honest_round_trip(hub: &Hub, addr: &str, name: &str) {
+    let dir = hub.dir.path().join(name);
+    let (src, a, b, out) = (dir.join("src"), dir.join("a"), dir.join("b"), dir.join("out"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("w.bin"), noise(2 << 20, name.len() as u64 + 100)).unwrap();
+    ferry(&a, &["init"]);
+    ferry(&b, &["init"]);
+    ferry(&a, &["commit", "org/honest", src.to_str().unwrap(), "-m", name, "--branch", name]);
+    let known = dir.join("known");
+    for (store, verb) in [(&a, "push"), (&b, "pull")] {
+        let r = client_cli(store, &known, &hub.token, &[verb, addr, "org/honest", "--branch", name]);
+        assert!(r.status.success(), "an honest {verb} failed: {}", String::from_utf8_lossy(&r.stderr));
+    }
+    ferry(&b, &["export", &format!("org/honest@{name}"), out.to_str().unwrap()]);
+    assert!(std::fs::read(out.join("w.bin")).unwrap() == std::fs::read(src.join("w.bin")).unwrap());
+}
+
+#[test]
+fn token_guessing_is_rate_limited_per_address_and_the_right_token_works_elsewhere_and_afterwards() {
+    // Dual-stack, so that one machine can come from two addresses: 127.0.0.1 and ::1.
+    let hub = start_hub_with(&[], "[::]:0");
+    let port = hub.addr.rsplit(':').next().unwrap().to_owned();
+    let (v4, v6) = (format!("127.0.0.1:{port}"), format!("[::1]:{port}"));
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    rt().block_on(async {
+        let known = dir.path().join("known");
+        let attempt = async |addr: &str, token: &str, transport| {
+            Client::connect(&ConnectOptions { hub: addr.into(), token: Some(token.into()), transport, trust: Trust::KnownHubs(known.clone()) }).await
+        };
+        let mut codes = Vec::new();
+        for i in 0..7 {
+            match attempt(&v4, &format!("fy_0123456789abcdef_guess{i}"), if i % 2 == 0 { TransportChoice::Quic } else { TransportChoice::Tcp }).await {
+                Err(HubError::Remote { code, message }) => codes.push((code, message)),
+                Err(e) => panic!("guess {i}: {e}"),
+                Ok(_) => panic!("guess {i} was let in"),
+            }
+        }
+        assert!(codes[..5].iter().all(|c| c.0 == ErrorCode::Unauthorized && c.1.contains("not valid")), "{codes:?}");
+        assert!(codes[5..].iter().all(|c| c.0 == ErrorCode::RateLimited && c.1.contains("wait a minute")), "{codes:?}");
+        // From that address even the right token waits out the minute...
+        match attempt(&v4, &hub.token, TransportChoice::Quic).await {
+            Err(HubError::Remote { code: ErrorCode::RateLimited, .. }) => {}
+            other => panic!("the right token from a rate-limited address: {:?}", other.map(|_| "let in")),
+        }
+        // ...while from another address it works at once, on either transport.
+        for transport in [TransportChoice::Quic, TransportChoice::Tcp] {
+            let c = attempt(&v6, &hub.token, transport).await.unwrap();
+            assert!(matches!(c.request(&Message::ListRefs { repo: "org/kept".into() }).await.unwrap()[..], [Message::Refs { .. }]));
+        }
+    });
+    honest_round_trip(&hub, &v6, "from-v6");
+    // And after the minute, from the first address again.
+    std::thread::sleep(Duration::from_secs(62).saturating_sub(started.elapsed()));
+    honest_round_trip(&hub, &v4, "after-the-minute");
+    hub.check_unharmed();
+}
+
+#[test]
+fn floods_of_connections_and_streams_and_silent_clients_are_cut_off_while_honest_clients_carry_on() {
+    let hub = start_hub_with(&["--idle-timeout", "2s"], "127.0.0.1:0");
+    let before = peak_rss(hub.pid());
+    rt().block_on(async {
+        // Connections that say Hello and then nothing (their QUIC stacks still
+        // answer keep-alives).
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let (addr, token) = (hub.addr.clone(), hub.token.clone());
+            tasks.push(tokio::spawn(async move { raw_quic_to(&addr, &token).await }));
+        }
+        let mut silent = Vec::new();
+        for t in tasks {
+            silent.push(t.await.unwrap());
+        }
+        // One that opens every stream it may, sends a byte on each and goes quiet.
+        let flood = raw_quic(&hub, &hub.token).await;
+        let mut held = Vec::new();
+        while let Ok(opened) = tokio::time::timeout(Duration::from_secs(1), flood.open_bi()).await {
+            let (mut send, recv) = opened.unwrap();
+            send.write_all(&[0x21]).await.unwrap();
+            held.push((send, recv));
+            assert!(held.len() <= 16, "the hub granted a 17th stream on one connection");
+        }
+        eprintln!("the flooding connection got {} streams", held.len());
+        // TCP: a TLS connection that never says Hello, and a TCP connection that never starts TLS.
+        let mut no_hello = raw_tls(&hub).await;
+        let mut no_tls = tokio::net::TcpStream::connect(&hub.addr).await.unwrap();
+        // Meanwhile, honest clients push and pull.
+        tokio::task::block_in_place(|| honest_round_trip(&hub, &hub.addr, "during-the-flood"));
+        // The hub lets go of every one of them: the silent after the idle
+        // timeout, the flood once its reads timed out (30 s) and it idled.
+        for (i, c) in silent.iter().enumerate() {
+            match tokio::time::timeout(Duration::from_secs(60), c.closed()).await {
+                Ok(quinn::ConnectionError::ApplicationClosed(close)) => assert_eq!(&close.reason[..], b"idle"),
+                Ok(other) => panic!("silent connection {i} ended with {other}"),
+                Err(_) => panic!("silent connection {i} is still open after a minute"),
+            }
+        }
+        assert!(tokio::time::timeout(Duration::from_secs(90), flood.closed()).await.is_ok(), "the flooding connection is still open");
+        let mut buf = Vec::new();
+        assert!(tokio::time::timeout(Duration::from_secs(60), no_hello.read_to_end(&mut buf)).await.is_ok(), "a TLS connection without Hello is still open");
+        assert!(tokio::time::timeout(Duration::from_secs(60), no_tls.read_to_end(&mut buf)).await.is_ok(), "a TCP connection without TLS is still open");
+        drop(held);
+    });
+    let peak = peak_rss(hub.pid());
+    eprintln!("hub peak RSS {} MiB before the floods, {} MiB after", before >> 20, peak >> 20);
+    assert!(peak < before + (512 << 20), "the floods took the hub's peak RSS from {} MiB to {} MiB", before >> 20, peak >> 20);
+    honest_round_trip(&hub, &hub.addr, "after-the-flood");
     hub.check_unharmed();
 }
