@@ -461,6 +461,80 @@ fn bitmap(v: Vec<bool>) -> Vec<Message> {
     vec![Message::Bitmap { bits: v }]
 }
 
+/// Answers requests. Those a push relies on later (that the hub holds
+/// something, or stored it) run under a `WriteSession`, which in-process gc
+/// waits for, and pin what they answered about before it ends.
+fn answer(hub: &Hub, grant: &Grant, pins: &ConnPins, req: Message) -> Result<Vec<Message>, Refusal> {
+    let store = &hub.store;
+    match req {
+        Message::ListRefs { repo } => {
+            hub.check_read(grant, &repo)?;
+            if store.repo(&repo).is_err() {
+                return Err(not_found(&repo));
+            }
+            let access = hub.access.current().map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
+            Ok(vec![Message::Refs { public: access.is_public(&repo), branches: store.branches(&repo)? }])
+        }
+        Message::HaveRevisions { repo, ids } => {
+            hub.check_read(grant, &repo)?;
+            let _session = store.write_session();
+            let have = ids.iter().map(|i| store.has_revision(i)).collect::<Result<Vec<_>, _>>()?;
+            // Only a writer will rely on the answer.
+            if grant.can_write(&repo) {
+                pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.revision(*x.0)));
+            }
+            Ok(bitmap(have))
+        }
+        Message::HaveNodes { repo, ids } => {
+            hub.check_write(grant, &repo)?;
+            let _session = store.write_session();
+            let have = store.has_nodes(&ids)?;
+            pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.node(*x.0)));
+            Ok(bitmap(have))
+        }
+        Message::HaveChunks { repo, ids } => {
+            hub.check_write(grant, &repo)?;
+            let _session = store.write_session();
+            let have = store.chunk_store().contains(&ids)?;
+            pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.chunk(x.0)));
+            Ok(bitmap(have))
+        }
+        Message::PutChunks { repo, chunks } => {
+            hub.check_write(grant, &repo)?;
+            // Verify all before storing any: a bad chunk stores nothing.
+            let mut verified = Vec::with_capacity(chunks.len());
+            for (id, rec) in chunks {
+                verified.push(VerifiedRecord::verify(id, rec)?);
+            }
+            let session = store.write_session();
+            // Another client may have sent the same chunks meanwhile: write
+            // each chunk once.
+            let ids: Vec<Id> = verified.iter().map(|r| r.id()).collect();
+            let present = store.chunk_store().contains(&ids)?;
+            let mut present = present.into_iter();
+            verified.retain(|_| !present.next().unwrap_or(false));
+            session.put_records(&verified)?;
+            pins.with(|p| ids.iter().for_each(|id| p.chunk(id)));
+            Ok(vec![])
+        }
+        Message::PutNodes { repo, nodes } => {
+            hub.check_write(grant, &repo)?;
+            let session = store.write_session();
+            let ids = session.put_nodes_checked(&nodes)?;
+            pins.with(|p| ids.into_iter().for_each(|id| p.node(id)));
+            Ok(vec![])
+        }
+        Message::UpdateBranch { repo, branch, expected, new, revisions } => {
+            hub.check_write(grant, &repo)?;
+            let revs = revisions.iter().map(|b| Revision::decode(b)).collect::<Result<Vec<_>, _>>()?;
+            store.write_session().publish(&repo, &branch, expected, new, &revs)?;
+            Ok(vec![])
+        }
+        Message::Hello { .. } => Err(Refusal(ErrorCode::BadRequest, "Hello was already exchanged on this connection".into())),
+        other => Err(Refusal(ErrorCode::BadRequest, format!("frame type {:#04x} is not a request", other.tag()))),
+    }
+}
+
 /// Packs items into frames that each stay under the frame limit, handing
 /// each full frame on as soon as it is full.
 struct Packer<T, F: Fn(Vec<T>) -> Message> {
@@ -539,80 +613,6 @@ fn answer_large(hub: &Hub, grant: &Grant, req: Message, emit: &mut Emit) -> Resu
             out.finish(emit)
         }
         other => Err(Refusal(ErrorCode::Internal, format!("frame type {:#04x} is not answered a frame at a time", other.tag()))),
-    }
-}
-
-/// Answers requests. Those a push relies on later (that the hub holds
-/// something, or stored it) run under a `WriteSession`, which in-process gc
-/// waits for, and pin what they answered about before it ends.
-fn answer(hub: &Hub, grant: &Grant, pins: &ConnPins, req: Message) -> Result<Vec<Message>, Refusal> {
-    let store = &hub.store;
-    match req {
-        Message::ListRefs { repo } => {
-            hub.check_read(grant, &repo)?;
-            if store.repo(&repo).is_err() {
-                return Err(not_found(&repo));
-            }
-            let access = hub.access.current().map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
-            Ok(vec![Message::Refs { public: access.is_public(&repo), branches: store.branches(&repo)? }])
-        }
-        Message::HaveRevisions { repo, ids } => {
-            hub.check_read(grant, &repo)?;
-            let _session = store.write_session();
-            let have = ids.iter().map(|i| store.has_revision(i)).collect::<Result<Vec<_>, _>>()?;
-            // Only a writer will rely on the answer.
-            if grant.can_write(&repo) {
-                pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.revision(*x.0)));
-            }
-            Ok(bitmap(have))
-        }
-        Message::HaveNodes { repo, ids } => {
-            hub.check_write(grant, &repo)?;
-            let _session = store.write_session();
-            let have = store.has_nodes(&ids)?;
-            pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.node(*x.0)));
-            Ok(bitmap(have))
-        }
-        Message::HaveChunks { repo, ids } => {
-            hub.check_write(grant, &repo)?;
-            let _session = store.write_session();
-            let have = store.chunk_store().contains(&ids)?;
-            pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.chunk(x.0)));
-            Ok(bitmap(have))
-        }
-        Message::PutChunks { repo, chunks } => {
-            hub.check_write(grant, &repo)?;
-            // Verify all before storing any: a bad chunk stores nothing.
-            let mut verified = Vec::with_capacity(chunks.len());
-            for (id, rec) in chunks {
-                verified.push(VerifiedRecord::verify(id, rec)?);
-            }
-            let session = store.write_session();
-            // Another client may have sent the same chunks meanwhile: write
-            // each chunk once.
-            let ids: Vec<Id> = verified.iter().map(|r| r.id()).collect();
-            let present = store.chunk_store().contains(&ids)?;
-            let mut present = present.into_iter();
-            verified.retain(|_| !present.next().unwrap_or(false));
-            session.put_records(&verified)?;
-            pins.with(|p| ids.iter().for_each(|id| p.chunk(id)));
-            Ok(vec![])
-        }
-        Message::PutNodes { repo, nodes } => {
-            hub.check_write(grant, &repo)?;
-            let session = store.write_session();
-            let ids = session.put_nodes_checked(&nodes)?;
-            pins.with(|p| ids.into_iter().for_each(|id| p.node(id)));
-            Ok(vec![])
-        }
-        Message::UpdateBranch { repo, branch, expected, new, revisions } => {
-            hub.check_write(grant, &repo)?;
-            let revs = revisions.iter().map(|b| Revision::decode(b)).collect::<Result<Vec<_>, _>>()?;
-            store.write_session().publish(&repo, &branch, expected, new, &revs)?;
-            Ok(vec![])
-        }
-        Message::Hello { .. } => Err(Refusal(ErrorCode::BadRequest, "Hello was already exchanged on this connection".into())),
-        other => Err(Refusal(ErrorCode::BadRequest, format!("frame type {:#04x} is not a request", other.tag()))),
     }
 }
 
