@@ -192,7 +192,7 @@ impl Store {
     /// so a writer that pinned an object under its `WriteSession` is sure
     /// to find it afterwards.
     pub fn gc_keeping(&self, pins: impl FnOnce() -> Pins) -> Result<GcReport> {
-        let _exclusive = self.gc_guard.write().unwrap_or_else(|p| p.into_inner());
+        let exclusive = self.gc_guard.write().unwrap_or_else(|p| p.into_inner());
         let pins = pins();
         // Mark: every branch head and pinned revision with its ancestors and
         // trees, every pinned node with its subtree.
@@ -253,6 +253,9 @@ impl Store {
         }
         self.chunks.remove(&dead)?;
         crash_point("gc-after-chunks");
+        // What follows only returns the space: writers need not wait for it
+        // (on a big store it takes longer than a client waits for an answer).
+        drop(exclusive);
         // Compact so BlobDB rewrites blob files and the space returns.
         if rep.chunks_removed > 0 {
             let cf = self.cf(CF_CHUNKS);
