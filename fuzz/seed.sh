@@ -28,6 +28,20 @@ seed("chunk_record", bytes.fromhex(enc["chunk_record"]["id"]) + rec)  # id || re
 seed("tree_node", bytes.fromhex(enc["node"]["hex"]))
 seed("revision", bytes.fromhex(enc["revision"]["hex"]))
 
+# revision: paths in both cases, for the case-clash rule (a clash, and none).
+def revision(paths):
+    out = b"FRV1" + b"\x00"
+    for s in (b"fuzz",):
+        out += len(s).to_bytes(4, "little") + s
+    out += (0).to_bytes(8, "little") + (1).to_bytes(4, "little") + b"m"
+    out += len(paths).to_bytes(4, "little")
+    for p in sorted(p.encode() for p in paths):
+        out += len(p).to_bytes(4, "little") + p + bytes(32) + (1).to_bytes(8, "little") + b"\x00"
+    return out
+seed("revision", revision(["Config.json", "model/Layer-0.bin", "model/layer-1.bin"]))
+seed("revision", revision(["Model.bin", "model.bin"]))
+seed("revision", revision(["A", "a/b"]))
+
 # frames: split byte, then a stream of frames; each vector alone and all together.
 frames = [bytes.fromhex(v["hex"]) for v in wire if "hex" in v]
 for i, f in enumerate(frames):

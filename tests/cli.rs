@@ -121,6 +121,21 @@ fn special_files_and_symlinks_are_refused_by_name() {
 }
 
 #[test]
+fn files_whose_names_differ_only_in_case_are_refused_naming_both() {
+    let (tmp, store) = init();
+    let src = tmp.path().join("src");
+    write(&src, "Model.safetensors", b"one");
+    write(&src, "model.safetensors", b"two");
+    let err = stderr(&fails(ferry(&store).args(["commit", "org/x"]).arg(&src).args(["-m", "m"])));
+    assert!(err.contains("\"Model.safetensors\" and \"model.safetensors\" differ only in case"), "{err}");
+    std::fs::remove_file(src.join("model.safetensors")).unwrap();
+    write(&src, "MODEL.safetensors/part", b"two");
+    let err = stderr(&fails(ferry(&store).args(["commit", "org/x"]).arg(&src).args(["-m", "m"])));
+    assert!(err.contains("\"Model.safetensors\"") && err.contains("\"MODEL.safetensors\"") && err.contains("differ only in case"), "{err}");
+    assert!(fails(ferry(&store).args(["log", "org/x"])).status.code().is_some(), "a refused commit created the repository");
+}
+
+#[test]
 fn an_unreadable_file_fails_the_commit_naming_it() {
     let (tmp, store) = init();
     let src = tmp.path().join("src");

@@ -275,3 +275,51 @@ fn a_changed_hub_certificate_is_refused_clearly() {
     let err = stderr(&fails(client(&a, Some(&token)).args(["push", &hub.addr, "org/m"])));
     assert!(err.contains("presented certificate") && err.contains("pins sha256:00"), "{err}");
 }
+
+#[test]
+fn a_push_that_does_not_fit_on_the_hub_fails_naming_the_lack_of_space_and_loses_nothing() {
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test mounts a small tmpfs for the hub's store and needs root");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let status = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"]).arg(&mnt).status().unwrap();
+    assert!(status.success(), "mount tmpfs failed");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let mut hub = Hub::start(&mnt);
+    let token = hub.token("org/*", "write");
+    let src = tmp.path().join("src");
+    write(&src, "config.json", b"{}");
+    write(&src, "small.bin", &noise(2 << 20, 1));
+    let a = local_with(tmp.path(), "a", &src);
+    let fits = json(&ok(client(&a, Some(&token)).args(["--json", "push", &hub.addr, "org/m"])));
+    // Far more than the hub's disk holds.
+    write(&src, "big.bin", &noise(96 << 20, 2));
+    ok(ferry(&a).args(["commit", "org/m"]).arg(&src).args(["-m", "too big"]));
+    let err = stderr(&fails(client(&a, Some(&token)).args(["push", &hub.addr, "org/m"])));
+    assert!(err.contains("No space left on device") && err.contains("nothing was committed"), "{err}");
+    assert!(!err.contains(&mnt.display().to_string()), "the hub told a client its paths: {err}");
+    eprintln!("{err}");
+    // The hub still serves what it has.
+    let b = tmp.path().join("b");
+    ok(ferry(&b).arg("init"));
+    let pulled = json(&ok(client(&b, Some(&token)).args(["--json", "pull", &hub.addr, "org/m"])));
+    assert_eq!(pulled["head"], fits["head"]);
+    let out = tmp.path().join("out");
+    ok(ferry(&b).args(["export", "org/m"]).arg(&out));
+    assert_eq!(read_tree(&out).len(), 2);
+    assert_eq!(read_tree(&out)["small.bin"], noise(2 << 20, 1));
+    // Stopped, its store is consistent and at the revision that fitted.
+    hub.kill();
+    assert_eq!(json(&ok(ferry(&hub.store).args(["--json", "fsck"])))["ok"], true);
+    let log = json(&ok(ferry(&hub.store).args(["--json", "log", "org/m"])));
+    assert_eq!(log.as_array().unwrap().len(), 1);
+    assert_eq!(log[0]["revision"], fits["head"]);
+}

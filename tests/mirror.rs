@@ -249,7 +249,7 @@ fn a_hub_that_follows_another_picks_up_new_revisions() {
     ok(ferry(&store).arg("init"));
     let known = tmp.path().join("us.known_hubs");
     let known = known.to_str().unwrap();
-    let follower = Hub::serve_with(
+    let follower = Hub::serve_env(
         store.clone(),
         "127.0.0.1:0",
         &["--mirror-of", &src.addr, "--repo", "org/*", "--mirror-interval", "1"],

@@ -96,6 +96,55 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A small deterministic generator (xorshift), seeded from the clock unless
+/// FERRY_TEST_SEED is set, so that a failing run can be repeated.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(salt: u64) -> Rng {
+        let seed = std::env::var("FERRY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) ^ std::process::id() as u64
+        });
+        eprintln!("random seed {seed} (FERRY_TEST_SEED={seed} repeats it)");
+        Rng((seed ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// An independent generator for another thread, repeatable with this one's seed.
+    pub fn fork(&mut self) -> Rng {
+        Rng(self.below(u64::MAX) | 1)
+    }
+
+    /// A number in 0..n (0 when n is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Prints a harness's figures and keeps them in `<target>/<profile>/ferry-reports/<name>.txt`,
+/// which `scripts/test` shows at the end of a run (cargo hides a passing
+/// test's output).
+pub fn report(name: &str, text: &str) {
+    eprintln!("{name}: {text}");
+    let exe = std::env::current_exe().expect("test executable path");
+    if let Some(dir) = exe.parent().and_then(|d| d.parent()).map(|d| d.join("ferry-reports")) {
+        use std::io::Write;
+        let _ = std::fs::create_dir_all(&dir);
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.txt"))) {
+            let _ = writeln!(f, "{text}");
+        }
+    }
+}
+
+/// Peak resident memory of a running process (VmHWM), in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
 /// Every regular file under `dir`, relative path -> bytes.
 pub fn read_tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
@@ -133,12 +182,20 @@ impl Hub {
     }
 
     pub fn serve(store: PathBuf, listen: &str) -> Hub {
-        Self::serve_with(store, listen, &[], &[])
+        Self::serve_with(store, listen, &[], None)
     }
 
-    /// Starts `ferry serve` with extra arguments and environment (e.g. a
-    /// hub that follows another with `--mirror-of`).
-    pub fn serve_with(store: PathBuf, listen: &str, args: &[&str], envs: &[(&str, &str)]) -> Hub {
+    /// `ferry serve` with extra arguments (e.g. `--gc-every 2s`), its
+    /// stderr appended to `log` if given.
+    pub fn serve_with(store: PathBuf, listen: &str, extra: &[&str], log: Option<&Path>) -> Hub {
+        let mut cmd = ferry(&store);
+        cmd.args(["--json", "serve", "--listen", listen]).args(extra);
+        Self::spawn_logged(cmd, store, log)
+    }
+
+    /// `ferry serve` with extra arguments and environment (e.g. a hub that
+    /// follows another with `--mirror-of`, and the token it uses there).
+    pub fn serve_env(store: PathBuf, listen: &str, args: &[&str], envs: &[(&str, &str)]) -> Hub {
         let mut cmd = ferry(&store);
         cmd.args(["--json", "serve", "--listen", listen]).args(args).envs(envs.iter().copied());
         Self::spawn(cmd, store)
@@ -146,9 +203,17 @@ impl Hub {
 
     /// Starts a prepared `ferry ... serve` command (e.g. inside a network
     /// namespace) and waits for its listening line.
-    pub fn spawn(mut cmd: Command, store: PathBuf) -> Hub {
+    pub fn spawn(cmd: Command, store: PathBuf) -> Hub {
+        Self::spawn_logged(cmd, store, None)
+    }
+
+    fn spawn_logged(mut cmd: Command, store: PathBuf, log: Option<&Path>) -> Hub {
         use std::io::BufRead;
-        let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit()).spawn().expect("start ferry serve");
+        let stderr = match log {
+            Some(p) => std::process::Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(p).expect("hub log file")),
+            None => std::process::Stdio::inherit(),
+        };
+        let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(stderr).spawn().expect("start ferry serve");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let v = json(&line);

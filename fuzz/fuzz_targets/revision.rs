@@ -1,6 +1,8 @@
 //! Revisions: `ferry_core::revision::Revision::decode`.
 #![no_main]
 
+use std::collections::HashSet;
+
 use ferry_core::revision::{revision_id, Revision};
 use libfuzzer_sys::fuzz_target;
 
@@ -19,4 +21,15 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(rev.entry(&e.path), Some(e), "entry lookup fails for {:?}", e.path);
     }
     let _ = rev.entries.iter().try_fold(0u64, |a, e| a.checked_add(e.size));
+    // Checked apart from the decoder's own code: no two paths are one file,
+    // or a file and a directory, on a case-insensitive file system.
+    let files: HashSet<String> = rev.entries.iter().map(|e| e.path.to_ascii_lowercase()).collect();
+    assert_eq!(files.len(), rev.entries.len(), "two paths differ only in case");
+    for f in &files {
+        let mut p = f.as_str();
+        while let Some((dir, _)) = p.rsplit_once('/') {
+            assert!(!files.contains(dir), "{dir:?} is a file and, ignoring case, the directory of {f:?}");
+            p = dir;
+        }
+    }
 });

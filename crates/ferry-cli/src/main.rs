@@ -83,10 +83,20 @@ enum Command {
         /// With --mirror-of: only repositories matching this glob (repeatable; default every one the token reads).
         #[arg(long = "repo", requires = "mirror_of")]
         repos: Vec<String>,
-        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
-        mirror_interval: u64,
+        /// With --mirror-of: the longest a pass waits for a change on the
+        /// followed hub, and the wait before retrying a failed pass.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        mirror_interval: std::time::Duration,
         #[command(flatten)]
         net: NetArgs,
+        /// Reclaim unreachable data inside the hub this often (e.g. 30m, 6h;
+        /// `ferry gc` cannot run while the hub holds the store). Pushes in
+        /// progress keep what they rely on.
+        #[arg(long, value_parser = parse_duration)]
+        gc_every: Option<std::time::Duration>,
+        /// Close connections that have had no request in progress for this long.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        idle_timeout: std::time::Duration,
     },
     /// Copy the branches of one hub's repositories to another hub, moving
     /// only what the destination lacks; revisions keep their ids.
@@ -98,11 +108,12 @@ enum Command {
         /// Only repositories matching this glob (repeatable; default every one the source token reads).
         #[arg(long = "repo")]
         repos: Vec<String>,
-        /// Keep following the source: mirror again every --interval seconds until stopped.
+        /// Keep following the source until stopped: each pass waits (up to
+        /// --interval) for the source to change.
         #[arg(long)]
         watch: bool,
-        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
-        interval: u64,
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        interval: std::time::Duration,
         /// Token for the source hub (read scope; default --token).
         #[arg(long, env = "FERRY_FROM_TOKEN", hide_env_values = true)]
         from_token: Option<String>,
@@ -294,9 +305,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token { action } => admin_token(&path, action, json),
         Command::Visibility { pattern, visibility } => admin_visibility(&path, &pattern, &visibility, json),
         Command::Cat { first, second, third: Some(file), range, net } => remote_cat(&first, &second, &file, range.as_deref(), &net),
-        Command::Serve { listen, mirror_of, repos, mirror_interval, net } => {
+        Command::Serve { listen, mirror_of, repos, mirror_interval, net, gc_every, idle_timeout } => {
             let follow = mirror_of.map(|hub| Follow { options: net.options(&hub), hub, patterns: patterns(repos), interval: mirror_interval });
-            serve(Arc::new(Store::open(&path)?), listen, follow, json)
+            serve(Arc::new(Store::open(&path)?), listen, follow, gc_every, idle_timeout, json)
         }
         Command::Mirror { source, destination, repos, watch, interval, from_token, to_token, net } => {
             let mut from = net.options(&source);
@@ -407,7 +418,7 @@ struct Follow {
     hub: String,
     options: ferry_hub::ConnectOptions,
     patterns: Vec<String>,
-    interval: u64,
+    interval: std::time::Duration,
 }
 
 /// `wire`: (negotiation bytes, all wire bytes), where known.
@@ -480,7 +491,13 @@ fn mirror_json(r: &ferry_hub::mirror::MirrorReport, w: Wire, secs: f64) -> serde
     v
 }
 
-fn mirror(json: bool, from: ferry_hub::ConnectOptions, to: ferry_hub::ConnectOptions, patterns: Vec<String>, watch: Option<u64>) -> Result<ExitCode> {
+fn mirror(
+    json: bool,
+    from: ferry_hub::ConnectOptions,
+    to: ferry_hub::ConnectOptions,
+    patterns: Vec<String>,
+    watch: Option<std::time::Duration>,
+) -> Result<ExitCode> {
     use ferry_hub::mirror::{mirror_once, MirrorOptions, MirrorState};
     let opts = MirrorOptions { patterns, limits: Default::default() };
     runtime()?.block_on(async {
@@ -492,7 +509,7 @@ fn mirror(json: bool, from: ferry_hub::ConnectOptions, to: ferry_hub::ConnectOpt
         if let Some(interval) = watch {
             let mut last = Wire::default();
             let started = std::time::Instant::now();
-            ferry_hub::mirror::watch(connect, &opts, std::time::Duration::from_secs(interval), &bar, |res, a, b| {
+            ferry_hub::mirror::watch(connect, &opts, interval, &bar, |res, a, b| {
                 // Per pass: the bytes since the previous pass on these
                 // connections (new connections start from zero).
                 let now = Wire::of(a, b);
@@ -526,19 +543,67 @@ fn mirror(json: bool, from: ferry_hub::ConnectOptions, to: ferry_hub::ConnectOpt
     })
 }
 
-fn serve(store: Arc<Store>, listen: std::net::SocketAddr, follow: Option<Follow>, json: bool) -> Result<ExitCode> {
+/// `90s`, `30m`, `6h`, `500ms` (a bare number is seconds).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 30m or 6h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
+    };
+    if !(secs > 0.0 && secs < 1e9) {
+        return Err(format!("{s:?} is not a positive duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+fn serve(
+    store: Arc<Store>,
+    listen: std::net::SocketAddr,
+    follow: Option<Follow>,
+    gc_every: Option<std::time::Duration>,
+    idle_timeout: std::time::Duration,
+    json: bool,
+) -> Result<ExitCode> {
     let identity = ferry_hub::tls::Identity::load_or_create(store.path())?;
     let fingerprint = identity.fingerprint.clone();
     let created = identity.created;
+    // gc reports go to stderr: stdout carries only the listening line.
+    let gc = gc_every.map(|every| ferry_hub::GcSchedule {
+        every,
+        report: Box::new(move |res, took| match res {
+            Ok(r) if json => eprintln!(
+                "{}",
+                json!({ "gc": { "chunks_removed": r.chunks_removed, "bytes_removed": r.bytes_removed, "tree_nodes_removed": r.nodes_removed,
+                                "revisions_removed": r.revisions_removed, "chunks_kept": r.chunks_kept, "seconds": took.as_secs_f64() } })
+            ),
+            Ok(r) => eprintln!(
+                "ferry: gc removed {} chunks ({}), {} tree nodes, {} revisions; kept {} chunks ({:.1}s)",
+                r.chunks_removed,
+                progress::bytes(r.bytes_removed),
+                r.nodes_removed,
+                r.revisions_removed,
+                r.chunks_kept,
+                took.as_secs_f64()
+            ),
+            Err(e) if json => eprintln!("{}", json!({ "gc": { "error": e } })),
+            Err(e) => eprintln!("ferry: gc failed: {e}"),
+        }),
+    });
     runtime()?.block_on(async move {
         // Following another hub runs beside the accept loop, in this task.
         let follower = async {
             let Some(f) = follow else { return std::future::pending::<std::convert::Infallible>().await };
             use ferry_hub::mirror::{eprintln_quiet, watch, MirrorOptions};
             let opts = MirrorOptions { patterns: f.patterns, limits: Default::default() };
-            let connect = async || Ok((ferry_hub::Client::connect(&f.options).await?, ferry_hub::ends::Local(store.clone())));
+            let connect = async || Ok((ferry_hub::Client::connect(&f.options).await?, ferry_hub::ends::Local::new(store.clone())));
             let hub = f.hub;
-            watch(connect, &opts, std::time::Duration::from_secs(f.interval), &(), |res, _, _| match res {
+            watch(connect, &opts, f.interval, &(), |res, _, _| match res {
                 Ok(r) if r.changed.is_empty() => {}
                 Ok(r) if json => eprintln_quiet(&json!({ "mirror_of": hub, "pass": r }).to_string()),
                 Ok(r) => eprintln_quiet(&format!("ferry: mirror of {hub}: {}", mirror_summary(r, None, 0.0))),
@@ -547,7 +612,7 @@ fn serve(store: Arc<Store>, listen: std::net::SocketAddr, follow: Option<Follow>
             .await;
             unreachable!("watching ends only when the process does")
         };
-        let opts = ferry_hub::ServeOptions { listen, max_auth_failures: 5 };
+        let opts = ferry_hub::ServeOptions { listen, max_auth_failures: 5, idle_timeout, gc };
         let serving = ferry_hub::serve(store.clone(), &identity, opts, |addr| {
             print(json, json!({ "listen": addr.to_string(), "fingerprint": fingerprint, "new_identity": created }), || {
                 format!(

@@ -82,6 +82,44 @@ impl Revision {
                 p = dir;
             }
         }
+        self.check_case_clashes()
+    }
+
+    /// On a case-insensitive file system (macOS, Windows by default) paths
+    /// that differ only in the case of ASCII letters name one file, and an
+    /// export there would write one over the other: such a revision is
+    /// refused, naming both paths. Only ASCII letters are folded, so that
+    /// the rule cannot change with Unicode versions (see protocol/tree.md).
+    fn check_case_clashes(&self) -> Result<(), FormatError> {
+        use std::borrow::Cow;
+        use std::collections::HashMap;
+        if !self.entries.iter().any(|e| e.path.bytes().any(|b| b.is_ascii_uppercase())) {
+            return Ok(()); // folding changes nothing; the exact checks above suffice
+        }
+        let clash = |a: &str, b: &str| invalid("revision", format!("{a:?} and {b:?} differ only in case: on a case-insensitive file system they are one file"));
+        let mut files: HashMap<Cow<'_, str>, &str> = HashMap::with_capacity(self.entries.len());
+        for e in &self.entries {
+            if let Some(other) = files.insert(fold(&e.path), &e.path) {
+                return Err(clash(other, &e.path));
+            }
+        }
+        for e in &self.entries {
+            let folded = fold(&e.path);
+            let mut p: &str = &folded;
+            while let Some((dir, _)) = p.rsplit_once('/') {
+                if let Some(file) = files.get(dir) {
+                    let dir_as_named = &e.path[..dir.len()];
+                    return Err(invalid(
+                        "revision",
+                        format!(
+                            "file {file:?} and directory {dir_as_named:?} (of {:?}) differ only in case: on a case-insensitive file system they clash",
+                            e.path
+                        ),
+                    ));
+                }
+                p = dir;
+            }
+        }
         Ok(())
     }
 
@@ -155,6 +193,15 @@ impl Revision {
     }
 }
 
+/// `p` with ASCII letters lowercased (borrowed when that changes nothing).
+fn fold(p: &str) -> std::borrow::Cow<'_, str> {
+    if p.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(p.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(p)
+    }
+}
+
 /// The id of an encoded revision.
 pub fn revision_id(encoded: &[u8]) -> Id {
     let mut h = blake3::Hasher::new_derive_key(KEY_CONTEXT);
@@ -187,6 +234,14 @@ mod tests {
         assert!(Revision::new(vec![], "a".into(), 0, "m".into(), vec![entry("../etc/passwd")]).is_err());
         assert!(Revision::new(vec![], "a".into(), 0, "m".into(), vec![entry("a"), entry("a/b")]).is_err());
         assert!(Revision::new(vec![], "a".into(), 0, "m".into(), vec![entry("a"), entry("a")]).is_err());
+        for bad in [["Model.bin", "model.bin"], ["README", "readme"], ["A/x", "a"], ["dir/Sub/f", "DIR/sub"]] {
+            let err = Revision::new(vec![], "a".into(), 0, "m".into(), bad.iter().map(|p| entry(p)).collect()).unwrap_err().to_string();
+            assert!(err.contains("differ only in case"), "{bad:?}: {err}");
+        }
+        // Different directories' files, and non-ASCII case, are not clashes.
+        for good in [["A/x", "a/y"], ["É", "é"], ["a.bin", "b.BIN"]] {
+            assert!(Revision::new(vec![], "a".into(), 0, "m".into(), good.iter().map(|p| entry(p)).collect()).is_ok(), "{good:?}");
+        }
         let enc = Revision::new(vec![], "a".into(), 0, "m".into(), vec![entry("x")]).unwrap().encode();
         for cut in 0..enc.len() {
             assert!(Revision::decode(&enc[..cut]).is_err());

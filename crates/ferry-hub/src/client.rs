@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_core::revision::{revision_id, Revision};
 use ferry_core::tree::{node_id, Node};
@@ -43,6 +43,9 @@ pub struct ConnectOptions {
 
 /// How long QUIC gets before `Auto` falls back to TCP.
 const QUIC_HEAD_START: Duration = Duration::from_millis(1500);
+/// How long a pooled TCP connection may sit unused before it is dropped
+/// rather than reused: below the hub's default idle timeout (30 s).
+const POOLED_IDLE: Duration = Duration::from_secs(20);
 /// Chunks per GetChunks request of a range read.
 const GET_BATCH: usize = 64;
 /// The most a response may hold, whatever the hub sends: far above any
@@ -71,8 +74,17 @@ pub struct Transfer {
 }
 
 enum Conn {
-    Quic { conn: quinn::Connection, _endpoint: quinn::Endpoint },
-    Tcp { pool: tokio::sync::Mutex<Vec<TlsStream<TcpStream>>>, addr: SocketAddr, tls: tokio_rustls::TlsConnector, name: rustls::pki_types::ServerName<'static> },
+    Quic {
+        conn: quinn::Connection,
+        _endpoint: quinn::Endpoint,
+    },
+    /// Connections not in use, with when each was last used.
+    Tcp {
+        pool: tokio::sync::Mutex<Vec<(TlsStream<TcpStream>, Instant)>>,
+        addr: SocketAddr,
+        tls: tokio_rustls::TlsConnector,
+        name: rustls::pki_types::ServerName<'static>,
+    },
 }
 
 /// A connection to a hub, authenticated.
@@ -165,7 +177,7 @@ impl Client {
             Ok(s) => {
                 check_pin(None)?;
                 if let Conn::Tcp { pool, .. } = &client.conn {
-                    pool.lock().await.push(s);
+                    pool.lock().await.push((s, Instant::now()));
                 }
                 Ok(client)
             }
@@ -280,14 +292,20 @@ impl Client {
         match &self.conn {
             Conn::Quic { conn, .. } => self.quic_exchange(conn, req).await,
             Conn::Tcp { pool, .. } => {
-                let pooled = pool.lock().await.pop();
+                // A hub closes connections idle for 30 s (its default): do
+                // not send a request down one it may have closed.
+                let pooled = {
+                    let mut p = pool.lock().await;
+                    p.retain(|(_, used)| used.elapsed() < POOLED_IDLE);
+                    p.pop().map(|(s, _)| s)
+                };
                 let mut s = match pooled {
                     Some(s) => s,
                     None => self.open_tcp().await?,
                 };
                 let res = self.tcp_exchange(&mut s, req).await;
                 if res.is_ok() || matches!(res, Err(HubError::Remote { .. })) {
-                    pool.lock().await.push(s);
+                    pool.lock().await.push((s, Instant::now()));
                 }
                 res
             }
@@ -399,7 +417,7 @@ impl Client {
             partial: None,
             limits: Limits::default(),
         };
-        let report = run(&Local(store.clone()), self, plan, Direction::Push, progress).await?;
+        let report = run(&Local::new(store.clone()), self, plan, Direction::Push, progress).await?;
         Ok(self.summary(&report))
     }
 
@@ -429,7 +447,7 @@ impl Client {
         let local = store.branch(repo, branch).ok().flatten();
         let hints = store.branches(repo).unwrap_or_default().into_iter().map(|b| b.1).collect();
         let plan = BranchPlan { repo, branch, source_head: head, sink_head: local, sink_hints: hints, partial, limits: Limits::default() };
-        let sink = Local(store.clone());
+        let sink = Local::new(store.clone());
         let report = run(self, &sink, plan, Direction::Pull, progress).await;
         if report.is_err() {
             // Keep the chunks that did arrive, so that a re-run fetches

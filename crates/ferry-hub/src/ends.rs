@@ -45,6 +45,9 @@ pub trait Sink: Sync {
     fn put_revisions(&self, repo: &str, revisions: Vec<Vec<u8>>) -> impl Future<Output = Result<()>> + Send;
     /// Where `branch` of `repo` is now (None: no such branch).
     fn branch_head(&self, repo: &str, branch: &str) -> impl Future<Output = Result<Option<Id>>> + Send;
+    /// The transfers that relied on what this end holds are over (a mirror
+    /// pass ended): anything it kept for them may go.
+    fn release(&self) {}
     /// Stores revisions and moves `branch` from `expected` to `new` by
     /// compare-and-swap.
     fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>>) -> impl Future<Output = Result<()>> + Send;
@@ -74,9 +77,22 @@ pub trait Listing: Sync {
     fn repo_refs(&self, repo: &str) -> impl Future<Output = Result<Vec<(String, Id)>>> + Send;
 }
 
-/// A store in this process.
+/// A store in this process. As a sink it pins what a transfer relies on
+/// (chunks and nodes it has or was given, revisions stored ahead of the
+/// branch), so that a gc running in this process (a hub that follows
+/// another) cannot collect them before the branch moves.
 #[derive(Clone)]
-pub struct Local(pub Arc<Store>);
+pub struct Local {
+    pub store: Arc<Store>,
+    pins: Arc<ferry_store::PinHandle>,
+}
+
+impl Local {
+    pub fn new(store: Arc<Store>) -> Local {
+        let pins = Arc::new(store.pin());
+        Local { store, pins }
+    }
+}
 
 fn decode_all(revisions: &[Vec<u8>]) -> Result<Vec<Revision>> {
     Ok(revisions.iter().map(|b| Revision::decode(b)).collect::<Result<_, _>>()?)
@@ -89,56 +105,86 @@ fn blocking<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 
 impl Source for Local {
     async fn history(&self, _repo: &str, from: Vec<Id>, until: Vec<Id>, max: u32) -> Result<Vec<Vec<u8>>> {
-        blocking(|| Ok(self.0.history(&from, &until, max as usize)?))
+        blocking(|| Ok(self.store.history(&from, &until, max as usize)?))
     }
     async fn has_revisions(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
-        blocking(|| ids.iter().map(|i| Ok(self.0.has_revision(i)?)).collect())
+        blocking(|| ids.iter().map(|i| Ok(self.store.has_revision(i)?)).collect())
     }
     async fn nodes(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<Vec<u8>>> {
-        blocking(|| ids.iter().map(|id| self.0.node_bytes(id)?.ok_or(HubError::Store(StoreError::MissingNode(*id)))).collect())
+        blocking(|| ids.iter().map(|id| self.store.node_bytes(id)?.ok_or(HubError::Store(StoreError::MissingNode(*id)))).collect())
     }
     async fn records(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<(Id, Vec<u8>)>> {
-        blocking(|| ids.into_iter().map(|id| Ok((id, self.0.chunk_store().get_record(&id)?.ok_or(StoreError::MissingChunk(id))?))).collect())
+        blocking(|| ids.into_iter().map(|id| Ok((id, self.store.chunk_store().get_record(&id)?.ok_or(StoreError::MissingChunk(id))?))).collect())
     }
 }
 
 impl Sink for Local {
-    async fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
-        Source::has_revisions(self, repo, ids).await
+    // Answers a transfer relies on later are given under a write session
+    // (which gc waits for) and pinned before it ends, as a hub does.
+    async fn has_revisions(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        blocking(|| {
+            let _session = self.store.write_session();
+            let have = ids.iter().map(|i| self.store.has_revision(i)).collect::<Result<Vec<_>, _>>()?;
+            self.pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.revision(*x.0)));
+            Ok(have)
+        })
     }
     async fn has_nodes(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
-        blocking(|| Ok(self.0.has_nodes(&ids)?))
+        blocking(|| {
+            let _session = self.store.write_session();
+            let have = self.store.has_nodes(&ids)?;
+            self.pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.node(*x.0)));
+            Ok(have)
+        })
     }
     async fn has_chunks(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
-        blocking(|| Ok(self.0.chunk_store().contains(&ids)?))
+        blocking(|| {
+            let _session = self.store.write_session();
+            let have = self.store.chunk_store().contains(&ids)?;
+            self.pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.chunk(x.0)));
+            Ok(have)
+        })
     }
     async fn put_records(&self, _repo: &str, records: Vec<(Id, Vec<u8>)>) -> Result<()> {
         blocking(|| {
             let verified = records.into_iter().map(|(id, rec)| VerifiedRecord::verify(id, rec)).collect::<Result<Vec<_>, _>>()?;
-            Ok(self.0.write_session().put_records(&verified)?)
+            let session = self.store.write_session();
+            session.put_records(&verified)?;
+            self.pins.with(|p| verified.iter().for_each(|r| p.chunk(&r.id())));
+            Ok(())
         })
     }
     async fn put_nodes(&self, _repo: &str, nodes: Vec<Vec<u8>>) -> Result<()> {
         blocking(|| {
-            self.0.write_session().put_nodes_checked(&nodes)?;
+            let session = self.store.write_session();
+            let ids = session.put_nodes_checked(&nodes)?;
+            self.pins.with(|p| ids.into_iter().for_each(|id| p.node(id)));
             Ok(())
         })
     }
     async fn put_revisions(&self, _repo: &str, revisions: Vec<Vec<u8>>) -> Result<()> {
-        blocking(|| Ok(self.0.write_session().put_revisions(&decode_all(&revisions)?)?))
+        blocking(|| {
+            let session = self.store.write_session();
+            session.put_revisions(&decode_all(&revisions)?)?;
+            self.pins.with(|p| revisions.iter().for_each(|b| p.revision(ferry_core::revision::revision_id(b))));
+            Ok(())
+        })
     }
     async fn branch_head(&self, repo: &str, branch: &str) -> Result<Option<Id>> {
-        blocking(|| Ok(self.0.branch(repo, branch)?))
+        blocking(|| Ok(self.store.branch(repo, branch)?))
+    }
+    fn release(&self) {
+        self.pins.clear();
     }
     async fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>>) -> Result<()> {
-        blocking(|| Ok(self.0.write_session().publish(repo, branch, expected, new, &decode_all(&revisions)?)?))
+        blocking(|| Ok(self.store.write_session().publish(repo, branch, expected, new, &decode_all(&revisions)?)?))
     }
 }
 
 impl Listing for Local {
     async fn list_repos(&self, pattern: &str, since: Option<([u8; 16], u64)>, _wait: Duration) -> Result<RepoListing> {
         let glob = repo_glob(pattern)?;
-        let store = &self.0;
+        let store = &self.store;
         blocking(|| {
             let delta = match since {
                 Some((hub, seq)) if hub == store.id() && seq > 0 => store.ref_changes_since(seq)?,
@@ -161,7 +207,7 @@ impl Listing for Local {
         })
     }
     async fn repo_refs(&self, repo: &str) -> Result<Vec<(String, Id)>> {
-        blocking(|| Ok(self.0.branches(repo)?))
+        blocking(|| Ok(self.store.branches(repo)?))
     }
 }
 

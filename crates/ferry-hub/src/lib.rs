@@ -22,7 +22,7 @@ pub mod transfer;
 mod wire;
 
 pub use client::{Client, ConnectOptions, PullOptions, PushOptions, Transfer, TransportChoice};
-pub use server::{serve, ServeOptions};
+pub use server::{serve, GcSchedule, ServeOptions};
 pub use transfer::TransferProgress;
 
 use ferry_proto::ErrorCode;

@@ -276,6 +276,8 @@ where
             }
         }
     }
+    // Every transfer of this pass is over: what the sink kept for them may go.
+    sink.release();
     match first_error {
         Some(e) => Err(e),
         None => {
@@ -336,8 +338,14 @@ pub async fn watch<S, K>(
             let res = mirror_once(source, sink, opts, &mut state, interval, progress).await;
             on_pass(res.as_ref(), source, sink);
             match res {
-                // The next pass waits on the source's feed itself.
-                Ok(_) => continue,
+                // The next pass waits on the source's feed itself. A hub
+                // sink keeps what a connection relied on until it closes:
+                // after a pass that moved anything, start afresh.
+                Ok(r) if r.branches_updated == 0 => continue,
+                Ok(_) => {
+                    ends = None;
+                    continue;
+                }
                 Err(_) => ends = None,
             }
         }

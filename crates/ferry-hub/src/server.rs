@@ -2,13 +2,15 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ferry_core::revision::Revision;
+use ferry_core::Id;
 use ferry_proto::{ErrorCode, Message, MAX_FRAME_LEN};
-use ferry_store::{ChunkStore, Store, StoreError, VerifiedRecord};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use ferry_store::{ChunkStore, GcReport, Pins, Store, StoreError, VerifiedRecord};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::access::{Access, Grant};
 use crate::tls::Identity;
@@ -19,6 +21,17 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Failed token attempts per address per minute before refusing.
     pub max_auth_failures: u32,
+    /// A connection with no request in progress for this long is closed.
+    pub idle_timeout: Duration,
+    /// Collect garbage inside the hub this often (`ferry gc` cannot run
+    /// while the hub holds the store).
+    pub gc: Option<GcSchedule>,
+}
+
+pub struct GcSchedule {
+    pub every: Duration,
+    /// Told each run's outcome and how long it took.
+    pub report: Box<dyn Fn(Result<GcReport, String>, Duration) + Send + Sync>,
 }
 
 struct Hub {
@@ -26,6 +39,56 @@ struct Hub {
     access: Access,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     max_failures: u32,
+    idle_timeout: Duration,
+    pins: PinBoard,
+}
+
+/// What each open connection has been told the hub holds, or has stored
+/// through it: in-process gc keeps all of it (and what it reaches), so a
+/// gc that runs between a push's requests cannot remove what the push
+/// relies on. A connection's pins go when it closes.
+#[derive(Default)]
+struct PinBoard {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Weak<ConnPins>>>,
+}
+
+struct ConnPins {
+    id: u64,
+    board: Weak<Hub>,
+    pins: Mutex<Pins>,
+}
+
+impl PinBoard {
+    fn open(&self, hub: &Arc<Hub>) -> Arc<ConnPins> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let c = Arc::new(ConnPins { id, board: Arc::downgrade(hub), pins: Mutex::new(Pins::default()) });
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::downgrade(&c));
+        c
+    }
+
+    /// Everything pinned by open connections.
+    fn all(&self) -> Pins {
+        let mut all = Pins::default();
+        for c in self.open.lock().unwrap_or_else(|p| p.into_inner()).values().filter_map(Weak::upgrade) {
+            all.extend(&c.pins.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        all
+    }
+}
+
+impl ConnPins {
+    fn with(&self, f: impl FnOnce(&mut Pins)) {
+        f(&mut self.pins.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Drop for ConnPins {
+    fn drop(&mut self) {
+        if let Some(hub) = self.board.upgrade() {
+            hub.pins.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        }
+    }
 }
 
 /// An error to send to the client as an `Error` frame.
@@ -42,6 +105,8 @@ impl From<StoreError> for Refusal {
         };
         let msg = match &e {
             StoreError::Conflict { .. } => format!("{e} (pull first)"),
+            // The hub's own paths are no business of its clients.
+            StoreError::Io { source, .. } => source.to_string(),
             _ => e.to_string(),
         };
         Refusal(code, msg)
@@ -66,7 +131,17 @@ fn not_found(repo: &str) -> Refusal {
 pub async fn serve(store: Arc<Store>, identity: &Identity, opts: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<()> {
     let access = Access::new(crate::access::access_path(store.path()));
     access.current()?;
-    let hub = Arc::new(Hub { store, access, failures: Mutex::new(HashMap::new()), max_failures: opts.max_auth_failures });
+    let hub = Arc::new(Hub {
+        store,
+        access,
+        failures: Mutex::new(HashMap::new()),
+        max_failures: opts.max_auth_failures,
+        idle_timeout: opts.idle_timeout,
+        pins: PinBoard::default(),
+    });
+    if let Some(gc) = opts.gc {
+        tokio::spawn(collect_garbage(hub.clone(), gc));
+    }
     let tls = identity.server_config()?;
     let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.clone()).map_err(|e| HubError::Tls(e.to_string()))?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
@@ -123,16 +198,66 @@ async fn quic_connection(hub: Arc<Hub>, incoming: quinn::Incoming) -> Result<()>
         return Ok(());
     };
     let grant = Arc::new(grant);
+    let pins = hub.pins.open(&hub);
+    let activity = Arc::new(Activity::new());
     loop {
-        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| HubError::Lost(e.to_string()))?;
-        let (hub, grant) = (hub.clone(), grant.clone());
-        let activity = crate::wire::StreamActivity::new(&conn);
+        // A client that keeps its connection alive but sends nothing holds
+        // it only until the idle timeout (QUIC keep-alives alone would keep
+        // it forever).
+        let (mut send, mut recv) = match tokio::time::timeout(activity.idle_left(hub.idle_timeout), conn.accept_bi()).await {
+            Ok(accepted) => accepted.map_err(|e| HubError::Lost(e.to_string()))?,
+            Err(_) if activity.idle_left(hub.idle_timeout).is_zero() => {
+                conn.close(2u32.into(), b"idle");
+                return Ok(());
+            }
+            Err(_) => continue,
+        };
+        let (hub, grant, pins, busy) = (hub.clone(), grant.clone(), pins.clone(), activity.begin());
+        // A request stream may wait while others use a slow link.
+        let streams = crate::wire::StreamActivity::new(&conn);
         tokio::spawn(async move {
-            if let Ok(Some(req)) = read_or_refuse(&mut recv, &mut send, &activity).await {
-                let _ = respond(&hub, &grant, req, &mut send).await;
+            if let Ok(Some(req)) = read_or_refuse(&mut recv, &mut send, &streams).await {
+                if respond(&hub, &grant, &pins, req, &mut send).await.is_err() {
+                    // Drop what the peer left unread rather than keep it queued.
+                    let _ = send.reset(0u32.into());
+                }
             }
             let _ = send.finish();
+            drop(busy);
         });
+    }
+}
+
+/// Requests in progress on a QUIC connection, and when the last one ended.
+struct Activity(Mutex<(usize, Instant)>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity(Mutex::new((0, Instant::now())))
+    }
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).0 += 1;
+        Busy(self.clone())
+    }
+    /// How much longer the connection may stay idle (all of `limit` while a
+    /// request is in progress).
+    fn idle_left(&self, limit: Duration) -> Duration {
+        let (active, since) = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if active > 0 {
+            limit
+        } else {
+            limit.saturating_sub(since.elapsed())
+        }
+    }
+}
+
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut a = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        a.0 -= 1;
+        a.1 = Instant::now();
     }
 }
 
@@ -149,13 +274,22 @@ async fn tcp_connection(hub: Arc<Hub>, acceptor: tokio_rustls::TlsAcceptor, stre
 }
 
 async fn tcp_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Arc<Hub>, peer: IpAddr, r: &mut R, w: &mut W) -> Result<()> {
-    let Some(grant) = handshake(hub, peer, r, w).await? else { return Ok(()) };
+    let mut r = tokio::io::BufReader::new(r);
+    let Some(grant) = handshake(hub, peer, &mut r, w).await? else { return Ok(()) };
     let grant = Arc::new(grant);
-    // Requests follow one another on the connection.
-    while let Some(req) = read_or_refuse(r, w, &Impatient).await? {
-        respond(hub, &grant, req, w).await?;
+    let pins = hub.pins.open(hub);
+    // Requests follow one another on the connection; between them the
+    // client may stay silent up to the idle timeout.
+    loop {
+        match tokio::time::timeout(hub.idle_timeout, r.fill_buf()).await {
+            Err(_) => return Ok(()),
+            Ok(Err(e)) => return Err(HubError::Lost(e.to_string())),
+            Ok(Ok([])) => return Ok(()),
+            Ok(Ok(_)) => {}
+        }
+        let Some(req) = read_or_refuse(&mut r, w, &Impatient).await? else { return Ok(()) };
+        respond(hub, &grant, &pins, req, w).await?;
     }
-    Ok(())
 }
 
 /// Reads a frame; one that breaks the protocol is answered with an `Error`
@@ -217,14 +351,33 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Hub, peer:
     }
 }
 
+/// Whom failed tokens count against: an IPv4 address, or an IPv6 /64 (one
+/// host commonly has a whole /64 to pick addresses from).
+fn guesser(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 impl Hub {
     fn rate_limited(&self, peer: IpAddr) -> bool {
         let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        f.get(&peer).is_some_and(|(n, since)| *n >= self.max_failures && since.elapsed() < Duration::from_secs(60))
+        f.get(&guesser(peer)).is_some_and(|(n, since)| *n >= self.max_failures && since.elapsed() < Duration::from_secs(60))
     }
     fn record_failure(&self, peer: IpAddr) {
         let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let e = f.entry(peer).or_insert((0, Instant::now()));
+        // Forget expired windows before they add up (guessers can have many addresses).
+        if f.len() >= 4096 {
+            f.retain(|_, (_, since)| since.elapsed() < Duration::from_secs(60));
+        }
+        let e = f.entry(guesser(peer)).or_insert((0, Instant::now()));
         if e.1.elapsed() >= Duration::from_secs(60) {
             *e = (0, Instant::now());
         }
@@ -257,7 +410,7 @@ impl Hub {
 const LONGEST_POLL: Duration = Duration::from_secs(20);
 
 /// Answers one request: zero or more data frames, then `Done` or `Error`.
-async fn respond<W: AsyncWrite + Unpin>(hub: &Arc<Hub>, grant: &Arc<Grant>, req: Message, w: &mut W) -> Result<()> {
+async fn respond<W: AsyncWrite + Unpin>(hub: &Arc<Hub>, grant: &Arc<Grant>, pins: &Arc<ConnPins>, req: Message, w: &mut W) -> Result<()> {
     if let Message::ListRepos { since, hub: feed, wait_ms, .. } = &req {
         // A long poll: a follower learns of a new revision at once, and an
         // idle one costs a request per wait, not a listing per interval.
@@ -268,9 +421,12 @@ async fn respond<W: AsyncWrite + Unpin>(hub: &Arc<Hub>, grant: &Arc<Grant>, req:
             }
         }
     }
+    if matches!(req, Message::GetHistory { .. } | Message::GetNodes { .. } | Message::GetChunks { .. }) {
+        return respond_a_frame_at_a_time(hub, grant, req, w).await;
+    }
     let frames = {
-        let (hub, grant) = (hub.clone(), grant.clone());
-        tokio::task::spawn_blocking(move || answer(&hub, &grant, req)).await.map_err(|e| HubError::Io(e.to_string()))?
+        let (hub, grant, pins) = (hub.clone(), grant.clone(), pins.clone());
+        tokio::task::spawn_blocking(move || answer(&hub, &grant, &pins, req)).await.map_err(|e| HubError::Io(e.to_string()))?
     };
     let frames = match frames {
         Ok(mut f) => {
@@ -280,7 +436,39 @@ async fn respond<W: AsyncWrite + Unpin>(hub: &Arc<Hub>, grant: &Arc<Grant>, req:
         Err(Refusal(code, message)) => vec![Message::Error { code, message }],
     };
     for f in &frames {
-        write_message(w, f).await?;
+        send(w, f).await?;
+    }
+    w.flush().await.map_err(|e| HubError::Lost(e.to_string()))?;
+    Ok(())
+}
+
+/// How long a peer may leave an answer unread before the hub gives up on it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, m: &Message) -> Result<()> {
+    tokio::time::timeout(SEND_TIMEOUT, write_message(w, m)).await.map_err(|_| HubError::Timeout("the peer read nothing for 30 s".into()))??;
+    Ok(())
+}
+
+/// Answers the requests whose answers may be large (16 384 chunks of
+/// 256 KiB are 4 GiB) a frame at a time: a blocking task reads and packs,
+/// and a channel holding one frame hands them to the writer. A request
+/// then costs the hub about two frames of memory however much it asks for,
+/// and a client that stops reading stalls only its own request, until
+/// `SEND_TIMEOUT`.
+async fn respond_a_frame_at_a_time<W: AsyncWrite + Unpin>(hub: &Arc<Hub>, grant: &Arc<Grant>, req: Message, w: &mut W) -> Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(1);
+    let (hub, grant) = (hub.clone(), grant.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut emit = |m: Message| tx.blocking_send(m).map_err(|_| Refusal(ErrorCode::Internal, "the client stopped reading".into()));
+        let end = match answer_large(&hub, &grant, req, &mut emit) {
+            Ok(()) => Message::Done,
+            Err(Refusal(code, message)) => Message::Error { code, message },
+        };
+        let _ = tx.blocking_send(end);
+    });
+    while let Some(m) = rx.recv().await {
+        send(w, &m).await?;
     }
     w.flush().await.map_err(|e| HubError::Lost(e.to_string()))?;
     Ok(())
@@ -290,27 +478,10 @@ fn bitmap(v: Vec<bool>) -> Vec<Message> {
     vec![Message::Bitmap { bits: v }]
 }
 
-/// Splits blobs into frames that each stay under the frame limit.
-fn pack<T>(items: Vec<T>, size: impl Fn(&T) -> usize, wrap: impl Fn(Vec<T>) -> Message) -> Vec<Message> {
-    let mut out = Vec::new();
-    let mut cur = Vec::new();
-    let mut bytes = 0;
-    for it in items {
-        let s = size(&it) + 40;
-        if !cur.is_empty() && bytes + s > MAX_FRAME_LEN - 1024 {
-            out.push(wrap(std::mem::take(&mut cur)));
-            bytes = 0;
-        }
-        bytes += s;
-        cur.push(it);
-    }
-    if !cur.is_empty() {
-        out.push(wrap(cur));
-    }
-    out
-}
-
-fn answer(hub: &Hub, grant: &Grant, req: Message) -> Result<Vec<Message>, Refusal> {
+/// Answers requests. Those a push relies on later (that the hub holds
+/// something, or stored it) run under a `WriteSession`, which in-process gc
+/// waits for, and pin what they answered about before it ends.
+fn answer(hub: &Hub, grant: &Grant, pins: &ConnPins, req: Message) -> Result<Vec<Message>, Refusal> {
     let store = &hub.store;
     match req {
         Message::ListRefs { repo } => {
@@ -320,12 +491,6 @@ fn answer(hub: &Hub, grant: &Grant, req: Message) -> Result<Vec<Message>, Refusa
             }
             let access = hub.access.current().map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
             Ok(vec![Message::Refs { public: access.is_public(&repo), branches: store.branches(&repo)? }])
-        }
-        Message::GetHistory { repo, from, until, max } => {
-            hub.check_read(grant, &repo)?;
-            let max = (max as usize).min(ferry_proto::message::MAX_REVISIONS);
-            let out = store.history(&from, &until, max)?;
-            Ok(pack(out, |b| b.len(), |revisions| Message::Revisions { revisions }))
         }
         Message::ListRepos { pattern, after, since, hub: feed, wait_ms: _ } => {
             let glob = crate::ends::repo_glob(&pattern).map_err(|e| Refusal(ErrorCode::BadRequest, e.to_string()))?;
@@ -365,32 +530,27 @@ fn answer(hub: &Hub, grant: &Grant, req: Message) -> Result<Vec<Message>, Refusa
         }
         Message::HaveRevisions { repo, ids } => {
             hub.check_read(grant, &repo)?;
-            Ok(bitmap(ids.iter().map(|i| store.has_revision(i)).collect::<Result<_, _>>()?))
+            let _session = store.write_session();
+            let have = ids.iter().map(|i| store.has_revision(i)).collect::<Result<Vec<_>, _>>()?;
+            // Only a writer will rely on the answer.
+            if grant.can_write(&repo) {
+                pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.revision(*x.0)));
+            }
+            Ok(bitmap(have))
         }
         Message::HaveNodes { repo, ids } => {
             hub.check_write(grant, &repo)?;
-            Ok(bitmap(store.has_nodes(&ids)?))
+            let _session = store.write_session();
+            let have = store.has_nodes(&ids)?;
+            pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.node(*x.0)));
+            Ok(bitmap(have))
         }
         Message::HaveChunks { repo, ids } => {
             hub.check_write(grant, &repo)?;
-            Ok(bitmap(store.chunk_store().contains(&ids)?))
-        }
-        Message::GetNodes { repo, ids } => {
-            hub.check_read(grant, &repo)?;
-            let mut nodes = Vec::with_capacity(ids.len());
-            for id in &ids {
-                nodes.push(store.node_bytes(id)?.ok_or_else(|| Refusal(ErrorCode::NotFound, format!("tree node {id} is not on this hub")))?);
-            }
-            Ok(pack(nodes, |n| n.len(), |nodes| Message::Nodes { nodes }))
-        }
-        Message::GetChunks { repo, ids } => {
-            hub.check_read(grant, &repo)?;
-            let mut chunks = Vec::with_capacity(ids.len());
-            for id in ids {
-                let rec = store.chunk_store().get_record(&id)?.ok_or_else(|| Refusal(ErrorCode::NotFound, format!("chunk {id} is not on this hub")))?;
-                chunks.push((id, rec));
-            }
-            Ok(pack(chunks, |c| c.1.len(), |chunks| Message::Chunks { chunks }))
+            let _session = store.write_session();
+            let have = store.chunk_store().contains(&ids)?;
+            pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.chunk(x.0)));
+            Ok(bitmap(have))
         }
         Message::PutChunks { repo, chunks } => {
             hub.check_write(grant, &repo)?;
@@ -399,18 +559,30 @@ fn answer(hub: &Hub, grant: &Grant, req: Message) -> Result<Vec<Message>, Refusa
             for (id, rec) in chunks {
                 verified.push(VerifiedRecord::verify(id, rec)?);
             }
-            store.write_session().put_records(&verified)?;
+            let session = store.write_session();
+            // Another client may have sent the same chunks meanwhile: write
+            // each chunk once.
+            let ids: Vec<Id> = verified.iter().map(|r| r.id()).collect();
+            let present = store.chunk_store().contains(&ids)?;
+            let mut present = present.into_iter();
+            verified.retain(|_| !present.next().unwrap_or(false));
+            session.put_records(&verified)?;
+            pins.with(|p| ids.iter().for_each(|id| p.chunk(id)));
             Ok(vec![])
         }
         Message::PutNodes { repo, nodes } => {
             hub.check_write(grant, &repo)?;
-            store.write_session().put_nodes_checked(&nodes)?;
+            let session = store.write_session();
+            let ids = session.put_nodes_checked(&nodes)?;
+            pins.with(|p| ids.into_iter().for_each(|id| p.node(id)));
             Ok(vec![])
         }
         Message::PutRevisions { repo, revisions } => {
             hub.check_write(grant, &repo)?;
             let revs = revisions.iter().map(|b| Revision::decode(b)).collect::<Result<Vec<_>, _>>()?;
             store.write_session().put_revisions(&revs)?;
+            // Nothing reaches them until the branch moves: keep them till then.
+            pins.with(|p| revisions.iter().for_each(|b| p.revision(ferry_core::revision::revision_id(b))));
             Ok(vec![])
         }
         Message::UpdateBranch { repo, branch, expected, new, revisions } => {
@@ -421,5 +593,91 @@ fn answer(hub: &Hub, grant: &Grant, req: Message) -> Result<Vec<Message>, Refusa
         }
         Message::Hello { .. } => Err(Refusal(ErrorCode::BadRequest, "Hello was already exchanged on this connection".into())),
         other => Err(Refusal(ErrorCode::BadRequest, format!("frame type {:#04x} is not a request", other.tag()))),
+    }
+}
+
+/// Packs items into frames that each stay under the frame limit, handing
+/// each full frame on as soon as it is full.
+struct Packer<T, F: Fn(Vec<T>) -> Message> {
+    cur: Vec<T>,
+    bytes: usize,
+    wrap: F,
+}
+
+type Emit<'a> = dyn FnMut(Message) -> Result<(), Refusal> + 'a;
+
+impl<T, F: Fn(Vec<T>) -> Message> Packer<T, F> {
+    fn new(wrap: F) -> Self {
+        Packer { cur: Vec::new(), bytes: 0, wrap }
+    }
+    fn push(&mut self, item: T, size: usize, emit: &mut Emit) -> Result<(), Refusal> {
+        let s = size + 40;
+        if !self.cur.is_empty() && self.bytes + s > MAX_FRAME_LEN - 1024 {
+            emit((self.wrap)(std::mem::take(&mut self.cur)))?;
+            self.bytes = 0;
+        }
+        self.bytes += s;
+        self.cur.push(item);
+        Ok(())
+    }
+    fn finish(self, emit: &mut Emit) -> Result<(), Refusal> {
+        if self.cur.is_empty() {
+            return Ok(());
+        }
+        emit((self.wrap)(self.cur))
+    }
+}
+
+/// The data frames of GetHistory, GetNodes and GetChunks, handed to `emit`
+/// one at a time.
+fn answer_large(hub: &Hub, grant: &Grant, req: Message, emit: &mut Emit) -> Result<(), Refusal> {
+    let store = &hub.store;
+    match req {
+        Message::GetHistory { repo, from, until, max } => {
+            hub.check_read(grant, &repo)?;
+            let max = (max as usize).min(ferry_proto::message::MAX_REVISIONS);
+            let mut out = Packer::new(|revisions| Message::Revisions { revisions });
+            store.walk_history(&from, &until, max, |bytes| {
+                let len = bytes.len();
+                out.push(bytes, len, emit)
+            })?;
+            out.finish(emit)
+        }
+        Message::GetNodes { repo, ids } => {
+            hub.check_read(grant, &repo)?;
+            let mut out = Packer::new(|nodes| Message::Nodes { nodes });
+            for id in &ids {
+                let node = store.node_bytes(id)?.ok_or_else(|| Refusal(ErrorCode::NotFound, format!("tree node {id} is not on this hub")))?;
+                let len = node.len();
+                out.push(node, len, emit)?;
+            }
+            out.finish(emit)
+        }
+        Message::GetChunks { repo, ids } => {
+            hub.check_read(grant, &repo)?;
+            let mut out = Packer::new(|chunks| Message::Chunks { chunks });
+            for id in ids {
+                let rec = store.chunk_store().get_record(&id)?.ok_or_else(|| Refusal(ErrorCode::NotFound, format!("chunk {id} is not on this hub")))?;
+                let len = rec.len();
+                out.push((id, rec), len, emit)?;
+            }
+            out.finish(emit)
+        }
+        other => Err(Refusal(ErrorCode::Internal, format!("frame type {:#04x} is not answered a frame at a time", other.tag()))),
+    }
+}
+
+/// Runs gc every `schedule.every`, keeping what open connections pinned.
+async fn collect_garbage(hub: Arc<Hub>, schedule: GcSchedule) {
+    loop {
+        tokio::time::sleep(schedule.every).await;
+        let h = hub.clone();
+        let started = Instant::now();
+        let res = tokio::task::spawn_blocking(move || h.store.gc_keeping(|| h.pins.all())).await;
+        let res = match res {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("gc stopped: {e}")),
+        };
+        (schedule.report)(res, started.elapsed());
     }
 }

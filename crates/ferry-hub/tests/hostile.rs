@@ -1,11 +1,18 @@
 //! Hostile clients against a real `ferry serve` process on loopback: bytes
-//! that do not match their ids, decompression bombs, escaping paths, lying
-//! and oversized frames, unknown frame types, and clients that go silent.
+//! that do not match their ids, decompression bombs, escaping and clashing
+//! paths, lying and oversized frames, unknown frame types, requests for
+//! gigabytes, floods of streams and connections, clients that go silent,
+//! writes outside a token's repositories and token guessing. Each is
+//! refused with an error that says why (or its connection closed), the hub
+//! keeps serving honest clients, and what it already stored is unharmed:
+//! a revision pushed before the attack pulls back byte-identical, and the
+//! hub's store passes fsck once the hub is stopped.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ferry_core::revision::{Entry, Revision};
 use ferry_core::Id;
@@ -21,11 +28,21 @@ fn ferry_bin() -> PathBuf {
     bin
 }
 
+/// Runs `ferry` and requires success; returns stdout.
+fn ferry(store: &Path, args: &[&str]) -> String {
+    let out = Command::new(ferry_bin()).arg("--store").arg(store).args(args).env_remove("FERRY_TOKEN").output().unwrap();
+    assert!(out.status.success(), "ferry {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 struct Hub {
     child: Child,
     addr: String,
     token: String,
-    _dir: tempfile::TempDir,
+    store: PathBuf,
+    dir: tempfile::TempDir,
+    /// A revision pushed before any attack, and the files it holds.
+    kept: (String, PathBuf),
 }
 
 impl Drop for Hub {
@@ -36,21 +53,80 @@ impl Drop for Hub {
 }
 
 fn start_hub() -> Hub {
+    start_hub_with(&[], "127.0.0.1:0")
+}
+
+/// A hub with a write token for `org/*` and a revision of `org/kept`
+/// already pushed to it.
+fn start_hub_with(args: &[&str], listen: &str) -> Hub {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("hub");
-    let run = |args: &[&str]| {
-        let out = Command::new(ferry_bin()).arg("--store").arg(&store).args(args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
-    run(&["init"]);
-    let token = run(&["token", "create", "--repo", "org/*", "--scope", "write"]).trim().to_owned();
+    ferry(&store, &["init"]);
+    let token = ferry(&store, &["token", "create", "--repo", "org/*", "--scope", "write"]).trim().to_owned();
     let mut child =
-        Command::new(ferry_bin()).arg("--store").arg(&store).args(["--json", "serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap();
+        Command::new(ferry_bin()).arg("--store").arg(&store).args(["--json", "serve", "--listen", listen]).args(args).stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    Hub { child, addr: v["listen"].as_str().unwrap().to_owned(), token, _dir: dir }
+    let addr = v["listen"].as_str().unwrap().to_owned();
+    let (src, local) = (dir.path().join("kept-src"), dir.path().join("kept-local"));
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("model.bin"), noise(3 << 20, 42)).unwrap();
+    std::fs::write(src.join("sub/config.json"), b"{\"kept\": true}").unwrap();
+    ferry(&local, &["init"]);
+    ferry(&local, &["commit", "org/kept", src.to_str().unwrap(), "-m", "kept"]);
+    let pushed = client_cli(&local, &dir.path().join("known"), &token, &["--json", "push", &addr, "org/kept"]);
+    assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
+    let head = serde_json::from_slice::<serde_json::Value>(&pushed.stdout).unwrap()["head"].as_str().unwrap().to_owned();
+    Hub { child, addr, token, store, dir, kept: (head, src) }
+}
+
+/// `ferry` as a client of the hub, with a token.
+fn client_cli(store: &Path, known: &Path, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(ferry_bin()).arg("--store").arg(store).args(args).env("FERRY_KNOWN_HUBS", known).env("FERRY_TOKEN", token).output().unwrap()
+}
+
+impl Hub {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the hub stored before the attack is unharmed: it pulls back
+    /// byte-identical, and once the hub is stopped its store passes fsck.
+    fn check_unharmed(mut self) {
+        let fresh = self.dir.path().join(format!("fresh-{}", std::process::id()));
+        ferry(&fresh, &["init"]);
+        let pulled = client_cli(&fresh, &self.dir.path().join("known"), &self.token, &["--json", "pull", &self.addr, "org/kept"]);
+        assert!(pulled.status.success(), "pulling what was stored before the attack: {}", String::from_utf8_lossy(&pulled.stderr));
+        let out = self.dir.path().join("kept-out");
+        ferry(&fresh, &["export", &format!("org/kept@{}", self.kept.0), out.to_str().unwrap()]);
+        for f in ["model.bin", "sub/config.json"] {
+            assert!(std::fs::read(out.join(f)).unwrap() == std::fs::read(self.kept.1.join(f)).unwrap(), "{f} of the kept revision changed");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let fsck: serde_json::Value = serde_json::from_str(&ferry(&self.store, &["--json", "fsck"])).unwrap();
+        assert_eq!(fsck["ok"], true, "{fsck}");
+    }
+}
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 async fn connect(hub: &Hub, dir: &Path, transport: TransportChoice) -> Client {
@@ -93,49 +169,144 @@ fn chunks_that_do_not_match_their_ids_and_bombs_are_refused_and_nothing_is_store
         let (code, msg) = refused(c.request(&Message::PutChunks { repo: "org/x".into(), chunks: vec![(Id::of_chunk(&vec![0u8; 256 * 1024]), bomb)] }).await);
         assert_eq!(code, ErrorCode::BadRequest, "{msg}");
     });
+    hub.check_unharmed();
+}
+
+/// A revision encoded by hand, as `Revision::new` would refuse to: every
+/// path names `file` (of `size` bytes).
+fn encode_unchecked(paths: &[&str], file: Id, size: u64) -> Vec<u8> {
+    fn put(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    let mut out = b"FRV1".to_vec();
+    out.push(0);
+    put(&mut out, b"mallory");
+    out.extend_from_slice(&0i64.to_le_bytes());
+    put(&mut out, b"m");
+    out.extend_from_slice(&(paths.len() as u32).to_le_bytes());
+    for p in paths {
+        put(&mut out, p.as_bytes());
+        out.extend_from_slice(file.as_bytes());
+        out.extend_from_slice(&size.to_le_bytes());
+        out.push(0);
+    }
+    out
 }
 
 #[test]
-fn revisions_with_escaping_paths_or_missing_data_are_refused() {
+fn revisions_with_escaping_or_clashing_paths_or_missing_data_are_refused() {
     let hub = start_hub();
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
-        // Build the encoding by hand: Revision::new would refuse it.
-        let ok = Revision::new(
-            vec![],
-            "x".into(),
-            0,
-            "m".into(),
-            vec![Entry { path: "aaaaaaaaaaaaa".into(), file_id: Id::of_chunk(b"f"), size: 1, executable: false }],
-        )
-        .unwrap();
-        let evil = ok.encode().to_vec();
-        let at = evil.windows(13).position(|w| w == b"aaaaaaaaaaaaa").unwrap();
-        let mut evil = evil;
-        evil[at..at + 13].copy_from_slice(b"../../etc/pwn");
-        let id = ferry_core::revision::revision_id(&evil);
-        let (code, msg) =
-            refused(c.request(&Message::UpdateBranch { repo: "org/x".into(), branch: "main".into(), expected: None, new: id, revisions: vec![evil] }).await);
-        assert_eq!(code, ErrorCode::BadRequest, "{msg}");
-        assert!(msg.contains("path"), "{msg}");
+        // A file the hub has (the kept revision's), so that only the paths are wrong.
+        let kept: Id = hub.kept.0.parse().unwrap();
+        let revs = c.request(&Message::GetHistory { repo: "org/kept".into(), from: vec![kept], until: vec![], max: 1 }).await.unwrap();
+        let Some(Message::Revisions { revisions }) = revs.first() else { panic!("{revs:?}") };
+        let file = Revision::decode(&revisions[0]).unwrap().entries[0].clone();
+        let update = |repo: &str, rev: Vec<u8>| Message::UpdateBranch {
+            repo: repo.into(),
+            branch: "main".into(),
+            expected: None,
+            new: ferry_core::revision::revision_id(&rev),
+            revisions: vec![rev],
+        };
+        // The hand-made encoding is sound: with a decent path it is accepted.
+        c.request(&update("org/control", encode_unchecked(&["fine.bin"], file.file_id, file.size))).await.unwrap();
+        let long = "x".repeat(300);
+        for (paths, why) in [
+            (&["../../etc/pwn"][..], "'..' component"),
+            (&["/etc/passwd"], "is absolute"),
+            (&["a\0b"], "NUL byte"),
+            (&["a\\..\\b"], "backslash"),
+            (&[long.as_str()], "longer than 255"),
+            (&["Model.bin", "model.bin"], "\"Model.bin\" and \"model.bin\" differ only in case"),
+            (&["A", "a/b"], "differ only in case"),
+            (&["a", "a/b"], "both a file and the directory"),
+            (&["b", "a"], "not sorted"),
+        ] {
+            let (code, msg) = refused(c.request(&update("org/x", encode_unchecked(paths, file.file_id, file.size))).await);
+            assert_eq!(code, ErrorCode::BadRequest, "{paths:?}: {msg}");
+            assert!(msg.contains(why), "{paths:?}: {msg}");
+            // Nothing of it was stored.
+            let (code, _) = refused(c.request(&Message::ListRefs { repo: "org/x".into() }).await);
+            assert_eq!(code, ErrorCode::NotFound, "{paths:?}: a refused revision created its repository");
+        }
         // A well-formed revision whose file was never sent.
-        let (code, msg) = refused(
-            c.request(&Message::UpdateBranch { repo: "org/x".into(), branch: "main".into(), expected: None, new: ok.id(), revisions: vec![ok.encode()] }).await,
-        );
+        let ok = Revision::new(vec![], "x".into(), 0, "m".into(), vec![Entry { path: "f".into(), file_id: Id::of_chunk(b"f"), size: 1, executable: false }])
+            .unwrap();
+        let (code, msg) = refused(c.request(&update("org/x", ok.encode())).await);
         assert_eq!(code, ErrorCode::Incomplete, "{msg}");
         // A node whose chunk is missing.
         let node = ferry_core::tree::Node { height: 1, children: vec![ferry_core::tree::Child { id: Id::of_chunk(b"never sent"), size: 10 }] };
         let (code, _) = refused(c.request(&Message::PutNodes { repo: "org/x".into(), nodes: vec![node.encode()] }).await);
         assert_eq!(code, ErrorCode::Incomplete);
-        // Other repositories are not writable with an org/* token.
-        let (code, _) = refused(c.request(&Message::HaveChunks { repo: "evil/x".into(), ids: vec![] }).await);
-        assert_eq!(code, ErrorCode::NotFound);
     });
+    hub.check_unharmed();
 }
 
-/// A raw TLS-over-TCP connection, to send bytes no honest client would.
-async fn raw_tls(hub: &Hub) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+#[test]
+fn writes_outside_the_tokens_repositories_are_refused_and_store_nothing() {
+    let hub = start_hub();
+    let dir = tempfile::tempdir().unwrap();
+    let read_token = ferry(&hub.store, &["token", "create", "--repo", "org/kept", "--scope", "read"]).trim().to_owned();
+    // With the ferry CLI: a push to a repository the token does not cover,
+    // and a push with a read token.
+    let local = dir.path().join("local");
+    ferry(&local, &["init"]);
+    ferry(&local, &["commit", "other/x", hub.kept.1.to_str().unwrap(), "-m", "m"]);
+    ferry(&local, &["commit", "org/kept", hub.kept.1.to_str().unwrap(), "-m", "m2", "--branch", "side"]);
+    let known = dir.path().join("known");
+    let out = client_cli(&local, &known, &hub.token, &["push", &hub.addr, "other/x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not found (or your token does not grant access to it)"), "{err}");
+    let out = client_cli(&local, &known, &read_token, &["push", &hub.addr, "org/kept", "--branch", "side"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("you may read org/kept but not write to it"), "{err}");
+    rt().block_on(async {
+        // Request by request, as a hostile client would.
+        let raw = noise(50_000, 3);
+        let id = Id::of_chunk(&raw);
+        let rec = ferry_core::codec::Encoder::new(1).encode(&raw);
+        let node = ferry_core::tree::Node { height: 1, children: vec![ferry_core::tree::Child { id, size: raw.len() as u64 }] };
+        let rev =
+            Revision::new(vec![], "m".into(), 0, "m".into(), vec![Entry { path: "f".into(), file_id: node.id(), size: raw.len() as u64, executable: false }])
+                .unwrap();
+        let writes = |repo: &str| {
+            vec![
+                Message::PutChunks { repo: repo.into(), chunks: vec![(id, rec.clone())] },
+                Message::PutNodes { repo: repo.into(), nodes: vec![node.encode()] },
+                Message::HaveChunks { repo: repo.into(), ids: vec![id] },
+                Message::UpdateBranch { repo: repo.into(), branch: "main".into(), expected: None, new: rev.id(), revisions: vec![rev.encode()] },
+            ]
+        };
+        let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
+        for req in writes("evil/x") {
+            let (code, msg) = refused(c.request(&req).await);
+            assert_eq!(code, ErrorCode::NotFound, "{req:?}: {msg}");
+        }
+        let reader = Client::connect(&ConnectOptions {
+            hub: hub.addr.clone(),
+            token: Some(read_token.clone()),
+            transport: TransportChoice::Tcp,
+            trust: Trust::KnownHubs(dir.path().join("known")),
+        })
+        .await
+        .unwrap();
+        for req in writes("org/kept") {
+            let (code, msg) = refused(reader.request(&req).await);
+            assert_eq!(code, ErrorCode::Forbidden, "{req:?}: {msg}");
+        }
+        // None of it was stored.
+        let have = c.request(&Message::HaveChunks { repo: "org/x".into(), ids: vec![id] }).await.unwrap();
+        assert_eq!(have, vec![Message::Bitmap { bits: vec![false] }], "a refused write stored its chunk");
+    });
+    hub.check_unharmed();
+}
+
+/// TLS that accepts any certificate, for raw connections.
+fn any_cert_tls() -> rustls::ClientConfig {
     #[derive(Debug)]
     struct AnyCert;
     impl rustls::client::danger::ServerCertVerifier for AnyCert {
@@ -176,8 +347,52 @@ async fn raw_tls(hub: &Hub) -> tokio_rustls::client::TlsStream<tokio::net::TcpSt
         .with_custom_certificate_verifier(Arc::new(AnyCert))
         .with_no_client_auth();
     cfg.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
+    cfg
+}
+
+/// A raw TLS-over-TCP connection, to send bytes no honest client would.
+async fn raw_tls(hub: &Hub) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(&hub.addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(rustls::pki_types::ServerName::try_from("hub.example").unwrap(), tcp).await.unwrap()
+    tokio_rustls::TlsConnector::from(Arc::new(any_cert_tls())).connect(rustls::pki_types::ServerName::try_from("hub.example").unwrap(), tcp).await.unwrap()
+}
+
+/// A raw QUIC connection that has said Hello with `token`: streams are the
+/// test's to open (or not).
+async fn raw_quic(hub: &Hub, token: &str) -> quinn::Connection {
+    raw_quic_to(&hub.addr, token).await
+}
+
+async fn raw_quic_to(addr: &str, token: &str) -> quinn::Connection {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(any_cert_tls()).unwrap();
+    let mut ep = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let conn = ep.connect(addr.parse().unwrap(), "hub.example").unwrap().await.unwrap();
+    let hello = Message::Hello { versions: vec![ferry_proto::VERSION], token: token.into(), client: "hostile".into() };
+    let reply = ask(&conn, &hello).await;
+    assert!(matches!(reply.first(), Some(Message::Welcome { .. })), "{reply:?}");
+    conn
+}
+
+/// One request on its own stream; every frame of the answer.
+async fn ask(conn: &quinn::Connection, req: &Message) -> Vec<Message> {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&req.to_frame()).await.unwrap();
+    send.finish().unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = read_frame(&mut recv).await {
+        out.push(m);
+    }
+    out
+}
+
+/// The next frame on a stream, None at its end.
+async fn read_frame(recv: &mut quinn::RecvStream) -> Option<Message> {
+    let mut h = [0u8; ferry_proto::frame::HEADER_LEN];
+    recv.read_exact(&mut h).await.ok()?;
+    let (kind, len) = ferry_proto::frame::decode_header(&h).unwrap();
+    let mut payload = vec![0u8; len];
+    recv.read_exact(&mut payload).await.unwrap();
+    Some(Message::decode(kind, &payload).unwrap())
 }
 
 async fn read_all(s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Vec<u8> {
@@ -219,4 +434,165 @@ fn malformed_frames_get_an_error_or_a_closed_connection_and_the_hub_survives() {
         let r = c.request(&Message::HaveChunks { repo: "org/x".into(), ids: vec![Id::of_chunk(b"z")] }).await.unwrap();
         assert_eq!(r, vec![Message::Bitmap { bits: vec![false] }]);
     });
+    hub.check_unharmed();
+}
+
+#[test]
+fn a_request_for_gigabytes_costs_the_hub_a_frame_of_memory_not_the_gigabytes() {
+    const STREAMS: usize = 4;
+    let hub = start_hub();
+    let dir = tempfile::tempdir().unwrap();
+    let before = peak_rss(hub.pid());
+    rt().block_on(async {
+        // One incompressible chunk of the largest size, readable by anyone.
+        let raw = noise(256 << 10, 9);
+        let id = Id::of_chunk(&raw);
+        let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
+        c.request(&Message::PutChunks { repo: "org/x".into(), chunks: vec![(id, ferry_core::codec::Encoder::new(1).encode(&raw))] }).await.unwrap();
+        // Asked 16 384 times in one request (4 GiB of answer), on four
+        // streams at once, by a client that reads one frame and stops.
+        let conn = raw_quic(&hub, &hub.token).await;
+        let mut streams = Vec::new();
+        for _ in 0..STREAMS {
+            let raw = raw.clone();
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(&Message::GetChunks { repo: "org/x".into(), ids: vec![id; 16_384] }.to_frame()).await.unwrap();
+            send.finish().unwrap();
+            streams.push(tokio::spawn(async move {
+                match read_frame(&mut recv).await {
+                    Some(Message::Chunks { chunks }) => assert!(chunks.iter().all(|(i, r)| *i == id && ferry_core::codec::decode(r).unwrap() == raw)),
+                    other => panic!("expected chunks, got {other:?}"),
+                }
+                recv
+            }));
+        }
+        let mut stalled = Vec::new();
+        for s in streams {
+            stalled.push(s.await.unwrap());
+        }
+        // Give the hub time to build whatever it builds.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let peak = peak_rss(hub.pid());
+        assert!(peak < before + (1 << 30), "the hub's peak RSS went from {} MiB to {} MiB", before >> 20, peak >> 20);
+        drop(stalled);
+        conn.close(0u32.into(), b"done");
+        // An honest client asking the same still gets every copy.
+        let got = c.request(&Message::GetChunks { repo: "org/x".into(), ids: vec![id; 100] }).await.unwrap();
+        let n: usize = got.iter().map(|m| if let Message::Chunks { chunks } = m { chunks.len() } else { 0 }).sum();
+        assert_eq!(n, 100);
+    });
+    hub.check_unharmed();
+}
+
+/// A new revision pushed with the ferry CLI and pulled back into another
+/// store, byte-identical: the hub serves honest clients.
+fn honest_round_trip(hub: &Hub, addr: &str, name: &str) {
+    let dir = hub.dir.path().join(name);
+    let (src, a, b, out) = (dir.join("src"), dir.join("a"), dir.join("b"), dir.join("out"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("w.bin"), noise(2 << 20, name.len() as u64 + 100)).unwrap();
+    ferry(&a, &["init"]);
+    ferry(&b, &["init"]);
+    ferry(&a, &["commit", "org/honest", src.to_str().unwrap(), "-m", name, "--branch", name]);
+    let known = dir.join("known");
+    for (store, verb) in [(&a, "push"), (&b, "pull")] {
+        let r = client_cli(store, &known, &hub.token, &[verb, addr, "org/honest", "--branch", name]);
+        assert!(r.status.success(), "an honest {verb} failed: {}", String::from_utf8_lossy(&r.stderr));
+    }
+    ferry(&b, &["export", &format!("org/honest@{name}"), out.to_str().unwrap()]);
+    assert!(std::fs::read(out.join("w.bin")).unwrap() == std::fs::read(src.join("w.bin")).unwrap());
+}
+
+#[test]
+fn token_guessing_is_rate_limited_per_address_and_the_right_token_works_elsewhere_and_afterwards() {
+    // Dual-stack, so that one machine can come from two addresses: 127.0.0.1 and ::1.
+    let hub = start_hub_with(&[], "[::]:0");
+    let port = hub.addr.rsplit(':').next().unwrap().to_owned();
+    let (v4, v6) = (format!("127.0.0.1:{port}"), format!("[::1]:{port}"));
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    rt().block_on(async {
+        let known = dir.path().join("known");
+        let attempt = async |addr: &str, token: &str, transport| {
+            Client::connect(&ConnectOptions { hub: addr.into(), token: Some(token.into()), transport, trust: Trust::KnownHubs(known.clone()) }).await
+        };
+        let mut codes = Vec::new();
+        for i in 0..7 {
+            match attempt(&v4, &format!("fy_0123456789abcdef_guess{i}"), if i % 2 == 0 { TransportChoice::Quic } else { TransportChoice::Tcp }).await {
+                Err(HubError::Remote { code, message }) => codes.push((code, message)),
+                Err(e) => panic!("guess {i}: {e}"),
+                Ok(_) => panic!("guess {i} was let in"),
+            }
+        }
+        assert!(codes[..5].iter().all(|c| c.0 == ErrorCode::Unauthorized && c.1.contains("not valid")), "{codes:?}");
+        assert!(codes[5..].iter().all(|c| c.0 == ErrorCode::RateLimited && c.1.contains("wait a minute")), "{codes:?}");
+        // From that address even the right token waits out the minute...
+        match attempt(&v4, &hub.token, TransportChoice::Quic).await {
+            Err(HubError::Remote { code: ErrorCode::RateLimited, .. }) => {}
+            other => panic!("the right token from a rate-limited address: {:?}", other.map(|_| "let in")),
+        }
+        // ...while from another address it works at once, on either transport.
+        for transport in [TransportChoice::Quic, TransportChoice::Tcp] {
+            let c = attempt(&v6, &hub.token, transport).await.unwrap();
+            assert!(matches!(c.request(&Message::ListRefs { repo: "org/kept".into() }).await.unwrap()[..], [Message::Refs { .. }]));
+        }
+    });
+    honest_round_trip(&hub, &v6, "from-v6");
+    // And after the minute, from the first address again.
+    std::thread::sleep(Duration::from_secs(62).saturating_sub(started.elapsed()));
+    honest_round_trip(&hub, &v4, "after-the-minute");
+    hub.check_unharmed();
+}
+
+#[test]
+fn floods_of_connections_and_streams_and_silent_clients_are_cut_off_while_honest_clients_carry_on() {
+    let hub = start_hub_with(&["--idle-timeout", "2s"], "127.0.0.1:0");
+    let before = peak_rss(hub.pid());
+    rt().block_on(async {
+        // Connections that say Hello and then nothing (their QUIC stacks still
+        // answer keep-alives).
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let (addr, token) = (hub.addr.clone(), hub.token.clone());
+            tasks.push(tokio::spawn(async move { raw_quic_to(&addr, &token).await }));
+        }
+        let mut silent = Vec::new();
+        for t in tasks {
+            silent.push(t.await.unwrap());
+        }
+        // One that opens every stream it may, sends a byte on each and goes quiet.
+        let flood = raw_quic(&hub, &hub.token).await;
+        let mut held = Vec::new();
+        while let Ok(opened) = tokio::time::timeout(Duration::from_secs(1), flood.open_bi()).await {
+            let (mut send, recv) = opened.unwrap();
+            send.write_all(&[0x21]).await.unwrap();
+            held.push((send, recv));
+            assert!(held.len() <= 16, "the hub granted a 17th stream on one connection");
+        }
+        eprintln!("the flooding connection got {} streams", held.len());
+        // TCP: a TLS connection that never says Hello, and a TCP connection that never starts TLS.
+        let mut no_hello = raw_tls(&hub).await;
+        let mut no_tls = tokio::net::TcpStream::connect(&hub.addr).await.unwrap();
+        // Meanwhile, honest clients push and pull.
+        tokio::task::block_in_place(|| honest_round_trip(&hub, &hub.addr, "during-the-flood"));
+        // The hub lets go of every one of them: the silent after the idle
+        // timeout, the flood once its reads timed out (30 s) and it idled.
+        for (i, c) in silent.iter().enumerate() {
+            match tokio::time::timeout(Duration::from_secs(60), c.closed()).await {
+                Ok(quinn::ConnectionError::ApplicationClosed(close)) => assert_eq!(&close.reason[..], b"idle"),
+                Ok(other) => panic!("silent connection {i} ended with {other}"),
+                Err(_) => panic!("silent connection {i} is still open after a minute"),
+            }
+        }
+        assert!(tokio::time::timeout(Duration::from_secs(90), flood.closed()).await.is_ok(), "the flooding connection is still open");
+        let mut buf = Vec::new();
+        assert!(tokio::time::timeout(Duration::from_secs(60), no_hello.read_to_end(&mut buf)).await.is_ok(), "a TLS connection without Hello is still open");
+        assert!(tokio::time::timeout(Duration::from_secs(60), no_tls.read_to_end(&mut buf)).await.is_ok(), "a TCP connection without TLS is still open");
+        drop(held);
+    });
+    let peak = peak_rss(hub.pid());
+    eprintln!("hub peak RSS {} MiB before the floods, {} MiB after", before >> 20, peak >> 20);
+    assert!(peak < before + (512 << 20), "the floods took the hub's peak RSS from {} MiB to {} MiB", before >> 20, peak >> 20);
+    honest_round_trip(&hub, &hub.addr, "after-the-flood");
+    hub.check_unharmed();
 }

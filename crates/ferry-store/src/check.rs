@@ -184,40 +184,63 @@ impl Store {
     /// Removes every chunk, node and revision that no branch reaches. Waits
     /// for open write sessions and holds new ones off while it runs.
     pub fn gc(&self) -> Result<GcReport> {
-        let _exclusive = self.gc_guard.write().unwrap_or_else(|p| p.into_inner());
-        // Mark.
+        self.gc_keeping(Pins::default)
+    }
+
+    /// Like [`Store::gc`], but also keeps everything `pins` names and
+    /// everything that reaches. `pins` is called once writers are held off,
+    /// so a writer that pinned an object under its `WriteSession` is sure
+    /// to find it afterwards.
+    pub fn gc_keeping(&self, pins: impl FnOnce() -> Pins) -> Result<GcReport> {
+        let exclusive = self.gc_guard.write().unwrap_or_else(|p| p.into_inner());
+        let mut pins = pins();
+        pins.extend(&self.live_pins.all());
+        // Mark: every branch head and pinned revision with its ancestors and
+        // trees, every pinned node with its subtree.
         let mut revs: HashSet<Id> = HashSet::new();
         let mut nodes: HashSet<Id> = HashSet::new();
         let mut chunks: HashSet<Id> = HashSet::new();
         let mut todo: Vec<Id> = self.all_branches()?.into_iter().map(|b| b.2).collect();
+        todo.extend(pins.revisions.iter().copied());
+        let mut stack: Vec<Id> = Vec::new();
         while let Some(rid) = todo.pop() {
             if !revs.insert(rid) {
                 continue;
             }
             let rev = self.revision(&rid)?;
             todo.extend(rev.parents.iter().copied());
-            let mut stack: Vec<Id> = rev.entries.iter().map(|e| e.file_id).collect();
-            while let Some(nid) = stack.pop() {
-                if !nodes.insert(nid) {
-                    continue;
-                }
-                let node = self.node(&nid)?;
-                for c in node.children {
-                    if node.height == 1 {
-                        chunks.insert(c.id);
-                    } else {
-                        stack.push(c.id);
-                    }
-                }
+            stack.extend(rev.entries.iter().map(|e| e.file_id));
+            self.mark_trees(&mut stack, &mut nodes, &mut chunks)?;
+        }
+        stack.extend(pins.nodes.iter().copied());
+        self.mark_trees(&mut stack, &mut nodes, &mut chunks)?;
+        // Sweep top-down: revisions and nodes in one synced batch, then
+        // chunks. At every moment in between, and after a kill at any point,
+        // each stored revision still has its trees and each stored node its
+        // whole subtree (negotiation trusts "has node" to mean that).
+        let mut rep = GcReport::default();
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(self.cf(CF_REVISIONS), IteratorMode::Start) {
+            let (k, _) = item?;
+            if !revs.contains(&Id::from_slice(&k).unwrap_or_default()) {
+                batch.delete_cf(self.cf(CF_REVISIONS), &k);
+                rep.revisions_removed += 1;
             }
         }
-        // Sweep.
-        let mut rep = GcReport::default();
+        for item in self.db.iterator_cf(self.cf(CF_TREES), IteratorMode::Start) {
+            let (k, _) = item?;
+            if !nodes.contains(&Id::from_slice(&k).unwrap_or_default()) {
+                batch.delete_cf(self.cf(CF_TREES), &k);
+                rep.nodes_removed += 1;
+            }
+        }
+        write(&self.db, batch, Durability::Synced)?;
+        crash_point("gc-after-nodes");
         let mut dead = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_CHUNK_INDEX), IteratorMode::Start) {
             let (k, v) = item?;
             let id = Id::from_slice(&k).unwrap_or_default();
-            if chunks.contains(&id) {
+            if chunks.contains(&id) || pins.chunks.contains(&Pins::chunk_key(&id)) {
                 rep.chunks_kept += 1;
             } else {
                 rep.chunks_removed += 1;
@@ -230,22 +253,10 @@ impl Store {
             }
         }
         self.chunks.remove(&dead)?;
-        let mut batch = WriteBatch::default();
-        for item in self.db.iterator_cf(self.cf(CF_TREES), IteratorMode::Start) {
-            let (k, _) = item?;
-            if !nodes.contains(&Id::from_slice(&k).unwrap_or_default()) {
-                batch.delete_cf(self.cf(CF_TREES), &k);
-                rep.nodes_removed += 1;
-            }
-        }
-        for item in self.db.iterator_cf(self.cf(CF_REVISIONS), IteratorMode::Start) {
-            let (k, _) = item?;
-            if !revs.contains(&Id::from_slice(&k).unwrap_or_default()) {
-                batch.delete_cf(self.cf(CF_REVISIONS), &k);
-                rep.revisions_removed += 1;
-            }
-        }
-        write(&self.db, batch, Durability::Synced)?;
+        crash_point("gc-after-chunks");
+        // What follows only returns the space: writers need not wait for it
+        // (on a big store it takes longer than a client waits for an answer).
+        drop(exclusive);
         // Compact so BlobDB rewrites blob files and the space returns.
         if rep.chunks_removed > 0 {
             let cf = self.cf(CF_CHUNKS);
@@ -257,5 +268,125 @@ impl Store {
             self.db.set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", "0.0"), ("blob_garbage_collection_force_threshold", "1.0")])?;
         }
         Ok(rep)
+    }
+
+    /// Marks the nodes on `stack` and everything below them (emptying it).
+    fn mark_trees(&self, stack: &mut Vec<Id>, nodes: &mut HashSet<Id>, chunks: &mut HashSet<Id>) -> Result<()> {
+        while let Some(nid) = stack.pop() {
+            if !nodes.insert(nid) {
+                continue;
+            }
+            let node = self.node(&nid)?;
+            for c in node.children {
+                if node.height == 1 {
+                    chunks.insert(c.id);
+                } else {
+                    stack.push(c.id);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pins held by writers in this process, by handle.
+#[derive(Default)]
+pub(crate) struct LivePins {
+    next: std::sync::atomic::AtomicU64,
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, std::sync::Arc<std::sync::Mutex<Pins>>>>>,
+}
+
+impl LivePins {
+    fn all(&self) -> Pins {
+        let mut all = Pins::default();
+        for p in self.open.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            all.extend(&p.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        all
+    }
+}
+
+/// What a writer in this process relies on across several writes (a pull,
+/// or a hub following another, moving chunks, then nodes, then the branch):
+/// gc keeps it until the handle is cleared or dropped.
+pub struct PinHandle {
+    id: u64,
+    pins: std::sync::Arc<std::sync::Mutex<Pins>>,
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, std::sync::Arc<std::sync::Mutex<Pins>>>>>,
+}
+
+impl PinHandle {
+    pub fn with(&self, f: impl FnOnce(&mut Pins)) {
+        f(&mut self.pins.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    /// Lets go of everything pinned so far (once a branch reaches it).
+    pub fn clear(&self) {
+        *self.pins.lock().unwrap_or_else(|p| p.into_inner()) = Pins::default();
+    }
+}
+
+impl Drop for PinHandle {
+    fn drop(&mut self) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
+}
+
+impl Store {
+    /// A handle whose pins every gc in this process keeps.
+    pub fn pin(&self) -> PinHandle {
+        let id = self.live_pins.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pins = std::sync::Arc::new(std::sync::Mutex::new(Pins::default()));
+        self.live_pins.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, pins.clone());
+        PinHandle { id, pins, open: self.live_pins.open.clone() }
+    }
+}
+
+/// Objects gc must keep although no branch reaches them yet: a hub pins
+/// what it told a pushing client it holds, or stored for it, until that
+/// client's connection ends, so that a gc between a push's requests cannot
+/// pull the ground from under its final branch update.
+#[derive(Debug, Default, Clone)]
+pub struct Pins {
+    revisions: HashSet<Id>,
+    nodes: HashSet<Id>,
+    /// The first 8 bytes of each chunk id: a pushed terabyte pins 16 M
+    /// chunks, and a collision only keeps a chunk one gc longer.
+    chunks: HashSet<u64>,
+}
+
+impl Pins {
+    fn chunk_key(id: &Id) -> u64 {
+        u64::from_le_bytes(id.as_bytes()[..8].try_into().expect("ids are 32 bytes"))
+    }
+    /// Keeps a revision, its ancestors and their trees.
+    pub fn revision(&mut self, id: Id) {
+        self.revisions.insert(id);
+    }
+    /// Keeps a node and its whole subtree.
+    pub fn node(&mut self, id: Id) {
+        self.nodes.insert(id);
+    }
+    pub fn chunk(&mut self, id: &Id) {
+        self.chunks.insert(Self::chunk_key(id));
+    }
+    pub fn extend(&mut self, other: &Pins) {
+        self.revisions.extend(&other.revisions);
+        self.nodes.extend(&other.nodes);
+        self.chunks.extend(&other.chunks);
+    }
+    pub fn len(&self) -> usize {
+        self.revisions.len() + self.nodes.len() + self.chunks.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// For the crash tests: `FERRY_CRASH_AT=<name>` makes the process abort
+/// (as abruptly as `kill -9`) when it reaches the named point.
+fn crash_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT.get_or_init(|| std::env::var("FERRY_CRASH_AT").ok()).as_deref() == Some(name) {
+        std::process::abort();
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use ferry_core::codec::{self, Encoder, RecordHeader};
 use ferry_core::{FormatError, Id};
-use rocksdb::{WriteBatch, DB};
+use rocksdb::{ErrorKind, WriteBatch, DB};
 
-use crate::write::{background_errors, out_of_space, stalled_for_space, write, Durability};
+use crate::write::{background_errors, db_error, out_of_space, stalled_for_space, write, Durability};
 use crate::{Result, StoreError, CF_CHUNKS, CF_CHUNK_INDEX, CF_TREES};
 
 /// A chunk record whose decoded bytes are known to hash to `id`. The only
@@ -168,7 +168,18 @@ impl ChunkStore for RocksChunkStore {
         let errors_before = background_errors(&self.db);
         let mut opts = rocksdb::FlushOptions::default();
         opts.set_wait(false);
-        self.db.flush_cfs_opt(&cfs, &opts)?;
+        // With many writers at once RocksDB may have stopped writes until a
+        // flush catches up, and refuses a manual flush meanwhile ("try
+        // again"): wait for it as writes do, unless the disk is full.
+        while let Err(e) = self.db.flush_cfs_opt(&cfs, &opts) {
+            if !matches!(e.kind(), ErrorKind::TryAgain | ErrorKind::Incomplete | ErrorKind::Busy) {
+                return Err(db_error(&self.db, e));
+            }
+            if background_errors(&self.db) > errors_before || stalled_for_space(&self.db) {
+                return Err(out_of_space(&self.db));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         loop {
             let mut pending = 0;
             for cf in cfs {

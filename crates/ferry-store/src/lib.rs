@@ -22,7 +22,7 @@ mod read;
 mod refs;
 mod write;
 
-pub use check::{FsckReport, GcReport, Stats};
+pub use check::{FsckReport, GcReport, PinHandle, Pins, Stats};
 pub use chunks::{ChunkStore, RocksChunkStore, VerifiedRecord};
 pub use error::StoreError;
 pub use ingest::{list_files, CommitOptions, Committed, FoundFile, IngestProgress, Ingested, WriteSession};
@@ -64,6 +64,8 @@ pub struct Store {
     pub(crate) branch_lock: Mutex<()>,
     /// The change feed's latest sequence number.
     pub(crate) ref_seq: AtomicU64,
+    /// Pins held by writers in this process (`Store::pin`); gc keeps them.
+    pub(crate) live_pins: check::LivePins,
     /// Names this store in change-feed positions: a position means nothing
     /// to another store, or to this one recreated.
     id: [u8; 16],
@@ -224,6 +226,7 @@ impl Store {
             path: path.to_owned(),
             gc_guard: RwLock::new(()),
             branch_lock: Mutex::new(()),
+            live_pins: Default::default(),
             ref_seq: AtomicU64::new(0),
             id: [0; 16],
         })

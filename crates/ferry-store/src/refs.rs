@@ -246,12 +246,23 @@ impl Store {
     /// returning or following one in `until`, at most `max`: what a source
     /// sends when the other side has `until`. Unknown ids are skipped.
     pub fn history(&self, from: &[Id], until: &[Id], max: usize) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        self.walk_history(from, until, max, |b| {
+            out.push(b);
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Like `history`, handing each encoded revision to `f` as it is read
+    /// (an answer need not hold them all).
+    pub fn walk_history<E: From<StoreError>>(&self, from: &[Id], until: &[Id], max: usize, mut f: impl FnMut(Vec<u8>) -> Result<(), E>) -> Result<(), E> {
         let until: std::collections::HashSet<&Id> = until.iter().collect();
         let mut seen = std::collections::HashSet::new();
         let mut queue: std::collections::VecDeque<Id> = from.iter().copied().collect();
-        let mut out = Vec::new();
+        let mut sent = 0;
         while let Some(id) = queue.pop_front() {
-            if out.len() >= max {
+            if sent >= max {
                 break;
             }
             if until.contains(&id) || !seen.insert(id) {
@@ -260,12 +271,13 @@ impl Store {
             let rev = match self.revision(&id) {
                 Ok(r) => r,
                 Err(StoreError::UnknownRevision(_)) => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
             queue.extend(rev.parents.iter().copied());
-            out.push(rev.encode());
+            sent += 1;
+            f(rev.encode())?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// History from `head`, following first parents, newest first.

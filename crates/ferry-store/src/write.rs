@@ -47,8 +47,20 @@ pub(crate) fn write(db: &DB, batch: WriteBatch, durability: Durability) -> Resul
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(db_error(db, e)),
         }
+    }
+}
+
+/// A RocksDB error as the store reports it: a full disk named as such (once
+/// RocksDB has failed a background write for lack of space it fails later
+/// writes with that I/O error).
+pub(crate) fn db_error(db: &DB, e: rocksdb::Error) -> StoreError {
+    if e.kind() == ErrorKind::IOError && e.to_string().contains("No space left") {
+        let free = free_bytes(db.path()).map_or(String::new(), |f| format!(": {f} bytes free"));
+        StoreError::Io { path: db.path().to_owned(), source: std::io::Error::other(format!("No space left on device{free}; nothing was committed")) }
+    } else {
+        e.into()
     }
 }
 
