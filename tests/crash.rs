@@ -14,6 +14,12 @@
 //!   revision a push reported is on the hub: pulled into other stores, it
 //!   exports byte-identical to the directory it was committed from.
 //!
+//! - `kill -9` of `ferry mirror`, or of the source or destination hub in the
+//!   middle of one: the killed hub's store passes fsck, the destination's
+//!   branch is at the old or the new head with every revision mirrored before
+//!   still there, and the mirror re-run completes, moving no more than a
+//!   mirror from scratch; the destination then serves every version whole.
+//!
 //! FERRY_CRASH_ITERATIONS sets the number of iterations of each kill test
 //! (default 10); each prints its counts (and `scripts/test` shows them).
 
@@ -161,10 +167,8 @@ const NEW: usize = 24 << 20;
 /// 30 s idle timeout, or sooner if the restarted hub resets the connection.
 const GRACE: Duration = Duration::from_secs(1);
 
-/// Which process a round kills. Kills during `ferry mirror` (the mirroring
-/// client, and the hub on either end) belong here as further victims once
-/// mirroring exists: add them to `Victim::ROUNDS` and give them a branch
-/// in the round below, with the same checks.
+/// Which process a round of the push and pull test kills (kills during a
+/// mirror have their own test below).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Victim {
     PushClient,
@@ -416,6 +420,145 @@ fn kill_9_during_push_or_pull_never_loses_an_acknowledged_revision() {
         rerun_bytes >> 20,
         scratch_bytes >> 20,
         acked.len()
+        ),
+    );
+}
+
+/// Which process a round of the mirror test kills.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum MirrorVictim {
+    MirrorClient,
+    Destination,
+    Source,
+}
+
+#[test]
+fn kill_9_during_mirror_never_loses_a_mirrored_revision() {
+    let iterations = iterations();
+    let tmp = tempfile::tempdir().unwrap();
+    let (eu_dir, us_dir) = (tmp.path().join("eu"), tmp.path().join("us"));
+    std::fs::create_dir_all(&eu_dir).unwrap();
+    std::fs::create_dir_all(&us_dir).unwrap();
+    let mut eu = Hub::start(&eu_dir);
+    let mut us = Hub::start(&us_dir);
+    let (eu_addr, us_addr) = (eu.addr.clone(), us.addr.clone());
+    let (eu_token, us_token) = (eu.token("org/*", "write"), us.token("org/*", "write"));
+    let known = tmp.path().join("mirror.known_hubs");
+    // QUIC only: no silent fallback to TCP.
+    let mirror = || -> Command {
+        let mut c = ferry(&tmp.path().join("none"));
+        c.env("FERRY_KNOWN_HUBS", &known).env("FERRY_FROM_TOKEN", &eu_token).env("FERRY_TO_TOKEN", &us_token).env_remove("FERRY_TOKEN");
+        c.args(["--json", "mirror", "--transport", "quic", &eu_addr, &us_addr]);
+        c
+    };
+    let a = tmp.path().join("a");
+    ok(ferry(&a).arg("init"));
+    let base = noise(BASE, 3);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
+    // (revision, source directory) of every version a mirror reported done.
+    let mut mirrored: Vec<(String, PathBuf)> = Vec::new();
+    let mut kills = std::collections::BTreeMap::<&str, u32>::new();
+    let (mut finished, mut rerun_bytes, mut scratch_bytes) = (0, 0u64, 0u64);
+    let mut typical_ms: Option<u64> = None;
+    const ROUNDS: [MirrorVictim; 3] = [MirrorVictim::MirrorClient, MirrorVictim::Destination, MirrorVictim::Source];
+    for i in 0..iterations {
+        let victim = ROUNDS[(i % 3) as usize];
+        let src = tmp.path().join(format!("src{i}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("base.bin"), &base).unwrap();
+        std::fs::write(src.join("new.bin"), noise(NEW, 1000 + 2 * i)).unwrap();
+        let c = json(&ok(ferry(&a).args(["--json", "commit", "org/m"]).arg(&src).args(["-m", &format!("v{i}")])));
+        let rev = c["revision"].as_str().unwrap().to_owned();
+        let from_scratch = c["stored_bytes"].as_u64().unwrap();
+        ok(client(&a, Some(&eu_token)).args(["push", "--transport", "quic", &eu_addr, "org/m"]));
+        let before = mirrored.last().map(|m| m.0.clone());
+
+        let mut child = mirror().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let start = Instant::now();
+        let delay = typical_ms.map(|t| Duration::from_millis(rng.below(t * 3 / 4 + 1)));
+        let exited = exits_within(&mut child, delay.unwrap_or(COMMAND_DEADLINE));
+        let what = format!("mirror round {i} ({victim:?}, kill after {:?})", delay.unwrap_or_default());
+        assert!(exited || delay.is_some(), "{what}: an uninterrupted mirror did not end within {COMMAND_DEADLINE:?}");
+        if exited {
+            finished += 1;
+            if delay.is_none() {
+                typical_ms = Some(start.elapsed().as_millis() as u64 + 1);
+            }
+        } else {
+            *kills
+                .entry(match victim {
+                    MirrorVictim::MirrorClient => "mirror client",
+                    MirrorVictim::Destination => "destination hub",
+                    MirrorVictim::Source => "source hub",
+                })
+                .or_default() += 1;
+            match victim {
+                MirrorVictim::MirrorClient => child.kill().unwrap(),
+                MirrorVictim::Destination => us.kill(),
+                MirrorVictim::Source => eu.kill(),
+            }
+            if victim == MirrorVictim::Source {
+                fsck_ok(&eu.store, &what);
+                eu = Hub::serve(eu.store.clone(), &eu_addr);
+            }
+            // The mirror gives up once a hub is gone; if not soon, kill it too.
+            if !exits_within(&mut child, GRACE) {
+                let _ = child.kill();
+            }
+        }
+        let out = finish(child, &what);
+        if out.status.success() {
+            let r = json(&String::from_utf8_lossy(&out.stdout));
+            assert_eq!(r["changed"][0]["head"].as_str(), Some(rev.as_str()), "{what}: {r}");
+        }
+        // With the destination stopped: its store is consistent, its branch
+        // is at the old or the new head, nothing mirrored before is lost.
+        us.kill();
+        fsck_ok(&us.store, &what);
+        let on_us = if before.is_some() || out.status.success() { history(&us.store) } else { Vec::new() };
+        assert!(
+            on_us.first() == before.as_ref() || on_us.first() == Some(&rev),
+            "{what}: the destination is at {:?}, neither {before:?} nor {rev}",
+            on_us.first()
+        );
+        for (r, _) in &mirrored {
+            assert!(on_us.contains(r), "{what}: mirrored revision {r} is gone from the destination");
+        }
+        us = Hub::serve(us.store.clone(), &us_addr);
+
+        // The mirror, re-run, completes and moves at most what a mirror of
+        // this version from scratch would.
+        let r = json(&ok(&mut mirror()));
+        let moved = r["chunk_bytes_moved"].as_u64().unwrap();
+        assert!(moved <= from_scratch, "{what}: the re-run moved {moved} chunk bytes, more than {from_scratch} from scratch");
+        if !exited {
+            rerun_bytes += moved;
+            scratch_bytes += from_scratch;
+        }
+        mirrored.push((rev.clone(), src.clone()));
+        eprintln!("{what}: {}; the re-run moved {moved} of {from_scratch} chunk bytes", if exited { "finished first" } else { "killed" });
+    }
+    // The destination serves every mirrored version whole.
+    let c = tmp.path().join("c");
+    ok(ferry(&c).arg("init"));
+    let p = json(&ok(client(&c, Some(&us_token)).args(["--json", "pull", "--transport", "quic", &us_addr, "org/m"])));
+    assert_eq!(p["head"].as_str(), mirrored.last().map(|m| m.0.as_str()));
+    fsck_ok(&c, "the final pull from the destination");
+    for (r, src) in &mirrored {
+        exports_identical(&c, r, src, &tmp.path().join("out"), "the final pull from the destination");
+    }
+    let count = |k: &str| kills.get(k).copied().unwrap_or(0);
+    report(
+        "crash",
+        &format!(
+            "mirror over QUIC: {iterations} iterations; kill -9 landed mid-run in {} mirror clients, {} destination hubs, {} source hubs, {finished} finished before the kill; \
+             re-runs moved {} of {} MiB; {} versions mirrored, all pulled back whole",
+            count("mirror client"),
+            count("destination hub"),
+            count("source hub"),
+            rerun_bytes >> 20,
+            scratch_bytes >> 20,
+            mirrored.len()
         ),
     );
 }
