@@ -14,18 +14,9 @@ use ferry_core::Id;
 use ferry_proto::negotiate::{DiffError, Step, TreeDiff};
 use libfuzzer_sys::fuzz_target;
 
-struct Tape<'a>(&'a [u8]);
-
-impl Tape<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn u8_or(&mut self, d: u8) -> u8 {
-        self.byte().unwrap_or(d)
-    }
-}
+#[path = "tape.rs"]
+mod tape;
+use tape::Tape;
 
 /// Ids come from a small space so that repeats, shared subtrees and cycles
 /// happen often.

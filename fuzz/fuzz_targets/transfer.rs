@@ -22,24 +22,9 @@ use ferry_proto::transfer::{Config, Limits, Partial, Poll, Request, Response, Tr
 use ferry_proto::Message;
 use libfuzzer_sys::fuzz_target;
 
-struct Tape<'a>(&'a [u8]);
-
-impl Tape<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn u8_or(&mut self, d: u8) -> u8 {
-        self.byte().unwrap_or(d)
-    }
-    fn take(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        a
-    }
-}
+#[path = "tape.rs"]
+mod tape;
+use tape::Tape;
 
 #[derive(Default, Clone)]
 struct End {

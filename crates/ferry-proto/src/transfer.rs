@@ -239,8 +239,8 @@ pub struct Transfer {
     nodes: HashMap<Id, Vec<u8>>,
     move_queue: VecDeque<(Id, u64)>,
     move_queue_bytes: u64,
-    // Nodes and revisions, in the order to store them.
-    node_order: VecDeque<Id>,
+    // Encoded nodes and revisions, in the order to store them.
+    node_order: VecDeque<Vec<u8>>,
     revision_order: VecDeque<Vec<u8>>,
     new_head: Id,
     report: Report,
@@ -326,7 +326,8 @@ impl Transfer {
                     if !self.pending.is_empty() {
                         return Ok(Poll::Wait);
                     }
-                    self.node_order = self.diff.missing_nodes_bottom_up().into();
+                    let order = self.diff.missing_nodes_bottom_up();
+                    self.node_order = order.iter().map(|id| self.nodes.remove(id).expect("fetched while comparing")).collect();
                     self.report.ids_asked = self.diff.ids_asked;
                     self.phase = Phase::Nodes;
                 }
@@ -336,17 +337,7 @@ impl Transfer {
                     }
                     // One batch at a time: each may hold parents of the
                     // previous batch's nodes.
-                    let mut batch = Vec::new();
-                    let mut bytes = 0;
-                    while let Some(id) = self.node_order.front() {
-                        let enc = &self.nodes[id];
-                        if !batch.is_empty() && (bytes + enc.len() + 4 > self.cfg.limits.frame_budget || batch.len() == MAX_IDS) {
-                            break;
-                        }
-                        bytes += enc.len() + 4;
-                        let id = self.node_order.pop_front().expect("front exists");
-                        batch.push(self.nodes.remove(&id).expect("fetched while comparing"));
-                    }
+                    let batch = frame_of(&mut self.node_order, self.cfg.limits.frame_budget, MAX_IDS);
                     if !batch.is_empty() {
                         self.report.nodes_moved += batch.len() as u64;
                         return Ok(self.issue(Pending::Stored, Request::SinkPutNodes(batch)));
@@ -359,15 +350,7 @@ impl Transfer {
                     }
                     // Everything but the last frame's worth goes ahead on
                     // its own; the last batch moves the branch.
-                    let mut batch = Vec::new();
-                    let mut bytes = 0;
-                    while let Some(enc) = self.revision_order.front() {
-                        if !batch.is_empty() && (bytes + enc.len() + 4 > self.cfg.limits.frame_budget || batch.len() == MAX_REVISIONS) {
-                            break;
-                        }
-                        bytes += enc.len() + 4;
-                        batch.push(self.revision_order.pop_front().expect("front exists"));
-                    }
+                    let batch = frame_of(&mut self.revision_order, self.cfg.limits.frame_budget, MAX_REVISIONS);
                     self.phase = if self.revision_order.is_empty() { Phase::Done } else { Phase::Revisions };
                     if self.phase == Phase::Revisions {
                         return Ok(self.issue(Pending::Stored, Request::SinkPutRevisions(batch)));
@@ -602,6 +585,21 @@ impl Transfer {
         }
         Ok(())
     }
+}
+
+/// Takes blobs off the front of `queue` while they fit in one frame of
+/// `budget` bytes: at least one (if any), at most `max`.
+fn frame_of(queue: &mut VecDeque<Vec<u8>>, budget: usize, max: usize) -> Vec<Vec<u8>> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while let Some(b) = queue.front() {
+        if !batch.is_empty() && (bytes + b.len() + 4 > budget || batch.len() == max) {
+            break;
+        }
+        bytes += b.len() + 4;
+        batch.push(queue.pop_front().expect("front exists"));
+    }
+    batch
 }
 
 /// Orders revisions so that each comes after its parents among them.
