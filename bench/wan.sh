@@ -72,17 +72,19 @@ tcp_cc=$(ip netns exec "$A" sysctl -n net.ipv4.tcp_congestion_control)
 # Hubs: in B the destination of pushes (QUIC), a second one (TCP), and an
 # empty one for the mirror; in A the mirror's source.
 export FERRY_KNOWN_HUBS="$work/known_hubs"
+# (Not in a $(...) subshell: the hubs' pids must reach bench_cleanup.)
 serve() { # netns store addr
   "$ferry" --store "$2" init > /dev/null
   ip netns exec "$1" "$ferry" --store "$2" serve --listen "$3" > "$2.out" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do grep -q listening "$2.out" 2>/dev/null && break; sleep 0.1; done
-  "$ferry" --store "$2" token create --repo 'bench/*' --scope write
 }
-tok_quic=$(serve "$B" "$work/hub-quic" 10.77.0.2:4433)
-tok_tcp=$(serve "$B" "$work/hub-tcp" 10.77.0.2:4434)
-tok_us=$(serve "$B" "$work/hub-us" 10.77.0.2:4435)
-tok_eu=$(serve "$A" "$work/hub-eu" 10.77.0.1:4436)
+token() { "$ferry" --store "$1" token create --repo 'bench/*' --scope write; }
+serve "$B" "$work/hub-quic" 10.77.0.2:4433
+serve "$B" "$work/hub-tcp" 10.77.0.2:4434
+serve "$B" "$work/hub-us" 10.77.0.2:4435
+serve "$A" "$work/hub-eu" 10.77.0.1:4436
+tok_quic=$(token "$work/hub-quic") tok_tcp=$(token "$work/hub-tcp") tok_us=$(token "$work/hub-us") tok_eu=$(token "$work/hub-eu")
 
 mkdir -p "$work/rsync-module"
 cat > "$work/rsyncd.conf" <<EOF
@@ -96,6 +98,7 @@ gid = root
 EOF
 ip netns exec "$B" rsync --daemon --no-detach --address=10.77.0.2 --port=8730 --config="$work/rsyncd.conf" &
 pids+=($!)
+# (ip netns exec execs its command: $! is the process itself.)
 for _ in $(seq 50); do ip netns exec "$A" rsync rsync://10.77.0.2:8730/ >/dev/null 2>&1 && break; sleep 0.2; done
 
 "$ferry" --store "$work/a" init > /dev/null
