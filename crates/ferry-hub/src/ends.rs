@@ -114,7 +114,10 @@ impl Source for Local {
         blocking(|| ids.iter().map(|id| self.store.node_bytes(id)?.ok_or(HubError::Store(StoreError::MissingNode(*id)))).collect())
     }
     async fn records(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<(Id, Vec<u8>)>> {
-        blocking(|| ids.into_iter().map(|id| Ok((id, self.store.chunk_store().get_record(&id)?.ok_or(StoreError::MissingChunk(id))?))).collect())
+        blocking(|| {
+            let found = self.store.chunk_store().get_records(&ids)?;
+            ids.into_iter().zip(found).map(|(id, rec)| Ok((id, rec.ok_or(StoreError::MissingChunk(id))?))).collect()
+        })
     }
 }
 

@@ -67,6 +67,19 @@ async fn read_some<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8], patience: &d
     }
 }
 
+/// Appends up to `room` bytes to `buf`, waiting out silences like
+/// `read_some`.
+async fn read_into<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, room: usize, patience: &dyn Patience) -> Result<usize> {
+    loop {
+        let mut limited = (&mut *r).take(room as u64);
+        match tokio::time::timeout(READ_TIMEOUT, limited.read_buf(buf)).await {
+            Ok(res) => return res.map_err(|e| HubError::Lost(e.to_string())),
+            Err(_) if patience.still_sending() => continue,
+            Err(_) => return Err(HubError::Timeout(format!("the peer sent nothing for {} s", READ_TIMEOUT.as_secs()))),
+        }
+    }
+}
+
 /// Reads one message; `None` at a clean end of stream.
 pub async fn read_message_patiently<R: AsyncRead + Unpin>(r: &mut R, patience: &dyn Patience) -> Result<Option<Message>> {
     let mut h = [0u8; HEADER_LEN];
@@ -82,16 +95,18 @@ pub async fn read_message_patiently<R: AsyncRead + Unpin>(r: &mut R, patience: &
         got += n;
     }
     let (kind, len) = decode_header(&h).map_err(|e| HubError::Protocol(e.to_string()))?;
-    // Grow as bytes arrive: a lying length costs the liar, not us.
-    let mut payload = Vec::with_capacity(len.min(1 << 20));
-    let mut buf = vec![0u8; len.min(256 << 10)];
+    // Grow as bytes arrive, reading straight into the payload (no copy
+    // through a scratch buffer): a lying length costs the liar, not us.
+    let mut payload: Vec<u8> = Vec::with_capacity(len.min(1 << 20));
     while payload.len() < len {
-        let want = (len - payload.len()).min(buf.len());
-        let n = read_some(r, &mut buf[..want], patience).await?;
+        if payload.capacity() == payload.len() {
+            payload.reserve((len - payload.len()).min(1 << 20));
+        }
+        let room = (len - payload.len()).min(payload.capacity() - payload.len());
+        let n = read_into(r, &mut payload, room, patience).await?;
         if n == 0 {
             return Err(HubError::Protocol(format!("stream ended inside a frame ({} of {len} payload bytes)", payload.len())));
         }
-        payload.extend_from_slice(&buf[..n]);
     }
     Message::decode(kind, &payload).map(Some).map_err(|e| HubError::Protocol(e.to_string()))
 }

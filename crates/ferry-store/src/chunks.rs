@@ -87,6 +87,11 @@ pub trait ChunkStore: Send + Sync {
     fn sync(&self) -> Result<()>;
     /// The stored record, unverified (for sending on as it is).
     fn get_record(&self, id: &Id) -> Result<Option<Vec<u8>>>;
+    /// Several stored records at once, in the order asked (a backend can
+    /// batch the reads; object storage, in one round trip).
+    fn get_records(&self, ids: &[Id]) -> Result<Vec<Option<Vec<u8>>>> {
+        ids.iter().map(|id| self.get_record(id)).collect()
+    }
     /// Removes records (garbage collection).
     fn remove(&self, ids: &[Id]) -> Result<()>;
 
@@ -129,16 +134,19 @@ impl RocksChunkStore {
 
     /// The index entry of each id (None where not stored).
     pub fn index_entries(&self, ids: &[Id]) -> Result<Vec<Option<IndexEntry>>> {
-        let cf = self.cf(CF_CHUNK_INDEX);
-        let mut keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
-        // RocksDB's batched lookup wants sorted keys; remember where each went.
+        self.multi_get(CF_CHUNK_INDEX, ids, IndexEntry::decode)
+    }
+
+    /// One batched lookup in `cf`, results in the order of `ids`. RocksDB
+    /// wants the keys sorted (and then reads blob values in file order).
+    fn multi_get<T: Clone>(&self, cf: &str, ids: &[Id], f: impl Fn(&[u8]) -> Option<T>) -> Result<Vec<Option<T>>> {
         let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| keys[i]);
-        keys = order.iter().map(|&i| ids[i].as_bytes().as_slice()).collect();
-        let found = self.db.batched_multi_get_cf(cf, keys, true);
+        order.sort_by_key(|&i| ids[i].as_bytes());
+        let keys: Vec<&[u8]> = order.iter().map(|&i| ids[i].as_bytes().as_slice()).collect();
+        let found = self.db.batched_multi_get_cf(self.cf(cf), keys, true);
         let mut out = vec![None; ids.len()];
         for (slot, res) in order.into_iter().zip(found) {
-            out[slot] = res?.and_then(|v| IndexEntry::decode(&v));
+            out[slot] = res?.and_then(|v| f(&v));
         }
         Ok(out)
     }
@@ -197,6 +205,10 @@ impl ChunkStore for RocksChunkStore {
 
     fn get_record(&self, id: &Id) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(CF_CHUNKS), id.as_bytes())?)
+    }
+
+    fn get_records(&self, ids: &[Id]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.multi_get(CF_CHUNKS, ids, |v| Some(v.to_vec()))
     }
 
     fn remove(&self, ids: &[Id]) -> Result<()> {

@@ -116,6 +116,10 @@ fn db_options(create: bool, direct_writes: bool) -> Options {
     // it: chunk data is written once and read back rarely, and copying it
     // through the page cache cost more CPU than anything but zstd.
     o.set_use_direct_io_for_flush_and_compaction(direct_writes);
+    // Blob files are read mostly in the order they were written (push,
+    // export, a hub serving a pull): let the kernel read ahead. RocksDB's
+    // default advises random access, which turns readahead off.
+    o.set_advise_random_on_open(false);
     o
 }
 
