@@ -6,7 +6,8 @@
 #   bench_args "$@"          --size-gib N, --quick, --keep, --json, --help
 #   bench_tools CMD:PKG ...  installs the Debian packages of missing commands
 #   bench_install PKG ...    installs Debian packages
-#   bench_build              builds ferry and ferry-gen; sets $ferry, $gen
+#   bench_build              installs what the build needs (scripts/setup), builds
+#                            ferry and ferry-gen; sets $ferry, $gen
 #   bench_workdir PREFIX     makes $work under $FERRY_BENCH_DIR (default $HOME),
 #                            and sets $fstype to its file system
 # and may define `bench_cleanup`, run on exit before $work is removed.
@@ -57,6 +58,7 @@ bench_install() {
 }
 
 bench_build() {
+  "$root/scripts/setup"
   export CARGO_TARGET_DIR="$("$root/scripts/target-dir")"
   log "building (release)"
   (cd "$root" && cargo build --release -p ferry-cli -p ferry-bench --quiet)
