@@ -76,7 +76,7 @@ results="$work/results.jsonl"
 die() { echo "$name: $*" >&2; exit 1; }
 # A number from a one-line JSON object: jnum KEY < file (or <<< "$json").
 jnum() { sed -nE "s/.*[{,]\"$1\":(-?[0-9][0-9.e+-]*).*/\1/p" | head -1 | grep . || die "no number \"$1\" in JSON"; }
-dsize() { du -sb "$@" | awk '{ s += $1 } END { print s + 0 }'; }
+dsize() { du -sb "$@" | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 # A ferry store without RocksDB's info logs (LOG, LOG.old.*: one of 100-200 KB
 # per process that opens the store, up to 1000 kept), which grow with the
 # number of commands run, not with the data; logs_bytes reports them.
@@ -135,7 +135,7 @@ rsyncd_pid=$!
 for _ in $(seq 50); do rsync "rsync://127.0.0.1:$port/" > /dev/null 2>&1 && break; sleep 0.1; done
 rsync_url="rsync://127.0.0.1:$port/bench"
 rsync_totals() { # sent+received from --stats in $work/step.out
-  awk '/^Total bytes sent:/ { gsub(",", "", $4); s = $4 } /^Total bytes received:/ { gsub(",", "", $4); r = $4 } END { if (s == "" || r == "") exit 1; printf "%d", s + r }' "$work/step.out" ||
+  awk '/^Total bytes sent:/ { gsub(",", "", $4); s = $4 } /^Total bytes received:/ { gsub(",", "", $4); r = $4 } END { if (s == "" || r == "") exit 1; printf "%.0f", s + r }' "$work/step.out" ||
     die "no byte totals in rsync's --stats"
 }
 
@@ -158,7 +158,7 @@ stop_hub() {
 
 run_ferry() {
   local fs="$run/store" prev_stored=0 prev_disk stored disk commit_s commit_rss commit_other push_s push_rss push_other
-  local committed sent received wire chunk hub_rss
+  local committed new_chunks sent received wire chunk hub_rss
   "$ferry" --store "$fs" init > /dev/null
   start_hub
   export FERRY_TOKEN="$token" FERRY_KNOWN_HUBS="$work/known_hubs"
@@ -170,6 +170,7 @@ run_ferry() {
     timed "$ferry" --store "$fs" --json commit "bench/$scn" "$data/v$k" -m "v$k"
     commit_s=$wall commit_rss=$rss commit_other=$other
     committed=$(jnum bytes < "$work/step.out")
+    new_chunks=$(jnum new_chunks < "$work/step.out")
     [ "$committed" = "$vbytes" ] || die "ferry committed $committed bytes of $scn v$k, not $vbytes"
     stored=$("$ferry" --store "$fs" --json stats | jnum stored_bytes)
     disk=$(ferry_size "$fs")
@@ -182,7 +183,7 @@ run_ferry() {
     emit ferry new_stored_bytes=$((stored - prev_stored)) total_stored_bytes="$stored" wire_bytes="$wire" \
       ingest_s="$commit_s" ingest_rss_kib="$commit_rss" transfer_s="$push_s" transfer_rss_kib="$push_rss" \
       other_cpu="$(awk -v a="$commit_other" -v b="$push_other" -v x="$commit_s" -v y="$push_s" 'BEGIN { printf "%.2f", (a * x + b * y) / (x + y) }')" \
-      disk_new_bytes=$((disk - prev_disk)) disk_total_bytes="$disk" negotiation_bytes=$((wire - chunk)) \
+      disk_new_bytes=$((disk - prev_disk)) disk_total_bytes="$disk" negotiation_bytes=$((wire - chunk)) new_chunks="$new_chunks" \
       logs_bytes="$(dsize "$fs"/LOG*)"
     prev_stored=$stored
   done
