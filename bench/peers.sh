@@ -359,6 +359,7 @@ machine() {
 machine >> "$results"
 
 t_start=$(now)
+done_scenarios=0
 for scn in "${scenarios[@]}"; do
   data="$work/data/$scn"
   log "$scn: generating ($size_mib MiB)"
@@ -374,7 +375,10 @@ for scn in "${scenarios[@]}"; do
     rm -rf "$run"
   done
   rm -rf "$data"
+  done_scenarios=$((done_scenarios + 1))
 done
+# An expansion error (bad arithmetic) abandons the loop without tripping set -e.
+[ "$done_scenarios" = "${#scenarios[@]}" ] || die "stopped after $done_scenarios of ${#scenarios[@]} scenarios"
 echo "{\"kind\":\"end\",\"seconds\":$(secs "$t_start" "$(now)"),\"psi_some_avg60_end\":$(psi),\"load_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >> "$results"
 
 /usr/bin/python3 "$root/bench/peers_report.py" "$results" --out "$out_dir" --label "$label" > "$work/report.md"
