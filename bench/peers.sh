@@ -85,8 +85,10 @@ warm() { cat "$1"/* > /dev/null; }
 
 # CPU time (ticks) used by everything on the machine, and by the server
 # process a transfer talks to (with its reaped children).
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
-server_ticks() { if [ -n "${server_pid:-}" ] && [ -r "/proc/$server_pid/stat" ]; then awk '{ print $14 + $15 + $16 + $17 }' "/proc/$server_pid/stat"; else echo 0; fi; }
+busy_ticks() { awk '/^cpu / { printf "%.0f\n", $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+server_ticks() {
+  if [ -n "${server_pid:-}" ] && [ -r "/proc/$server_pid/stat" ]; then awk '{ printf "%.0f\n", $14 + $15 + $16 + $17 }' "/proc/$server_pid/stat"; else echo 0; fi
+}
 hz=$(getconf CLK_TCK)
 
 # Runs one measured step: sync, the command (stdout to $work/step.out),
@@ -133,6 +135,7 @@ EOF
 rsync --daemon --no-detach --address=127.0.0.1 --port="$port" --config="$work/rsyncd.conf" &
 rsyncd_pid=$!
 for _ in $(seq 50); do rsync "rsync://127.0.0.1:$port/" > /dev/null 2>&1 && break; sleep 0.1; done
+rsync "rsync://127.0.0.1:$port/" > /dev/null 2>&1 || die "the rsync daemon did not start on port $port"
 rsync_url="rsync://127.0.0.1:$port/bench"
 rsync_totals() { # sent+received from --stats in $work/step.out
   awk '/^Total bytes sent:/ { gsub(",", "", $4); s = $4 } /^Total bytes received:/ { gsub(",", "", $4); r = $4 } END { if (s == "" || r == "") exit 1; printf "%.0f", s + r }' "$work/step.out" ||
