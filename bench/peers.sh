@@ -6,7 +6,7 @@
 #   bench/peers.sh [--full] [--size-mib N] [--only S1,S2] [--out DIR] [--keep] [--json]
 #
 #   (default)     quick run: 128 MiB models and dataset (a few minutes)
-#   --full        1 GiB models and dataset (about 25 GiB of versions; 20-40 min)
+#   --full        1 GiB models and dataset (about 25 minutes here)
 #   --size-mib N  another size
 #   --only LIST   only these scenarios (comma-separated)
 #   --out DIR     where the results go (default bench/results): peers-LABEL.jsonl,
