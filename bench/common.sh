@@ -1,9 +1,13 @@
 # Shared by the benchmark scripts (sourced, not run). The caller sets
 # `name` (for messages), `min_mib` and `help_lines` (the lines of its header
-# comment that --help prints), then calls:
+# comment that --help prints), and may set `quick_mib` (the --quick size)
+# and define `bench_arg` (called with the remaining arguments for one it
+# does not know; it sets `bench_shift` to the number it used), then calls:
 #   bench_args "$@"          --size-gib N, --quick, --keep, --json, --help
 #   bench_tools CMD:PKG ...  installs the Debian packages of missing commands
-#   bench_build              builds ferry and ferry-gen; sets $ferry, $gen
+#   bench_install PKG ...    installs Debian packages
+#   bench_build              installs what the build needs (scripts/setup), builds
+#                            ferry and ferry-gen; sets $ferry, $gen
 #   bench_workdir PREFIX     makes $work under $FERRY_BENCH_DIR (default $HOME),
 #                            and sets $fstype to its file system
 # and may define `bench_cleanup`, run on exit before $work is removed.
@@ -22,11 +26,15 @@ bench_args() {
     case "$1" in
       --size-gib) size_mib=$(awk -v g="${2:?--size-gib needs a value}" 'BEGIN { printf "%d", g * 1024 }'); shift 2 ;;
       --size-gib=*) size_mib=$(awk -v g="${1#*=}" 'BEGIN { printf "%d", g * 1024 }'); shift ;;
-      --quick) size_mib=256; shift ;;
+      --quick) size_mib=${quick_mib:-256}; shift ;;
       --keep) keep=1; shift ;;
       --json) json_only=1; shift ;;
       -h|--help) sed -n "$help_lines" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-      *) echo "$name: unknown argument $1 (try --help)" >&2; exit 2 ;;
+      *)
+        bench_shift=0
+        if declare -F bench_arg >/dev/null; then bench_arg "$@"; fi
+        [ "$bench_shift" -gt 0 ] || { echo "$name: unknown argument $1 (try --help)" >&2; exit 2; }
+        shift "$bench_shift" ;;
     esac
   done
   [ "$size_mib" -ge "$min_mib" ] || { echo "$name: size must be at least $min_mib MiB" >&2; exit 2; }
@@ -38,13 +46,19 @@ bench_tools() {
     command -v "${t%%:*}" >/dev/null 2>&1 || [ -x "${t%%:*}" ] || need+=("${t#*:}")
   done
   [ ${#need[@]} -eq 0 ] && return
+  bench_install "${need[@]}"
+}
+
+bench_install() {
+  [ $# -eq 0 ] && return
   local SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  log "installing ${need[*]}"
+  log "installing $*"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
 }
 
 bench_build() {
+  "$root/scripts/setup"
   export CARGO_TARGET_DIR="$("$root/scripts/target-dir")"
   log "building (release)"
   (cd "$root" && cargo build --release -p ferry-cli -p ferry-bench --quiet)
