@@ -125,11 +125,11 @@ for v in 1 2 3; do
     -v us="$rup_s" -v urss="$rup_rss" -v usent="$rup_sent" -v urecv="$rup_recv" \
     -v ds="$rdown_s" -v drss="$rdown_rss" -v dsent="$rdown_sent" -v drecv="$rdown_recv" 'BEGIN {
       push_bytes = psent + precv; pull_bytes = qsent + qrecv
-      printf "{\"version\":%d,\"file_bytes\":%d,\"changed_bytes\":%d,", v, fb, truth
-      printf "\"ferry_commit_s\":%.3f,\"ferry_push_s\":%.3f,\"ferry_push_bytes\":%d,\"ferry_push_negotiation_bytes\":%d,\"ferry_push_rss_kib\":%d,", cs, ps, push_bytes, push_bytes - pchunk, prss
-      printf "\"ferry_pull_s\":%.3f,\"ferry_pull_bytes\":%d,\"ferry_pull_rss_kib\":%d,", qs, pull_bytes, qrss
-      printf "\"rsync_up_s\":%.3f,\"rsync_up_bytes\":%d,\"rsync_up_rss_kib\":%d,", us, usent + urecv, urss
-      printf "\"rsync_down_s\":%.3f,\"rsync_down_bytes\":%d,\"rsync_down_rss_kib\":%d,", ds, dsent + drecv, drss
+      printf "{\"version\":%.0f,\"file_bytes\":%.0f,\"changed_bytes\":%.0f,", v, fb, truth
+      printf "\"ferry_commit_s\":%.3f,\"ferry_push_s\":%.3f,\"ferry_push_bytes\":%.0f,\"ferry_push_negotiation_bytes\":%.0f,\"ferry_push_rss_kib\":%.0f,", cs, ps, push_bytes, push_bytes - pchunk, prss
+      printf "\"ferry_pull_s\":%.3f,\"ferry_pull_bytes\":%.0f,\"ferry_pull_rss_kib\":%.0f,", qs, pull_bytes, qrss
+      printf "\"rsync_up_s\":%.3f,\"rsync_up_bytes\":%.0f,\"rsync_up_rss_kib\":%.0f,", us, usent + urecv, urss
+      printf "\"rsync_down_s\":%.3f,\"rsync_down_bytes\":%.0f,\"rsync_down_rss_kib\":%.0f,", ds, dsent + drecv, drss
       printf "\"push_bytes_over_changed\":%.4f,\"negotiation_pct_of_file\":%.4f,", push_bytes / (truth > 0 ? truth : 1), 100 * (push_bytes - pchunk) / fb
       printf "\"push_speedup_vs_rsync\":%.2f,\"commit_push_speedup_vs_rsync\":%.2f,\"pull_speedup_vs_rsync\":%.2f}\n", us / ps, us / (cs + ps), ds / qs
     }')

@@ -127,7 +127,7 @@ emit() { # what bytes seconds rss
   local line
   line=$(awk -v w="$1" -v b="$2" -v s="$3" -v rss="$4" -v rate="$rate" -v rtt="$rtt" -v loss="$loss" -v fb="$file_bytes" 'BEGIN {
     mbit = b * 8 / s / 1e6
-    printf "{\"what\":\"%s\",\"link_mbit\":%s,\"rtt_ms\":%s,\"loss\":%s,\"file_bytes\":%d,\"wire_bytes\":%d,\"seconds\":%.3f,\"mbit_s\":%.1f,\"link_fraction\":%.3f,\"peak_rss_kib\":%d}\n", w, rate, rtt, loss, fb, b, s, mbit, mbit / rate, rss
+    printf "{\"what\":\"%s\",\"link_mbit\":%s,\"rtt_ms\":%s,\"loss\":%s,\"file_bytes\":%.0f,\"wire_bytes\":%.0f,\"seconds\":%.3f,\"mbit_s\":%.1f,\"link_fraction\":%.3f,\"peak_rss_kib\":%.0f}\n", w, rate, rtt, loss, fb, b, s, mbit, mbit / rate, rss
   }')
   results+=("$line")
   echo "$line"

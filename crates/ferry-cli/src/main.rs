@@ -669,7 +669,7 @@ fn local(store: &Store, command: Command, json: bool) -> Result<ExitCode> {
                 json,
                 json!({ "revision": c.revision.to_hex(), "repo": repo, "branch": branch, "files": c.files,
                         "bytes": t.size, "chunks": t.chunks, "new_chunks": t.new_chunks, "new_bytes": t.new_bytes,
-                        "stored_bytes": t.stored_bytes, "seconds": secs }),
+                        "stored_bytes": t.stored_bytes, "new_tree_nodes": t.new_nodes, "seconds": secs }),
                 || {
                     format!(
                         "{}\ncommitted {} files, {} to {repo}@{branch}: {} new ({} stored), {} already present",

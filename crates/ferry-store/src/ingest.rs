@@ -60,10 +60,13 @@ pub struct Ingested {
     pub new_bytes: u64,
     /// Bytes those chunks take once encoded.
     pub stored_bytes: u64,
+    /// Tree nodes that were not in the store before.
+    pub new_nodes: u64,
 }
 
 impl Ingested {
     pub fn add(&mut self, o: &Ingested) {
+        self.new_nodes += o.new_nodes;
         self.size += o.size;
         self.chunks += o.chunks;
         self.new_chunks += o.new_chunks;
@@ -237,12 +240,12 @@ impl WriteSession<'_> {
                 write(&self.store.db, batch, Durability::Buffered)?;
                 rest = &rest[n..];
             }
-            let mut batch = WriteBatch::default();
-            let mut sink = |n: &Node, id: Id| batch.put_cf(trees, id.as_bytes(), n.encode());
+            let mut nodes = Vec::new();
+            let mut sink = |n: &Node, id: Id| nodes.push((id, n.encode()));
             for &(id, size) in &h.ids {
                 builder.push_chunk(id, size, &mut sink);
             }
-            write(&self.store.db, batch, Durability::Buffered)?;
+            out.new_nodes += self.put_new_nodes(trees, nodes)?;
             let new_bytes: u64 = h.records.iter().map(|r| r.raw_len()).sum();
             let stored: u64 = h.records.iter().map(|r| r.record().len() as u64).sum();
             out.chunks += h.ids.len() as u64;
@@ -252,12 +255,35 @@ impl WriteSession<'_> {
             out.size += h.bytes;
             progress.advance(h.bytes, new_bytes, stored);
         }
-        let mut batch = WriteBatch::default();
-        let root = builder.finish(&mut |n: &Node, id: Id| batch.put_cf(trees, id.as_bytes(), n.encode()));
-        write(&self.store.db, batch, Durability::Buffered)?;
+        let mut nodes = Vec::new();
+        let root = builder.finish(&mut |n: &Node, id: Id| nodes.push((id, n.encode())));
+        out.new_nodes += self.put_new_nodes(trees, nodes)?;
         out.file_id = root.id;
         debug_assert_eq!(root.size, out.size);
         Ok(out)
+    }
+
+    /// Writes the nodes not stored yet: committing a file again, or a new
+    /// version of it, must not rewrite the tree nodes it shares (write
+    /// amplification in proportion to the file, not to the change).
+    /// Returns how many were new.
+    fn put_new_nodes(&self, trees: &rocksdb::ColumnFamily, nodes: Vec<(Id, Vec<u8>)>) -> Result<u64> {
+        if nodes.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Id> = nodes.iter().map(|n| n.0).collect();
+        let mut batch = WriteBatch::default();
+        let mut new = 0;
+        for ((id, enc), stored) in nodes.into_iter().zip(self.store.has_nodes(&ids)?) {
+            if !stored {
+                batch.put_cf(trees, id.as_bytes(), enc);
+                new += 1;
+            }
+        }
+        if new > 0 {
+            write(&self.store.db, batch, Durability::Buffered)?;
+        }
+        Ok(new)
     }
 
     /// Stores records that arrived verified from elsewhere (a push).

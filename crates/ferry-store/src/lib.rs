@@ -120,6 +120,10 @@ fn db_options(create: bool, direct_writes: bool) -> Options {
     // export, a hub serving a pull): let the kernel read ahead. RocksDB's
     // default advises random access, which turns readahead off.
     o.set_advise_random_on_open(false);
+    // Every ferry command opens the store and RocksDB starts a new info log
+    // each time; by default it keeps 1000 of them.
+    o.set_keep_log_file_num(4);
+    o.set_max_log_file_size(4 << 20);
     o
 }
 

@@ -54,6 +54,11 @@ fn second_version_stores_only_changed_chunks_and_reads_back_exactly() {
     assert_eq!(a.new_bytes, v1.len() as u64);
     assert!(b.new_chunks <= 2, "an in-place 100-byte edit stored {} new chunks", b.new_chunks);
     assert!(b.new_bytes < 600_000);
+    // Tree nodes too: only the path above the changed chunk is new, and the
+    // same bytes again write nothing at all.
+    assert!(a.new_nodes >= 6 && b.new_nodes <= 4, "{} nodes for v1, {} for a one-chunk change", a.new_nodes, b.new_nodes);
+    let again = s.ingest(Cursor::new(v1.clone()), &()).unwrap();
+    assert_eq!((again.new_chunks, again.new_nodes), (0, 0));
     drop(s);
     let r1 = commit_bytes(&store, "org/m", &[("w.bin", &v1)], "v1");
     let r2 = commit_bytes(&store, "org/m", &[("w.bin", &v2)], "v2");
