@@ -97,6 +97,11 @@ enum Command {
         /// Close connections that have had no request in progress for this long.
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         idle_timeout: std::time::Duration,
+        /// Serve at most this many connections at once (QUIC and TCP; a TCP
+        /// client opens one per request it has in flight, about 16 at most). Clients
+        /// beyond it are told the hub is busy.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
     },
     /// Copy the branches of one hub's repositories to another hub, moving
     /// only what the destination lacks; revisions keep their ids.
@@ -305,9 +310,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token { action } => admin_token(&path, action, json),
         Command::Visibility { pattern, visibility } => admin_visibility(&path, &pattern, &visibility, json),
         Command::Cat { first, second, third: Some(file), range, net } => remote_cat(&first, &second, &file, range.as_deref(), &net),
-        Command::Serve { listen, mirror_of, repos, mirror_interval, net, gc_every, idle_timeout } => {
+        Command::Serve { listen, mirror_of, repos, mirror_interval, net, gc_every, idle_timeout, max_connections } => {
             let follow = mirror_of.map(|hub| Follow { options: net.options(&hub), hub, patterns: patterns(repos), interval: mirror_interval });
-            serve(Arc::new(Store::open(&path)?), listen, follow, gc_every, idle_timeout, json)
+            let limits = Limits { idle_timeout, max_connections: max_connections as usize };
+            serve(Arc::new(Store::open(&path)?), listen, follow, gc_every, limits, json)
         }
         Command::Mirror { source, destination, repos, watch, interval, from_token, to_token, net } => {
             let mut from = net.options(&source);
@@ -397,7 +403,9 @@ fn remote_cat(hub: &str, target: &str, file: &str, range: Option<&str>, net: &Ne
         };
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
-        client.read_range(repo, rev, file, range, &mut out).await?;
+        let read = client.read_range(repo, rev, file, range, &mut out).await;
+        client.close().await;
+        read?;
         out.flush()?;
         anyhow::Ok(())
     })?;
@@ -531,6 +539,7 @@ fn mirror(
         let started = std::time::Instant::now();
         let (a, b) = connect().await?;
         let r = mirror_once(&a, &b, &opts, &mut MirrorState::default(), std::time::Duration::ZERO, &bar).await;
+        tokio::join!(a.close(), b.close());
         bar.finish();
         let r = r?;
         let secs = started.elapsed().as_secs_f64();
@@ -562,12 +571,18 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
+/// What one hub serves at most.
+struct Limits {
+    idle_timeout: std::time::Duration,
+    max_connections: usize,
+}
+
 fn serve(
     store: Arc<Store>,
     listen: std::net::SocketAddr,
     follow: Option<Follow>,
     gc_every: Option<std::time::Duration>,
-    idle_timeout: std::time::Duration,
+    limits: Limits,
     json: bool,
 ) -> Result<ExitCode> {
     let identity = ferry_hub::tls::Identity::load_or_create(store.path())?;
@@ -612,7 +627,7 @@ fn serve(
             .await;
             unreachable!("watching ends only when the process does")
         };
-        let opts = ferry_hub::ServeOptions { listen, max_auth_failures: 5, idle_timeout, gc };
+        let opts = ferry_hub::ServeOptions { listen, max_auth_failures: 5, idle_timeout: limits.idle_timeout, max_connections: limits.max_connections, gc };
         let serving = ferry_hub::serve(store.clone(), &identity, opts, |addr| {
             print(json, json!({ "listen": addr.to_string(), "fingerprint": fingerprint, "new_identity": created }), || {
                 format!(
@@ -643,6 +658,7 @@ fn transfer(
         let client = ferry_hub::Client::connect(&net.options(hub)).await?;
         let bar = progress::Transfer::new(json);
         let t = op(&client, &bar).await;
+        client.close().await;
         bar.finish();
         anyhow::Ok(t?)
     })?;

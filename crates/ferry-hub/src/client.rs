@@ -76,7 +76,7 @@ pub struct Transfer {
 enum Conn {
     Quic {
         conn: quinn::Connection,
-        _endpoint: quinn::Endpoint,
+        endpoint: quinn::Endpoint,
     },
     /// Connections not in use, with when each was last used.
     Tcp {
@@ -143,7 +143,7 @@ impl Client {
                 Ok((conn, endpoint)) => {
                     check_pin(None)?;
                     let client = Client {
-                        conn: Conn::Quic { conn, _endpoint: endpoint },
+                        conn: Conn::Quic { conn, endpoint },
                         token: opts.token.clone().unwrap_or_default(),
                         hub: opts.hub.clone(),
                         sent: 0.into(),
@@ -189,6 +189,17 @@ impl Client {
                 unreachable!("check_pin returns the error")
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Tells the hub this client is done, so that the hub frees its place
+    /// now rather than after its idle timeout (a process that just exits
+    /// leaves a QUIC connection open on the hub's side), and waits briefly
+    /// for that to be sent. TCP connections end with the process.
+    pub async fn close(&self) {
+        if let Conn::Quic { conn, endpoint } = &self.conn {
+            conn.close(0u32.into(), b"done");
+            let _ = tokio::time::timeout(Duration::from_millis(250), endpoint.wait_idle()).await;
         }
     }
 

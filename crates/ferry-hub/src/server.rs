@@ -11,6 +11,7 @@ use ferry_core::Id;
 use ferry_proto::{ErrorCode, Message, MAX_FRAME_LEN};
 use ferry_store::{ChunkStore, GcReport, Pins, Store, StoreError, VerifiedRecord};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::access::{Access, Grant};
 use crate::tls::Identity;
@@ -23,6 +24,10 @@ pub struct ServeOptions {
     pub max_auth_failures: u32,
     /// A connection with no request in progress for this long is closed.
     pub idle_timeout: Duration,
+    /// Connections served at once (QUIC and TCP together); the hub's memory
+    /// is bounded by this times what one connection may make it buffer.
+    /// Beyond it a client is told the hub is busy.
+    pub max_connections: usize,
     /// Collect garbage inside the hub this often (`ferry gc` cannot run
     /// while the hub holds the store).
     pub gc: Option<GcSchedule>,
@@ -41,6 +46,29 @@ struct Hub {
     max_failures: u32,
     idle_timeout: Duration,
     pins: PinBoard,
+    max_connections: usize,
+    connections: Arc<Semaphore>,
+    /// Connections over the limit that are being told so; past these few a
+    /// connection is dropped without a word, so that a flood costs no TLS.
+    refusing: Arc<Semaphore>,
+}
+
+/// A connection's place in the hub, held until the connection ends.
+struct Admission {
+    /// Over the limit: the handshake only answers that the hub is busy.
+    full: bool,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Hub {
+    /// One of `max_connections`, or else one of the few places for telling
+    /// a client the hub is full; None when those are taken too.
+    fn admit(&self) -> Option<Admission> {
+        if let Ok(slot) = self.connections.clone().try_acquire_owned() {
+            return Some(Admission { full: false, _slot: slot });
+        }
+        self.refusing.clone().try_acquire_owned().ok().map(|slot| Admission { full: true, _slot: slot })
+    }
 }
 
 /// What each open connection has been told the hub holds, or has stored
@@ -138,6 +166,9 @@ pub async fn serve(store: Arc<Store>, identity: &Identity, opts: ServeOptions, r
         max_failures: opts.max_auth_failures,
         idle_timeout: opts.idle_timeout,
         pins: PinBoard::default(),
+        max_connections: opts.max_connections,
+        connections: Arc::new(Semaphore::new(opts.max_connections)),
+        refusing: Arc::new(Semaphore::new(REFUSING_AT_ONCE)),
     });
     if let Some(gc) = opts.gc {
         tokio::spawn(collect_garbage(hub.clone(), gc));
@@ -157,20 +188,25 @@ pub async fn serve(store: Arc<Store>, identity: &Identity, opts: ServeOptions, r
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { return Ok(()) };
+                let Some(admission) = hub.admit() else {
+                    incoming.refuse();
+                    continue;
+                };
                 let hub = hub.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = quic_connection(hub, incoming).await {
+                    if let Err(e) = quic_connection(hub, incoming, admission).await {
                         tracing::debug!("QUIC connection ended: {e}");
                     }
                 });
             }
             accepted = tcp.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
+                let Some(admission) = hub.admit() else { continue };
                 let _ = stream.set_nodelay(true);
                 crate::wire::tcp_liveness(&stream);
                 let (hub, acceptor) = (hub.clone(), acceptor.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = tcp_connection(hub, acceptor, stream, peer.ip()).await {
+                    if let Err(e) = tcp_connection(hub, acceptor, stream, peer.ip(), admission).await {
                         tracing::debug!("TCP connection ended: {e}");
                     }
                 });
@@ -179,7 +215,7 @@ pub async fn serve(store: Arc<Store>, identity: &Identity, opts: ServeOptions, r
     }
 }
 
-async fn quic_connection(hub: Arc<Hub>, incoming: quinn::Incoming) -> Result<()> {
+async fn quic_connection(hub: Arc<Hub>, incoming: quinn::Incoming, admission: Admission) -> Result<()> {
     let conn = tokio::time::timeout(Duration::from_secs(10), incoming)
         .await
         .map_err(|_| HubError::Timeout("handshake".into()))?
@@ -189,12 +225,13 @@ async fn quic_connection(hub: Arc<Hub>, incoming: quinn::Incoming) -> Result<()>
         .await
         .map_err(|_| HubError::Timeout("hello".into()))?
         .map_err(|e| HubError::Lost(e.to_string()))?;
-    let grant = handshake(&hub, peer, &mut recv, &mut send).await;
+    let full = admission.full;
+    let grant = handshake(&hub, peer, full, &mut recv, &mut send).await;
     let _ = send.finish();
     let Some(grant) = grant? else {
         // Let the Error frame reach the client before closing.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        conn.close(1u32.into(), b"unauthorized");
+        conn.close(1u32.into(), if full { &b"busy"[..] } else { b"unauthorized" });
         return Ok(());
     };
     let grant = Arc::new(grant);
@@ -261,21 +298,21 @@ impl Drop for Busy {
     }
 }
 
-async fn tcp_connection(hub: Arc<Hub>, acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, peer: IpAddr) -> Result<()> {
+async fn tcp_connection(hub: Arc<Hub>, acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, peer: IpAddr, admission: Admission) -> Result<()> {
     let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
         .await
         .map_err(|_| HubError::Timeout("handshake".into()))?
         .map_err(|e| HubError::Tls(e.to_string()))?;
     let (mut r, mut w) = tokio::io::split(tls);
-    let res = tcp_session(&hub, peer, &mut r, &mut w).await;
+    let res = tcp_session(&hub, peer, admission.full, &mut r, &mut w).await;
     // Close with close_notify so that a final Error frame is not lost.
     let _ = w.shutdown().await;
     res
 }
 
-async fn tcp_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Arc<Hub>, peer: IpAddr, r: &mut R, w: &mut W) -> Result<()> {
+async fn tcp_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Arc<Hub>, peer: IpAddr, full: bool, r: &mut R, w: &mut W) -> Result<()> {
     let mut r = tokio::io::BufReader::new(r);
-    let Some(grant) = handshake(hub, peer, &mut r, w).await? else { return Ok(()) };
+    let Some(grant) = handshake(hub, peer, full, &mut r, w).await? else { return Ok(()) };
     let grant = Arc::new(grant);
     let pins = hub.pins.open(hub);
     // Requests follow one another on the connection; between them the
@@ -306,8 +343,9 @@ async fn read_or_refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, 
 }
 
 /// Reads `Hello`, checks version and token; answers `Welcome` (then `Done`)
-/// or an `Error`. Returns None when the client was refused.
-async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Hub, peer: IpAddr, r: &mut R, w: &mut W) -> Result<Option<Grant>> {
+/// or an `Error`. Returns None when the client was refused. `full`: the hub
+/// is at its connection limit, which is all this connection gets told.
+async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Hub, peer: IpAddr, full: bool, r: &mut R, w: &mut W) -> Result<Option<Grant>> {
     let refuse = |code, message: String| Message::Error { code, message };
     let reply = match read_or_refuse(r, w, &Impatient).await? {
         Some(Message::Hello { versions, token, .. }) => {
@@ -315,6 +353,11 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Hub, peer:
                 Err(refuse(
                     ErrorCode::UnsupportedVersion,
                     format!("this hub speaks ferry protocol version {} only; you offered {versions:?}", ferry_proto::VERSION),
+                ))
+            } else if full {
+                Err(refuse(
+                    ErrorCode::RateLimited,
+                    format!("the hub is busy: it is serving its limit of {} connections; retry in a moment", hub.max_connections),
                 ))
             } else if hub.rate_limited(peer) {
                 Err(refuse(ErrorCode::RateLimited, "too many failed token attempts from your address; wait a minute".into()))
@@ -407,6 +450,9 @@ impl Hub {
 
 /// Longest a `ListRepos` may wait for the change feed to move: well inside
 /// the silence a client tolerates.
+/// Connections over the limit told so at once (each costs a TLS handshake).
+const REFUSING_AT_ONCE: usize = 16;
+
 const LONGEST_POLL: Duration = Duration::from_secs(20);
 
 /// Answers one request: zero or more data frames, then `Done` or `Error`.

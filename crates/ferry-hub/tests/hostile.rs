@@ -2,7 +2,8 @@
 //! that do not match their ids, decompression bombs, escaping and clashing
 //! paths, lying and oversized frames, unknown frame types, requests for
 //! gigabytes, floods of streams and connections, clients that go silent,
-//! writes outside a token's repositories and token guessing. Each is
+//! writes outside a token's repositories, token guessing and more
+//! connections than the hub serves. Each is
 //! refused with an error that says why (or its connection closed), the hub
 //! keeps serving honest clients, and what it already stored is unharmed:
 //! a revision pushed before the attack pulls back byte-identical, and the
@@ -594,5 +595,52 @@ fn floods_of_connections_and_streams_and_silent_clients_are_cut_off_while_honest
     eprintln!("hub peak RSS {} MiB before the floods, {} MiB after", before >> 20, peak >> 20);
     assert!(peak < before + (512 << 20), "the floods took the hub's peak RSS from {} MiB to {} MiB", before >> 20, peak >> 20);
     honest_round_trip(&hub, &hub.addr, "after-the-flood");
+    hub.check_unharmed();
+}
+
+#[test]
+fn a_hub_at_its_connection_limit_says_it_is_busy_and_serves_again_once_a_place_is_free() {
+    let hub = start_hub_with(&["--max-connections", "2"], "127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let known = dir.path().join("known");
+        let attempt = async |transport| {
+            Client::connect(&ConnectOptions { hub: hub.addr.clone(), token: Some(hub.token.clone()), transport, trust: Trust::KnownHubs(known.clone()) }).await
+        };
+        // The push that start_hub_with made closed its connection on the way
+        // out, so both places are free for these two.
+        let a = raw_quic(&hub, &hub.token).await;
+        let b = raw_quic(&hub, &hub.token).await;
+        for transport in [TransportChoice::Quic, TransportChoice::Tcp, TransportChoice::Auto] {
+            match attempt(transport).await {
+                Err(HubError::Remote { code: ErrorCode::RateLimited, message }) => {
+                    assert!(message.contains("busy") && message.contains("limit of 2 connections"), "{message}")
+                }
+                other => panic!("a third connection over {transport:?}: {:?}", other.map(|_| "let in")),
+            }
+        }
+        // Those holding a place are served as before.
+        assert!(matches!(ask(&a, &Message::ListRefs { repo: "org/kept".into() }).await[..], [Message::Refs { .. }, ..]));
+        a.close(0u32.into(), b"done");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let c = loop {
+            match attempt(TransportChoice::Quic).await {
+                Ok(c) => break c,
+                Err(HubError::Remote { code: ErrorCode::RateLimited, .. }) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("no place after a connection closed: {e}"),
+            }
+        };
+        assert!(matches!(c.request(&Message::ListRefs { repo: "org/kept".into() }).await.unwrap()[..], [Message::Refs { .. }]));
+        c.close().await;
+        b.close(0u32.into(), b"done");
+    });
+    // A command-line client frees its place when it ends: one after another,
+    // more of them than there are places, each finds one at once.
+    for i in 0..3 {
+        let store = dir.path().join(format!("cli-{i}"));
+        ferry(&store, &["init"]);
+        let r = client_cli(&store, &dir.path().join("known"), &hub.token, &["pull", &hub.addr, "org/kept"]);
+        assert!(r.status.success(), "pull {i}: {}", String::from_utf8_lossy(&r.stderr));
+    }
     hub.check_unharmed();
 }

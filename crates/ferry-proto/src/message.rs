@@ -40,7 +40,8 @@ pub enum ErrorCode {
     Corrupt,
     /// Something referenced is missing (e.g. a node's children).
     Incomplete,
-    /// Too many failed attempts; retry later.
+    /// Too many failed attempts, or the hub is at its connection limit;
+    /// retry later.
     RateLimited,
     /// The server failed; the request may be retried.
     Internal,
