@@ -193,6 +193,18 @@ fn history(store: &Path) -> Vec<String> {
     log.as_array().unwrap().iter().map(|r| r["revision"].as_str().unwrap().to_owned()).collect()
 }
 
+/// Commits version `i` of `org/m` into `store`: `base`, shared with every
+/// other version, and NEW bytes of its own drawn from `seed`. Returns its
+/// files' directory (under `dir`), the revision, and the bytes it stored.
+fn commit_version(store: &Path, dir: &Path, base: &[u8], i: u64, seed: u64) -> (PathBuf, String, u64) {
+    let src = dir.join(format!("src{i}"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("base.bin"), base).unwrap();
+    std::fs::write(src.join("new.bin"), noise(NEW, seed)).unwrap();
+    let c = json(&ok(ferry(store).args(["--json", "commit", "org/m"]).arg(&src).args(["-m", &format!("v{i}")])));
+    (src, c["revision"].as_str().unwrap().to_owned(), c["stored_bytes"].as_u64().unwrap())
+}
+
 /// Exports `org/m@rev` from `store` and compares it with `src`.
 fn exports_identical(store: &Path, rev: &str, src: &Path, scratch: &Path, what: &str) {
     ok(ferry(store).args(["export", &format!("org/m@{rev}")]).arg(scratch));
@@ -249,18 +261,9 @@ fn kill_9_during_push_or_pull_never_loses_an_acknowledged_revision() {
         let victim = Victim::ROUNDS[(i % Victim::ROUNDS.len() as u64) as usize];
         let pulling = matches!(victim, Victim::PullClient | Victim::HubDuringPull);
         let hub_victim = matches!(victim, Victim::HubDuringPush | Victim::HubDuringPull);
-        // A new version: part shared with earlier ones, part new.
-        let src = tmp.path().join(format!("src{i}"));
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("base.bin"), &base).unwrap();
-        // Even seeds, so that each version's data is new even where `noise`
-        // gives seeds 2k and 2k + 1 the same bytes.
-        std::fs::write(src.join("new.bin"), noise(NEW, 100 + 2 * i)).unwrap();
-        let c = json(&ok(ferry(&a).args(["--json", "commit", "org/m"]).arg(&src).args(["-m", &format!("v{i}")])));
-        let rev = c["revision"].as_str().unwrap().to_owned();
+        let (src, rev, from_scratch) = commit_version(&a, tmp.path(), &base, i, 100 + 2 * i);
         // The hub and B hold every earlier version, so a push or pull of this
         // one from scratch moves exactly the chunks the commit stored anew.
-        let from_scratch = c["stored_bytes"].as_u64().unwrap();
         if pulling {
             // The hub gets this version whole first, so that the pull has something to fetch.
             let t0 = Instant::now();
@@ -463,13 +466,7 @@ fn kill_9_during_mirror_never_loses_a_mirrored_revision() {
     const ROUNDS: [MirrorVictim; 3] = [MirrorVictim::MirrorClient, MirrorVictim::Destination, MirrorVictim::Source];
     for i in 0..iterations {
         let victim = ROUNDS[(i % 3) as usize];
-        let src = tmp.path().join(format!("src{i}"));
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("base.bin"), &base).unwrap();
-        std::fs::write(src.join("new.bin"), noise(NEW, 1000 + 2 * i)).unwrap();
-        let c = json(&ok(ferry(&a).args(["--json", "commit", "org/m"]).arg(&src).args(["-m", &format!("v{i}")])));
-        let rev = c["revision"].as_str().unwrap().to_owned();
-        let from_scratch = c["stored_bytes"].as_u64().unwrap();
+        let (src, rev, from_scratch) = commit_version(&a, tmp.path(), &base, i, 1000 + 2 * i);
         ok(client(&a, Some(&eu_token)).args(["push", "--transport", "quic", &eu_addr, "org/m"]));
         let before = mirrored.last().map(|m| m.0.clone());
 
