@@ -10,6 +10,12 @@
 #                            ferry and ferry-gen; sets $ferry, $gen
 #   bench_workdir PREFIX     makes $work under $FERRY_BENCH_DIR (default $HOME),
 #                            and sets $fstype to its file system
+#   bench_hub STORE LISTEN [NETNS]
+#                            a new store served as a hub (in network namespace
+#                            NETNS if given); sets $hub_pid and $hub (its address)
+#   bench_rsyncd DIR ADDRESS PORT [NETNS]
+#                            an rsync daemon serving DIR as the writable module
+#                            "bench"; sets $rsyncd_pid
 # and may define `bench_cleanup`, run on exit before $work is removed.
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +26,9 @@ json_only=0
 log() { [ "$json_only" = 1 ] || echo "$@" >&2; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+# A number or word field of the one-line JSON object in file $1.
+field() { sed -E "s/.*\"$2\":\"?([0-9.a-z]+).*/\1/" "$1"; }
 
 bench_args() {
   while [ $# -gt 0 ]; do
@@ -75,6 +84,31 @@ bench_workdir() {
   case "$fstype" in
     tmpfs|ramfs|overlay*) log "warning: $work is on $fstype, not a disk; set FERRY_BENCH_DIR" ;;
   esac
+}
+
+# Not in a $(...) subshell: the pids must reach bench_cleanup. (ip netns
+# exec execs its command, so $! is the server itself.)
+bench_hub() {
+  local store=$1 listen=$2 ns=()
+  [ -z "${3:-}" ] || ns=(ip netns exec "$3")
+  "$ferry" --store "$store" init > /dev/null
+  "${ns[@]}" "$ferry" --store "$store" serve --listen "$listen" > "$store.out" 2>&1 &
+  hub_pid=$!
+  for _ in $(seq 100); do grep -q listening "$store.out" 2> /dev/null && break; sleep 0.1; done
+  hub=$(sed -nE 's/.*listening on ([^ ]+) .*/\1/p' "$store.out" | head -1)
+  [ -n "$hub" ] || { echo "$name: the hub did not start: $(cat "$store.out")" >&2; exit 1; }
+}
+
+bench_rsyncd() {
+  local dir=$1 addr=$2 port=$3 ns=()
+  [ -z "${4:-}" ] || ns=(ip netns exec "$4")
+  mkdir -p "$dir"
+  printf '%s\n' "use chroot = no" "pid file = $work/rsyncd.pid" "[bench]" "path = $dir" \
+    "read only = no" "uid = $(id -un)" "gid = $(id -gn)" > "$work/rsyncd.conf"
+  "${ns[@]}" rsync --daemon --no-detach --address="$addr" --port="$port" --config="$work/rsyncd.conf" &
+  rsyncd_pid=$!
+  for _ in $(seq 50); do "${ns[@]}" rsync "rsync://$addr:$port/" > /dev/null 2>&1 && break; sleep 0.1; done
+  "${ns[@]}" rsync "rsync://$addr:$port/" > /dev/null 2>&1 || { echo "$name: the rsync daemon did not start on $addr:$port" >&2; exit 1; }
 }
 
 _bench_exit() {

@@ -36,8 +36,6 @@ bench_cleanup() {
 }
 bench_workdir ferry-hub-bench
 
-field() { sed -E "s/.*\"$2\":\"?([0-9.a-z]+).*/\1/" "$1"; }
-
 log "generating three ${size_mib} MiB safetensors models in $work"
 "$gen" model --size-mib "$size_mib" --seed 1 --truth --out "$work/v1/model.safetensors" > "$work/v1.truth"
 "$gen" model --size-mib "$size_mib" --seed 1 --changed-fraction 0.25 --truth --out "$work/v2/model.safetensors" > "$work/v2.truth"
@@ -49,31 +47,16 @@ truth_v2=$(field "$work/v2.truth" changed_bytes)
 truth_v3=$(( $(field "$work/v3.truth" changed_bytes) - truth_v2 ))
 
 # The hub, and a client store with a pinned certificate and a write token.
-"$ferry" --store "$work/hub" init > /dev/null
+bench_hub "$work/hub" 127.0.0.1:0
 token=$("$ferry" --store "$work/hub" token create --repo 'bench/*' --scope write)
-"$ferry" --store "$work/hub" serve --listen 127.0.0.1:0 > "$work/hub.out" 2>&1 &
-hub_pid=$!
-for _ in $(seq 100); do grep -q listening "$work/hub.out" 2>/dev/null && break; sleep 0.1; done
-hub=$(grep -o '127.0.0.1:[0-9]*' "$work/hub.out" | head -1)
 export FERRY_TOKEN="$token" FERRY_KNOWN_HUBS="$work/known_hubs"
 "$ferry" --store "$work/a" init > /dev/null
 "$ferry" --store "$work/b" init > /dev/null
 
 # The rsync daemon: one writable module on loopback.
-mkdir -p "$work/rsync-module" "$work/rsync-pull"
+mkdir -p "$work/rsync-pull"
 port=$(( 20000 + RANDOM % 20000 ))
-cat > "$work/rsyncd.conf" <<EOF
-use chroot = no
-pid file = $work/rsyncd.pid
-[bench]
-path = $work/rsync-module
-read only = no
-uid = root
-gid = root
-EOF
-rsync --daemon --no-detach --address=127.0.0.1 --port="$port" --config="$work/rsyncd.conf" &
-rsyncd_pid=$!
-for _ in $(seq 50); do rsync "rsync://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
+bench_rsyncd "$work/rsync-module" 127.0.0.1 "$port"
 
 # Runs a command under GNU time; sets $wall and $rss (KiB).
 timed() { # name cmd...
@@ -144,7 +127,6 @@ emit "{\"hub_peak_rss_kib\":$hub_rss}"
 cmp -s "$work/b-out/model.safetensors" "$work/v3/model.safetensors" || { echo "hub.sh: ferry pull of v3 exports different bytes" >&2; exit 1; }
 
 [ "$json_only" = 1 ] && exit 0
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 echo
 echo "| version | really changed | ferry push: bytes (negotiation) | time | rsync up: bytes | time | ferry pull: bytes | time | rsync down: bytes | time |"
 echo "|---|---|---|---|---|---|---|---|---|---|"

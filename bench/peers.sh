@@ -121,21 +121,8 @@ emit() {
 }
 
 # --- the rsync daemon: one writable module on loopback, for all scenarios ---
-mkdir -p "$work/run/rsync-module"
 port=$(( 20000 + RANDOM % 20000 ))
-cat > "$work/rsyncd.conf" <<EOF
-use chroot = no
-pid file = $work/rsyncd.pid
-[bench]
-path = $work/run/rsync-module
-read only = no
-uid = $(id -un)
-gid = $(id -gn)
-EOF
-rsync --daemon --no-detach --address=127.0.0.1 --port="$port" --config="$work/rsyncd.conf" &
-rsyncd_pid=$!
-for _ in $(seq 50); do rsync "rsync://127.0.0.1:$port/" > /dev/null 2>&1 && break; sleep 0.1; done
-rsync "rsync://127.0.0.1:$port/" > /dev/null 2>&1 || die "the rsync daemon did not start on port $port"
+bench_rsyncd "$work/run/rsync-module" 127.0.0.1 "$port"
 rsync_url="rsync://127.0.0.1:$port/bench"
 rsync_totals() { # sent+received from --stats in $work/step.out
   awk '/^Total bytes sent:/ { gsub(",", "", $4); s = $4 } /^Total bytes received:/ { gsub(",", "", $4); r = $4 } END { if (s == "" || r == "") exit 1; printf "%.0f", s + r }' "$work/step.out" ||
@@ -144,13 +131,8 @@ rsync_totals() { # sent+received from --stats in $work/step.out
 
 # --- ferry: a store, and a hub that already holds every earlier version ---
 start_hub() {
-  "$ferry" --store "$run/hub" init > /dev/null
+  bench_hub "$run/hub" 127.0.0.1:0
   token=$("$ferry" --store "$run/hub" token create --repo 'bench/*' --scope write)
-  "$ferry" --store "$run/hub" serve --listen 127.0.0.1:0 > "$run/hub.out" 2>&1 &
-  hub_pid=$!
-  for _ in $(seq 100); do grep -q listening "$run/hub.out" 2> /dev/null && break; sleep 0.1; done
-  hub=$(grep -o '127.0.0.1:[0-9]*' "$run/hub.out" | head -1)
-  [ -n "$hub" ] || die "the hub did not start: $(cat "$run/hub.out")"
 }
 stop_hub() {
   [ -n "$hub_pid" ] || return 0

@@ -55,8 +55,6 @@ bench_workdir ferry-wan-bench
 link="fb$$"
 link=${link:0:10}
 
-field() { sed -E "s/.*\"$2\":\"?([0-9.a-z]+).*/\1/" "$1"; }
-
 log "generating two ${size_mib} MiB safetensors models in $work"
 "$gen" model --size-mib "$size_mib" --seed 1 --truth --out "$work/v1/model.safetensors" > "$work/v1.truth"
 "$gen" model --size-mib "$size_mib" --seed 1 --changed-fraction 0.25 --truth --out "$work/v2/model.safetensors" > "$work/v2.truth"
@@ -72,12 +70,9 @@ tcp_cc=$(ip netns exec "$A" sysctl -n net.ipv4.tcp_congestion_control)
 # Hubs: in B the destination of pushes (QUIC), a second one (TCP), and an
 # empty one for the mirror; in A the mirror's source.
 export FERRY_KNOWN_HUBS="$work/known_hubs"
-# (Not in a $(...) subshell: the hubs' pids must reach bench_cleanup.)
 serve() { # netns store addr
-  "$ferry" --store "$2" init > /dev/null
-  ip netns exec "$1" "$ferry" --store "$2" serve --listen "$3" > "$2.out" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do grep -q listening "$2.out" 2>/dev/null && break; sleep 0.1; done
+  bench_hub "$2" "$3" "$1"
+  pids+=("$hub_pid")
 }
 token() { "$ferry" --store "$1" token create --repo 'bench/*' --scope write; }
 serve "$B" "$work/hub-quic" 10.77.0.2:4433
@@ -86,20 +81,8 @@ serve "$B" "$work/hub-us" 10.77.0.2:4435
 serve "$A" "$work/hub-eu" 10.77.0.1:4436
 tok_quic=$(token "$work/hub-quic") tok_tcp=$(token "$work/hub-tcp") tok_us=$(token "$work/hub-us") tok_eu=$(token "$work/hub-eu")
 
-mkdir -p "$work/rsync-module"
-cat > "$work/rsyncd.conf" <<EOF
-use chroot = no
-pid file = $work/rsyncd.pid
-[bench]
-path = $work/rsync-module
-read only = no
-uid = root
-gid = root
-EOF
-ip netns exec "$B" rsync --daemon --no-detach --address=10.77.0.2 --port=8730 --config="$work/rsyncd.conf" &
-pids+=($!)
-# (ip netns exec execs its command: $! is the process itself.)
-for _ in $(seq 50); do ip netns exec "$A" rsync rsync://10.77.0.2:8730/ >/dev/null 2>&1 && break; sleep 0.2; done
+bench_rsyncd "$work/rsync-module" 10.77.0.2 8730 "$B"
+pids+=("$rsyncd_pid")
 
 "$ferry" --store "$work/a" init > /dev/null
 "$ferry" --store "$work/a" commit bench/model "$work/v1" -m v1 > /dev/null
@@ -170,7 +153,6 @@ cmp -s "$work/b-out/model.safetensors" "$work/v2/model.safetensors" || { echo "w
 cmp -s "$work/rsync-module/model.safetensors" "$work/v2/model.safetensors" || { echo "wan.sh: rsync's copy differs" >&2; exit 1; }
 
 [ "$json_only" = 1 ] && exit 0
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 echo
 echo "Link: $rate Mbit/s, $rtt ms RTT, ${loss} loss each way; model $(mib "$file_bytes") MiB, v2 changes $(mib "$changed_v2") MiB; rsync's TCP uses $tcp_cc"
 echo
