@@ -13,6 +13,7 @@
 #   bench_hub STORE LISTEN [NETNS]
 #                            a new store served as a hub (in network namespace
 #                            NETNS if given); sets $hub_pid and $hub (its address)
+#   timed_step NAME CMD...   runs and measures one step; sets $wall, $rss
 #   bench_rsyncd DIR ADDRESS PORT [NETNS]
 #                            an rsync daemon serving DIR as the writable module
 #                            "bench"; sets $rsyncd_pid
@@ -27,6 +28,11 @@ log() { [ "$json_only" = 1 ] || echo "$@" >&2; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+# What rsync's --stats in file $1 counts as sent plus received.
+rsync_wire_bytes() {
+  awk '/^Total bytes sent:/ { gsub(",", "", $4); s = $4 } /^Total bytes received:/ { gsub(",", "", $4); r = $4 } END { if (s == "" || r == "") exit 1; printf "%.0f", s + r }' "$1" ||
+    { echo "$name: no byte totals in rsync's --stats in $1" >&2; return 1; }
+}
 # A number or word field of the one-line JSON object in file $1.
 field() { sed -E "s/.*\"$2\":\"?([0-9.a-z]+).*/\1/" "$1"; }
 
@@ -84,6 +90,19 @@ bench_workdir() {
   case "$fstype" in
     tmpfs|ramfs|overlay*) log "warning: $work is on $fstype, not a disk; set FERRY_BENCH_DIR" ;;
   esac
+}
+
+# timed_step NAME CMD...: runs CMD under GNU time, stdout to $work/NAME.out;
+# sets $wall (s) and $rss (KiB, its peak). Each step starts from a quiet
+# disk: the previous step's writeback (GiBs of dirty pages after a commit or
+# an rsync) must not be charged to the next.
+timed_step() {
+  local name=$1 t0 t1; shift
+  sync
+  t0=$(now)
+  /usr/bin/time -f %M -o "$work/$name.rss" "$@" > "$work/$name.out"
+  t1=$(now)
+  wall=$(secs "$t0" "$t1"); rss=$(tail -1 "$work/$name.rss")
 }
 
 # Not in a $(...) subshell: the pids must reach bench_cleanup. (ip netns

@@ -58,17 +58,6 @@ mkdir -p "$work/rsync-pull"
 port=$(( 20000 + RANDOM % 20000 ))
 bench_rsyncd "$work/rsync-module" 127.0.0.1 "$port"
 
-# Runs a command under GNU time; sets $wall and $rss (KiB).
-timed() { # name cmd...
-  local name=$1 t0 t1; shift
-  # Start each from a quiet disk: the previous step's writeback (2 GiB of
-  # dirty pages after a commit or an rsync) must not be charged to the next.
-  sync
-  t0=$(now)
-  /usr/bin/time -f %M -o "$work/$name.rss" "$@" > "$work/$name.out"
-  t1=$(now)
-  wall=$(secs "$t0" "$t1"); rss=$(tail -1 "$work/$name.rss")
-}
 
 emit() { echo "$1"; }
 results=()
@@ -77,42 +66,40 @@ for v in 1 2 3; do
   cat "$work/v$v/model.safetensors" > /dev/null
 
   log "v$v: ferry commit + push"
-  timed "commit$v" "$ferry" --store "$work/a" --json commit bench/model "$work/v$v" -m "v$v"
+  timed_step "commit$v" "$ferry" --store "$work/a" --json commit bench/model "$work/v$v" -m "v$v"
   commit_s=$wall
-  timed "push$v" "$ferry" --store "$work/a" --json push "$hub" bench/model
+  timed_step "push$v" "$ferry" --store "$work/a" --json push "$hub" bench/model
   push_s=$wall push_rss=$rss
   p="$work/push$v.out"
   push_sent=$(field "$p" wire_bytes_sent); push_recv=$(field "$p" wire_bytes_received)
   push_chunk=$(field "$p" chunk_bytes_moved)
 
   log "v$v: ferry pull"
-  timed "pull$v" "$ferry" --store "$work/b" --json pull "$hub" bench/model
+  timed_step "pull$v" "$ferry" --store "$work/b" --json pull "$hub" bench/model
   pull_s=$wall pull_rss=$rss
   q="$work/pull$v.out"
   pull_sent=$(field "$q" wire_bytes_sent); pull_recv=$(field "$q" wire_bytes_received)
 
   log "v$v: rsync upload + download"
-  timed "rsync-up$v" rsync --no-whole-file --stats "$work/v$v/model.safetensors" "rsync://127.0.0.1:$port/bench/model.safetensors"
+  timed_step "rsync-up$v" rsync --no-whole-file --stats "$work/v$v/model.safetensors" "rsync://127.0.0.1:$port/bench/model.safetensors"
   rup_s=$wall rup_rss=$rss
-  rup_sent=$(sed -nE 's/^Total bytes sent: ([0-9,]+).*/\1/p' "$work/rsync-up$v.out" | tr -d ,)
-  rup_recv=$(sed -nE 's/^Total bytes received: ([0-9,]+).*/\1/p' "$work/rsync-up$v.out" | tr -d ,)
-  timed "rsync-down$v" rsync --no-whole-file --stats "rsync://127.0.0.1:$port/bench/model.safetensors" "$work/rsync-pull/model.safetensors"
+  rup_bytes=$(rsync_wire_bytes "$work/rsync-up$v.out")
+  timed_step "rsync-down$v" rsync --no-whole-file --stats "rsync://127.0.0.1:$port/bench/model.safetensors" "$work/rsync-pull/model.safetensors"
   rdown_s=$wall rdown_rss=$rss
-  rdown_sent=$(sed -nE 's/^Total bytes sent: ([0-9,]+).*/\1/p' "$work/rsync-down$v.out" | tr -d ,)
-  rdown_recv=$(sed -nE 's/^Total bytes received: ([0-9,]+).*/\1/p' "$work/rsync-down$v.out" | tr -d ,)
+  rdown_bytes=$(rsync_wire_bytes "$work/rsync-down$v.out")
   cmp -s "$work/rsync-pull/model.safetensors" "$work/v$v/model.safetensors" || { echo "hub.sh: rsync download of v$v differs" >&2; exit 1; }
 
   line=$(awk -v v="$v" -v fb="$file_bytes" -v truth="$truth" \
     -v cs="$commit_s" -v ps="$push_s" -v prss="$push_rss" -v psent="$push_sent" -v precv="$push_recv" -v pchunk="$push_chunk" \
     -v qs="$pull_s" -v qrss="$pull_rss" -v qsent="$pull_sent" -v qrecv="$pull_recv" \
-    -v us="$rup_s" -v urss="$rup_rss" -v usent="$rup_sent" -v urecv="$rup_recv" \
-    -v ds="$rdown_s" -v drss="$rdown_rss" -v dsent="$rdown_sent" -v drecv="$rdown_recv" 'BEGIN {
+    -v us="$rup_s" -v urss="$rup_rss" -v ubytes="$rup_bytes" \
+    -v ds="$rdown_s" -v drss="$rdown_rss" -v dbytes="$rdown_bytes" 'BEGIN {
       push_bytes = psent + precv; pull_bytes = qsent + qrecv
       printf "{\"version\":%.0f,\"file_bytes\":%.0f,\"changed_bytes\":%.0f,", v, fb, truth
       printf "\"ferry_commit_s\":%.3f,\"ferry_push_s\":%.3f,\"ferry_push_bytes\":%.0f,\"ferry_push_negotiation_bytes\":%.0f,\"ferry_push_rss_kib\":%.0f,", cs, ps, push_bytes, push_bytes - pchunk, prss
       printf "\"ferry_pull_s\":%.3f,\"ferry_pull_bytes\":%.0f,\"ferry_pull_rss_kib\":%.0f,", qs, pull_bytes, qrss
-      printf "\"rsync_up_s\":%.3f,\"rsync_up_bytes\":%.0f,\"rsync_up_rss_kib\":%.0f,", us, usent + urecv, urss
-      printf "\"rsync_down_s\":%.3f,\"rsync_down_bytes\":%.0f,\"rsync_down_rss_kib\":%.0f,", ds, dsent + drecv, drss
+      printf "\"rsync_up_s\":%.3f,\"rsync_up_bytes\":%.0f,\"rsync_up_rss_kib\":%.0f,", us, ubytes, urss
+      printf "\"rsync_down_s\":%.3f,\"rsync_down_bytes\":%.0f,\"rsync_down_rss_kib\":%.0f,", ds, dbytes, drss
       printf "\"push_bytes_over_changed\":%.4f,\"negotiation_pct_of_file\":%.4f,", push_bytes / (truth > 0 ? truth : 1), 100 * (push_bytes - pchunk) / fb
       printf "\"push_speedup_vs_rsync\":%.2f,\"commit_push_speedup_vs_rsync\":%.2f,\"pull_speedup_vs_rsync\":%.2f}\n", us / ps, us / (cs + ps), ds / qs
     }')

@@ -124,10 +124,6 @@ emit() {
 port=$(( 20000 + RANDOM % 20000 ))
 bench_rsyncd "$work/run/rsync-module" 127.0.0.1 "$port"
 rsync_url="rsync://127.0.0.1:$port/bench"
-rsync_totals() { # sent+received from --stats in $work/step.out
-  awk '/^Total bytes sent:/ { gsub(",", "", $4); s = $4 } /^Total bytes received:/ { gsub(",", "", $4); r = $4 } END { if (s == "" || r == "") exit 1; printf "%.0f", s + r }' "$work/step.out" ||
-    die "no byte totals in rsync's --stats"
-}
 
 # --- ferry: a store, and a hub that already holds every earlier version ---
 start_hub() {
@@ -190,7 +186,7 @@ run_rsync() {
     version_truth
     warm "$data/v$k"
     timed rsync -r --delete --no-whole-file --stats "$data/v$k/" "$rsync_url/$scn/"
-    wire=$(rsync_totals)
+    wire=$(rsync_wire_bytes "$work/step.out")
     total=$((total + vbytes))
     emit rsync new_stored_bytes="$vbytes" total_stored_bytes="$total" wire_bytes="$wire" \
       ingest_s=null ingest_rss_kib=null transfer_s="$wall" transfer_rss_kib="$rss" other_cpu="$other"

@@ -90,21 +90,6 @@ pids+=("$rsyncd_pid")
 "$ferry" --store "$work/eu-client" commit bench/model "$work/v1" -m v1 > /dev/null
 FERRY_TOKEN=$tok_eu ip netns exec "$A" "$ferry" --store "$work/eu-client" push 10.77.0.1:4436 bench/model > /dev/null
 
-# Runs a command under GNU time; sets $wall and $rss (KiB).
-timed() { # name cmd...
-  local name=$1 t0 t1; shift
-  sync
-  t0=$(now)
-  /usr/bin/time -f %M -o "$work/$name.rss" "$@" > "$work/$name.out"
-  t1=$(now)
-  wall=$(secs "$t0" "$t1"); rss=$(tail -1 "$work/$name.rss")
-}
-rsync_bytes() { # output file
-  local s r
-  s=$(sed -nE 's/^Total bytes sent: ([0-9,]+).*/\1/p' "$1" | tr -d ,)
-  r=$(sed -nE 's/^Total bytes received: ([0-9,]+).*/\1/p' "$1" | tr -d ,)
-  echo $((s + r))
-}
 results=()
 emit() { # what bytes seconds rss
   local line
@@ -118,30 +103,30 @@ emit() { # what bytes seconds rss
 ferry_bytes() { echo $(( $(field "$1" wire_bytes_sent) + $(field "$1" wire_bytes_received) )); }
 
 log "push v1 over QUIC"
-timed push1 env FERRY_TOKEN="$tok_quic" ip netns exec "$A" "$ferry" --store "$work/a" --json push 10.77.0.2:4433 bench/model
+timed_step push1 env FERRY_TOKEN="$tok_quic" ip netns exec "$A" "$ferry" --store "$work/a" --json push 10.77.0.2:4433 bench/model
 emit "ferry push v1 (QUIC)" "$(ferry_bytes "$work/push1.out")" "$wall" "$rss"
 log "push v1 over TLS/TCP"
-timed push1tcp env FERRY_TOKEN="$tok_tcp" ip netns exec "$A" "$ferry" --store "$work/a" --json push 10.77.0.2:4434 bench/model --transport tcp
+timed_step push1tcp env FERRY_TOKEN="$tok_tcp" ip netns exec "$A" "$ferry" --store "$work/a" --json push 10.77.0.2:4434 bench/model --transport tcp
 emit "ferry push v1 (TCP fallback)" "$(ferry_bytes "$work/push1tcp.out")" "$wall" "$rss"
 log "rsync v1"
-timed rsync1 ip netns exec "$A" rsync --no-whole-file --stats "$work/v1/model.safetensors" rsync://10.77.0.2:8730/bench/model.safetensors
-emit "rsync v1 (TCP $tcp_cc)" "$(rsync_bytes "$work/rsync1.out")" "$wall" "$rss"
+timed_step rsync1 ip netns exec "$A" rsync --no-whole-file --stats "$work/v1/model.safetensors" rsync://10.77.0.2:8730/bench/model.safetensors
+emit "rsync v1 (TCP $tcp_cc)" "$(rsync_wire_bytes "$work/rsync1.out")" "$wall" "$rss"
 
 "$ferry" --store "$work/a" commit bench/model "$work/v2" -m v2 > /dev/null
 log "push v2 over QUIC"
-timed push2 env FERRY_TOKEN="$tok_quic" ip netns exec "$A" "$ferry" --store "$work/a" --json push 10.77.0.2:4433 bench/model
+timed_step push2 env FERRY_TOKEN="$tok_quic" ip netns exec "$A" "$ferry" --store "$work/a" --json push 10.77.0.2:4433 bench/model
 emit "ferry push v2 (QUIC)" "$(ferry_bytes "$work/push2.out")" "$wall" "$rss"
 log "rsync v2 over v1"
-timed rsync2 ip netns exec "$A" rsync --no-whole-file --stats "$work/v2/model.safetensors" rsync://10.77.0.2:8730/bench/model.safetensors
-emit "rsync v2 over v1 (TCP $tcp_cc)" "$(rsync_bytes "$work/rsync2.out")" "$wall" "$rss"
+timed_step rsync2 ip netns exec "$A" rsync --no-whole-file --stats "$work/v2/model.safetensors" rsync://10.77.0.2:8730/bench/model.safetensors
+emit "rsync v2 over v1 (TCP $tcp_cc)" "$(rsync_wire_bytes "$work/rsync2.out")" "$wall" "$rss"
 
 log "pull v1+v2 into an empty store"
 "$ferry" --store "$work/b" init > /dev/null
-timed pull env FERRY_TOKEN="$tok_quic" ip netns exec "$A" "$ferry" --store "$work/b" --json pull 10.77.0.2:4433 bench/model
+timed_step pull env FERRY_TOKEN="$tok_quic" ip netns exec "$A" "$ferry" --store "$work/b" --json pull 10.77.0.2:4433 bench/model
 emit "ferry pull v1+v2 (QUIC)" "$(ferry_bytes "$work/pull.out")" "$wall" "$rss"
 
 log "mirror v1 from a hub in A to an empty hub in B"
-timed mirror env FERRY_FROM_TOKEN="$tok_eu" FERRY_TO_TOKEN="$tok_us" ip netns exec "$B" "$ferry" --json mirror 10.77.0.1:4436 10.77.0.2:4435
+timed_step mirror env FERRY_FROM_TOKEN="$tok_eu" FERRY_TO_TOKEN="$tok_us" ip netns exec "$B" "$ferry" --json mirror 10.77.0.1:4436 10.77.0.2:4435
 # The mirror runs beside the destination: only the source's side crosses the link.
 m="$work/mirror.out"
 mirror_link_bytes=$(python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(j['source_wire_bytes']['sent'] + j['source_wire_bytes']['received'])" "$m")
