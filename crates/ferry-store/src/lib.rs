@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
+use ferry_core::Id;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, DB};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -251,6 +252,22 @@ impl Store {
     /// The chunk store, for callers that move chunks (the hub).
     pub fn chunk_store(&self) -> &RocksChunkStore {
         &self.chunks
+    }
+
+    /// For each id, whether its chunk is stored (one batched lookup).
+    pub fn has_chunks(&self, ids: &[Id]) -> Result<Vec<bool>> {
+        self.chunks.contains(ids)
+    }
+
+    /// The stored records of chunks, in the order asked, as they travel on
+    /// the wire (unverified here: whoever stores one verifies it).
+    pub fn chunk_records(&self, ids: &[Id]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.chunks.get_records(ids)
+    }
+
+    /// Makes every chunk and tree node written so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.sync_data()
     }
 
     /// Makes every chunk and tree written so far durable.
