@@ -76,3 +76,79 @@ impl FrameDecoder {
         }
     }
 }
+
+/// Bytes of items one data frame may carry: the frame limit less room for
+/// the message's own fields (repository name, counts).
+pub const BATCH_BYTES: usize = MAX_FRAME_LEN - (64 << 10);
+
+/// What each item costs in a batch besides its own bytes: its id and
+/// length prefix, rounded up.
+const ITEM_OVERHEAD: usize = 40;
+
+/// Groups items into batches that each fit one data frame ([`BATCH_BYTES`]),
+/// handing out each batch as soon as it is full, so whoever streams an
+/// answer holds one frame's worth at a time. The one packing rule for
+/// every answer and request that carries many items.
+pub struct Batcher<T> {
+    cur: Vec<T>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl<T> Default for Batcher<T> {
+    fn default() -> Self {
+        Batcher::with_budget(BATCH_BYTES)
+    }
+}
+
+impl<T> Batcher<T> {
+    /// Batches of at most `budget` bytes (each still holds at least one item).
+    pub fn with_budget(budget: usize) -> Self {
+        Batcher { cur: Vec::new(), bytes: 0, budget }
+    }
+
+    /// Adds an item of `size` bytes; returns the batch before it when the
+    /// item does not fit there.
+    pub fn push(&mut self, item: T, size: usize) -> Option<Vec<T>> {
+        let size = size + ITEM_OVERHEAD;
+        let full = (!self.cur.is_empty() && self.bytes + size > self.budget).then(|| {
+            self.bytes = 0;
+            std::mem::take(&mut self.cur)
+        });
+        self.bytes += size;
+        self.cur.push(item);
+        full
+    }
+
+    /// Whether an item of `size` bytes would still fit the current batch.
+    pub fn fits(&self, size: usize) -> bool {
+        self.cur.is_empty() || self.bytes + size + ITEM_OVERHEAD <= self.budget
+    }
+
+    /// Items in the current batch.
+    pub fn len(&self) -> usize {
+        self.cur.len()
+    }
+
+    /// Whether the current batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.cur.is_empty()
+    }
+
+    /// The last, partly filled batch (None if empty).
+    pub fn finish(self) -> Option<Vec<T>> {
+        (!self.cur.is_empty()).then_some(self.cur)
+    }
+}
+
+/// Splits `items` (with their sizes) into batches that each fit a frame.
+pub fn batches<T>(items: impl IntoIterator<Item = T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut b = Batcher::default();
+    let mut out = Vec::new();
+    for item in items {
+        let s = size(&item);
+        out.extend(b.push(item, s));
+    }
+    out.extend(b.finish());
+    out
+}

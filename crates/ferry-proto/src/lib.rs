@@ -14,7 +14,7 @@ pub mod message;
 pub mod negotiate;
 pub mod transfer;
 
-pub use frame::{FrameDecoder, FrameError, MAX_FRAME_LEN};
+pub use frame::{Batcher, FrameDecoder, FrameError, BATCH_BYTES, MAX_FRAME_LEN};
 pub use message::{ErrorCode, Message, RepoRefs};
 
 /// ALPN protocol id, and the only protocol version so far.

@@ -38,7 +38,6 @@ use ferry_core::{FormatError, Id};
 
 use crate::message::{MAX_IDS, MAX_REVISIONS};
 use crate::negotiate::{DiffError, Step, TreeDiff};
-use crate::MAX_FRAME_LEN;
 
 /// How much to ask and move at once.
 #[derive(Debug, Clone)]
@@ -70,7 +69,7 @@ impl Default for Limits {
             move_batch_chunks: 64,
             moves_in_flight: 8,
             history_batch: 1024,
-            frame_budget: MAX_FRAME_LEN - (64 << 10),
+            frame_budget: crate::frame::BATCH_BYTES,
         }
     }
 }
