@@ -15,8 +15,8 @@
 pub const MIN_CHUNK: usize = 16 * 1024;
 /// The average chunk size FastCDC aims for, in bytes.
 pub const AVG_CHUNK: usize = 64 * 1024;
-/// Largest chunk, in bytes: a hard limit that every decoder enforces (a
-/// chunk record's raw length, [`crate::codec::MAX_RECORD_LEN`]).
+/// Largest chunk, in bytes: a hard limit that every decoder enforces on a
+/// chunk record's raw length (see [`crate::codec::MAX_RECORD_LEN`]).
 pub const MAX_CHUNK: usize = 256 * 1024;
 
 /// Cut points found in one buffer, as returned by [`cut`].

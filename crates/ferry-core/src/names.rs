@@ -10,8 +10,8 @@ use crate::{invalid, FormatError};
 
 /// Longest path in a revision, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
-/// Longest component of a path, in bytes (the usual file-name limit of
-/// Linux and macOS file systems).
+/// Longest component of a path, in bytes (the file-name limit of common
+/// file systems).
 pub const MAX_COMPONENT_LEN: usize = 255;
 /// Longest branch name, in bytes.
 pub const MAX_BRANCH_LEN: usize = 128;

@@ -47,9 +47,9 @@ pub struct Entry {
 
 /// A snapshot of a repository's files and the revisions it follows.
 ///
-/// Immutable once built: its id is the hash of its encoding, so build it
-/// with [`Revision::new`] (or [`Revision::decode`]), which check every rule
-/// of the format.
+/// Its id is the hash of its encoding, so changing any field makes another
+/// revision. Build one with [`Revision::new`] (or [`Revision::decode`]),
+/// which check every rule of the format.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revision {
     /// The revisions this one follows (none for a first revision, several

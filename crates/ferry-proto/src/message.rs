@@ -310,7 +310,7 @@ pub struct RepoRefs {
 
 /// The frame type byte of each message (`protocol/wire.md`, section 3).
 /// 0x0_ handshake and response ends, 0x1_ refs and history, 0x2_ trees,
-/// 0x3_ chunks, 0x4_ writes that touch branches and revisions.
+/// 0x3_ chunks, 0x4_ revisions stored and branches moved.
 pub mod tag {
     /// [`Message::Hello`](super::Message::Hello).
     pub const HELLO: u8 = 0x01;
