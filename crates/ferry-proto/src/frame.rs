@@ -1,19 +1,40 @@
 //! Frames: `type:u8  len:u32 LE  payload[len]`, with `len <= MAX_FRAME_LEN`.
+//!
+//! The type byte is the message's tag ([`crate::message::tag`]); a receiver
+//! refuses a length over the limit before reading the payload
+//! (`protocol/wire.md`, section 2).
 
 /// Largest payload of one frame. A frame of chunk records holds at most this
 /// many bytes, so a receiver never buffers more than one frame per stream.
 pub const MAX_FRAME_LEN: usize = 8 << 20;
+/// Bytes of a frame header: the type and the u32 LE payload length.
 pub const HEADER_LEN: usize = 5;
 
+/// A byte stream that is not a sequence of frames.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
+    /// A header announced a payload over [`MAX_FRAME_LEN`].
     #[error("frame of {len} bytes exceeds the limit of {MAX_FRAME_LEN}")]
-    TooLarge { len: u64 },
+    TooLarge {
+        /// The payload length announced, in bytes.
+        len: u64,
+    },
+    /// The stream ended part-way through a frame.
     #[error("stream ended inside a frame ({have} of {need} bytes)")]
-    Truncated { have: usize, need: usize },
+    Truncated {
+        /// Bytes of the frame received (header included).
+        have: usize,
+        /// Bytes the frame needs (header included; just the header's 5
+        /// while the header itself is incomplete).
+        need: usize,
+    },
 }
 
 /// Appends one frame to `out`.
+///
+/// # Panics
+/// If `payload` is over [`MAX_FRAME_LEN`]: senders split their batches to
+/// fit, so a larger payload is a bug in the caller.
 pub fn encode_frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
     assert!(payload.len() <= MAX_FRAME_LEN, "frame payload over MAX_FRAME_LEN");
     out.push(kind);
@@ -21,7 +42,8 @@ pub fn encode_frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
-/// Parses the header of a frame: its type and payload length.
+/// Parses the header of a frame: its type and payload length (checked
+/// against [`MAX_FRAME_LEN`], so the caller may then read that many bytes).
 pub fn decode_header(h: &[u8; HEADER_LEN]) -> Result<(u8, usize), FrameError> {
     let len = u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize;
     if len > MAX_FRAME_LEN {
@@ -38,6 +60,7 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
+    /// A decoder that has seen nothing yet.
     pub fn new() -> Self {
         Self::default()
     }
@@ -47,7 +70,9 @@ impl FrameDecoder {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The next whole frame, if one has arrived.
+    /// The next whole frame (type and payload), if one has arrived. An
+    /// error if the next header announces a payload over the limit: the
+    /// stream cannot be resynchronised, so the caller drops it.
     pub fn next_frame(&mut self) -> Result<Option<(u8, Vec<u8>)>, FrameError> {
         if self.buf.len() < HEADER_LEN {
             return Ok(None);
