@@ -102,6 +102,21 @@ impl Node {
     pub fn size(&self) -> u64 {
         self.children.iter().map(|c| c.size).sum()
     }
+
+    /// The children that hold some of bytes `start..end` of the file, with
+    /// the file offset each begins at, given that this node begins at
+    /// `offset`. Reading a range walks down through these alone.
+    pub fn children_in_range(&self, offset: u64, start: u64, end: u64) -> impl Iterator<Item = (&Child, u64)> {
+        self.children
+            .iter()
+            .scan(offset, |next, c| {
+                let lo = *next;
+                *next += c.size;
+                Some((c, lo))
+            })
+            .take_while(move |(_, lo)| *lo < end)
+            .filter(move |(c, lo)| lo + c.size > start)
+    }
 }
 
 /// The id of an encoded node: BLAKE3 in derive-key mode with the context

@@ -185,16 +185,11 @@ pub async fn read_range(hub: &Client, repo: &str, rev: &str, path: &str, range: 
                 return Err(ferry_core::FormatError::HashMismatch { what: "tree node", id: *id, actual }.into());
             }
             let node = Node::decode(&bytes)?;
-            let mut off = *base;
-            for c in &node.children {
-                let (lo, hi) = (off, off + c.size);
-                off = hi;
-                if hi > start && lo < end || (start == end && lo == start) {
-                    if node.height == 1 {
-                        chunks.push((c.id, lo, c.size));
-                    } else {
-                        next.push((c.id, lo));
-                    }
+            for (c, lo) in node.children_in_range(*base, start, end) {
+                if node.height == 1 {
+                    chunks.push((c.id, lo, c.size));
+                } else {
+                    next.push((c.id, lo));
                 }
             }
         }
