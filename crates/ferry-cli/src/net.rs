@@ -38,7 +38,7 @@ impl NetArgs {
         let trust = match (&self.ca, &self.known_hubs) {
             (Some(ca), _) => ferry_hub::tls::Trust::CaBundle(ca.clone()),
             (None, Some(f)) => ferry_hub::tls::Trust::KnownHubs(f.clone()),
-            (None, None) => ferry_hub::tls::Trust::default_known_hubs(),
+            (None, None) => ferry_hub::tls::Trust::KnownHubs(default_known_hubs()),
         };
         let transport = match self.transport {
             Transport::Auto => ferry_hub::TransportChoice::Auto,
@@ -47,6 +47,12 @@ impl NetArgs {
         };
         ferry_hub::ConnectOptions { hub: hub.into(), token: self.token.clone(), transport, trust }
     }
+}
+
+/// The known-hubs file when neither --known-hubs nor FERRY_KNOWN_HUBS
+/// names one: the binary decides it, so the library reads no environment.
+fn default_known_hubs() -> PathBuf {
+    dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("ferry").join("known_hubs")
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
