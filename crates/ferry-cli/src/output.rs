@@ -24,7 +24,7 @@ pub trait Report: Serialize {
 fn to_json_line(value: &impl Serialize) -> String {
     match serde_json::to_value(value) {
         Ok(v) => v.to_string(),
-        Err(e) => serde_json::json!({ "error": format!("cannot render the result as JSON: {e}") }).to_string(),
+        Err(e) => serde_json::to_string(&ErrorReport { error: format!("cannot render the result as JSON: {e}") }).unwrap_or_default(),
     }
 }
 
