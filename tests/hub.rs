@@ -59,7 +59,7 @@ fn push_v1_push_v2_then_pull_into_an_empty_store_moves_only_what_changed() {
     assert_eq!(json(&ok(ferry(&b).args(["--json", "log", "org/m"]))).as_array().unwrap().len(), 2);
 
     // A byte range straight from the hub.
-    let r = run(client(&b, Some(&token)).args(["cat", &hub.addr, "org/m@main", "model.safetensors", "--range", "100..5000"]));
+    let r = run(client(&b, Some(&token)).args(["cat", "org/m@main", "model.safetensors", "--range", "100..5000", "--hub", &hub.addr]));
     assert!(r.status.success(), "{}", stderr(&r));
     assert_eq!(r.stdout, &w2[100..5000]);
 }

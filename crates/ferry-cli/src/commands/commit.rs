@@ -1,0 +1,85 @@
+//! `ferry commit`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use ferry_store::Store;
+use serde::Serialize;
+
+use crate::output::Report;
+use crate::progress;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Repository, as owner/name.
+    repo: String,
+    /// Directory whose regular files are recorded.
+    dir: PathBuf,
+    /// Message recorded in the revision.
+    #[arg(short, long)]
+    message: String,
+    /// Branch to move to the new revision.
+    #[arg(long, default_value = "main")]
+    branch: String,
+    /// Author recorded in the revision (default: FERRY_AUTHOR, else $USER).
+    #[arg(long, env = "FERRY_AUTHOR")]
+    author: Option<String>,
+    /// Store the content of symlinked files instead of refusing symlinks.
+    #[arg(long)]
+    follow_symlinks: bool,
+}
+
+#[derive(Serialize)]
+pub struct Committed {
+    pub revision: String,
+    pub repo: String,
+    pub branch: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub new_bytes: u64,
+    pub stored_bytes: u64,
+    pub new_tree_nodes: u64,
+    pub seconds: f64,
+}
+
+impl Report for Committed {
+    fn text(&self) -> Vec<String> {
+        vec![format!(
+            "{}\ncommitted {} files, {} to {}@{}: {} new ({} stored), {} already present",
+            self.revision,
+            self.files,
+            progress::bytes(self.bytes),
+            self.repo,
+            self.branch,
+            progress::bytes(self.new_bytes),
+            progress::bytes(self.stored_bytes),
+            progress::bytes(self.bytes - self.new_bytes)
+        )]
+    }
+}
+
+pub fn run(store: &Store, args: Args, json: bool) -> Result<Committed> {
+    let Args { repo, dir, message, branch, author, follow_symlinks } = args;
+    let author = author.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
+    let opts = ferry_store::CommitOptions { message, author, time: super::unix_now(), follow_symlinks };
+    let bar = progress::Ingest::new(json);
+    let started = std::time::Instant::now();
+    let c = store.write_session().commit_dir(&repo, &branch, &dir, &opts, &bar)?;
+    bar.finish();
+    let t = &c.totals;
+    Ok(Committed {
+        revision: c.revision.to_hex(),
+        repo,
+        branch,
+        files: c.files,
+        bytes: t.size,
+        chunks: t.chunks,
+        new_chunks: t.new_chunks,
+        new_bytes: t.new_bytes,
+        stored_bytes: t.stored_bytes,
+        new_tree_nodes: t.new_nodes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,70 @@
+//! `ferry log`.
+
+use anyhow::Result;
+use ferry_store::{RevisionSpec, Store};
+use serde::Serialize;
+
+use crate::output::Report;
+use crate::progress;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// owner/name[@branch-or-revision]
+    target: String,
+    /// Show at most this many revisions.
+    #[arg(short = 'n', long, default_value_t = 50)]
+    limit: usize,
+}
+
+/// One revision of the history, newest first.
+#[derive(Serialize)]
+pub struct LogEntry {
+    pub revision: String,
+    pub parents: Vec<String>,
+    pub author: String,
+    pub time: i64,
+    pub message: String,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct History(pub Vec<LogEntry>);
+
+impl Report for History {
+    fn text(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|r| {
+                format!(
+                    "revision {}\nauthor   {}\ntime     {}\nfiles    {} ({})\n\n    {}\n",
+                    r.revision,
+                    r.author,
+                    r.time,
+                    r.files,
+                    progress::bytes(r.bytes),
+                    r.message
+                )
+            })
+            .collect()
+    }
+}
+
+pub fn run(store: &Store, args: Args) -> Result<History> {
+    let (id, _) = store.resolve(&RevisionSpec::parse(&args.target)?)?;
+    let log = store.log(id, args.limit)?;
+    Ok(History(
+        log.into_iter()
+            .map(|(id, r)| LogEntry {
+                revision: id.to_hex(),
+                parents: r.parents.iter().map(|p| p.to_hex()).collect(),
+                files: r.entries.len(),
+                bytes: r.size(),
+                author: r.author,
+                time: r.time,
+                message: r.message,
+            })
+            .collect(),
+    ))
+}

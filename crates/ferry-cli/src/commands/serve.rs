@@ -1,0 +1,168 @@
+//! `ferry serve`: the hub, optionally following another hub and collecting
+//! garbage on a schedule. Stdout carries only the listening line; what
+//! happens later (gc runs, mirror passes) is reported on stderr.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use ferry_store::Store;
+use ferry_transfer::mirror::MirrorReport;
+use serde::Serialize;
+
+use super::gc::Collected;
+use super::mirror::summary;
+use crate::net::{connect, parse_duration, patterns, runtime, NetArgs};
+use crate::output::{emit, emit_stderr, stderr_line, Report};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on, for QUIC (UDP) and TLS over TCP alike.
+    #[arg(long, default_value = "0.0.0.0:4433")]
+    listen: SocketAddr,
+    /// Follow another hub: mirror its repositories into this store,
+    /// again every --mirror-interval seconds (--token, --transport,
+    /// --known-hubs and --ca apply to that connection).
+    #[arg(long, value_name = "HUB")]
+    mirror_of: Option<String>,
+    /// With --mirror-of: only repositories matching this glob (repeatable; default every one the token reads).
+    #[arg(long = "repo", requires = "mirror_of")]
+    repos: Vec<String>,
+    /// With --mirror-of: the longest a pass waits for a change on the
+    /// followed hub, and the wait before retrying a failed pass.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    mirror_interval: Duration,
+    #[command(flatten)]
+    net: NetArgs,
+    /// Reclaim unreachable data inside the hub this often (e.g. 30m, 6h;
+    /// `ferry gc` cannot run while the hub holds the store). Pushes in
+    /// progress keep what they rely on.
+    #[arg(long, value_parser = parse_duration)]
+    gc_every: Option<Duration>,
+    /// Close connections that have had no request in progress for this long.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    idle_timeout: Duration,
+    /// Serve at most this many connections at once (QUIC and TCP; a TCP
+    /// client opens one per request it has in flight, about 16 at most). Clients
+    /// beyond it are told the hub is busy.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+}
+
+/// The first line: where the hub listens and which certificate it shows.
+#[derive(Serialize)]
+pub struct Listening {
+    pub listen: String,
+    pub fingerprint: String,
+    /// Whether the identity was created by this start.
+    pub new_identity: bool,
+}
+
+impl Report for Listening {
+    fn text(&self) -> Vec<String> {
+        vec![format!(
+            "ferry hub listening on {} (QUIC and TLS over TCP)\ncertificate fingerprint: {}{}",
+            self.listen,
+            self.fingerprint,
+            if self.new_identity { " (new: clients pin it on first use)" } else { "" }
+        )]
+    }
+}
+
+/// A gc run inside the hub: `{"gc": {...}}`.
+#[derive(Serialize)]
+pub struct GcRun {
+    pub gc: GcOutcome,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum GcOutcome {
+    Collected(Collected),
+    Failed { error: String },
+}
+
+impl Report for GcRun {
+    fn text(&self) -> Vec<String> {
+        match &self.gc {
+            GcOutcome::Collected(c) => vec![format!("ferry: gc {} ({:.1}s)", c.summary(), c.seconds.unwrap_or_default())],
+            GcOutcome::Failed { error } => vec![format!("ferry: gc failed: {error}")],
+        }
+    }
+}
+
+/// A pass of following another hub that changed something.
+#[derive(Serialize)]
+pub struct FollowPass<'a> {
+    pub mirror_of: &'a str,
+    pub pass: &'a MirrorReport,
+}
+
+impl Report for FollowPass<'_> {
+    fn text(&self) -> Vec<String> {
+        vec![format!("ferry: mirror of {}: {}", self.mirror_of, summary(self.pass, None, 0.0))]
+    }
+}
+
+/// A hub this hub follows (`--mirror-of`).
+struct Follow {
+    hub: String,
+    options: ferry_net::ConnectOptions,
+    patterns: Vec<String>,
+    interval: Duration,
+}
+
+pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
+    let store = Arc::new(Store::open(path)?);
+    let follow = args.mirror_of.map(|hub| Follow { options: args.net.options(&hub), hub, patterns: patterns(args.repos), interval: args.mirror_interval });
+    let identity = ferry_net::tls::Identity::load_or_create(store.path())?;
+    let access = Arc::new(ferry_service::Access::for_store(store.path()));
+    // An unreadable access file stops the hub before it listens.
+    access.current()?;
+    let service = Arc::new(ferry_service::HubService::new(store.clone(), access));
+    let listening = |addr: SocketAddr| Listening { listen: addr.to_string(), fingerprint: identity.fingerprint.clone(), new_identity: identity.created };
+    let gc = args.gc_every.map(|every| {
+        service.clone().collect_garbage_every(every, move |res, took| {
+            let gc = match res {
+                Ok(r) => GcOutcome::Collected(Collected::new(&r, Some(took))),
+                Err(e) => GcOutcome::Failed { error: e.to_string() },
+            };
+            emit_stderr(json, &GcRun { gc });
+        })
+    });
+    runtime()?.block_on(async {
+        // Following another hub runs beside the accept loop, in this task.
+        let follower = async {
+            let Some(f) = follow else { return std::future::pending::<std::convert::Infallible>().await };
+            let opts = ferry_transfer::mirror::MirrorOptions { patterns: f.patterns, limits: Default::default() };
+            let connect = async || Ok((connect(&f.options).await?, ferry_transfer::Local::new(&service)));
+            let (hub, interval) = (f.hub, f.interval);
+            ferry_transfer::mirror::watch(connect, &opts, interval, &(), |res, ends| match res {
+                Ok(r) if r.changed.is_empty() => {}
+                Ok(r) => emit_stderr(json, &FollowPass { mirror_of: &hub, pass: r }),
+                Err(e) if ends.is_none() => stderr_line(&format!("ferry: mirror: {e}; retrying in {}s", interval.as_secs())),
+                Err(e) => stderr_line(&format!("ferry: mirror of {hub} failed: {e}; retrying")),
+            })
+            .await;
+            unreachable!("watching ends only when the process does")
+        };
+        if let Some(gc) = gc {
+            tokio::spawn(gc);
+        }
+        let opts = ferry_hub::ServeOptions { listen: args.listen, idle_timeout: args.idle_timeout, max_connections: args.max_connections as usize };
+        let serving = ferry_hub::serve(service.clone(), &identity, opts, |addr| {
+            emit(json, &listening(addr));
+            let _ = std::io::stdout().flush();
+        });
+        tokio::select! {
+            served = serving => served?,
+            never = follower => match never {},
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
