@@ -117,7 +117,7 @@ pub fn decode(record: &[u8]) -> Result<Vec<u8>, FormatError> {
     let raw = match h.codec {
         CODEC_RAW => payload.to_vec(),
         CODEC_ZSTD => DECOMPRESSOR
-            .with(|d| d.borrow_mut().decompress(payload, h.raw_len as usize))
+            .with(|d| one_zstd_frame(payload).and_then(|()| d.borrow_mut().decompress(payload, h.raw_len as usize)))
             .map_err(|e| invalid("chunk record", format!("zstd payload does not decode within {} bytes: {e}", h.raw_len)))?,
         other => return Err(invalid("chunk record", format!("codec {other} is not supported by this version of ferry"))),
     };
@@ -125,6 +125,24 @@ pub fn decode(record: &[u8]) -> Result<Vec<u8>, FormatError> {
         return Err(invalid("chunk record", format!("payload decodes to {} bytes, header says {}", raw.len(), h.raw_len)));
     }
     Ok(raw)
+}
+
+/// The magic number that opens a (non-skippable) zstd frame.
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+
+/// A zstd payload must be exactly one zstd frame (`protocol/tree.md`): no
+/// skippable frames, nothing after it. Otherwise one chunk would have
+/// several encodings that all verify.
+fn one_zstd_frame(payload: &[u8]) -> std::io::Result<()> {
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    if payload.get(..4).map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]])) != Some(ZSTD_MAGIC) {
+        return Err(bad("it is not one zstd frame (a skippable or unknown frame comes first)".into()));
+    }
+    match zstd::zstd_safe::find_frame_compressed_size(payload) {
+        Ok(n) if n == payload.len() => Ok(()),
+        Ok(n) => Err(bad(format!("it holds more than one zstd frame (the first is {n} of {} bytes)", payload.len()))),
+        Err(_) => Err(bad("its zstd frame is malformed".into())),
+    }
 }
 
 /// Decodes a record and checks that its bytes hash to `id`

@@ -18,4 +18,4 @@
 
 mod server;
 
-pub use server::{serve, ServeOptions};
+pub use server::{serve, ServeOptions, DEFAULT_MAX_UNAUTHENTICATED, HELLO_DEADLINE, MAX_HANDSHAKES_PER_ADDRESS, MAX_HELLO_LEN};

@@ -3,15 +3,16 @@
 //! decodes requests, asks the service, and encodes the answers; what a
 //! request means is the service's business.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_net::tls::Identity;
-use ferry_net::wire::{read_message_patiently, write_message, Impatient, Patience, StreamActivity};
+use ferry_net::wire::{read_message_patiently, read_message_within, write_message, Impatient, Patience, StreamActivity};
 use ferry_net::{NetError, Result};
 use ferry_proto::{ErrorCode, Message};
-use ferry_service::{HubService, ReposQuery, ServiceError, Session};
+use ferry_service::{Grant, HubService, ReposQuery, ServiceError, Session};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -21,37 +22,101 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// A connection with no request in progress for this long is closed.
     pub idle_timeout: Duration,
-    /// Connections served at once (QUIC and TCP together); the hub's memory
-    /// is bounded by this times what one connection may make it buffer.
-    /// Beyond it a client is told the hub is busy.
+    /// Authenticated connections served at once (QUIC and TCP together);
+    /// one more is told the hub is busy.
     pub max_connections: usize,
+    /// Connections that have not said Hello yet, at once: a stranger holds
+    /// one of these (for at most [`HELLO_DEADLINE`]), never a place of an
+    /// authenticated client. Past them a connection is refused before TLS.
+    pub max_unauthenticated: usize,
 }
+
+/// The default of [`ServeOptions::max_unauthenticated`].
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
+
+/// From accepting a connection to a complete `Hello`: TLS, the first
+/// stream and the frame all within this, however they trickle in.
+pub const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The largest `Hello` payload (an honest one is under 600 bytes).
+pub const MAX_HELLO_LEN: usize = 1024;
+
+/// What a QUIC peer may make the hub buffer before its Hello succeeds:
+/// the connection's receive and send windows (its one stream included).
+const HANDSHAKE_WINDOW: u32 = 16 << 10;
+
+/// How often an open connection's token is checked again, so that a
+/// revoked token's connections close within about this long.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// QUIC application close codes (`protocol/wire.md` section 1).
+mod close {
+    pub const BUSY: u32 = 1;
+    pub const IDLE: u32 = 2;
+    pub const UNAUTHORIZED: u32 = 3;
+    pub const UNSUPPORTED_VERSION: u32 = 4;
+    pub const BAD_HELLO: u32 = 5;
+    pub const REVOKED: u32 = 6;
+}
+
+/// The close code and reason that go with a refused Hello.
+fn close_for(code: ErrorCode) -> (u32, &'static [u8]) {
+    match code {
+        ErrorCode::RateLimited => (close::BUSY, b"busy"),
+        ErrorCode::Unauthorized => (close::UNAUTHORIZED, b"unauthorized"),
+        ErrorCode::UnsupportedVersion => (close::UNSUPPORTED_VERSION, b"unsupported version"),
+        _ => (close::BAD_HELLO, b"bad hello"),
+    }
+}
+
+/// Connections from one address (an IPv4 address or an IPv6 /64) in their
+/// handshake at once: one stranger cannot take every handshake place.
+pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
 
 struct Door {
     service: Arc<HubService>,
     idle_timeout: Duration,
     max_connections: usize,
+    /// Places of authenticated connections.
     connections: Arc<Semaphore>,
-    /// Connections over the limit that are being told so; past these few a
-    /// connection is dropped without a word, so that a flood costs no TLS.
-    refusing: Arc<Semaphore>,
+    /// Places of connections still in their handshake.
+    handshaking: Arc<Semaphore>,
+    /// Handshakes in progress per address block.
+    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
-/// A connection's place in the hub, held until the connection ends.
-struct Admission {
-    /// Over the limit: the handshake only answers that the hub is busy.
-    full: bool,
-    _slot: OwnedSemaphorePermit,
+/// A connection's place while it says Hello: one of the door's handshake
+/// places and one of its address's.
+struct HandshakePlace {
+    _place: OwnedSemaphorePermit,
+    block: IpAddr,
+    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for HandshakePlace {
+    fn drop(&mut self) {
+        let mut m = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.block) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.block);
+            }
+        }
+    }
 }
 
 impl Door {
-    /// One of `max_connections`, or else one of the few places for telling
-    /// a client the hub is full; None when those are taken too.
-    fn admit(&self) -> Option<Admission> {
-        if let Ok(slot) = self.connections.clone().try_acquire_owned() {
-            return Some(Admission { full: false, _slot: slot });
+    /// A handshake place for a connection from `peer`, if one is free.
+    fn admit(&self, peer: IpAddr) -> Option<HandshakePlace> {
+        let block = ferry_service::address_block(peer);
+        let mut m = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(block).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_ADDRESS {
+            return None;
         }
-        self.refusing.clone().try_acquire_owned().ok().map(|slot| Admission { full: true, _slot: slot })
+        let place = self.handshaking.clone().try_acquire_owned().ok()?;
+        *n += 1;
+        Some(HandshakePlace { _place: place, block, per_address: self.per_address.clone() })
     }
 }
 
@@ -70,12 +135,13 @@ pub async fn serve(service: Arc<HubService>, identity: &Identity, opts: ServeOpt
         idle_timeout: opts.idle_timeout,
         max_connections: opts.max_connections,
         connections: Arc::new(Semaphore::new(opts.max_connections)),
-        refusing: Arc::new(Semaphore::new(REFUSING_AT_ONCE)),
+        handshaking: Arc::new(Semaphore::new(opts.max_unauthenticated)),
+        per_address: Arc::default(),
     });
     let tls = identity.server_config()?;
     let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.clone()).map_err(|e| NetError::Tls(e.to_string()))?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
-    server_config.transport_config(Arc::new(ferry_net::transport_config()));
+    server_config.transport_config(Arc::new(handshake_transport()));
     let tcp = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| NetError::Io(format!("listen on TCP {}: {e}", opts.listen)))?;
     let addr = tcp.local_addr().map_err(|e| NetError::Io(e.to_string()))?;
     let socket = ferry_net::udp_socket(addr).map_err(|e| NetError::Io(format!("listen on UDP {addr}: {e}")))?;
@@ -87,25 +153,25 @@ pub async fn serve(service: Arc<HubService>, identity: &Identity, opts: ServeOpt
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { return Ok(()) };
-                let Some(admission) = hub.admit() else {
+                let Some(place) = hub.admit(incoming.remote_address().ip()) else {
                     incoming.refuse();
                     continue;
                 };
                 let hub = hub.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = quic_connection(hub, incoming, admission).await {
+                    if let Err(e) = quic_connection(hub, incoming, place).await {
                         tracing::debug!("QUIC connection ended: {e}");
                     }
                 });
             }
             accepted = tcp.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
-                let Some(admission) = hub.admit() else { continue };
+                let Some(place) = hub.admit(peer.ip()) else { continue };
                 let _ = stream.set_nodelay(true);
                 ferry_net::wire::tcp_liveness(&stream);
                 let (hub, acceptor) = (hub.clone(), acceptor.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = tcp_connection(hub, acceptor, stream, peer.ip(), admission).await {
+                    if let Err(e) = tcp_connection(hub, acceptor, stream, peer.ip(), place).await {
                         tracing::debug!("TCP connection ended: {e}");
                     }
                 });
@@ -114,35 +180,88 @@ pub async fn serve(service: Arc<HubService>, identity: &Identity, opts: ServeOpt
     }
 }
 
-async fn quic_connection(hub: Arc<Door>, incoming: quinn::Incoming, admission: Admission) -> Result<()> {
-    let conn = tokio::time::timeout(Duration::from_secs(10), incoming)
-        .await
-        .map_err(|_| NetError::Timeout("handshake".into()))?
-        .map_err(|e| NetError::Lost(e.to_string()))?;
-    let peer = conn.remote_address().ip();
-    let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
-        .await
-        .map_err(|_| NetError::Timeout("hello".into()))?
-        .map_err(|e| NetError::Lost(e.to_string()))?;
-    let full = admission.full;
-    let grant = handshake(&hub, peer, full, &mut recv, &mut send).await;
-    let _ = send.finish();
-    let Some(grant) = grant? else {
-        // Let the Error frame reach the client before closing.
+/// The transport a QUIC connection starts with: one stream and windows of
+/// a few KiB until its Hello succeeds (then `open_up` widens them), so a
+/// stranger cannot make the hub buffer more.
+fn handshake_transport() -> quinn::TransportConfig {
+    let mut t = ferry_net::transport_config();
+    t.max_concurrent_bidi_streams(1u32.into());
+    // The connection's window bounds every stream's together; a stream's
+    // own window cannot be raised later, so it keeps its full size.
+    t.receive_window(HANDSHAKE_WINDOW.into());
+    t.send_window(HANDSHAKE_WINDOW.into());
+    t
+}
+
+/// The windows and streams of an authenticated QUIC connection.
+fn open_up(conn: &quinn::Connection) {
+    conn.set_max_concurrent_bi_streams(ferry_net::wire::MAX_STREAMS.into());
+    conn.set_receive_window(ferry_net::CONNECTION_WINDOW.into());
+    conn.set_send_window(ferry_net::CONNECTION_WINDOW.into());
+}
+
+/// Why a handshake ended without a session: the frame to send, if any.
+type Refused = Option<Message>;
+
+/// After a refused handshake: the Error frame's code decides the QUIC
+/// close code; the frame is given a moment to arrive.
+async fn close_refused(conn: &quinn::Connection, refused: &Refused) {
+    let code = match refused {
+        Some(Message::Error { code, .. }) => *code,
+        _ => ErrorCode::BadRequest,
+    };
+    if refused.is_some() {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        conn.close(1u32.into(), if full { &b"busy"[..] } else { b"unauthorized" });
-        return Ok(());
+    }
+    let (code, reason) = close_for(code);
+    conn.close(code.into(), reason);
+}
+
+async fn quic_connection(hub: Arc<Door>, incoming: quinn::Incoming, place: HandshakePlace) -> Result<()> {
+    let started = Instant::now();
+    let conn =
+        tokio::time::timeout(HELLO_DEADLINE, incoming).await.map_err(|_| NetError::Timeout("handshake".into()))?.map_err(|e| NetError::Lost(e.to_string()))?;
+    let peer = conn.remote_address().ip();
+    let left = HELLO_DEADLINE.saturating_sub(started.elapsed());
+    let (mut send, mut recv) = match tokio::time::timeout(left, conn.accept_bi()).await {
+        Ok(accepted) => accepted.map_err(|e| NetError::Lost(e.to_string()))?,
+        Err(_) => {
+            close_refused(&conn, &None).await;
+            return Err(NetError::Timeout("no Hello stream".into()));
+        }
+    };
+    let outcome = handshake(&hub, peer, started, &mut recv, &mut send, || open_up(&conn)).await;
+    let _ = send.finish();
+    drop(place);
+    let (grant, _slot) = match outcome {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            close_refused(&conn, &refused).await;
+            return Ok(());
+        }
     };
     let session = Arc::new(hub.service.session(grant));
     let activity = Arc::new(Activity::new());
+    let revoked = {
+        let session = session.clone();
+        async move { session_revoked(&session).await }
+    };
+    tokio::pin!(revoked);
     loop {
         // A client that keeps its connection alive but sends nothing holds
         // it only until the idle timeout (QUIC keep-alives alone would keep
         // it forever).
-        let (mut send, mut recv) = match tokio::time::timeout(activity.idle_left(hub.idle_timeout), conn.accept_bi()).await {
+        let accepted = tokio::select! {
+            accepted = tokio::time::timeout(activity.idle_left(hub.idle_timeout), conn.accept_bi()) => accepted,
+            () = &mut revoked => {
+                conn.close(close::REVOKED.into(), b"revoked");
+                return Ok(());
+            }
+        };
+        let (mut send, mut recv) = match accepted {
             Ok(accepted) => accepted.map_err(|e| NetError::Lost(e.to_string()))?,
             Err(_) if activity.idle_left(hub.idle_timeout).is_zero() => {
-                conn.close(2u32.into(), b"idle");
+                conn.close(close::IDLE.into(), b"idle");
                 return Ok(());
             }
             Err(_) => continue,
@@ -151,16 +270,38 @@ async fn quic_connection(hub: Arc<Door>, incoming: quinn::Incoming, admission: A
         // A request stream may wait while others use a slow link.
         let streams = StreamActivity::new(&conn);
         tokio::spawn(async move {
-            if let Ok(Some(req)) = read_or_refuse(&mut recv, &mut send, &streams).await {
-                if respond(&session, req, &mut send).await.is_err() {
-                    // Drop what the peer left unread rather than keep it queued.
-                    let _ = send.reset(0u32.into());
+            match read_or_refuse(&mut recv, &mut send, &streams).await {
+                Ok(Some(req)) => {
+                    if respond(&session, req, &mut send).await.is_err() {
+                        // Drop what the peer left unread rather than keep it queued.
+                        let _ = send.reset(0u32.into());
+                    }
                 }
+                Ok(None) => {
+                    let _ = send_error(&mut send, ErrorCode::BadRequest, "the request stream ended before a request").await;
+                }
+                Err(_) => {}
             }
             let _ = send.finish();
             drop(busy);
         });
     }
+}
+
+/// Resolves once the session's token no longer holds (revoked or
+/// expired), checking every [`RECHECK_EVERY`].
+async fn session_revoked(session: &Session) {
+    loop {
+        tokio::time::sleep(RECHECK_EVERY).await;
+        if !session.still_valid() {
+            return;
+        }
+    }
+}
+
+async fn send_error<W: AsyncWrite + Unpin>(w: &mut W, code: ErrorCode, message: &str) -> Result<()> {
+    write_message(w, &Message::Error { code, message: message.into() }).await?;
+    w.flush().await.map_err(|e| NetError::Lost(e.to_string()))
 }
 
 /// Requests in progress on a QUIC connection, and when the last one ended.
@@ -196,30 +337,51 @@ impl Drop for Busy {
     }
 }
 
-async fn tcp_connection(hub: Arc<Door>, acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, peer: IpAddr, admission: Admission) -> Result<()> {
-    let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+async fn tcp_connection(hub: Arc<Door>, acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, peer: IpAddr, place: HandshakePlace) -> Result<()> {
+    let started = Instant::now();
+    let tls = tokio::time::timeout(HELLO_DEADLINE, acceptor.accept(stream))
         .await
         .map_err(|_| NetError::Timeout("handshake".into()))?
         .map_err(|e| NetError::Tls(e.to_string()))?;
+    if tls.get_ref().1.alpn_protocol() != Some(ferry_proto::ALPN) {
+        return Err(NetError::Protocol("a TLS client that did not offer ALPN ferry/1".into()));
+    }
     let (mut r, mut w) = tokio::io::split(tls);
-    let res = tcp_session(&hub, peer, admission.full, &mut r, &mut w).await;
+    let res = tcp_session(&hub, peer, started, place, &mut r, &mut w).await;
     // Close with close_notify so that a final Error frame is not lost.
     let _ = w.shutdown().await;
     res
 }
 
-async fn tcp_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(hub: &Arc<Door>, peer: IpAddr, full: bool, r: &mut R, w: &mut W) -> Result<()> {
+async fn tcp_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    hub: &Arc<Door>,
+    peer: IpAddr,
+    started: Instant,
+    place: HandshakePlace,
+    r: &mut R,
+    w: &mut W,
+) -> Result<()> {
     let mut r = tokio::io::BufReader::new(r);
-    let Some(grant) = handshake(hub, peer, full, &mut r, w).await? else { return Ok(()) };
+    let outcome = handshake(hub, peer, started, &mut r, w, || {}).await;
+    drop(place);
+    let Ok((grant, _slot)) = outcome else { return Ok(()) };
     let session = Arc::new(hub.service.session(grant));
+    let revoked = session_revoked(&session);
+    tokio::pin!(revoked);
     // Requests follow one another on the connection; between them the
     // client may stay silent up to the idle timeout.
     loop {
-        match tokio::time::timeout(hub.idle_timeout, r.fill_buf()).await {
-            Err(_) => return Ok(()),
-            Ok(Err(e)) => return Err(NetError::Lost(e.to_string())),
-            Ok(Ok([])) => return Ok(()),
-            Ok(Ok(_)) => {}
+        tokio::select! {
+            waited = tokio::time::timeout(hub.idle_timeout, r.fill_buf()) => match waited {
+                Err(_) => return Ok(()),
+                Ok(Err(e)) => return Err(NetError::Lost(e.to_string())),
+                Ok(Ok([])) => return Ok(()),
+                Ok(Ok(_)) => {}
+            },
+            () = &mut revoked => {
+                let _ = send_error(w, ErrorCode::Unauthorized, "the token of this connection was revoked").await;
+                return Ok(());
+            }
         }
         let Some(req) = read_or_refuse(&mut r, w, &Impatient).await? else { return Ok(()) };
         respond(&session, req, w).await?;
@@ -239,58 +401,78 @@ async fn read_or_refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, 
     }
 }
 
-/// Reads `Hello`, checks version and token; answers `Welcome` (then `Done`)
-/// or an `Error`. Returns None when the client was refused. `full`: the hub
-/// is at its connection limit, which is all this connection gets told.
+/// Reads `Hello` (at most [`MAX_HELLO_LEN`] bytes, complete within
+/// [`HELLO_DEADLINE`] of `started`), checks version and token, and takes a
+/// place among the authenticated connections; answers `Welcome` (then
+/// `Done`) or an `Error`. `admitted` runs just before `Welcome` is sent
+/// (QUIC widens the connection's windows there). Err: refused, with the
+/// frame that said so.
 async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     hub: &Door,
     peer: IpAddr,
-    full: bool,
+    started: Instant,
     r: &mut R,
     w: &mut W,
-) -> Result<Option<ferry_service::Grant>> {
+    admitted: impl FnOnce(),
+) -> Result<(Grant, OwnedSemaphorePermit), Refused> {
     let refuse = |code, message: String| Message::Error { code, message };
-    let reply = match read_or_refuse(r, w, &Impatient).await? {
-        Some(Message::Hello { versions, token, .. }) => {
+    let left = HELLO_DEADLINE.saturating_sub(started.elapsed());
+    let hello = match tokio::time::timeout(left, read_message_within(r, &Impatient, MAX_HELLO_LEN)).await {
+        Err(_) => Err(refuse(ErrorCode::BadRequest, format!("no complete Hello within {} s", HELLO_DEADLINE.as_secs()))),
+        Ok(Ok(Some(m))) => Ok(m),
+        Ok(Ok(None)) => return Err(None),
+        Ok(Err(NetError::Protocol(e))) => Err(refuse(ErrorCode::BadRequest, format!("the first frame must be a Hello: {e}"))),
+        Ok(Err(_)) => return Err(None),
+    };
+    let reply = match hello {
+        Ok(Message::Hello { versions, token, .. }) => {
             if !versions.contains(&ferry_proto::VERSION) {
                 Err(refuse(
                     ErrorCode::UnsupportedVersion,
                     format!("this hub speaks ferry protocol version {} only; you offered {versions:?}", ferry_proto::VERSION),
                 ))
-            } else if full {
-                Err(refuse(
-                    ErrorCode::RateLimited,
-                    format!("the hub is busy: it is serving its limit of {} connections; retry in a moment", hub.max_connections),
-                ))
             } else {
-                hub.service.authenticate(&token, peer).await.map_err(refusal)
+                match hub.service.authenticate(&token, peer).await {
+                    Err(e) => Err(refusal(e)),
+                    Ok(grant) => match hub.connections.clone().try_acquire_owned() {
+                        Ok(slot) => Ok((grant, slot)),
+                        Err(_) => Err(refuse(
+                            ErrorCode::RateLimited,
+                            format!("the hub is busy: it is serving its limit of {} connections; retry in a moment", hub.max_connections),
+                        )),
+                    },
+                }
             }
         }
-        Some(_) => Err(refuse(ErrorCode::BadRequest, "the first frame must be Hello".into())),
-        None => return Ok(None),
+        Ok(_) => Err(refuse(ErrorCode::BadRequest, "the first frame must be Hello".into())),
+        Err(refused) => Err(refused),
     };
     match reply {
-        Ok(grant) => {
-            write_message(w, &Message::Welcome { version: ferry_proto::VERSION, server: format!("ferry/{}", env!("CARGO_PKG_VERSION")) }).await?;
-            write_message(w, &Message::Done).await?;
-            w.flush().await.map_err(|e| NetError::Lost(e.to_string()))?;
-            Ok(Some(grant))
+        Ok(admission) => {
+            admitted();
+            let welcome = async {
+                write_message(w, &Message::Welcome { version: ferry_proto::VERSION, server: format!("ferry/{}", env!("CARGO_PKG_VERSION")) }).await?;
+                write_message(w, &Message::Done).await?;
+                w.flush().await.map_err(|e| NetError::Lost(e.to_string()))
+            };
+            match welcome.await {
+                Ok(()) => Ok(admission),
+                Err(_) => Err(None),
+            }
         }
         Err(msg) => {
-            write_message(w, &msg).await?;
-            w.flush().await.map_err(|e| NetError::Lost(e.to_string()))?;
-            Ok(None)
+            let _ = write_message(w, &msg).await;
+            let _ = w.flush().await;
+            Err(Some(msg))
         }
     }
 }
 
-/// Connections over the limit told so at once (each costs a TLS handshake).
-const REFUSING_AT_ONCE: usize = 16;
-
 /// Answers one request: zero or more data frames, then `Done` or `Error`.
 async fn respond<W: AsyncWrite + Unpin>(session: &Arc<Session>, req: Message, w: &mut W) -> Result<()> {
     if let Message::ListRepos { since, hub: feed, wait_ms, .. } = &req {
-        session.wait_for_change(*feed, *since, Duration::from_millis(u64::from(*wait_ms))).await;
+        // A failure shows in the listing that follows.
+        let _ = session.wait_for_change(*feed, *since, Duration::from_millis(u64::from(*wait_ms))).await;
     }
     if matches!(req, Message::GetHistory { .. } | Message::GetNodes { .. } | Message::GetChunks { .. }) {
         return respond_a_frame_at_a_time(session, req, w).await;

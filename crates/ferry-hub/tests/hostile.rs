@@ -551,15 +551,18 @@ fn floods_of_connections_and_streams_and_silent_clients_are_cut_off_while_honest
     let before = peak_rss(hub.pid());
     rt().block_on(async {
         // Connections that say Hello and then nothing (their QUIC stacks still
-        // answer keep-alives).
-        let mut tasks = Vec::new();
-        for _ in 0..200 {
-            let (addr, token) = (hub.addr.clone(), hub.token.clone());
-            tasks.push(tokio::spawn(async move { raw_quic_to(&addr, &token).await }));
-        }
+        // answer keep-alives), opened a few at a time: one address may hold
+        // only a few handshakes at once.
         let mut silent = Vec::new();
-        for t in tasks {
-            silent.push(t.await.unwrap());
+        for _ in 0..25 {
+            let mut tasks = Vec::new();
+            for _ in 0..8 {
+                let (addr, token) = (hub.addr.clone(), hub.token.clone());
+                tasks.push(tokio::spawn(async move { raw_quic_to(&addr, &token).await }));
+            }
+            for t in tasks {
+                silent.push(t.await.unwrap());
+            }
         }
         // One that opens every stream it may, sends a byte on each and goes quiet.
         let flood = raw_quic(&hub, &hub.token).await;
@@ -642,5 +645,246 @@ fn a_hub_at_its_connection_limit_says_it_is_busy_and_serves_again_once_a_place_i
         let r = client_cli(&store, &dir.path().join("known"), &hub.token, &["pull", &hub.addr, "org/kept"]);
         assert!(r.status.success(), "pull {i}: {}", String::from_utf8_lossy(&r.stderr));
     }
+    hub.check_unharmed();
+}
+
+/// A QUIC connection from `local` (a loopback address) that has done its
+/// TLS handshake and nothing else.
+async fn bare_quic_from(addr: &str, local: &str) -> quinn::Connection {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(any_cert_tls()).unwrap();
+    let mut ep = quinn::Endpoint::client(format!("{local}:0").parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    ep.connect(addr.parse().unwrap(), "hub.example").unwrap().await.unwrap()
+}
+
+/// A TLS-over-TCP connection from `local` (a loopback address).
+async fn raw_tls_from(addr: &str, local: &str, cfg: rustls::ClientConfig) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{local}:0").parse().unwrap())?;
+    let tcp = socket.connect(addr.parse().unwrap()).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(rustls::pki_types::ServerName::try_from("hub.example").unwrap(), tcp).await
+}
+
+/// The application close code a QUIC connection ended with.
+async fn close_code(conn: &quinn::Connection) -> Option<u64> {
+    match tokio::time::timeout(Duration::from_secs(5), conn.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(c)) => Some(c.error_code.into_inner()),
+        _ => None,
+    }
+}
+
+/// Frames the hub sent on a TLS stream until it closed (or 15 s passed).
+async fn frames_until_closed(s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Vec<Message> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out)).await;
+    let mut d = ferry_proto::FrameDecoder::new();
+    d.push(&out);
+    let mut frames = Vec::new();
+    while let Ok(Some((kind, payload))) = d.next_frame() {
+        frames.push(Message::decode(kind, &payload).unwrap());
+    }
+    frames
+}
+
+fn hello(token: &str) -> Message {
+    Message::Hello { versions: vec![ferry_proto::VERSION], token: token.into(), client: "hostile".into() }
+}
+
+#[test]
+fn a_revoked_token_loses_its_rights_on_open_connections_and_they_are_closed_within_seconds() {
+    let hub = start_hub();
+    let dir = tempfile::tempdir().unwrap();
+    let token = ferry(&hub.store, &["token", "create", "--repo", "org/*", "--scope", "write"]).trim().to_owned();
+    let id = token.split('_').nth(1).unwrap().to_owned();
+    rt().block_on(async {
+        let quic = raw_quic(&hub, &token).await;
+        let mut tcp = raw_tls(&hub).await;
+        tcp.write_all(&hello(&token).to_frame()).await.unwrap();
+        let mut d = ferry_proto::FrameDecoder::new();
+        let mut buf = vec![0u8; 4096];
+        while d.next_frame().unwrap().is_none() {
+            let n = tcp.read(&mut buf).await.unwrap();
+            d.push(&buf[..n]);
+        }
+        assert!(matches!(ask(&quic, &Message::ListRefs { repo: "org/kept".into() }).await[..], [Message::Refs { .. }, ..]));
+        ferry(&hub.store, &["token", "revoke", &id]);
+        let revoked = Instant::now();
+        // The QUIC connection is closed with the "revoked" code, the TCP one
+        // told so and closed, both within a few seconds.
+        assert_eq!(close_code(&quic).await, Some(6), "QUIC close code after the token was revoked");
+        let frames = frames_until_closed(&mut tcp).await;
+        assert!(frames.iter().any(|m| matches!(m, Message::Error { code: ErrorCode::Unauthorized, message } if message.contains("revoked"))), "{frames:?}");
+        assert!(revoked.elapsed() < Duration::from_secs(5), "closed only after {:?}", revoked.elapsed());
+        // A new connection with it is refused; the hub's other tokens work.
+        let again = Client::connect(&ConnectOptions {
+            hub: hub.addr.clone(),
+            token: Some(token.clone()),
+            transport: TransportChoice::Quic,
+            trust: Trust::KnownHubs(dir.path().join("known")),
+        })
+        .await;
+        assert!(matches!(again, Err(NetError::Remote { code: ErrorCode::Unauthorized, .. })), "{:?}", again.map(|_| ()));
+    });
+    hub.check_unharmed();
+}
+
+#[test]
+fn a_stranger_before_hello_costs_the_hub_a_few_kib() {
+    let hub = start_hub();
+    rt().block_on(async {
+        // A Hello header claiming 8 MiB is refused on its header.
+        let mut s = raw_tls(&hub).await;
+        let mut header = vec![0x01];
+        header.extend_from_slice(&(8u32 << 20).to_le_bytes());
+        s.write_all(&header).await.unwrap();
+        let frames = frames_until_closed(&mut s).await;
+        assert!(matches!(&frames[..], [Message::Error { code: ErrorCode::BadRequest, message }] if message.contains("at most 1024")), "{frames:?}");
+        // QUIC connections that never say Hello but stream data: the hub's
+        // flow control stops each within a few KiB.
+        let before = peak_rss(hub.pid());
+        let mut conns = Vec::new();
+        for i in 0..48 {
+            let conn = bare_quic_from(&hub.addr, &format!("127.0.0.{}", 3 + i / 12)).await;
+            let (mut send, _recv) = conn.open_bi().await.unwrap();
+            // The write may complete into this side's own send buffer; what
+            // leaves it is bounded by the credit the hub grants.
+            let _ = tokio::time::timeout(Duration::from_millis(100), send.write_all(&vec![0x01u8; 2 << 20])).await;
+            conns.push((conn, send));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for (i, (conn, _)) in conns.iter().enumerate() {
+            let sent = conn.stats().udp_tx.bytes;
+            assert!(sent < 256 << 10, "connection {i} got {} KiB to the hub before Hello", sent >> 10);
+        }
+        let grown = peak_rss(hub.pid()).saturating_sub(before);
+        assert!(grown < 32 << 20, "48 strangers grew the hub by {} MiB", grown >> 20);
+        ferry_tests::report(
+            "hostile-strangers",
+            &format!("48 QUIC strangers streaming 2 MiB each before Hello grew the hub's peak RSS by {} KiB", grown >> 10),
+        );
+    });
+    hub.check_unharmed();
+}
+
+#[test]
+fn slow_hellos_cannot_take_the_places_of_authenticated_clients() {
+    let hub = start_hub_with(&["--max-connections", "8"], "127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        // From another address, as many slow Hellos as the hub would let in
+        // (and more): each sends a byte a second.
+        let frame = hello("").to_frame();
+        let mut slow = Vec::new();
+        for _ in 0..24 {
+            if let Ok(s) = raw_tls_from(&hub.addr, "127.0.0.2", any_cert_tls()).await {
+                slow.push(s);
+            }
+        }
+        assert!(!slow.is_empty() && slow.len() <= ferry_hub::MAX_HANDSHAKES_PER_ADDRESS, "{} handshakes let in from one address", slow.len());
+        let started = Instant::now();
+        let trickle = async {
+            for byte in &frame {
+                for s in slow.iter_mut() {
+                    let _ = s.write_all(&[*byte]).await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        // Meanwhile honest clients are served.
+        let honest = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            for _ in 0..3 {
+                let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
+                assert!(matches!(c.request(&Message::ListRefs { repo: "org/kept".into() }).await.unwrap()[..], [Message::Refs { .. }]));
+                c.close().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(13), async { tokio::join!(trickle, honest) }).await;
+        // The slow ones were cut off at the Hello deadline.
+        for s in slow.iter_mut() {
+            let frames = frames_until_closed(s).await;
+            assert!(matches!(&frames[..], [Message::Error { code: ErrorCode::BadRequest, message }] if message.contains("Hello")), "{frames:?}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(frame.len() as u64 + 5), "a Hello sent a byte a second was waited for to its end");
+    });
+    hub.check_unharmed();
+}
+
+#[test]
+fn the_change_feed_says_nothing_of_repositories_the_caller_may_not_read() {
+    let hub = start_hub();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = ferry(&hub.store, &["token", "create", "--repo", "secret/*", "--scope", "write"]).trim().to_owned();
+    let reader = ferry(&hub.store, &["token", "create", "--repo", "org/*", "--scope", "read"]).trim().to_owned();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let local = dir.path().join("local");
+    ferry(&local, &["init"]);
+    rt().block_on(async {
+        for token in ["", reader.as_str()] {
+            let conn = raw_quic(&hub, token).await;
+            let list =
+                |since: u64, hub_id: [u8; 16], wait_ms: u32| Message::ListRepos { pattern: "*/*".into(), after: String::new(), since, hub: hub_id, wait_ms };
+            let first = ask(&conn, &list(0, [0; 16], 0)).await;
+            let Some(Message::Repos { hub: id, seq, .. }) = first.first().cloned() else { panic!("{first:?}") };
+            // A push to a private repository while the caller long-polls.
+            let n = seq + 1;
+            std::fs::write(src.join("f.bin"), noise(1000, n)).unwrap();
+            ferry(&local, &["commit", &format!("secret/x{n}"), src.to_str().unwrap(), "-m", "private"]);
+            let request = list(seq, id, 3000);
+            let poll = ask(&conn, &request);
+            let push = async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let out = client_cli(&local, &dir.path().join("known"), &secret, &["push", &hub.addr, &format!("secret/x{n}")]);
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            };
+            let started = Instant::now();
+            let (answer, ()) = tokio::join!(poll, push);
+            assert!(started.elapsed() >= Duration::from_millis(2500), "the long poll woke after {:?} for a private push", started.elapsed());
+            match &answer[..] {
+                [Message::Repos { seq: after, repos, .. }, Message::Done] => {
+                    assert_eq!(*after, seq, "the feed position moved with a private repository");
+                    assert!(repos.is_empty(), "{repos:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    hub.check_unharmed();
+}
+
+#[test]
+fn handshakes_the_hub_refuses_say_why_with_an_error_frame_and_a_close_code_of_their_own() {
+    let hub = start_hub();
+    rt().block_on(async {
+        let first_stream = async |conn: &quinn::Connection, bytes: &[u8]| {
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(bytes).await.unwrap();
+            send.finish().unwrap();
+            read_frame(&mut recv).await
+        };
+        // An undecodable Hello, a wrong version, a bad token.
+        let garbage = [0x01, 3, 0, 0, 0, 9, 9, 9];
+        let old = Message::Hello { versions: vec![99], token: String::new(), client: "old".into() }.to_frame();
+        let bad = hello("fy_nope_nope").to_frame();
+        for (bytes, code, close) in [(&garbage[..], ErrorCode::BadRequest, 5), (&old, ErrorCode::UnsupportedVersion, 4), (&bad, ErrorCode::Unauthorized, 3)] {
+            let conn = bare_quic_from(&hub.addr, "127.0.0.1").await;
+            let reply = first_stream(&conn, bytes).await;
+            assert!(matches!(&reply, Some(Message::Error { code: c, .. }) if *c == code), "{reply:?}");
+            assert_eq!(close_code(&conn).await, Some(close), "close code after {code:?}");
+        }
+        // A request stream that ends before a request gets an answer.
+        let conn = raw_quic(&hub, &hub.token).await;
+        let reply = first_stream(&conn, &[]).await;
+        assert!(matches!(reply, Some(Message::Error { code: ErrorCode::BadRequest, .. })), "{reply:?}");
+        // TLS over TCP without ALPN ferry/1 is not served.
+        let mut no_alpn = any_cert_tls();
+        no_alpn.alpn_protocols.clear();
+        if let Ok(mut s) = raw_tls_from(&hub.addr, "127.0.0.1", no_alpn).await {
+            let _ = s.write_all(&hello(&hub.token).to_frame()).await;
+            let frames = frames_until_closed(&mut s).await;
+            assert!(!frames.iter().any(|m| matches!(m, Message::Welcome { .. })), "welcomed without ALPN: {frames:?}");
+        }
+    });
     hub.check_unharmed();
 }

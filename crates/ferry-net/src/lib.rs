@@ -99,6 +99,10 @@ impl NetError {
 /// A result whose error is a [`NetError`].
 pub type Result<T, E = NetError> = std::result::Result<T, E>;
 
+/// Bytes in flight per QUIC connection, each way (the connection-level
+/// flow-control window): 4–5 times what 1 Gbit/s at 100 ms needs.
+pub const CONNECTION_WINDOW: u32 = 64 << 20;
+
 /// QUIC transport settings sized for long fat links: at 1 Gbit/s and 100 ms
 /// RTT a connection needs about 12.5 MB in flight, so the windows are 4–5
 /// times that; the hub bounds what one connection can make it buffer by the
@@ -108,8 +112,8 @@ pub fn transport_config() -> quinn::TransportConfig {
     t.max_concurrent_bidi_streams(wire::MAX_STREAMS.into());
     t.max_concurrent_uni_streams(0u32.into());
     t.stream_receive_window((16u32 << 20).into());
-    t.receive_window((64u32 << 20).into());
-    t.send_window(64 << 20);
+    t.receive_window(CONNECTION_WINDOW.into());
+    t.send_window(CONNECTION_WINDOW.into());
     t.max_idle_timeout(Some(std::time::Duration::from_secs(30).try_into().expect("30 s is a valid idle timeout")));
     t.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
     // Let path MTU discovery find jumbo frames (data centres, loopback):

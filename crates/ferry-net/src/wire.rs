@@ -84,6 +84,13 @@ async fn read_into<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, room: usi
 
 /// Reads one message; `None` at a clean end of stream.
 pub async fn read_message_patiently<R: AsyncRead + Unpin>(r: &mut R, patience: &dyn Patience) -> Result<Option<Message>> {
+    read_message_within(r, patience, ferry_proto::MAX_FRAME_LEN).await
+}
+
+/// Reads one message whose payload is at most `max_len` bytes (a longer
+/// one is refused before its payload is read); `None` at a clean end of
+/// stream.
+pub async fn read_message_within<R: AsyncRead + Unpin>(r: &mut R, patience: &dyn Patience, max_len: usize) -> Result<Option<Message>> {
     let mut h = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
@@ -97,6 +104,9 @@ pub async fn read_message_patiently<R: AsyncRead + Unpin>(r: &mut R, patience: &
         got += n;
     }
     let (kind, len) = decode_header(&h).map_err(|e| NetError::Protocol(e.to_string()))?;
+    if len > max_len {
+        return Err(NetError::Protocol(format!("a frame of {len} bytes where at most {max_len} are allowed")));
+    }
     // Grow as bytes arrive, reading straight into the payload (no copy
     // through a scratch buffer): a lying length costs the liar, not us.
     let mut payload: Vec<u8> = Vec::with_capacity(len.min(1 << 20));

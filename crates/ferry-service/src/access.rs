@@ -27,6 +27,9 @@ pub trait Authorizer: Send + Sync {
     fn can_write(&self, grant: &Grant, repo: &str) -> Result<bool, ServiceError>;
     /// Whether `repo` is readable without a token (listings say so).
     fn is_public(&self, repo: &str) -> Result<bool, ServiceError>;
+    /// Whether `grant` still holds (its token was not revoked); a door
+    /// closes the connections of one that no longer does.
+    fn is_valid(&self, grant: &Grant) -> Result<bool, ServiceError>;
 }
 
 /// Who a caller authenticated as. The rights themselves are looked up by
@@ -245,6 +248,12 @@ impl Authorizer for Access {
     }
     fn is_public(&self, repo: &str) -> Result<bool, ServiceError> {
         Ok(self.current()?.is_public(repo))
+    }
+    fn is_valid(&self, grant: &Grant) -> Result<bool, ServiceError> {
+        Ok(match grant {
+            Grant::Token(id) => self.current()?.tokens.iter().any(|t| &t.id == id),
+            Grant::Anonymous | Grant::Trusted => true,
+        })
     }
 }
 

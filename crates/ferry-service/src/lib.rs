@@ -30,4 +30,4 @@ mod service;
 
 pub use access::{Access, AccessFile, Authorizer, Grant, Scope, TokenRecord};
 pub use error::ServiceError;
-pub use service::{HubService, RepoPage, ReposQuery, Session};
+pub use service::{address_block, HubService, RepoPage, ReposQuery, Session};

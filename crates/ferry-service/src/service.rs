@@ -96,7 +96,7 @@ impl HubService {
 
     fn rate_limited(&self, peer: IpAddr) -> bool {
         let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        f.get(&guesser(peer)).is_some_and(|(n, since)| *n >= self.max_failures && since.elapsed() < Duration::from_secs(60))
+        f.get(&address_block(peer)).is_some_and(|(n, since)| *n >= self.max_failures && since.elapsed() < Duration::from_secs(60))
     }
 
     fn record_failure(&self, peer: IpAddr) {
@@ -105,7 +105,7 @@ impl HubService {
         if f.len() >= 4096 {
             f.retain(|_, (_, since)| since.elapsed() < Duration::from_secs(60));
         }
-        let e = f.entry(guesser(peer)).or_insert((0, Instant::now()));
+        let e = f.entry(address_block(peer)).or_insert((0, Instant::now()));
         if e.1.elapsed() >= Duration::from_secs(60) {
             *e = (0, Instant::now());
         }
@@ -113,9 +113,9 @@ impl HubService {
     }
 }
 
-/// Whom failed tokens count against: an IPv4 address, or an IPv6 /64 (one
-/// host commonly has a whole /64 to pick addresses from).
-fn guesser(peer: IpAddr) -> IpAddr {
+/// Whom limits per address count against: an IPv4 address, or an IPv6 /64
+/// (one host commonly has a whole /64 to pick addresses from).
+pub fn address_block(peer: IpAddr) -> IpAddr {
     match peer {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -174,6 +174,12 @@ impl Session {
         &self.service.store
     }
 
+    /// Whether the caller's grant still holds. An access file that cannot
+    /// be read now counts as holding: requests still check every right.
+    pub fn still_valid(&self) -> bool {
+        self.service.authorizer.is_valid(&self.grant).unwrap_or(true)
+    }
+
     fn can_read(&self, repo: &str) -> Result<bool> {
         self.service.authorizer.can_read(&self.grant, repo)
     }
@@ -216,28 +222,36 @@ impl Session {
     /// may read, with their branches: every one, or with a position only
     /// those changed since. A page fits a frame; a repository with more
     /// branches than that still gets a page of its own.
+    ///
+    /// The position handed back is that of the newest change the caller
+    /// may see (0: none known), so it never moves with repositories the
+    /// caller may not read.
     pub fn list_repos(&self, q: &ReposQuery) -> Result<RepoPage> {
         let store = self.store();
         let glob = repo_glob(&q.pattern)?;
-        let delta = match q.since {
-            Some((feed, since)) if since > 0 && feed == store.id() => store.ref_changes_since(since)?,
-            _ => None,
-        };
-        let changes_only = delta.is_some();
-        let (names, seq): (Vec<String>, u64) = match delta {
-            Some((repos, upto)) => (repos.into_iter().collect(), upto),
+        let since = q.since.filter(|(feed, _)| *feed == store.id()).map(|(_, seq)| seq);
+        let mut readable = Readable::new(self);
+        // The position first: a change during the listing is listed again
+        // next time rather than missed.
+        let (names, seq, changes_only): (Vec<String>, u64, bool) = match since {
+            Some(since) => {
+                let (changed, newest, complete) = readable.changes_after(since)?;
+                if complete {
+                    (changed.into_iter().collect(), newest.unwrap_or(since), true)
+                } else {
+                    (store.repos()?.into_iter().map(|r| r.name).collect(), newest.unwrap_or(since), false)
+                }
+            }
             None => {
-                // The position first: a change during the listing is
-                // listed again next time rather than missed.
-                let seq = store.ref_seq();
-                (store.repos()?.into_iter().map(|r| r.name).collect(), seq)
+                let newest = readable.newest_change()?;
+                (store.repos()?.into_iter().map(|r| r.name).collect(), newest.unwrap_or(0), false)
             }
         };
         let mut page = Batcher::default();
         let mut repos = Vec::new();
         let mut more = false;
         for name in names {
-            if name.as_str() <= q.after.as_str() || !glob.is_match(&name) || !self.can_read(&name)? {
+            if name.as_str() <= q.after.as_str() || !glob.is_match(&name) || !readable.check(&name)? {
                 continue;
             }
             let branches = store.branches(&name)?;
@@ -252,18 +266,29 @@ impl Session {
         Ok(RepoPage { more, changes_only, hub: store.id(), seq, repos })
     }
 
-    /// Waits until the change feed of store `feed` moves past `since`, or
-    /// `wait` (at most [`LONGEST_WAIT`]) passes. A follower learns of a new
-    /// revision at once, and an idle one costs a request per wait.
-    pub async fn wait_for_change(&self, feed: [u8; 16], since: u64, wait: Duration) {
+    /// Waits until a repository the caller may read changes after position
+    /// `since` of store `feed`, or `wait` (at most [`LONGEST_WAIT`]) passes.
+    /// A follower learns of a new revision at once, and an idle one costs a
+    /// request per wait; changes it may not see do not wake it.
+    pub async fn wait_for_change(&self, feed: [u8; 16], since: u64, wait: Duration) -> Result<()> {
         let store = self.store();
-        if since == 0 || feed != store.id() {
-            return;
+        if feed != store.id() {
+            return Ok(());
         }
         let deadline = Instant::now() + wait.min(LONGEST_WAIT);
-        while store.ref_seq() <= since && Instant::now() < deadline {
+        let mut readable = Readable::new(self);
+        let mut checked = since;
+        while Instant::now() < deadline {
+            let now = store.ref_seq();
+            if now > checked {
+                if readable.changes_after(checked)?.1.is_some() {
+                    return Ok(());
+                }
+                checked = now;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
     }
 
     /// Which of these revisions the hub holds. A writer relies on the
@@ -396,6 +421,76 @@ impl Session {
     /// on it is over).
     pub fn release(&self) {
         self.pins.clear();
+    }
+}
+
+/// Which repositories a session may read, asked once per name.
+struct Readable<'a> {
+    session: &'a Session,
+    known: HashMap<String, bool>,
+}
+
+/// Change-feed entries a full listing looks back through for the newest
+/// change the caller may see.
+const NEWEST_LOOKBACK: usize = 65_536;
+
+impl<'a> Readable<'a> {
+    fn new(session: &'a Session) -> Self {
+        Readable { session, known: HashMap::new() }
+    }
+
+    fn check(&mut self, repo: &str) -> Result<bool> {
+        if let Some(&r) = self.known.get(repo) {
+            return Ok(r);
+        }
+        let r = self.session.can_read(repo)?;
+        self.known.insert(repo.to_owned(), r);
+        Ok(r)
+    }
+
+    /// The readable repositories changed after `since`, the newest such
+    /// change, and whether the feed still reaches back to `since`.
+    fn changes_after(&mut self, since: u64) -> Result<(std::collections::BTreeSet<String>, Option<u64>, bool)> {
+        let (mut repos, mut newest, mut failed) = (std::collections::BTreeSet::new(), None, None);
+        let complete = self.session.store().visit_ref_log(since, false, |seq, repo| match self.check(repo) {
+            Ok(true) => {
+                repos.insert(repo.to_owned());
+                newest = Some(seq);
+                true
+            }
+            Ok(false) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((repos, newest, complete)),
+        }
+    }
+
+    /// The newest change the caller may see among the latest entries.
+    fn newest_change(&mut self) -> Result<Option<u64>> {
+        let (mut newest, mut failed, mut looked) = (None, None, 0);
+        self.session.store().visit_ref_log(0, true, |seq, repo| {
+            looked += 1;
+            match self.check(repo) {
+                Ok(true) => {
+                    newest = Some(seq);
+                    false
+                }
+                Ok(false) => looked < NEWEST_LOOKBACK,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(newest),
+        }
     }
 }
 

@@ -184,6 +184,36 @@ impl Store {
         Ok(Some((repos, upto)))
     }
 
+    /// Visits the change feed's entries after position `after` (each a
+    /// position and the repository whose branch moved), oldest first or
+    /// newest first, until `visit` returns false. Returns whether the kept
+    /// feed reaches back to `after + 1` (else older entries are forgotten).
+    pub fn visit_ref_log(&self, after: u64, newest_first: bool, mut visit: impl FnMut(u64, &str) -> bool) -> Result<bool> {
+        let cf = self.cf(CF_REF_LOG);
+        let from = (after + 1).to_be_bytes();
+        let mut complete = after >= self.ref_seq();
+        let iter = if newest_first {
+            self.db.iterator_cf(cf, IteratorMode::End)
+        } else {
+            self.db.iterator_cf(cf, IteratorMode::From(&from, rocksdb::Direction::Forward))
+        };
+        for item in iter {
+            let (k, v) = item?;
+            let seq = k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
+            if seq <= after {
+                complete = true;
+                break;
+            }
+            if seq == after + 1 {
+                complete = true;
+            }
+            if !visit(seq, &String::from_utf8_lossy(&v)) {
+                break;
+            }
+        }
+        Ok(complete)
+    }
+
     pub fn repos(&self) -> Result<Vec<RepoInfo>> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_REPOS), IteratorMode::Start) {

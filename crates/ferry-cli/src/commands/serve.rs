@@ -51,6 +51,11 @@ pub struct Args {
     /// beyond it are told the hub is busy.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// Connections still in their handshake (before a valid Hello), at once,
+    /// apart from --max-connections: strangers cannot take the places of
+    /// authenticated clients. Past them connections are refused before TLS.
+    #[arg(long, default_value_t = ferry_hub::DEFAULT_MAX_UNAUTHENTICATED as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_unauthenticated: u32,
 }
 
 /// The first line: where the hub listens and which certificate it shows.
@@ -153,7 +158,12 @@ pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
         if let Some(gc) = gc {
             tokio::spawn(gc);
         }
-        let opts = ferry_hub::ServeOptions { listen: args.listen, idle_timeout: args.idle_timeout, max_connections: args.max_connections as usize };
+        let opts = ferry_hub::ServeOptions {
+            listen: args.listen,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections as usize,
+            max_unauthenticated: args.max_unauthenticated as usize,
+        };
         let serving = ferry_hub::serve(service.clone(), &identity, opts, |addr| {
             emit(json, &listening(addr));
             let _ = std::io::stdout().flush();
