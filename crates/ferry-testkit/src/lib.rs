@@ -7,6 +7,8 @@
 //!   requests of `ferry_proto::transfer::Transfer`, as a store would.
 //! - [`TempStore`] (feature `store`): a store in a temporary directory.
 
+#![warn(missing_docs)]
+
 mod data;
 #[cfg(feature = "store")]
 mod store;

@@ -29,9 +29,13 @@ pub fn chunk_id(n: u64) -> Id {
 /// the ids of the chunks it holds, and the head of its one branch.
 #[derive(Default, Clone, Debug)]
 pub struct MemoryEnd {
+    /// Encoded revisions by id.
     pub revisions: HashMap<Id, Vec<u8>>,
+    /// Encoded tree nodes by id.
     pub nodes: HashMap<Id, Vec<u8>>,
+    /// The chunks held (ids only).
     pub chunks: HashSet<Id>,
+    /// The branch's head; `None` before the first commit.
     pub branch: Option<Id>,
 }
 
@@ -154,9 +158,13 @@ pub struct Tally {
 /// Answers a transfer's requests from two in-memory ends, at once and in
 /// whatever order the driver picks.
 pub struct MemoryLink<'a> {
+    /// Where the objects come from; never changed.
     pub source: &'a MemoryEnd,
+    /// Where they go; stores what the transfer sends.
     pub sink: &'a mut MemoryEnd,
+    /// What the link does with requests honest ends never see.
     pub rules: SinkRules,
+    /// What crossed so far.
     pub tally: Tally,
 }
 
