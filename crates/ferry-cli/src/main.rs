@@ -193,19 +193,34 @@ struct NetArgs {
 }
 
 impl NetArgs {
-    fn options(&self, hub: &str) -> ferry_hub::ConnectOptions {
+    fn options(&self, hub: &str) -> ferry_net::ConnectOptions {
         let trust = match (&self.ca, &self.known_hubs) {
-            (Some(ca), _) => ferry_hub::tls::Trust::CaBundle(ca.clone()),
-            (None, Some(f)) => ferry_hub::tls::Trust::KnownHubs(f.clone()),
-            (None, None) => ferry_hub::tls::Trust::default_known_hubs(),
+            (Some(ca), _) => ferry_net::tls::Trust::CaBundle(ca.clone()),
+            (None, Some(f)) => ferry_net::tls::Trust::KnownHubs(f.clone()),
+            (None, None) => ferry_net::tls::Trust::KnownHubs(dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("ferry").join("known_hubs")),
         };
         let transport = match self.transport.as_str() {
-            "quic" => ferry_hub::TransportChoice::Quic,
-            "tcp" => ferry_hub::TransportChoice::Tcp,
-            _ => ferry_hub::TransportChoice::Auto,
+            "quic" => ferry_net::TransportChoice::Quic,
+            "tcp" => ferry_net::TransportChoice::Tcp,
+            _ => ferry_net::TransportChoice::Auto,
         };
-        ferry_hub::ConnectOptions { hub: hub.into(), token: self.token.clone(), transport, trust }
+        ferry_net::ConnectOptions { hub: hub.into(), token: self.token.clone(), transport, trust }
     }
+}
+
+/// Connects to a hub, telling the user when its certificate was pinned on
+/// first use.
+async fn connect(opts: &ferry_net::ConnectOptions) -> Result<ferry_net::Client, ferry_net::NetError> {
+    let client = ferry_net::Client::connect(opts).await?;
+    if let (Some(seen), ferry_net::tls::Trust::KnownHubs(file)) = (client.pinned(), &opts.trust) {
+        eprintln_quiet(&format!("ferry: pinned {} with certificate {seen} in {}", opts.hub, file.display()));
+    }
+    Ok(client)
+}
+
+/// Writes a line to stderr, ignoring a closed stderr (a hub keeps serving).
+fn eprintln_quiet(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 #[derive(Subcommand)]
@@ -280,7 +295,7 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-fn transfer_summary(verb: &str, t: &ferry_hub::Transfer, secs: f64) -> String {
+fn transfer_summary(verb: &str, t: &ferry_transfer::Transfer, secs: f64) -> String {
     if t.up_to_date {
         return format!("already up to date at {}", &t.head[..12]);
     }
@@ -324,31 +339,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Push { hub, repo, branch, net } => {
             let store = Arc::new(Store::open(&path)?);
-            transfer(json, "pushed", &hub, &net, async |client, bar| client.push(&store, &ferry_hub::PushOptions { repo, branch }, bar).await)
+            transfer(json, "pushed", &hub, &net, async |client, bar| {
+                ferry_transfer::push(client, &store, &ferry_transfer::PushOptions { repo, branch }, bar).await
+            })
         }
         Command::Pull { hub, repo, branch, include, net } => {
             let store = Arc::new(Store::open(&path)?);
-            transfer(json, "pulled", &hub, &net, async |client, bar| client.pull(&store, &ferry_hub::PullOptions { repo, branch, include }, bar).await)
+            transfer(json, "pulled", &hub, &net, async |client, bar| {
+                ferry_transfer::pull(client, &store, &ferry_transfer::PullOptions { repo, branch, include }, bar).await
+            })
         }
         cmd => local(&Store::open(&path)?, cmd, json),
     }
 }
 
 fn admin_token(path: &std::path::Path, action: TokenAction, json: bool) -> Result<ExitCode> {
-    use ferry_hub::access::{access_path, AccessFile, Scope};
-    if !path.join("CURRENT").exists() {
-        bail!(ferry_store::StoreError::NotAStore(path.to_owned()));
-    }
-    let file = access_path(path);
-    let mut access = AccessFile::load(&file)?;
+    use ferry_service::{AccessFile, Scope};
     match action {
         TokenAction::Create { repo, scope } => {
             let scope = if scope == "write" { Scope::Write } else { Scope::Read };
-            let token = access.create_token(&repo, scope, now())?;
-            access.save(&file)?;
+            let token = AccessFile::edit(path, |access| access.create_token(&repo, scope, now()))?;
             print(json, json!({ "token": token, "repo": repo, "scope": scope }), || token.clone());
         }
         TokenAction::List => {
+            let access = AccessFile::of_store(path)?;
             if json {
                 println!("{}", serde_json::to_value(&access.tokens)?);
             } else {
@@ -358,12 +372,7 @@ fn admin_token(path: &std::path::Path, action: TokenAction, json: bool) -> Resul
             }
         }
         TokenAction::Revoke { id } => {
-            let before = access.tokens.len();
-            access.tokens.retain(|t| t.id != id);
-            if access.tokens.len() == before {
-                bail!("no token with id {id}");
-            }
-            access.save(&file)?;
+            AccessFile::edit(path, |access| access.revoke(&id))?;
             print(json, json!({ "revoked": id }), || format!("revoked token {id}"));
         }
     }
@@ -371,17 +380,10 @@ fn admin_token(path: &std::path::Path, action: TokenAction, json: bool) -> Resul
 }
 
 fn admin_visibility(path: &std::path::Path, pattern: &str, visibility: &str, json: bool) -> Result<ExitCode> {
-    use ferry_hub::access::{access_path, AccessFile};
-    if !path.join("CURRENT").exists() {
-        bail!(ferry_store::StoreError::NotAStore(path.to_owned()));
-    }
-    let file = access_path(path);
-    let mut access = AccessFile::load(&file)?;
-    access.public.retain(|p| p != pattern);
-    if visibility == "public" {
-        access.public.push(pattern.to_owned());
-    }
-    access.save(&file)?;
+    ferry_service::AccessFile::edit(path, |access| {
+        access.set_public(pattern, visibility == "public");
+        Ok(())
+    })?;
     print(json, json!({ "pattern": pattern, "visibility": visibility }), || format!("{pattern} is now {visibility}"));
     Ok(ExitCode::SUCCESS)
 }
@@ -390,7 +392,7 @@ fn remote_cat(hub: &str, target: &str, file: &str, range: Option<&str>, net: &Ne
     let (repo, rev) = target.split_once('@').unwrap_or((target, "main"));
     ferry_core::names::check_repo_name(repo)?;
     runtime()?.block_on(async {
-        let client = ferry_hub::Client::connect(&net.options(hub)).await?;
+        let client = connect(&net.options(hub)).await?;
         let range = match range {
             Some(r) => {
                 // The size is known only after the revision is read: resolve open ends then.
@@ -403,7 +405,7 @@ fn remote_cat(hub: &str, target: &str, file: &str, range: Option<&str>, net: &Ne
         };
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
-        let read = client.read_range(repo, rev, file, range, &mut out).await;
+        let read = ferry_transfer::read_range(&client, repo, rev, file, range, &mut out).await;
         client.close().await;
         read?;
         out.flush()?;
@@ -424,13 +426,13 @@ fn patterns(repos: Vec<String>) -> Vec<String> {
 /// A hub this hub follows (`serve --mirror-of`).
 struct Follow {
     hub: String,
-    options: ferry_hub::ConnectOptions,
+    options: ferry_net::ConnectOptions,
     patterns: Vec<String>,
     interval: std::time::Duration,
 }
 
 /// `wire`: (negotiation bytes, all wire bytes), where known.
-fn mirror_summary(r: &ferry_hub::mirror::MirrorReport, wire: Option<(u64, u64)>, secs: f64) -> String {
+fn mirror_summary(r: &ferry_transfer::mirror::MirrorReport, wire: Option<(u64, u64)>, secs: f64) -> String {
     let mut s = format!(
         "mirrored {} repositories: {} branches updated ({} revisions, {} chunks, {} raw, {} on the wire), {} up to date",
         r.repositories,
@@ -466,7 +468,7 @@ struct Wire {
 }
 
 impl Wire {
-    fn of(a: &ferry_hub::Client, b: &ferry_hub::Client) -> Wire {
+    fn of(a: &ferry_net::Client, b: &ferry_net::Client) -> Wire {
         Wire { from: a.wire_bytes(), to: b.wire_bytes(), data: a.chunk_bytes() + b.chunk_bytes() }
     }
     fn since(self, before: Wire) -> Wire {
@@ -487,7 +489,7 @@ fn negotiation(w: Wire) -> (u64, u64) {
     (w.total().saturating_sub(w.data), w.total())
 }
 
-fn mirror_json(r: &ferry_hub::mirror::MirrorReport, w: Wire, secs: f64) -> serde_json::Value {
+fn mirror_json(r: &ferry_transfer::mirror::MirrorReport, w: Wire, secs: f64) -> serde_json::Value {
     let (negotiation_bytes, wire_bytes) = negotiation(w);
     let (from, to) = (w.from, w.to);
     let mut v = serde_json::to_value(r).unwrap_or_default();
@@ -501,26 +503,26 @@ fn mirror_json(r: &ferry_hub::mirror::MirrorReport, w: Wire, secs: f64) -> serde
 
 fn mirror(
     json: bool,
-    from: ferry_hub::ConnectOptions,
-    to: ferry_hub::ConnectOptions,
+    from: ferry_net::ConnectOptions,
+    to: ferry_net::ConnectOptions,
     patterns: Vec<String>,
     watch: Option<std::time::Duration>,
 ) -> Result<ExitCode> {
-    use ferry_hub::mirror::{mirror_once, MirrorOptions, MirrorState};
+    use ferry_transfer::mirror::{mirror_once, MirrorOptions, MirrorState};
     let opts = MirrorOptions { patterns, limits: Default::default() };
     runtime()?.block_on(async {
-        let connect = async || -> Result<(ferry_hub::Client, ferry_hub::Client), ferry_hub::HubError> {
-            let (a, b) = tokio::join!(ferry_hub::Client::connect(&from), ferry_hub::Client::connect(&to));
+        let connect = async || -> Result<(ferry_net::Client, ferry_net::Client), ferry_transfer::Error> {
+            let (a, b) = tokio::join!(connect(&from), connect(&to));
             Ok((a?, b?))
         };
         let bar = progress::Transfer::new(json);
         if let Some(interval) = watch {
             let mut last = Wire::default();
             let started = std::time::Instant::now();
-            ferry_hub::mirror::watch(connect, &opts, interval, &bar, |res, a, b| {
+            ferry_transfer::mirror::watch(connect, &opts, interval, &bar, |res, ends| {
                 // Per pass: the bytes since the previous pass on these
                 // connections (new connections start from zero).
-                let now = Wire::of(a, b);
+                let now = ends.map(|(a, b)| Wire::of(a, b)).unwrap_or_default();
                 let pass = if now >= last { now.since(last) } else { now };
                 last = now;
                 let secs = started.elapsed().as_secs_f64();
@@ -585,13 +587,15 @@ fn serve(
     limits: Limits,
     json: bool,
 ) -> Result<ExitCode> {
-    let identity = ferry_hub::tls::Identity::load_or_create(store.path())?;
+    let identity = ferry_net::tls::Identity::load_or_create(store.path())?;
     let fingerprint = identity.fingerprint.clone();
     let created = identity.created;
     // gc reports go to stderr: stdout carries only the listening line.
-    let gc = gc_every.map(|every| ferry_hub::GcSchedule {
-        every,
-        report: Box::new(move |res, took| match res {
+    let service = Arc::new(ferry_service::HubService::new(store.clone(), Arc::new(ferry_service::Access::for_store(store.path()))));
+    // The access file must be readable before the hub starts.
+    ferry_service::Access::for_store(store.path()).current()?;
+    let gc = gc_every.map(|every| {
+        let report = move |res: Result<ferry_store::GcReport, ferry_service::ServiceError>, took: std::time::Duration| match res {
             Ok(r) if json => eprintln!(
                 "{}",
                 json!({ "gc": { "chunks_removed": r.chunks_removed, "bytes_removed": r.bytes_removed, "tree_nodes_removed": r.nodes_removed,
@@ -606,29 +610,35 @@ fn serve(
                 r.chunks_kept,
                 took.as_secs_f64()
             ),
-            Err(e) if json => eprintln!("{}", json!({ "gc": { "error": e } })),
+            Err(e) if json => eprintln!("{}", json!({ "gc": { "error": e.to_string() } })),
             Err(e) => eprintln!("ferry: gc failed: {e}"),
-        }),
+        };
+        service.clone().collect_garbage_every(every, report)
     });
     runtime()?.block_on(async move {
         // Following another hub runs beside the accept loop, in this task.
         let follower = async {
             let Some(f) = follow else { return std::future::pending::<std::convert::Infallible>().await };
-            use ferry_hub::mirror::{eprintln_quiet, watch, MirrorOptions};
+            use ferry_transfer::mirror::{watch, MirrorOptions};
             let opts = MirrorOptions { patterns: f.patterns, limits: Default::default() };
-            let connect = async || Ok((ferry_hub::Client::connect(&f.options).await?, ferry_hub::ends::Local::new(store.clone())));
+            let connect = async || Ok((connect(&f.options).await?, ferry_transfer::Local::new(&service)));
             let hub = f.hub;
-            watch(connect, &opts, f.interval, &(), |res, _, _| match res {
+            let interval = f.interval;
+            watch(connect, &opts, f.interval, &(), |res, ends| match res {
                 Ok(r) if r.changed.is_empty() => {}
                 Ok(r) if json => eprintln_quiet(&json!({ "mirror_of": hub, "pass": r }).to_string()),
                 Ok(r) => eprintln_quiet(&format!("ferry: mirror of {hub}: {}", mirror_summary(r, None, 0.0))),
+                Err(e) if ends.is_none() => eprintln_quiet(&format!("ferry: mirror: {e}; retrying in {}s", interval.as_secs())),
                 Err(e) => eprintln_quiet(&format!("ferry: mirror of {hub} failed: {e}; retrying")),
             })
             .await;
             unreachable!("watching ends only when the process does")
         };
-        let opts = ferry_hub::ServeOptions { listen, max_auth_failures: 5, idle_timeout: limits.idle_timeout, max_connections: limits.max_connections, gc };
-        let serving = ferry_hub::serve(store.clone(), &identity, opts, |addr| {
+        if let Some(gc) = gc {
+            tokio::spawn(gc);
+        }
+        let opts = ferry_hub::ServeOptions { listen, idle_timeout: limits.idle_timeout, max_connections: limits.max_connections };
+        let serving = ferry_hub::serve(service.clone(), &identity, opts, |addr| {
             print(json, json!({ "listen": addr.to_string(), "fingerprint": fingerprint, "new_identity": created }), || {
                 format!(
                     "ferry hub listening on {addr} (QUIC and TLS over TCP)\ncertificate fingerprint: {fingerprint}{}",
@@ -651,11 +661,11 @@ fn transfer(
     verb: &str,
     hub: &str,
     net: &NetArgs,
-    op: impl AsyncFnOnce(&ferry_hub::Client, &progress::Transfer) -> Result<ferry_hub::Transfer, ferry_hub::HubError>,
+    op: impl AsyncFnOnce(&ferry_net::Client, &progress::Transfer) -> Result<ferry_transfer::Transfer, ferry_transfer::Error>,
 ) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let t = runtime()?.block_on(async {
-        let client = ferry_hub::Client::connect(&net.options(hub)).await?;
+        let client = connect(&net.options(hub)).await?;
         let bar = progress::Transfer::new(json);
         let t = op(&client, &bar).await;
         client.close().await;

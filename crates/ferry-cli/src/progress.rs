@@ -80,8 +80,8 @@ impl Transfer {
     }
 }
 
-impl ferry_hub::TransferProgress for Transfer {
-    fn update(&self, r: &ferry_hub::transfer::Report) {
+impl ferry_transfer::TransferProgress for Transfer {
+    fn update(&self, r: &ferry_proto::transfer::Report) {
         self.pb.set_length(r.raw_bytes_to_move);
         self.pb.set_position(r.raw_bytes_moved);
         self.pb.set_message(format!("{} chunks already there", r.chunks_already_there));

@@ -6,15 +6,20 @@
 //! while still isolating a changed tensor or a shifted header to a chunk or
 //! two; the 16 KiB minimum lets FastCDC skip hashing the first quarter of
 //! every chunk; the 256 KiB maximum bounds every buffer that holds a chunk.
+//!
+//! The parameters and the exact algorithm (the `fastcdc` crate's
+//! `v2020::FastCDC`, normalisation level 1, no seed) are part of the format:
+//! `protocol/tree.md`, section 1. Changing any of them changes every file id.
 
-/// Smallest chunk FastCDC emits (except a file's last chunk).
+/// Smallest chunk FastCDC emits (except a file's last chunk), in bytes.
 pub const MIN_CHUNK: usize = 16 * 1024;
-/// The average chunk size FastCDC aims for.
+/// The average chunk size FastCDC aims for, in bytes.
 pub const AVG_CHUNK: usize = 64 * 1024;
-/// Largest chunk: a hard limit that every decoder enforces.
+/// Largest chunk, in bytes: a hard limit that every decoder enforces on a
+/// chunk record's raw length (see [`crate::codec::MAX_RECORD_LEN`]).
 pub const MAX_CHUNK: usize = 256 * 1024;
 
-/// Cut points found in one buffer.
+/// Cut points found in one buffer, as returned by [`cut`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cuts {
     /// Exclusive end offset of each final chunk, ascending, relative to the
@@ -47,7 +52,9 @@ pub fn cut(buf: &[u8], eof: bool) -> Cuts {
     Cuts { ends, consumed }
 }
 
-/// Chunks a whole in-memory buffer: (offset, length) of each chunk.
+/// Chunks a whole in-memory buffer: (offset, length) of each chunk, in
+/// order, covering `data` exactly (none for an empty buffer). The same
+/// boundaries as streaming the buffer through [`cut`] in any pieces.
 pub fn chunk_all(data: &[u8]) -> Vec<(usize, usize)> {
     let mut start = 0;
     cut(data, true)

@@ -10,13 +10,17 @@
 //! chunk is compressed once, by whoever first stores it.
 //!
 //! Decoding never allocates more than `MAX_CHUNK` bytes, whatever the record
-//! claims, and a decoded chunk is returned only after its BLAKE3 matches.
+//! claims, and [`decode_verified`] returns a chunk only after its BLAKE3
+//! matches. Normative: `protocol/tree.md`, section 3.
 
 use crate::chunking::MAX_CHUNK;
 use crate::{invalid, FormatError, Id};
 
+/// Codec tag: the payload is the raw bytes.
 pub const CODEC_RAW: u8 = 0;
+/// Codec tag: the payload is one zstd frame of exactly `raw_len` bytes.
 pub const CODEC_ZSTD: u8 = 1;
+/// Bytes before the payload: the codec tag and the u32 LE raw length.
 pub const HEADER_LEN: usize = 5;
 /// Largest record: a raw chunk of the maximum size plus its header. A zstd
 /// frame that would be larger is stored raw instead.
@@ -27,16 +31,28 @@ pub const MAX_RECORD_LEN: usize = HEADER_LEN + MAX_CHUNK;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 /// Compresses chunks, reusing one zstd context (one per thread).
+///
+/// Not `Sync`: each thread that encodes keeps its own.
 pub struct Encoder {
     zstd: zstd::bulk::Compressor<'static>,
 }
 
 impl Encoder {
+    /// An encoder at zstd `level` (new chunks use [`DEFAULT_ZSTD_LEVEL`]).
+    ///
+    /// # Panics
+    /// If zstd cannot make a compression context at `level`.
     pub fn new(level: i32) -> Self {
         Encoder { zstd: zstd::bulk::Compressor::new(level).expect("valid zstd level") }
     }
 
-    /// Encodes a raw chunk, compressed when that saves at least 1/32 of it.
+    /// Encodes a raw chunk, compressed when that saves at least 1/32 of it
+    /// (otherwise stored raw), so the record is at most [`MAX_RECORD_LEN`]
+    /// bytes.
+    ///
+    /// # Panics
+    /// If `raw` is longer than [`MAX_CHUNK`]: the chunker never makes such
+    /// a chunk, so it is a caller's bug, not bad input.
     pub fn encode(&mut self, raw: &[u8]) -> Vec<u8> {
         assert!(raw.len() <= MAX_CHUNK, "chunk larger than MAX_CHUNK");
         let mut out = Vec::with_capacity(HEADER_LEN + raw.len());
@@ -61,10 +77,16 @@ impl Encoder {
 /// The header of a record, read without decoding the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHeader {
+    /// The codec tag ([`CODEC_RAW`], [`CODEC_ZSTD`]; others are refused by
+    /// [`decode`], not by [`read_header`]).
     pub codec: u8,
+    /// Bytes the payload decodes to; at most [`MAX_CHUNK`].
     pub raw_len: u32,
 }
 
+/// Reads a record's header, checking the record's length and the raw length
+/// against their limits (so a store can index a record, or a receiver size a
+/// buffer, without decompressing it).
 pub fn read_header(record: &[u8]) -> Result<RecordHeader, FormatError> {
     if record.len() > MAX_RECORD_LEN {
         return Err(FormatError::TooLarge { what: "chunk record", len: record.len() as u64, limit: MAX_RECORD_LEN as u64 });
@@ -85,7 +107,10 @@ thread_local! {
         std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("zstd decompression context"));
 }
 
-/// Decodes a record without checking its id (use `decode_verified`).
+/// Decodes a record without checking its id (use [`decode_verified`] for
+/// anything that came from outside). The output is never longer than the
+/// header's raw length: a zstd payload that would decompress further is
+/// refused, so a decompression bomb costs at most [`MAX_CHUNK`] bytes.
 pub fn decode(record: &[u8]) -> Result<Vec<u8>, FormatError> {
     let h = read_header(record)?;
     let payload = &record[HEADER_LEN..];
@@ -102,7 +127,8 @@ pub fn decode(record: &[u8]) -> Result<Vec<u8>, FormatError> {
     Ok(raw)
 }
 
-/// Decodes a record and checks that its bytes hash to `id`.
+/// Decodes a record and checks that its bytes hash to `id`
+/// ([`FormatError::HashMismatch`] if not).
 pub fn decode_verified(id: &Id, record: &[u8]) -> Result<Vec<u8>, FormatError> {
     let raw = decode(record)?;
     let actual = Id::of_chunk(&raw);

@@ -4,8 +4,13 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A 32-byte BLAKE3 digest. Chunk ids are the plain BLAKE3 of the chunk's
-/// raw bytes; tree nodes and revisions use derived keys (see `tree` and
-/// `revision`) so that ids of different kinds never collide by construction.
+/// raw bytes; tree nodes and revisions use derived keys (see
+/// [`tree::node_id`](crate::tree::node_id) and
+/// [`revision::revision_id`](crate::revision::revision_id)) so that ids of
+/// different kinds never collide by construction (`protocol/tree.md`).
+///
+/// Shown as 64 lowercase hex digits (`Display`, [`Id::to_hex`]) and parsed
+/// back from them (`FromStr`); `Debug` shows the short form.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Id(pub [u8; 32]);
 
@@ -14,9 +19,11 @@ impl Id {
     pub fn of_chunk(raw: &[u8]) -> Id {
         Id(*blake3::hash(raw).as_bytes())
     }
+    /// The 32 digest bytes, as they are encoded in every format.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+    /// All 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -24,6 +31,7 @@ impl Id {
     pub fn short(&self) -> String {
         hex::encode(&self.0[..6])
     }
+    /// The id in `b`, or `None` unless `b` is exactly 32 bytes long.
     pub fn from_slice(b: &[u8]) -> Option<Id> {
         Some(Id(b.try_into().ok()?))
     }

@@ -1,11 +1,19 @@
 //! Names users and peers send us: repositories, branches, and file paths
 //! inside a revision. Everything from outside passes through these checks
 //! before it names a key or a file.
+//!
+//! The path rules are part of the revision format (`protocol/tree.md`,
+//! section 4); the repository and branch rules are this implementation's
+//! (`protocol/wire.md` bounds names on the wire at 256 bytes).
 
 use crate::{invalid, FormatError};
 
+/// Longest path in a revision, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
+/// Longest component of a path, in bytes (the file-name limit of common
+/// file systems).
 pub const MAX_COMPONENT_LEN: usize = 255;
+/// Longest branch name, in bytes.
 pub const MAX_BRANCH_LEN: usize = 128;
 
 fn name_segment_ok(s: &str) -> bool {

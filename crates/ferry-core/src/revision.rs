@@ -10,33 +10,56 @@
 //! str      := len:u32 LE  UTF-8 bytes
 //! id       := BLAKE3 derive_key("ferry 2026-11 revision v1", revision)
 //! ```
+//!
+//! Normative: `protocol/tree.md`, section 4 (which also states the path
+//! rules that [`Revision::new`] and [`Revision::decode`] enforce).
 
 use crate::names::{check_path, MAX_PATH_LEN};
 use crate::{invalid, put_bytes, FormatError, Id, Reader};
 
 const MAGIC: &[u8; 4] = b"FRV1";
 const KEY_CONTEXT: &str = "ferry 2026-11 revision v1";
+/// Most parents of one revision (a merge of up to 16 lines of history).
 pub const MAX_PARENTS: usize = 16;
+/// Longest author, in bytes.
 pub const MAX_AUTHOR_LEN: usize = 1024;
+/// Longest message, in bytes.
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
+/// Most files in one revision. (One revision must also fit in one wire
+/// frame to be pushed: see `ARCHITECTURE.md`, "Known limits".)
 pub const MAX_ENTRIES: usize = 10_000_000;
+/// The `mode` bit for an executable file; every other bit must be 0.
 pub const MODE_EXECUTABLE: u8 = 1;
 
 /// One file of a revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// Where the file is, relative to the revision's root (the rules of
+    /// [`check_path`]).
     pub path: String,
     /// The root of the file's content-defined tree.
     pub file_id: Id,
+    /// The file's length in bytes (the size of its tree's root).
     pub size: u64,
+    /// Whether the file is executable (mode bit 0).
     pub executable: bool,
 }
 
+/// A snapshot of a repository's files and the revisions it follows.
+///
+/// Its id is the hash of its encoding, so changing any field makes another
+/// revision. Build one with [`Revision::new`] (or [`Revision::decode`]),
+/// which check every rule of the format.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revision {
+    /// The revisions this one follows (none for a first revision, several
+    /// for a merge); at most [`MAX_PARENTS`].
     pub parents: Vec<Id>,
+    /// Who made it, free text of at most [`MAX_AUTHOR_LEN`] bytes.
     pub author: String,
+    /// When it was made, in Unix seconds.
     pub time: i64,
+    /// What changed and why, at most [`MAX_MESSAGE_LEN`] bytes.
     pub message: String,
     /// Sorted by path; `Revision::new` sorts and checks them.
     pub entries: Vec<Entry>,
@@ -123,6 +146,7 @@ impl Revision {
         Ok(())
     }
 
+    /// The canonical encoding (the bytes that are stored, sent and hashed).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.entries.len() * 96);
         out.extend_from_slice(MAGIC);
@@ -143,6 +167,7 @@ impl Revision {
         out
     }
 
+    /// The revision's id: [`revision_id`] of its encoding.
     pub fn id(&self) -> Id {
         revision_id(&self.encode())
     }
@@ -188,6 +213,7 @@ impl Revision {
         self.entries.iter().map(|e| e.size).sum()
     }
 
+    /// The file at exactly `path`, if the revision has one.
     pub fn entry(&self, path: &str) -> Option<&Entry> {
         self.entries.binary_search_by(|e| e.path.as_bytes().cmp(path.as_bytes())).ok().map(|i| &self.entries[i])
     }
@@ -202,7 +228,10 @@ fn fold(p: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// The id of an encoded revision.
+/// The id of an encoded revision: BLAKE3 in derive-key mode with the
+/// context `"ferry 2026-11 revision v1"`, so it can never equal a chunk's or
+/// a node's id. Used to verify a revision received as bytes before
+/// decoding it.
 pub fn revision_id(encoded: &[u8]) -> Id {
     let mut h = blake3::Hasher::new_derive_key(KEY_CONTEXT);
     h.update(encoded);

@@ -22,7 +22,8 @@ pub const MAX_FANOUT: usize = 64;
 pub const MAX_HEIGHT: u8 = 48;
 /// Bytes of one encoded child: id and size.
 pub const CHILD_LEN: usize = 40;
-/// Largest encoded node.
+/// Largest encoded node, in bytes (2 563): height, count and
+/// [`MAX_FANOUT`] children.
 pub const MAX_NODE_LEN: usize = 3 + MAX_FANOUT * CHILD_LEN;
 
 const NODE_KEY_CONTEXT: &str = "ferry 2026-11 tree node v1";
@@ -31,14 +32,21 @@ const NODE_KEY_CONTEXT: &str = "ferry 2026-11 tree node v1";
 /// number of file bytes below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Child {
+    /// The chunk's or node's id. For the root a [`TreeBuilder`] returns,
+    /// the file id.
     pub id: Id,
+    /// Bytes of the file below this child (a chunk's raw length).
     pub size: u64,
 }
 
 /// A tree node. `height` 1 means the children are chunks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
+    /// 1 when the children are chunks, else one more than the children's
+    /// height; at most [`MAX_HEIGHT`].
     pub height: u8,
+    /// The children, in file order; at most [`MAX_FANOUT`]. Empty only in
+    /// the root of an empty file.
     pub children: Vec<Child>,
 }
 
@@ -94,9 +102,27 @@ impl Node {
     pub fn size(&self) -> u64 {
         self.children.iter().map(|c| c.size).sum()
     }
+
+    /// The children that hold some of bytes `start..end` of the file, with
+    /// the file offset each begins at, given that this node begins at
+    /// `offset`. Reading a range walks down through these alone.
+    pub fn children_in_range(&self, offset: u64, start: u64, end: u64) -> impl Iterator<Item = (&Child, u64)> {
+        self.children
+            .iter()
+            .scan(offset, |next, c| {
+                let lo = *next;
+                *next += c.size;
+                Some((c, lo))
+            })
+            .take_while(move |(_, lo)| *lo < end)
+            .filter(move |(c, lo)| lo + c.size > start)
+    }
 }
 
-/// The id of an encoded node.
+/// The id of an encoded node: BLAKE3 in derive-key mode with the context
+/// `"ferry 2026-11 tree node v1"`, so a chunk whose bytes equal a node's
+/// encoding still has a different id. Used to verify a node received as
+/// bytes before decoding it.
 pub fn node_id(encoded: &[u8]) -> Id {
     let mut h = blake3::Hasher::new_derive_key(NODE_KEY_CONTEXT);
     h.update(encoded);
@@ -104,7 +130,8 @@ pub fn node_id(encoded: &[u8]) -> Id {
 }
 
 /// Whether `child` closes the node that currently holds `len` children
-/// (including `child`).
+/// (including `child`): the grouping rule of `protocol/tree.md`, section 2
+/// (`len` is 1-based).
 pub fn closes_node(child: &Id, len: usize) -> bool {
     len >= MAX_FANOUT || (len >= MIN_FANOUT && child.0[31] & BOUNDARY_MASK == 0)
 }
@@ -125,11 +152,13 @@ pub struct TreeBuilder {
 }
 
 impl TreeBuilder {
+    /// A builder for a file with no chunks yet.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Adds the next chunk of the file.
+    /// Adds the next chunk of the file (its id and raw length); `sink`
+    /// receives every node this closes, with its id.
     pub fn push_chunk(&mut self, id: Id, size: u64, sink: &mut impl FnMut(&Node, Id)) {
         self.push(0, Child { id, size }, sink);
     }
@@ -157,6 +186,8 @@ impl TreeBuilder {
     }
 
     /// Closes every level and returns the root: the file id and its size.
+    /// The root is handed to `sink` too. A file without chunks gets the
+    /// empty height-1 node as its root.
     pub fn finish(mut self, sink: &mut impl FnMut(&Node, Id)) -> Child {
         if self.levels.is_empty() {
             self.levels.push(Level::default());

@@ -1,123 +1,21 @@
-//! ferry-hub: the hub server (`ferry serve`) and the client side of push,
-//! pull and remote reads, over QUIC (quinn) with a TLS-over-TCP fallback.
+//! ferry-hub: the QUIC and TLS-over-TCP door of a hub. [`serve`] listens
+//! on one port (UDP and TCP), admits connections up to a limit, checks
+//! Hello, and hands every request to the hub service (ferry-service),
+//! encoding its answers as `ferry/1` frames. What a request means, who may
+//! ask it and what it stores are the service's; sockets, TLS and frames
+//! are ferry-net's.
 //!
-//! The protocol itself — frames, messages, what to ask next — lives in
-//! ferry-proto; this crate moves its frames over sockets and applies them to
-//! a ferry-store. Architecture invariants:
-//! - Nothing from the wire is stored before its hash is checked: chunk
-//!   records are decoded (bounded) and re-hashed, nodes and revisions are
-//!   re-hashed and decoded with every limit, paths are checked on decode.
-//! - A hub answers "not found" alike for missing and for inaccessible
-//!   repositories.
-//! - Every read from a peer has a timeout; every buffer is bounded by the
-//!   frame limit and the number of streams a connection may open.
+//! Architecture invariants:
+//! - A request costs the door about two frames of memory however much it
+//!   asks for: large answers stream a frame at a time, and one left
+//!   unread for 30 s is dropped.
+//! - A connection with no request in progress is closed after the idle
+//!   timeout; the door serves at most `max_connections` at once and tells
+//!   one more that it is busy (past a few such answers a connection is
+//!   refused before TLS).
 
-pub mod access;
-pub mod client;
-pub mod ends;
-pub mod mirror;
-pub mod server;
-pub mod tls;
-pub mod transfer;
-mod wire;
+#![warn(missing_docs)]
 
-pub use client::{Client, ConnectOptions, PullOptions, PushOptions, Transfer, TransportChoice};
-pub use server::{serve, GcSchedule, ServeOptions};
-pub use transfer::TransferProgress;
+mod server;
 
-use ferry_proto::ErrorCode;
-
-#[derive(Debug, thiserror::Error)]
-pub enum HubError {
-    #[error("{0}")]
-    Io(String),
-    #[error("TLS: {0}")]
-    Tls(String),
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    #[error("could not connect to {hub}: {detail}")]
-    Connect { hub: String, detail: String },
-    #[error(
-        "the hub at {hub} presented certificate {seen}, but {file} pins {pinned}. If the hub's key really changed, remove its line from that file and retry"
-    )]
-    FingerprintChanged { hub: String, seen: String, pinned: String, file: String },
-    #[error("{}", remote_text(*.code, .message))]
-    Remote { code: ErrorCode, message: String },
-    #[error("connection lost: {0} (re-run the command to resume; only what is missing will be sent)")]
-    Lost(String),
-    #[error("timed out: {0}")]
-    Timeout(String),
-    #[error("{0}")]
-    Store(#[from] ferry_store::StoreError),
-    #[error("{0}")]
-    Format(#[from] ferry_core::FormatError),
-}
-
-fn remote_text(code: ErrorCode, message: &str) -> String {
-    match code {
-        ErrorCode::Conflict => format!("the hub refused: {message}"),
-        _ => format!("the hub refused ({code:?}): {message}"),
-    }
-}
-
-pub type Result<T, E = HubError> = std::result::Result<T, E>;
-
-/// QUIC transport settings sized for long fat links: at 1 Gbit/s and 100 ms
-/// RTT a connection needs about 12.5 MB in flight, so the windows are 4–5
-/// times that; the hub bounds what one connection can make it buffer by the
-/// connection window plus `MAX_STREAMS` frames.
-pub(crate) fn transport_config() -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(wire::MAX_STREAMS.into());
-    t.max_concurrent_uni_streams(0u32.into());
-    t.stream_receive_window((16u32 << 20).into());
-    t.receive_window((64u32 << 20).into());
-    t.send_window(64 << 20);
-    t.max_idle_timeout(Some(std::time::Duration::from_secs(30).try_into().expect("30 s is a valid idle timeout")));
-    t.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
-    // Let path MTU discovery find jumbo frames (data centres, loopback):
-    // per-packet work in user space is what limits QUIC on a fast path, and
-    // on a 1500-byte path the probes above it are simply lost.
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(JUMBO_UDP_PAYLOAD);
-    t.mtu_discovery_config(Some(mtu));
-    // Streams carry whole batches; interleaving them buys nothing here and
-    // costs more, smaller frames.
-    t.send_fairness(false);
-    // BBR paces by the measured bandwidth and round trip; the default
-    // (Cubic, like NewReno) halves its window on every loss, which on a
-    // long path with 1% random loss caps a connection near 1 Mbit/s.
-    t.congestion_controller_factory(std::sync::Arc::new(quinn::congestion::BbrConfig::default()));
-    t
-}
-
-/// The largest UDP payload in a 9000-byte jumbo frame over IPv6.
-const JUMBO_UDP_PAYLOAD: u16 = 8952;
-
-/// Endpoint settings for both ends. `reset_key` seeds stateless resets: a
-/// hub derives it from its identity so that after a restart it can still
-/// reset connections from before, and their clients fail at once instead
-/// of at the idle timeout. Without one (clients) it is random.
-pub(crate) fn endpoint_config(reset_key: Option<[u8; 32]>) -> quinn::EndpointConfig {
-    let mut c = match reset_key {
-        Some(k) => quinn::EndpointConfig::new(std::sync::Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k))),
-        None => quinn::EndpointConfig::default(),
-    };
-    // Accept datagrams as large as MTU discovery may find (the default,
-    // 1472, also caps what the peer may send us).
-    c.max_udp_payload_size(JUMBO_UDP_PAYLOAD).expect("a valid UDP payload size");
-    c
-}
-
-/// A UDP socket with large kernel buffers (the defaults drop packets at
-/// high rates), bound to `addr`.
-pub(crate) fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
-    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    let _ = s.set_recv_buffer_size(8 << 20);
-    let _ = s.set_send_buffer_size(8 << 20);
-    s.bind(&addr.into())?;
-    Ok(s.into())
-}
+pub use server::{serve, ServeOptions};

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use ferry_core::revision::{Entry, Revision};
 use ferry_core::Id;
-use ferry_hub::tls::Trust;
-use ferry_hub::{Client, ConnectOptions, HubError, TransportChoice};
+use ferry_net::tls::Trust;
+use ferry_net::{Client, ConnectOptions, NetError, TransportChoice};
 use ferry_proto::{ErrorCode, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -136,9 +136,9 @@ async fn connect(hub: &Hub, dir: &Path, transport: TransportChoice) -> Client {
         .unwrap()
 }
 
-fn refused(r: Result<Vec<Message>, HubError>) -> (ErrorCode, String) {
+fn refused(r: Result<Vec<Message>, NetError>) -> (ErrorCode, String) {
     match r {
-        Err(HubError::Remote { code, message }) => (code, message),
+        Err(NetError::Remote { code, message }) => (code, message),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -338,10 +338,10 @@ fn any_cert_tls() -> rustls::ClientConfig {
             Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            ferry_hub::tls::provider().signature_verification_algorithms.supported_schemes()
+            ferry_net::tls::provider().signature_verification_algorithms.supported_schemes()
         }
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(ferry_hub::tls::provider())
+    let mut cfg = rustls::ClientConfig::builder_with_provider(ferry_net::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
@@ -520,7 +520,7 @@ fn token_guessing_is_rate_limited_per_address_and_the_right_token_works_elsewher
         let mut codes = Vec::new();
         for i in 0..7 {
             match attempt(&v4, &format!("fy_0123456789abcdef_guess{i}"), if i % 2 == 0 { TransportChoice::Quic } else { TransportChoice::Tcp }).await {
-                Err(HubError::Remote { code, message }) => codes.push((code, message)),
+                Err(NetError::Remote { code, message }) => codes.push((code, message)),
                 Err(e) => panic!("guess {i}: {e}"),
                 Ok(_) => panic!("guess {i} was let in"),
             }
@@ -529,7 +529,7 @@ fn token_guessing_is_rate_limited_per_address_and_the_right_token_works_elsewher
         assert!(codes[5..].iter().all(|c| c.0 == ErrorCode::RateLimited && c.1.contains("wait a minute")), "{codes:?}");
         // From that address even the right token waits out the minute...
         match attempt(&v4, &hub.token, TransportChoice::Quic).await {
-            Err(HubError::Remote { code: ErrorCode::RateLimited, .. }) => {}
+            Err(NetError::Remote { code: ErrorCode::RateLimited, .. }) => {}
             other => panic!("the right token from a rate-limited address: {:?}", other.map(|_| "let in")),
         }
         // ...while from another address it works at once, on either transport.
@@ -613,7 +613,7 @@ fn a_hub_at_its_connection_limit_says_it_is_busy_and_serves_again_once_a_place_i
         let b = raw_quic(&hub, &hub.token).await;
         for transport in [TransportChoice::Quic, TransportChoice::Tcp, TransportChoice::Auto] {
             match attempt(transport).await {
-                Err(HubError::Remote { code: ErrorCode::RateLimited, message }) => {
+                Err(NetError::Remote { code: ErrorCode::RateLimited, message }) => {
                     assert!(message.contains("busy") && message.contains("limit of 2 connections"), "{message}")
                 }
                 other => panic!("a third connection over {transport:?}: {:?}", other.map(|_| "let in")),
@@ -626,7 +626,7 @@ fn a_hub_at_its_connection_limit_says_it_is_busy_and_serves_again_once_a_place_i
         let c = loop {
             match attempt(TransportChoice::Quic).await {
                 Ok(c) => break c,
-                Err(HubError::Remote { code: ErrorCode::RateLimited, .. }) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(NetError::Remote { code: ErrorCode::RateLimited, .. }) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(e) => panic!("no place after a connection closed: {e}"),
             }
         };

@@ -1,5 +1,12 @@
 //! The messages of `ferry/1`, each carried in one frame whose type byte is
-//! the message's tag. Field layouts are in `protocol/wire.md`.
+//! the message's tag. Field layouts are in `protocol/wire.md`, section 3;
+//! the limits below are its section 2, and the error codes its section 4.
+//!
+//! A request is one frame from the client; its response is zero or more
+//! data frames ended by exactly one [`Message::Done`] or [`Message::Error`].
+//! Repository, branch, client and server names are at most
+//! [`MAX_NAME_LEN`] bytes on the wire; whether a name is valid is checked by
+//! whoever acts on it ([`ferry_core::names`]).
 
 use ferry_core::codec::MAX_RECORD_LEN;
 use ferry_core::tree::MAX_NODE_LEN;
@@ -7,20 +14,29 @@ use ferry_core::{invalid, put_bytes, FormatError, Id, Reader};
 
 use crate::frame::{encode_frame, MAX_FRAME_LEN};
 
-/// Most ids in one request (512 KiB of ids).
+/// Most ids in one request (512 KiB of ids); also the most nodes or chunk
+/// records in one frame, and the most bits in a `Bitmap`.
 pub const MAX_IDS: usize = 16_384;
+/// Longest repository, branch, client or server name, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
+/// Longest token in `Hello`, in bytes.
 pub const MAX_TOKEN_LEN: usize = 256;
+/// Longest message in an `Error` frame, in bytes.
 pub const MAX_MESSAGE_LEN: usize = 4096;
+/// Most branches in one `Refs` frame, or of one repository in `Repos`.
 pub const MAX_BRANCHES: usize = 65_536;
+/// Most revisions in one frame (`Revisions`, `PutRevisions`,
+/// `UpdateBranch`); each is at most [`MAX_FRAME_LEN`] bytes.
 pub const MAX_REVISIONS: usize = 1024;
+/// Most protocol versions a `Hello` may list.
 pub const MAX_VERSIONS: usize = 16;
 /// Most repositories in one `Repos` frame.
 pub const MAX_REPOS: usize = 1024;
 /// Longest repository glob in `ListRepos`.
 pub const MAX_PATTERN_LEN: usize = 256;
 
-/// Error codes in `Error` frames.
+/// Error codes in `Error` frames (`protocol/wire.md`, section 4). The
+/// message beside the code is for people; programs act on the code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// The frame or message could not be decoded, or broke a limit.
@@ -50,6 +66,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as sent on the wire.
     pub fn to_u16(self) -> u16 {
         match self {
             ErrorCode::BadRequest => 1,
@@ -65,6 +82,8 @@ impl ErrorCode {
             ErrorCode::Other(c) => c,
         }
     }
+    /// The code received: unknown numbers become [`ErrorCode::Other`], which
+    /// a client treats as an error like any other.
     pub fn from_u16(c: u16) -> ErrorCode {
         match c {
             1 => ErrorCode::BadRequest,
@@ -82,82 +101,155 @@ impl ErrorCode {
     }
 }
 
+/// One message of `ferry/1`. Requests come from the client, answers from
+/// the hub; each variant says which, and what answers it.
+///
+/// Objects travel encoded (`Vec<u8>`: revisions, tree nodes and chunk
+/// records as `protocol/tree.md` defines them) and are decoded and checked
+/// against their ids by whoever uses them, not by this codec. Every `repo`
+/// field names the repository the client acts for; access is checked
+/// against it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
+    /// Client, first frame of a connection: the versions it speaks and its
+    /// token. Answered by `Welcome` + `Done`, or an `Error`.
     Hello {
+        /// Protocol versions the client speaks, at most [`MAX_VERSIONS`].
         versions: Vec<u16>,
+        /// The client's token; empty for none. At most [`MAX_TOKEN_LEN`]
+        /// bytes.
         token: String,
+        /// Names the client software (`ferry/<version>`); informational.
         client: String,
     },
+    /// Hub: the handshake succeeded.
     Welcome {
+        /// The version chosen for the connection.
         version: u16,
+        /// Names the hub software (`ferry/<version>`); informational.
         server: String,
     },
+    /// Hub: the request failed; ends the response.
     Error {
+        /// What went wrong, for programs.
         code: ErrorCode,
+        /// What went wrong and what to do, for people; at most
+        /// [`MAX_MESSAGE_LEN`] bytes.
         message: String,
     },
+    /// Hub: the response is complete.
     Done,
+    /// Client: the branches of a repository (→ `Refs`).
     ListRefs {
+        /// The repository.
         repo: String,
     },
+    /// Hub: a repository's branches and whether anyone may read it.
     Refs {
+        /// Whether the repository is readable without a token.
         public: bool,
+        /// Each branch's name and head revision, at most [`MAX_BRANCHES`].
         branches: Vec<(String, Id)>,
     },
     /// Revisions from `from` over parents, breadth-first, never returning
-    /// or following a revision in `until`, at most `max`.
+    /// or following a revision in `until`, at most `max` (→ `Revisions`
+    /// frames). Every `from` revision the hub has comes first.
     GetHistory {
+        /// The repository.
         repo: String,
+        /// Where the walk starts.
         from: Vec<Id>,
+        /// Where it stops (revisions the asker already has).
         until: Vec<Id>,
+        /// Most revisions to return (the hub also caps it at
+        /// [`MAX_REVISIONS`]).
         max: u32,
     },
+    /// Hub: encoded revisions, answering `GetHistory`.
     Revisions {
+        /// Encoded revisions, at most [`MAX_REVISIONS`] per frame.
         revisions: Vec<Vec<u8>>,
     },
+    /// Client: which of these revisions the hub has (→ `Bitmap`).
     HaveRevisions {
+        /// The repository.
         repo: String,
+        /// Revision ids, at most [`MAX_IDS`].
         ids: Vec<Id>,
     },
+    /// Client: which of these tree nodes the hub has (→ `Bitmap`). Having a
+    /// node means having its whole subtree.
     HaveNodes {
+        /// The repository.
         repo: String,
+        /// Node ids, at most [`MAX_IDS`].
         ids: Vec<Id>,
     },
+    /// Client: which of these chunks the hub has (→ `Bitmap`).
     HaveChunks {
+        /// The repository.
         repo: String,
+        /// Chunk ids, at most [`MAX_IDS`].
         ids: Vec<Id>,
     },
+    /// Hub: one bit per id asked, in the order asked (`true`: has it).
     Bitmap {
+        /// The answers, at most [`MAX_IDS`].
         bits: Vec<bool>,
     },
+    /// Client: these tree nodes, encoded (→ `Nodes` frames).
     GetNodes {
+        /// The repository.
         repo: String,
+        /// Node ids, at most [`MAX_IDS`].
         ids: Vec<Id>,
     },
+    /// Hub: encoded tree nodes, in the order asked.
     Nodes {
+        /// Encoded nodes, each at most [`MAX_NODE_LEN`] bytes.
         nodes: Vec<Vec<u8>>,
     },
+    /// Client: store these encoded nodes; each node's children must be
+    /// stored already or come earlier in the list (→ `Done`).
     PutNodes {
+        /// The repository.
         repo: String,
+        /// Encoded nodes, children first.
         nodes: Vec<Vec<u8>>,
     },
+    /// Client: these chunk records, as stored (→ `Chunks` frames).
     GetChunks {
+        /// The repository.
         repo: String,
+        /// Chunk ids, at most [`MAX_IDS`].
         ids: Vec<Id>,
     },
+    /// Hub: chunk records with their ids.
     Chunks {
+        /// Each chunk's id and its record, at most [`MAX_RECORD_LEN`] bytes.
         chunks: Vec<(Id, Vec<u8>)>,
     },
+    /// Client: store these chunks; the hub verifies every record against
+    /// its id and stores none of the batch if one fails (→ `Done`).
     PutChunks {
+        /// The repository.
         repo: String,
+        /// Each chunk's id and its record, at most [`MAX_RECORD_LEN`] bytes.
         chunks: Vec<(Id, Vec<u8>)>,
     },
+    /// Client: store `revisions`, then move `branch` from `expected` to
+    /// `new` by compare-and-swap (→ `Done`, or `Error` with
+    /// [`ErrorCode::Conflict`] if the branch is elsewhere).
     UpdateBranch {
+        /// The repository.
         repo: String,
+        /// The branch to move (created if `expected` is `None`).
         branch: String,
+        /// Where the branch must be now; `None`: it must not exist.
         expected: Option<Id>,
+        /// Where it moves to; stored already or among `revisions`.
         new: Id,
+        /// Encoded revisions to store first, parents first.
         revisions: Vec<Vec<u8>>,
     },
     /// Repositories matching `pattern` that the client may read, in name
@@ -165,10 +257,18 @@ pub enum Message {
     /// feed position (`since` > 0 of hub `hub`), only those whose branches
     /// changed after it, waiting up to `wait_ms` for a change if none has.
     ListRepos {
+        /// A glob over `owner/name` (`*` and `?` do not match `/`), at most
+        /// [`MAX_PATTERN_LEN`] bytes.
         pattern: String,
+        /// List names after this one (the last of the previous page).
         after: String,
+        /// Change-feed position; 0: list everything.
         since: u64,
+        /// The id of the hub whose feed `since` counts; another hub's id
+        /// makes the hub list everything.
         hub: [u8; 16],
+        /// How long the hub may wait for a change, in milliseconds (it waits
+        /// at most 20 000).
         wait_ms: u32,
     },
     /// One page of `ListRepos`; `more` says whether another page follows.
@@ -176,16 +276,23 @@ pub enum Message {
     /// up to; `changes_only` says whether only changed repositories are
     /// listed (else all of them).
     Repos {
+        /// Another page follows.
         more: bool,
+        /// Only repositories changed since the position asked are listed.
         changes_only: bool,
+        /// The hub's 16-byte id, naming its change feed.
         hub: [u8; 16],
+        /// The change-feed position the listing is complete up to.
         seq: u64,
+        /// The repositories, at most [`MAX_REPOS`].
         repos: Vec<RepoRefs>,
     },
     /// Stores revisions without moving a branch (a history too long for one
     /// `UpdateBranch`); parents first.
     PutRevisions {
+        /// The repository.
         repo: String,
+        /// Encoded revisions, parents first.
         revisions: Vec<Vec<u8>>,
     },
 }
@@ -193,33 +300,61 @@ pub enum Message {
 /// A repository and its branch heads, as listed by `Repos`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoRefs {
+    /// The repository, `owner/name`.
     pub name: String,
+    /// Whether it is readable without a token.
     pub public: bool,
+    /// Each branch's name and head revision.
     pub branches: Vec<(String, Id)>,
 }
 
+/// The frame type byte of each message (`protocol/wire.md`, section 3).
+/// 0x0_ handshake and response ends, 0x1_ refs and history, 0x2_ trees,
+/// 0x3_ chunks, 0x4_ revisions stored and branches moved.
 pub mod tag {
+    /// [`Message::Hello`](super::Message::Hello).
     pub const HELLO: u8 = 0x01;
+    /// [`Message::Welcome`](super::Message::Welcome).
     pub const WELCOME: u8 = 0x02;
+    /// [`Message::Error`](super::Message::Error).
     pub const ERROR: u8 = 0x03;
+    /// [`Message::Done`](super::Message::Done).
     pub const DONE: u8 = 0x04;
+    /// [`Message::ListRefs`](super::Message::ListRefs).
     pub const LIST_REFS: u8 = 0x10;
+    /// [`Message::Refs`](super::Message::Refs).
     pub const REFS: u8 = 0x11;
+    /// [`Message::GetHistory`](super::Message::GetHistory).
     pub const GET_HISTORY: u8 = 0x12;
+    /// [`Message::Revisions`](super::Message::Revisions).
     pub const REVISIONS: u8 = 0x13;
+    /// [`Message::HaveRevisions`](super::Message::HaveRevisions).
     pub const HAVE_REVISIONS: u8 = 0x14;
+    /// [`Message::HaveNodes`](super::Message::HaveNodes).
     pub const HAVE_NODES: u8 = 0x20;
+    /// [`Message::HaveChunks`](super::Message::HaveChunks).
     pub const HAVE_CHUNKS: u8 = 0x21;
+    /// [`Message::Bitmap`](super::Message::Bitmap).
     pub const BITMAP: u8 = 0x22;
+    /// [`Message::GetNodes`](super::Message::GetNodes).
     pub const GET_NODES: u8 = 0x23;
+    /// [`Message::Nodes`](super::Message::Nodes).
     pub const NODES: u8 = 0x24;
+    /// [`Message::PutNodes`](super::Message::PutNodes).
     pub const PUT_NODES: u8 = 0x25;
+    /// [`Message::GetChunks`](super::Message::GetChunks).
     pub const GET_CHUNKS: u8 = 0x30;
+    /// [`Message::Chunks`](super::Message::Chunks).
     pub const CHUNKS: u8 = 0x31;
+    /// [`Message::PutChunks`](super::Message::PutChunks).
     pub const PUT_CHUNKS: u8 = 0x32;
+    /// [`Message::ListRepos`](super::Message::ListRepos).
     pub const LIST_REPOS: u8 = 0x15;
+    /// [`Message::Repos`](super::Message::Repos).
     pub const REPOS: u8 = 0x16;
+    /// [`Message::UpdateBranch`](super::Message::UpdateBranch).
     pub const UPDATE_BRANCH: u8 = 0x40;
+    /// [`Message::PutRevisions`](super::Message::PutRevisions).
     pub const PUT_REVISIONS: u8 = 0x41;
 }
 
@@ -305,6 +440,7 @@ fn get_chunks(r: &mut Reader) -> Result<Vec<(Id, Vec<u8>)>, FormatError> {
 }
 
 impl Message {
+    /// The frame type byte of this message (a constant in [`tag`]).
     pub fn tag(&self) -> u8 {
         use tag::*;
         match self {
@@ -439,13 +575,17 @@ impl Message {
         encode_frame(self.tag(), &self.payload(), out);
     }
 
+    /// The message as one whole frame.
     pub fn to_frame(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode(&mut out);
         out
     }
 
-    /// Decodes the payload of a frame of type `kind`.
+    /// Decodes the payload of a frame of type `kind`, checking every count
+    /// and length against its limit before allocating and refusing unknown
+    /// types, non-canonical flags and trailing bytes, so a decoded message
+    /// re-encodes to exactly the bytes received.
     pub fn decode(kind: u8, payload: &[u8]) -> Result<Message, FormatError> {
         use tag::*;
         if payload.len() > MAX_FRAME_LEN {

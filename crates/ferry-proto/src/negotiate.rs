@@ -40,16 +40,37 @@ pub enum Step {
     AskChunks(Vec<Id>),
 }
 
+/// An answer that does not fit the questions asked: the peer (or the
+/// driver) broke the protocol, and the comparison cannot go on.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DiffError {
+    /// A bitmap's length differs from the number of ids asked.
     #[error("answer has {got} bits for {asked} ids")]
-    AnswerLength { asked: usize, got: usize },
+    AnswerLength {
+        /// Ids in the question.
+        asked: usize,
+        /// Bits in the answer.
+        got: usize,
+    },
+    /// An answer or an expansion names a node that is not outstanding
+    /// (never asked about, or already answered).
     #[error("node {0} was not requested for expansion")]
     Unexpected(Id),
+    /// An answer names a chunk that is not outstanding.
     #[error("chunk {0} was not asked about")]
     UnexpectedChunk(Id),
+    /// A node's height is not the one its parent implies (a node of height
+    /// 0 never is).
     #[error("node {id} has height {got}, its parent expects {want} (0: any height of at least 1)")]
-    Height { id: Id, want: u8, got: u8 },
+    Height {
+        /// The node.
+        id: Id,
+        /// The height its parent implies; 0 for a root (any height of at
+        /// least 1).
+        want: u8,
+        /// The height it has.
+        got: u8,
+    },
 }
 
 /// Top-down tree comparison state. See the module documentation.

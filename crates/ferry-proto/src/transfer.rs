@@ -29,6 +29,9 @@
 //! decode within their limits, and only revisions that were asked for (or
 //! are ancestors of those) are accepted. Chunks are verified by whichever
 //! end stores them.
+//!
+//! The procedure, message by message, is `protocol/wire.md`, section 7.
+//! `crates/ferry-proto/examples/` drives it between two ends in memory.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -38,9 +41,10 @@ use ferry_core::{FormatError, Id};
 
 use crate::message::{MAX_IDS, MAX_REVISIONS};
 use crate::negotiate::{DiffError, Step, TreeDiff};
-use crate::MAX_FRAME_LEN;
 
-/// How much to ask and move at once.
+/// How much to ask and move at once. The defaults are those of
+/// `protocol/wire.md`, section 7; tests use small ones so that every
+/// splitting path runs.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Ids per negotiation question.
@@ -70,7 +74,7 @@ impl Default for Limits {
             move_batch_chunks: 64,
             moves_in_flight: 8,
             history_batch: 1024,
-            frame_budget: MAX_FRAME_LEN - (64 << 10),
+            frame_budget: crate::frame::BATCH_BYTES,
         }
     }
 }
@@ -84,6 +88,7 @@ pub struct Partial {
     pub description: String,
 }
 
+/// What to move: the two heads, and how.
 pub struct Config {
     /// The revision the sink's branch should end at.
     pub source_head: Id,
@@ -92,7 +97,10 @@ pub struct Config {
     /// Other revisions the sink is known to have (e.g. its other heads in
     /// the repository): a history walk for a new branch stops there.
     pub sink_hints: Vec<Id>,
+    /// Move only some files of the source's head, as a new revision without
+    /// parents (`None`: the whole history).
     pub partial: Option<Partial>,
+    /// Batch sizes and requests in flight.
     pub limits: Limits,
 }
 
@@ -102,7 +110,14 @@ pub struct Config {
 pub enum Request {
     /// Source: revisions breadth-first from `from` over parents, never
     /// returning or following one in `until`, at most `max` (→ `Revisions`).
-    SourceHistory { from: Vec<Id>, until: Vec<Id>, max: u32 },
+    SourceHistory {
+        /// Where the walk starts.
+        from: Vec<Id>,
+        /// Revisions the sink has: the walk stops at them.
+        until: Vec<Id>,
+        /// Most revisions to return.
+        max: u32,
+    },
     /// Source: which of these revisions it has (→ `Bitmap`).
     SourceHasRevisions(Vec<Id>),
     /// Source: these encoded nodes, in this order (→ `Nodes`).
@@ -123,22 +138,41 @@ pub enum Request {
     SinkPutRevisions(Vec<Vec<u8>>),
     /// Sink: store `revisions` (parents first) and move the branch from
     /// `expected` to `new` by compare-and-swap (→ `Stored`).
-    SinkUpdateBranch { expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>> },
+    SinkUpdateBranch {
+        /// Where the sink's branch was when the transfer started (`None`:
+        /// it did not exist).
+        expected: Option<Id>,
+        /// The branch's new head.
+        new: Id,
+        /// Encoded revisions to store first, parents first.
+        revisions: Vec<Vec<u8>>,
+    },
 }
 
+/// An end's answer to a [`Request`], handed to [`Transfer::answer`]. An
+/// answer of the wrong kind or length ends the transfer with an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
+    /// Encoded revisions (to `SourceHistory`), in the order the source
+    /// walked them.
     Revisions(Vec<Vec<u8>>),
+    /// One bit per id asked, in order: `true` if the end has it (to the
+    /// `SourceHas*` and `SinkHas*` requests).
     Bitmap(Vec<bool>),
+    /// Encoded nodes, one per id asked, in order (to `SourceNodes`).
     Nodes(Vec<Vec<u8>>),
     /// The chunks are stored on the sink; `stored_bytes` is their encoded
     /// size (what crossed the wire).
     Moved {
+        /// Encoded bytes of the chunks moved.
         stored_bytes: u64,
     },
+    /// The sink stored what it was sent (to `SinkPut*` and
+    /// `SinkUpdateBranch`).
     Stored,
 }
 
+/// What [`Transfer::poll`] says to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Poll {
     /// Start this request; answer it with its tag.
@@ -149,23 +183,34 @@ pub enum Poll {
     Done,
 }
 
+/// Why a transfer stopped. The sink's branch moves only with the last
+/// request, so a transfer that stops before it leaves the branch where it
+/// was; what the sink already stored stays, and a re-run skips it.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TransferError {
     /// The sink's branch is at a revision the source's head does not
     /// descend from: moving it would lose the sink's revisions.
     #[error("the histories diverged: the destination's branch is at {sink_head}, which the source's head does not contain")]
     Diverged {
+        /// Where the sink's branch is.
         sink_head: Id,
         /// The sink already has the source's head: it is ahead (or the two
         /// branches were merged differently).
         sink_has_source_head: bool,
     },
+    /// The source did not return a revision it was asked for (its head,
+    /// or a parent of one it sent).
     #[error("the source does not have revision {0}")]
     MissingRevision(Id),
+    /// An answer to an unknown request, of the wrong kind or length, or
+    /// holding objects that were not asked for.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// A revision or node from the source does not decode, or does not hash
+    /// to the id asked for.
     #[error("{0}")]
     Format(#[from] FormatError),
+    /// An answer does not fit the tree comparison's questions.
     #[error("{0}")]
     Diff(#[from] DiffError),
 }
@@ -175,9 +220,11 @@ pub enum TransferError {
 pub struct Report {
     /// The sink branch's new head.
     pub head: Id,
+    /// The sink's branch was already at the source's head: nothing moved.
     pub up_to_date: bool,
     /// Revisions sent to the sink.
     pub revisions: u64,
+    /// Chunks copied to the sink.
     pub chunks_moved: u64,
     /// Encoded bytes of the chunks moved.
     pub chunk_bytes_moved: u64,
@@ -188,6 +235,7 @@ pub struct Report {
     pub raw_bytes_to_move: u64,
     /// Chunks of the compared files the sink already had.
     pub chunks_already_there: u64,
+    /// Tree nodes stored on the sink.
     pub nodes_moved: u64,
     /// Ids sent in negotiation questions.
     pub ids_asked: u64,
@@ -213,6 +261,8 @@ enum Pending {
     Stored,
 }
 
+/// The state of one transfer: see the module documentation for the
+/// procedure and the driver loop.
 pub struct Transfer {
     cfg: Config,
     phase: Phase,
@@ -247,6 +297,9 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    /// A transfer that has asked nothing yet. If the sink is already at the
+    /// source's head (and the transfer is not partial), it is done at once
+    /// and its report says `up_to_date`.
     pub fn new(cfg: Config) -> Transfer {
         let head = cfg.source_head;
         let until: HashSet<Id> = if cfg.partial.is_some() {

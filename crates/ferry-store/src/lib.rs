@@ -154,9 +154,15 @@ fn direct_writes_work(dir: &Path) -> bool {
 }
 
 impl Store {
+    /// Whether `path` holds a store (without opening it: another process,
+    /// such as a running hub, may hold it open).
+    pub fn exists_at(path: &Path) -> bool {
+        path.join("CURRENT").exists()
+    }
+
     /// Creates a new, empty store at `path` (which must not hold one).
     pub fn init(path: &Path) -> Result<Store> {
-        if path.join("CURRENT").exists() {
+        if Self::exists_at(path) {
             return Err(StoreError::AlreadyExists(path.to_owned()));
         }
         std::fs::create_dir_all(path).map_err(|e| StoreError::io(path, e))?;
@@ -170,7 +176,7 @@ impl Store {
 
     /// Opens an existing store, checking its format version.
     pub fn open(path: &Path) -> Result<Store> {
-        if !path.join("CURRENT").exists() {
+        if !Self::exists_at(path) {
             return Err(StoreError::NotAStore(path.to_owned()));
         }
         let store = Self::open_db(path, false)?;

@@ -11,32 +11,42 @@ use ferry_proto::ErrorCode;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::ends::{Sink, Source};
-use crate::{HubError, Result};
+use crate::{Error, Result};
 
 /// Told how a transfer is going (after every answer).
 pub trait TransferProgress: Send + Sync {
+    /// The transfer's figures so far.
     fn update(&self, _report: &Report) {}
 }
 impl TransferProgress for () {}
 
 /// One branch to move.
 pub struct BranchPlan<'a> {
+    /// The repository.
     pub repo: &'a str,
+    /// The branch, the same name on both ends.
     pub branch: &'a str,
+    /// Where the branch is on the source.
     pub source_head: Id,
+    /// Where it is on the sink (None: a new branch there).
     pub sink_head: Option<Id>,
     /// Other revisions the sink has in this repository (where a walk of a
     /// new branch's history may stop).
     pub sink_hints: Vec<Id>,
+    /// Move only some files, as a new revision of their own.
     pub partial: Option<Partial>,
+    /// How much to ask and move at once.
     pub limits: Limits,
 }
 
 /// Which way the data goes, to word errors for the user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
+    /// A local store to a hub.
     Push,
+    /// A hub to a local store.
     Pull,
+    /// A hub to another hub (or to this process's store, following a hub).
     Mirror,
 }
 
@@ -65,7 +75,7 @@ pub async fn run<S: Source, K: Sink>(source: &S, sink: &K, plan: BranchPlan<'_>,
             Ok(Poll::Wait) => {}
         }
         let Some((tag, answer)) = in_flight.next().await else {
-            break Err(HubError::Protocol("the transfer is waiting with nothing in flight".into()));
+            break Err(Error::Protocol("the transfer is waiting with nothing in flight".into()));
         };
         let answered = answer.and_then(|resp| machine.answer(tag, resp).map_err(explain));
         if let Err(e) = answered {
@@ -105,10 +115,12 @@ async fn execute<S: Source, K: Sink>(source: &S, sink: &K, repo: &str, branch: &
             match sink.update_branch(repo, branch, expected, new, revisions).await {
                 // Someone moved the branch meanwhile: if to where we were
                 // taking it, the work is done.
-                Err(HubError::Remote { code: ErrorCode::Conflict, .. }) if sink.branch_head(repo, branch).await? == Some(new) => {}
-                Err(HubError::Remote { code: ErrorCode::Conflict, message }) if direction == Direction::Mirror => {
-                    let message = format!("{repo}@{branch} moved on the destination while mirroring ({message}); left as it is");
-                    return Err(HubError::Remote { code: ErrorCode::Conflict, message });
+                Err(e) if e.code() == Some(ErrorCode::Conflict) && sink.branch_head(repo, branch).await? == Some(new) => {}
+                Err(e) if e.code() == Some(ErrorCode::Conflict) && direction == Direction::Mirror => {
+                    return Err(Error::refused(
+                        ErrorCode::Conflict,
+                        format!("{repo}@{branch} moved on the destination while mirroring ({}); left as it is", e.refusal_message()),
+                    ));
                 }
                 res => res?,
             }
@@ -119,9 +131,9 @@ async fn execute<S: Source, K: Sink>(source: &S, sink: &K, repo: &str, branch: &
 
 /// Words a divergence for the direction of travel; other engine errors are
 /// protocol errors of the source.
-fn diverged(e: TransferError, repo: &str, branch: &str, direction: Direction) -> HubError {
+fn diverged(e: TransferError, repo: &str, branch: &str, direction: Direction) -> Error {
     let TransferError::Diverged { sink_head, sink_has_source_head } = e else {
-        return HubError::Protocol(e.to_string());
+        return Error::Protocol(e.to_string());
     };
     let message = match (direction, sink_has_source_head) {
         (Direction::Push, _) => {
@@ -136,5 +148,5 @@ fn diverged(e: TransferError, repo: &str, branch: &str, direction: Direction) ->
             format!("{repo}@{branch} on the destination is at {}, which the source does not contain: the histories diverged", sink_head.short())
         }
     };
-    HubError::Remote { code: ErrorCode::Conflict, message }
+    Error::refused(ErrorCode::Conflict, message)
 }

@@ -1,7 +1,7 @@
 //! The two ends of a transfer. A [`Source`] has a branch's revisions, trees
 //! and chunks; a [`Sink`] receives what it lacks. A local store and a hub
 //! connection are each both, so push (store → hub), pull (hub → store) and
-//! mirror (hub → hub) are one procedure (`transfer::run`).
+//! mirror (hub → hub) are one procedure ([`crate::driver::run`]).
 //!
 //! Whatever a sink stores it verifies itself: a local sink decodes and
 //! re-hashes every chunk record, a hub does the same on `PutChunks`. A
@@ -13,18 +13,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_core::revision::Revision;
 use ferry_core::Id;
-use ferry_proto::{Message, RepoRefs, MAX_FRAME_LEN};
-use ferry_store::{ChunkStore, Store, StoreError, VerifiedRecord};
+use ferry_net::Client;
+use ferry_proto::frame::batches;
+use ferry_proto::{Message, RepoRefs};
+use ferry_service::{Access, Grant, HubService, ReposQuery, ServiceError, Session};
+use ferry_store::Store;
 
-use crate::client::Client;
-use crate::{HubError, Result};
+use crate::{Error, Result};
 
 /// Where a transfer reads from.
 pub trait Source: Sync {
     /// Encoded revisions breadth-first from `from`, stopping at `until`.
     fn history(&self, repo: &str, from: Vec<Id>, until: Vec<Id>, max: u32) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
+    /// Which of these revisions the source holds.
     fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<bool>>> + Send;
     /// Encoded nodes, in the order asked.
     fn nodes(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
@@ -34,8 +36,11 @@ pub trait Source: Sync {
 
 /// Where a transfer writes to.
 pub trait Sink: Sync {
+    /// Which of these revisions the sink holds.
     fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<bool>>> + Send;
+    /// Which of these tree nodes (with their whole subtrees) the sink holds.
     fn has_nodes(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<bool>>> + Send;
+    /// Which of these chunks the sink holds.
     fn has_chunks(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<bool>>> + Send;
     /// Verifies and stores chunk records; none is stored if one fails.
     fn put_records(&self, repo: &str, records: Vec<(Id, Vec<u8>)>) -> impl Future<Output = Result<()>> + Send;
@@ -63,6 +68,7 @@ pub struct RepoListing {
     /// Only repositories whose branches changed since the position asked
     /// for (else every one).
     pub changes_only: bool,
+    /// The repositories with their branch heads.
     pub repos: Vec<RepoRefs>,
 }
 
@@ -77,171 +83,115 @@ pub trait Listing: Sync {
     fn repo_refs(&self, repo: &str) -> impl Future<Output = Result<Vec<(String, Id)>>> + Send;
 }
 
-/// A store in this process. As a sink it pins what a transfer relies on
-/// (chunks and nodes it has or was given, revisions stored ahead of the
-/// branch), so that a gc running in this process (a hub that follows
-/// another) cannot collect them before the branch moves.
+/// A store in this process, reached through the hub service with a
+/// trusted session: the same code answers a local end and a hub's
+/// clients. As a sink it pins what a transfer relies on (chunks and nodes
+/// it has or was given, revisions stored ahead of the branch), so that a
+/// gc running in this process (a hub that follows another) cannot collect
+/// them before the branch moves.
 #[derive(Clone)]
 pub struct Local {
-    pub store: Arc<Store>,
-    pins: Arc<ferry_store::PinHandle>,
+    session: Arc<Session>,
 }
 
 impl Local {
-    pub fn new(store: Arc<Store>) -> Local {
-        let pins = Arc::new(store.pin());
-        Local { store, pins }
+    /// The local end of the store behind `service`.
+    pub fn new(service: &Arc<HubService>) -> Local {
+        Local { session: Arc::new(service.session(Grant::Trusted)) }
     }
-}
 
-fn decode_all(revisions: &[Vec<u8>]) -> Result<Vec<Revision>> {
-    Ok(revisions.iter().map(|b| Revision::decode(b)).collect::<Result<_, _>>()?)
+    /// The local end of `store`, with its own service.
+    pub fn for_store(store: Arc<Store>) -> Local {
+        let access = Arc::new(Access::for_store(store.path()));
+        Local::new(&Arc::new(HubService::new(store, access)))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        self.session.store()
+    }
 }
 
 /// Runs store work off the async workers' backs.
-fn blocking<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    tokio::task::block_in_place(f)
+fn blocking<T>(f: impl FnOnce() -> Result<T, ServiceError>) -> Result<T> {
+    Ok(tokio::task::block_in_place(f)?)
+}
+
+/// Collects a streamed answer.
+fn collect<T>(answer: impl FnOnce(&mut dyn FnMut(Vec<T>) -> Result<(), ServiceError>) -> Result<(), ServiceError>) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    blocking(|| {
+        answer(&mut |batch| {
+            out.extend(batch);
+            Ok(())
+        })
+    })?;
+    Ok(out)
 }
 
 impl Source for Local {
-    async fn history(&self, _repo: &str, from: Vec<Id>, until: Vec<Id>, max: u32) -> Result<Vec<Vec<u8>>> {
-        blocking(|| Ok(self.store.history(&from, &until, max as usize)?))
+    async fn history(&self, repo: &str, from: Vec<Id>, until: Vec<Id>, max: u32) -> Result<Vec<Vec<u8>>> {
+        collect(|emit| self.session.history(repo, &from, &until, max as usize, emit))
     }
-    async fn has_revisions(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
-        blocking(|| ids.iter().map(|i| Ok(self.store.has_revision(i)?)).collect())
+    async fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        blocking(|| self.session.have_revisions(repo, &ids))
     }
-    async fn nodes(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<Vec<u8>>> {
-        blocking(|| ids.iter().map(|id| self.store.node_bytes(id)?.ok_or(HubError::Store(StoreError::MissingNode(*id)))).collect())
+    async fn nodes(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<Vec<u8>>> {
+        collect(|emit| self.session.nodes(repo, &ids, emit))
     }
-    async fn records(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<(Id, Vec<u8>)>> {
-        blocking(|| {
-            let found = self.store.chunk_store().get_records(&ids)?;
-            ids.into_iter().zip(found).map(|(id, rec)| Ok((id, rec.ok_or(StoreError::MissingChunk(id))?))).collect()
-        })
+    async fn records(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<(Id, Vec<u8>)>> {
+        collect(|emit| self.session.chunks(repo, &ids, emit))
     }
 }
 
 impl Sink for Local {
-    // Answers a transfer relies on later are given under a write session
-    // (which gc waits for) and pinned before it ends, as a hub does.
-    async fn has_revisions(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
-        blocking(|| {
-            let _session = self.store.write_session();
-            let have = ids.iter().map(|i| self.store.has_revision(i)).collect::<Result<Vec<_>, _>>()?;
-            self.pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.revision(*x.0)));
-            Ok(have)
-        })
+    async fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        blocking(|| self.session.have_revisions(repo, &ids))
     }
-    async fn has_nodes(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
-        blocking(|| {
-            let _session = self.store.write_session();
-            let have = self.store.has_nodes(&ids)?;
-            self.pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.node(*x.0)));
-            Ok(have)
-        })
+    async fn has_nodes(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        blocking(|| self.session.have_nodes(repo, &ids))
     }
-    async fn has_chunks(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
-        blocking(|| {
-            let _session = self.store.write_session();
-            let have = self.store.chunk_store().contains(&ids)?;
-            self.pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.chunk(x.0)));
-            Ok(have)
-        })
+    async fn has_chunks(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        blocking(|| self.session.have_chunks(repo, &ids))
     }
-    async fn put_records(&self, _repo: &str, records: Vec<(Id, Vec<u8>)>) -> Result<()> {
-        blocking(|| {
-            let verified = records.into_iter().map(|(id, rec)| VerifiedRecord::verify(id, rec)).collect::<Result<Vec<_>, _>>()?;
-            let session = self.store.write_session();
-            session.put_records(&verified)?;
-            self.pins.with(|p| verified.iter().for_each(|r| p.chunk(&r.id())));
-            Ok(())
-        })
+    async fn put_records(&self, repo: &str, records: Vec<(Id, Vec<u8>)>) -> Result<()> {
+        blocking(|| self.session.put_chunks(repo, records))
     }
-    async fn put_nodes(&self, _repo: &str, nodes: Vec<Vec<u8>>) -> Result<()> {
-        blocking(|| {
-            let session = self.store.write_session();
-            let ids = session.put_nodes_checked(&nodes)?;
-            self.pins.with(|p| ids.into_iter().for_each(|id| p.node(id)));
-            Ok(())
-        })
+    async fn put_nodes(&self, repo: &str, nodes: Vec<Vec<u8>>) -> Result<()> {
+        blocking(|| self.session.put_nodes(repo, &nodes))
     }
-    async fn put_revisions(&self, _repo: &str, revisions: Vec<Vec<u8>>) -> Result<()> {
-        blocking(|| {
-            let session = self.store.write_session();
-            session.put_revisions(&decode_all(&revisions)?)?;
-            self.pins.with(|p| revisions.iter().for_each(|b| p.revision(ferry_core::revision::revision_id(b))));
-            Ok(())
-        })
+    async fn put_revisions(&self, repo: &str, revisions: Vec<Vec<u8>>) -> Result<()> {
+        blocking(|| self.session.put_revisions(repo, &revisions))
     }
     async fn branch_head(&self, repo: &str, branch: &str) -> Result<Option<Id>> {
-        blocking(|| Ok(self.store.branch(repo, branch)?))
+        Ok(tokio::task::block_in_place(|| self.store().branch(repo, branch))?)
     }
     fn release(&self) {
-        self.pins.clear();
+        self.session.release();
     }
     async fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>>) -> Result<()> {
-        blocking(|| Ok(self.store.write_session().publish(repo, branch, expected, new, &decode_all(&revisions)?)?))
+        blocking(|| self.session.update_branch(repo, branch, expected, new, &revisions))
     }
 }
 
 impl Listing for Local {
     async fn list_repos(&self, pattern: &str, since: Option<([u8; 16], u64)>, _wait: Duration) -> Result<RepoListing> {
-        let glob = repo_glob(pattern)?;
-        let store = &self.store;
-        blocking(|| {
-            let delta = match since {
-                Some((hub, seq)) if hub == store.id() && seq > 0 => store.ref_changes_since(seq)?,
-                _ => None,
-            };
-            let changes_only = delta.is_some();
-            let (names, seq) = match delta {
-                Some((names, upto)) => (names.into_iter().collect(), upto),
-                None => {
-                    let seq = store.ref_seq();
-                    (store.repos()?.into_iter().map(|r| r.name).collect::<Vec<_>>(), seq)
-                }
-            };
-            let mut repos = Vec::new();
-            for name in names.into_iter().filter(|n| glob.is_match(n)) {
-                let public = store.repo(&name).is_ok_and(|r| r.public);
-                repos.push(RepoRefs { branches: store.branches(&name)?, name, public });
+        let mut query = ReposQuery { pattern: pattern.to_owned(), after: String::new(), since };
+        let mut listing: Option<RepoListing> = None;
+        loop {
+            let page = blocking(|| self.session.list_repos(&query))?;
+            let l = listing.get_or_insert(RepoListing { hub: page.hub, seq: page.seq, changes_only: page.changes_only, repos: Vec::new() });
+            let last = page.repos.last().map(|r| r.name.clone());
+            l.repos.extend(page.repos);
+            match last {
+                Some(name) if page.more => query.after = name,
+                _ => return Ok(listing.expect("set above")),
             }
-            Ok(RepoListing { hub: store.id(), seq, changes_only, repos })
-        })
+        }
     }
     async fn repo_refs(&self, repo: &str) -> Result<Vec<(String, Id)>> {
-        blocking(|| Ok(self.store.branches(repo)?))
+        Ok(tokio::task::block_in_place(|| self.store().branches(repo))?)
     }
-}
-
-/// A repository glob as the hub reads them: `*` stays within one path
-/// component, so `org/*` does not match `org/a/b`.
-pub fn repo_glob(pattern: &str) -> Result<globset::GlobMatcher> {
-    globset::GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| HubError::Config(format!("repository pattern {pattern:?}: {e}")))
-}
-
-/// Splits records into requests that each fit in a frame.
-fn frames_of(records: Vec<(Id, Vec<u8>)>) -> Vec<Vec<(Id, Vec<u8>)>> {
-    let budget = MAX_FRAME_LEN - (64 << 10);
-    let mut out = vec![];
-    let (mut cur, mut bytes) = (Vec::new(), 0);
-    for r in records {
-        let size = r.1.len() + 36;
-        if !cur.is_empty() && bytes + size > budget {
-            out.push(std::mem::take(&mut cur));
-            bytes = 0;
-        }
-        bytes += size;
-        cur.push(r);
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
 }
 
 impl Source for Client {
@@ -262,7 +212,7 @@ impl Source for Client {
     }
     async fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
         let n = ids.len();
-        self.bitmap(Message::HaveRevisions { repo: repo.into(), ids }, n).await
+        Ok(self.bitmap(Message::HaveRevisions { repo: repo.into(), ids }, n).await?)
     }
     async fn nodes(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::with_capacity(ids.len());
@@ -287,7 +237,7 @@ impl Source for Client {
                 Message::Chunks { chunks } => {
                     for (id, rec) in chunks {
                         if !want.contains(&id) {
-                            return Err(HubError::Protocol(format!("the hub sent chunk {id}, which was not asked for")));
+                            return Err(Error::Protocol(format!("the hub sent chunk {id}, which was not asked for")));
                         }
                         self.count_chunk_bytes(rec.len());
                         out.push((id, rec));
@@ -300,7 +250,7 @@ impl Source for Client {
             }
         }
         if out.len() != ids.len() {
-            return Err(HubError::Protocol(format!("asked for {} chunks, got {}", ids.len(), out.len())));
+            return Err(Error::Protocol(format!("asked for {} chunks, got {}", ids.len(), out.len())));
         }
         Ok(out)
     }
@@ -312,14 +262,14 @@ impl Sink for Client {
     }
     async fn has_nodes(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
         let n = ids.len();
-        self.bitmap(Message::HaveNodes { repo: repo.into(), ids }, n).await
+        Ok(self.bitmap(Message::HaveNodes { repo: repo.into(), ids }, n).await?)
     }
     async fn has_chunks(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
         let n = ids.len();
-        self.bitmap(Message::HaveChunks { repo: repo.into(), ids }, n).await
+        Ok(self.bitmap(Message::HaveChunks { repo: repo.into(), ids }, n).await?)
     }
     async fn put_records(&self, repo: &str, records: Vec<(Id, Vec<u8>)>) -> Result<()> {
-        for chunks in frames_of(records) {
+        for chunks in batches(records, |r| r.1.len()) {
             let bytes: usize = chunks.iter().map(|c| c.1.len()).sum();
             self.request(&Message::PutChunks { repo: repo.into(), chunks }).await?;
             self.count_chunk_bytes(bytes);
@@ -327,16 +277,16 @@ impl Sink for Client {
         Ok(())
     }
     async fn put_nodes(&self, repo: &str, nodes: Vec<Vec<u8>>) -> Result<()> {
-        self.request(&Message::PutNodes { repo: repo.into(), nodes }).await.map(drop)
+        self.request(&Message::PutNodes { repo: repo.into(), nodes }).await.map(drop).map_err(Error::from)
     }
     async fn put_revisions(&self, repo: &str, revisions: Vec<Vec<u8>>) -> Result<()> {
-        self.request(&Message::PutRevisions { repo: repo.into(), revisions }).await.map(drop)
+        self.request(&Message::PutRevisions { repo: repo.into(), revisions }).await.map(drop).map_err(Error::from)
     }
     async fn branch_head(&self, repo: &str, branch: &str) -> Result<Option<Id>> {
         Ok(self.refs_if_any(repo).await?.into_iter().find(|b| b.0 == branch).map(|b| b.1))
     }
     async fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: Vec<Vec<u8>>) -> Result<()> {
-        self.request(&Message::UpdateBranch { repo: repo.into(), branch: branch.into(), expected, new, revisions }).await.map(drop)
+        self.request(&Message::UpdateBranch { repo: repo.into(), branch: branch.into(), expected, new, revisions }).await.map(drop).map_err(Error::from)
     }
 }
 
@@ -356,10 +306,10 @@ impl Listing for Client {
                     other => return Err(unexpected("one Repos", &other)),
                 }
             }
-            let Some((more, changes_only, hub, seq, repos)) = page else { return Err(HubError::Protocol("ListRepos got no Repos".into())) };
+            let Some((more, changes_only, hub, seq, repos)) = page else { return Err(Error::Protocol("ListRepos got no Repos".into())) };
             // Pages must move forward, or a hostile hub could loop us.
             if repos.iter().any(|r| r.name <= after && !after.is_empty()) {
-                return Err(HubError::Protocol("the hub listed repositories out of order".into()));
+                return Err(Error::Protocol("the hub listed repositories out of order".into()));
             }
             let progressed = !repos.is_empty();
             // The first page's position holds for the whole listing: a
@@ -372,10 +322,10 @@ impl Listing for Client {
         }
     }
     async fn repo_refs(&self, repo: &str) -> Result<Vec<(String, Id)>> {
-        self.refs_if_any(repo).await
+        Ok(self.refs_if_any(repo).await?)
     }
 }
 
-fn unexpected(want: &str, got: &Message) -> HubError {
-    HubError::Protocol(format!("expected {want}, got a frame of type {:#04x}", got.tag()))
+fn unexpected(want: &str, got: &Message) -> Error {
+    Error::Protocol(format!("expected {want}, got a frame of type {:#04x}", got.tag()))
 }

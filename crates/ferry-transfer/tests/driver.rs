@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use ferry_core::revision::{Entry, Revision};
 use ferry_core::Id;
-use ferry_hub::ends::Local;
-use ferry_hub::transfer::{run, BranchPlan, Direction};
-use ferry_hub::HubError;
+use ferry_net::NetError;
 use ferry_proto::transfer::Limits;
 use ferry_proto::ErrorCode;
 use ferry_store::Store;
+use ferry_transfer::driver::{run, BranchPlan, Direction};
+use ferry_transfer::{Error, Local};
 
 fn commit(store: &Store, repo: &str, n: u64) -> Id {
     let s = store.write_session();
@@ -47,7 +47,7 @@ fn a_history_longer_than_a_page_and_a_frame_moves_whole_and_in_order() {
     for n in 0..1100 {
         commit(&a, "org/log", n);
     }
-    let report = rt().block_on(run(&Local::new(a.clone()), &Local::new(b.clone()), plan(&a, &b, "org/log"), Direction::Pull, &())).unwrap();
+    let report = rt().block_on(run(&Local::for_store(a.clone()), &Local::for_store(b.clone()), plan(&a, &b, "org/log"), Direction::Pull, &())).unwrap();
     assert_eq!(report.revisions, 1100);
     assert_eq!(b.branch("org/log", "main").unwrap(), a.branch("org/log", "main").unwrap());
     assert_eq!(b.log(b.branch("org/log", "main").unwrap().unwrap(), 2000).unwrap().len(), 1100);
@@ -56,7 +56,7 @@ fn a_history_longer_than_a_page_and_a_frame_moves_whole_and_in_order() {
     for n in 1100..1200 {
         commit(&a, "org/log", n);
     }
-    let report = rt().block_on(run(&Local::new(a.clone()), &Local::new(b.clone()), plan(&a, &b, "org/log"), Direction::Pull, &())).unwrap();
+    let report = rt().block_on(run(&Local::for_store(a.clone()), &Local::for_store(b.clone()), plan(&a, &b, "org/log"), Direction::Pull, &())).unwrap();
     assert_eq!(report.revisions, 100);
     assert_eq!(b.branch("org/log", "main").unwrap(), a.branch("org/log", "main").unwrap());
 }
@@ -67,13 +67,13 @@ fn a_diverged_branch_is_refused_and_nothing_is_written() {
     let a = Arc::new(Store::init(&tmp.path().join("a")).unwrap());
     let b = Arc::new(Store::init(&tmp.path().join("b")).unwrap());
     commit(&a, "org/m", 1);
-    rt().block_on(run(&Local::new(a.clone()), &Local::new(b.clone()), plan(&a, &b, "org/m"), Direction::Push, &())).unwrap();
+    rt().block_on(run(&Local::for_store(a.clone()), &Local::for_store(b.clone()), plan(&a, &b, "org/m"), Direction::Push, &())).unwrap();
     commit(&a, "org/m", 2);
     let theirs = commit(&b, "org/m", 3);
     let before = b.stats().unwrap();
-    let err = rt().block_on(run(&Local::new(a.clone()), &Local::new(b.clone()), plan(&a, &b, "org/m"), Direction::Push, &())).unwrap_err();
+    let err = rt().block_on(run(&Local::for_store(a.clone()), &Local::for_store(b.clone()), plan(&a, &b, "org/m"), Direction::Push, &())).unwrap_err();
     match err {
-        HubError::Remote { code: ErrorCode::Conflict, message } => assert!(message.contains("pull first"), "{message}"),
+        Error::Net(NetError::Remote { code: ErrorCode::Conflict, message }) => assert!(message.contains("pull first"), "{message}"),
         other => panic!("expected a conflict, got {other}"),
     }
     assert_eq!(b.branch("org/m", "main").unwrap(), Some(theirs));

@@ -20,51 +20,72 @@ use ferry_proto::transfer::{Limits, Report};
 use ferry_proto::{ErrorCode, RepoRefs};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
+use crate::driver::{run, BranchPlan, Direction, TransferProgress};
 use crate::ends::{Listing, RepoListing, Sink, Source};
-use crate::transfer::{run, BranchPlan, Direction, TransferProgress};
-use crate::{HubError, Result};
+use crate::{Error, Result};
 
 /// Branches moved at once: enough to hide round trips on a long link when
 /// many small repositories changed; each still pipelines its own requests.
 const PARALLEL_BRANCHES: usize = 4;
 
+/// What to mirror.
 pub struct MirrorOptions {
     /// Repository globs (`*` does not cross `/`); `*/*` is every repository.
     pub patterns: Vec<String>,
+    /// How much each branch's transfer asks and moves at once.
     pub limits: Limits,
 }
 
 /// What happened to one branch.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BranchOutcome {
+    /// The repository.
     pub repo: String,
+    /// The branch.
     pub branch: String,
     /// `updated`, `up to date`, `conflict` or `refused`.
     pub status: &'static str,
     /// The sink's head afterwards.
     pub head: Option<String>,
+    /// Revisions moved.
     pub revisions: u64,
+    /// Chunks moved.
     pub chunks_moved: u64,
+    /// Their encoded bytes.
     pub chunk_bytes_moved: u64,
+    /// Their raw bytes.
     pub raw_bytes_moved: u64,
+    /// Ids sent in negotiation questions.
     pub ids_asked: u64,
     /// Why a branch was not updated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
+/// What one mirror pass did, summed over its branches.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct MirrorReport {
+    /// Repositories listed on the source.
     pub repositories: u64,
+    /// Branches looked at.
     pub branches_seen: u64,
+    /// Branches moved on the sink.
     pub branches_updated: u64,
+    /// Branches already where the source has them.
     pub branches_up_to_date: u64,
+    /// Branches left alone because the histories diverged or moved meanwhile.
     pub conflicts: u64,
+    /// Branches the sink refused (no access).
     pub refused: u64,
+    /// Revisions moved.
     pub revisions: u64,
+    /// Chunks moved.
     pub chunks_moved: u64,
+    /// Their encoded bytes.
     pub chunk_bytes_moved: u64,
+    /// Their raw bytes.
     pub raw_bytes_moved: u64,
+    /// Ids sent in negotiation questions.
     pub ids_asked: u64,
     /// Branches that were not up to date, and why (updated ones too).
     pub changed: Vec<BranchOutcome>,
@@ -162,7 +183,7 @@ async fn source_listing(end: &impl Listing, patterns: &[String], since: Option<(
         a.seq = a.seq.min(l.seq);
         a.changes_only &= l.changes_only;
         if a.hub != l.hub {
-            return Err(HubError::Protocol("the source changed identity during a listing".into()));
+            return Err(Error::Protocol("the source changed identity during a listing".into()));
         }
     }
     let mut all = all.unwrap_or_default();
@@ -265,7 +286,8 @@ where
                 report.ids_asked += r.ids_asked;
                 report.changed.push(outcome(repo, branch, if r.up_to_date { "up to date" } else { "updated" }, Some(r.head), &r, None));
             }
-            Err(HubError::Remote { code, message }) if matches!(code, ErrorCode::Conflict | ErrorCode::Forbidden | ErrorCode::NotFound) => {
+            Err(e) if matches!(e.code(), Some(ErrorCode::Conflict | ErrorCode::Forbidden | ErrorCode::NotFound)) => {
+                let (code, message) = (e.code().unwrap_or(ErrorCode::Conflict), e.refusal_message());
                 let status = if code == ErrorCode::Conflict { "conflict" } else { "refused" };
                 report.conflicts += u64::from(code == ErrorCode::Conflict);
                 report.refused += u64::from(code != ErrorCode::Conflict);
@@ -311,13 +333,14 @@ fn outcome(repo: String, branch: String, status: &'static str, head: Option<Id>,
 /// revision is followed within a round trip. A failed pass is reported,
 /// and the next one, `interval` later, reconnects (`connect` makes the
 /// ends afresh) and resumes from the last complete pass; `on_pass` sees
-/// every pass's outcome.
+/// every pass's outcome with the ends it ran on, and every failure to
+/// connect (with no ends).
 pub async fn watch<S, K>(
     mut connect: impl AsyncFnMut() -> Result<(S, K)>,
     opts: &MirrorOptions,
     interval: std::time::Duration,
     progress: &dyn TransferProgress,
-    mut on_pass: impl FnMut(Result<&MirrorReport, &HubError>, &S, &K),
+    mut on_pass: impl FnMut(Result<&MirrorReport, &Error>, Option<(&S, &K)>),
 ) where
     S: Source + Listing,
     K: Sink + Listing,
@@ -330,13 +353,13 @@ pub async fn watch<S, K>(
                 Ok(e) => ends = Some(e),
                 Err(e) => {
                     tracing::warn!("mirror: {e}");
-                    eprintln_quiet(&format!("ferry: mirror: {e}; retrying in {}s", interval.as_secs()));
+                    on_pass(Err(&e), None);
                 }
             }
         }
         if let Some((source, sink)) = &ends {
             let res = mirror_once(source, sink, opts, &mut state, interval, progress).await;
-            on_pass(res.as_ref(), source, sink);
+            on_pass(res.as_ref(), Some((source, sink)));
             match res {
                 // The next pass waits on the source's feed itself. A hub
                 // sink keeps what a connection relied on until it closes:
@@ -351,10 +374,4 @@ pub async fn watch<S, K>(
         }
         tokio::time::sleep(interval).await;
     }
-}
-
-/// Writes a line to stderr, ignoring a closed stderr (a hub keeps serving).
-pub fn eprintln_quiet(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -9,8 +9,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::HubError;
+use crate::NetError;
 
+/// The cryptography every TLS configuration here uses (ring).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -22,8 +23,10 @@ pub fn fingerprint(cert: &[u8]) -> String {
 
 /// The hub's key pair and certificate.
 pub struct Identity {
+    /// The certificate (DER).
     pub cert: CertificateDer<'static>,
     key: Vec<u8>,
+    /// What clients pin: `sha256:` and the certificate's hash, hex.
     pub fingerprint: String,
     /// True when this start created it.
     pub created: bool,
@@ -32,16 +35,16 @@ pub struct Identity {
 impl Identity {
     /// Loads `<dir>/hub-key.der` and `<dir>/hub-cert.der`, creating them on
     /// first start (key written with mode 0600, both renamed into place).
-    pub fn load_or_create(dir: &Path) -> Result<Identity, HubError> {
+    pub fn load_or_create(dir: &Path) -> Result<Identity, NetError> {
         let (kp, cp) = (dir.join("hub-key.der"), dir.join("hub-cert.der"));
-        let io = |p: &Path, e: std::io::Error| HubError::Io(format!("{}: {e}", p.display()));
+        let io = |p: &Path, e: std::io::Error| NetError::Io(format!("{}: {e}", p.display()));
         if kp.exists() && cp.exists() {
             let key = std::fs::read(&kp).map_err(|e| io(&kp, e))?;
             let cert = std::fs::read(&cp).map_err(|e| io(&cp, e))?;
             let fingerprint = fingerprint(&cert);
             return Ok(Identity { cert: CertificateDer::from(cert), key, fingerprint, created: false });
         }
-        let ck = rcgen::generate_simple_self_signed(vec!["ferry-hub".into()]).map_err(|e| HubError::Tls(e.to_string()))?;
+        let ck = rcgen::generate_simple_self_signed(vec!["ferry-hub".into()]).map_err(|e| NetError::Tls(e.to_string()))?;
         let key = ck.key_pair.serialize_der();
         let cert = ck.cert.der().to_vec();
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
@@ -60,13 +63,14 @@ impl Identity {
         ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
     }
 
-    pub fn server_config(&self) -> Result<rustls::ServerConfig, HubError> {
+    /// A TLS server configuration presenting this identity (ALPN `ferry/1`).
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, NetError> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
-        let signing = provider().key_provider.load_private_key(key).map_err(|e| HubError::Tls(e.to_string()))?;
+        let signing = provider().key_provider.load_private_key(key).map_err(|e| NetError::Tls(e.to_string()))?;
         let certified = Arc::new(rustls::sign::CertifiedKey::new(vec![self.cert.clone()], signing));
         let mut c = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| HubError::Tls(e.to_string()))?
+            .map_err(|e| NetError::Tls(e.to_string()))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(AnyName(certified)));
         c.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
@@ -102,16 +106,6 @@ pub enum Trust {
     KnownHubs(PathBuf),
     /// Verify the hub's certificate chain against these CA certificates (PEM).
     CaBundle(PathBuf),
-}
-
-impl Trust {
-    /// The default known-hubs file: FERRY_KNOWN_HUBS, else ~/.config/ferry/known_hubs.
-    pub fn default_known_hubs() -> Trust {
-        let p = std::env::var_os("FERRY_KNOWN_HUBS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("ferry").join("known_hubs"));
-        Trust::KnownHubs(p)
-    }
 }
 
 /// Verifies a hub's certificate by fingerprint: the pinned one if the
@@ -160,31 +154,31 @@ pub(crate) fn known_fingerprint(file: &Path, hub: &str) -> Option<String> {
     })
 }
 
-pub(crate) fn remember(file: &Path, hub: &str, fp: &str) -> Result<(), HubError> {
+pub(crate) fn remember(file: &Path, hub: &str, fp: &str) -> Result<(), NetError> {
     use std::io::Write;
     if let Some(d) = file.parent() {
-        std::fs::create_dir_all(d).map_err(|e| HubError::Io(format!("{}: {e}", d.display())))?;
+        std::fs::create_dir_all(d).map_err(|e| NetError::Io(format!("{}: {e}", d.display())))?;
     }
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).map_err(|e| HubError::Io(format!("{}: {e}", file.display())))?;
-    writeln!(f, "{hub} {fp}").map_err(|e| HubError::Io(format!("{}: {e}", file.display())))
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).map_err(|e| NetError::Io(format!("{}: {e}", file.display())))?;
+    writeln!(f, "{hub} {fp}").map_err(|e| NetError::Io(format!("{}: {e}", file.display())))
 }
 
 /// A client TLS config for `hub`, and the verifier (when pinning) that
 /// records what it saw.
-pub(crate) fn client_config(trust: &Trust, hub: &str) -> Result<(rustls::ClientConfig, Option<Arc<PinVerifier>>), HubError> {
+pub(crate) fn client_config(trust: &Trust, hub: &str) -> Result<(rustls::ClientConfig, Option<Arc<PinVerifier>>), NetError> {
     let builder =
-        rustls::ClientConfig::builder_with_provider(provider()).with_protocol_versions(&[&rustls::version::TLS13]).map_err(|e| HubError::Tls(e.to_string()))?;
+        rustls::ClientConfig::builder_with_provider(provider()).with_protocol_versions(&[&rustls::version::TLS13]).map_err(|e| NetError::Tls(e.to_string()))?;
     let (mut cfg, pin) = match trust {
         Trust::KnownHubs(file) => {
             let v = Arc::new(PinVerifier { expected: known_fingerprint(file, hub), seen: Mutex::new(None), provider: provider() });
             (builder.dangerous().with_custom_certificate_verifier(v.clone()).with_no_client_auth(), Some(v))
         }
         Trust::CaBundle(pem) => {
-            let data = std::fs::read(pem).map_err(|e| HubError::Io(format!("{}: {e}", pem.display())))?;
+            let data = std::fs::read(pem).map_err(|e| NetError::Io(format!("{}: {e}", pem.display())))?;
             let mut roots = rustls::RootCertStore::empty();
             for cert in rustls_pemfile::certs(&mut data.as_slice()) {
-                let cert = cert.map_err(|e| HubError::Tls(format!("{}: {e}", pem.display())))?;
-                roots.add(cert).map_err(|e| HubError::Tls(format!("{}: {e}", pem.display())))?;
+                let cert = cert.map_err(|e| NetError::Tls(format!("{}: {e}", pem.display())))?;
+                roots.add(cert).map_err(|e| NetError::Tls(format!("{}: {e}", pem.display())))?;
             }
             (builder.with_root_certificates(roots).with_no_client_auth(), None)
         }

@@ -12,7 +12,7 @@ use ferry_proto::frame::{decode_header, HEADER_LEN};
 use ferry_proto::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::{HubError, Result};
+use crate::{NetError, Result};
 
 /// Streams one connection may have open at once.
 pub const MAX_STREAMS: u32 = 16;
@@ -22,6 +22,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Whether a silent peer should still be waited for: a client whose request
 /// has not yet fully reached the hub cannot expect an answer.
 pub trait Patience: Sync {
+    /// Whether the peer may still be busy with what we sent.
     fn still_sending(&self) -> bool;
 }
 
@@ -43,6 +44,7 @@ pub struct StreamActivity {
 }
 
 impl StreamActivity {
+    /// Watches `conn` from now on.
     pub fn new(conn: &quinn::Connection) -> StreamActivity {
         StreamActivity { seen: std::sync::Mutex::new(conn.stats().frame_rx.stream), conn: conn.clone() }
     }
@@ -60,9 +62,9 @@ impl Patience for StreamActivity {
 async fn read_some<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8], patience: &dyn Patience) -> Result<usize> {
     loop {
         match tokio::time::timeout(READ_TIMEOUT, r.read(buf)).await {
-            Ok(res) => return res.map_err(|e| HubError::Lost(e.to_string())),
+            Ok(res) => return res.map_err(|e| NetError::Lost(e.to_string())),
             Err(_) if patience.still_sending() => continue,
-            Err(_) => return Err(HubError::Timeout(format!("the peer sent nothing for {} s", READ_TIMEOUT.as_secs()))),
+            Err(_) => return Err(NetError::Timeout(format!("the peer sent nothing for {} s", READ_TIMEOUT.as_secs()))),
         }
     }
 }
@@ -73,9 +75,9 @@ async fn read_into<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, room: usi
     loop {
         let mut limited = (&mut *r).take(room as u64);
         match tokio::time::timeout(READ_TIMEOUT, limited.read_buf(buf)).await {
-            Ok(res) => return res.map_err(|e| HubError::Lost(e.to_string())),
+            Ok(res) => return res.map_err(|e| NetError::Lost(e.to_string())),
             Err(_) if patience.still_sending() => continue,
-            Err(_) => return Err(HubError::Timeout(format!("the peer sent nothing for {} s", READ_TIMEOUT.as_secs()))),
+            Err(_) => return Err(NetError::Timeout(format!("the peer sent nothing for {} s", READ_TIMEOUT.as_secs()))),
         }
     }
 }
@@ -90,11 +92,11 @@ pub async fn read_message_patiently<R: AsyncRead + Unpin>(r: &mut R, patience: &
             if got == 0 {
                 return Ok(None);
             }
-            return Err(HubError::Protocol(format!("stream ended inside a frame header ({got} of {HEADER_LEN} bytes)")));
+            return Err(NetError::Protocol(format!("stream ended inside a frame header ({got} of {HEADER_LEN} bytes)")));
         }
         got += n;
     }
-    let (kind, len) = decode_header(&h).map_err(|e| HubError::Protocol(e.to_string()))?;
+    let (kind, len) = decode_header(&h).map_err(|e| NetError::Protocol(e.to_string()))?;
     // Grow as bytes arrive, reading straight into the payload (no copy
     // through a scratch buffer): a lying length costs the liar, not us.
     let mut payload: Vec<u8> = Vec::with_capacity(len.min(1 << 20));
@@ -105,15 +107,16 @@ pub async fn read_message_patiently<R: AsyncRead + Unpin>(r: &mut R, patience: &
         let room = (len - payload.len()).min(payload.capacity() - payload.len());
         let n = read_into(r, &mut payload, room, patience).await?;
         if n == 0 {
-            return Err(HubError::Protocol(format!("stream ended inside a frame ({} of {len} payload bytes)", payload.len())));
+            return Err(NetError::Protocol(format!("stream ended inside a frame ({} of {len} payload bytes)", payload.len())));
         }
     }
-    Message::decode(kind, &payload).map(Some).map_err(|e| HubError::Protocol(e.to_string()))
+    Message::decode(kind, &payload).map(Some).map_err(|e| NetError::Protocol(e.to_string()))
 }
 
+/// Writes one message as a frame; returns the bytes written.
 pub async fn write_message<W: AsyncWrite + Unpin>(w: &mut W, m: &Message) -> Result<u64> {
     let frame = m.to_frame();
-    w.write_all(&frame).await.map_err(|e| HubError::Lost(e.to_string()))?;
+    w.write_all(&frame).await.map_err(|e| NetError::Lost(e.to_string()))?;
     Ok(frame.len() as u64)
 }
 

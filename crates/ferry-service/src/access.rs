@@ -1,0 +1,269 @@
+//! Who may read and write what. [`Authorizer`] is the seam a host server
+//! fills with its own rules; [`Access`] is ferry's own: tokens (stored
+//! hashed) and public repositories, kept in `<store>/hub-access.json` so
+//! that an operator can change them with `ferry token ...` while the hub
+//! runs (the hub re-reads the file when it changes, and every request is
+//! checked against what the file says then).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use ferry_proto::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+use crate::ServiceError;
+
+/// Decides who may read and write which repository. Asked at every
+/// request, so a change (a revoked token, a repository made private) takes
+/// effect on connections already open.
+pub trait Authorizer: Send + Sync {
+    /// The grant a presented token carries; an empty token is anonymous.
+    /// `Ok(None)`: the token is not valid here.
+    fn authenticate(&self, token: &str) -> Result<Option<Grant>, ServiceError>;
+    /// Whether `grant` may read `repo` now.
+    fn can_read(&self, grant: &Grant, repo: &str) -> Result<bool, ServiceError>;
+    /// Whether `grant` may write `repo` now.
+    fn can_write(&self, grant: &Grant, repo: &str) -> Result<bool, ServiceError>;
+    /// Whether `repo` is readable without a token (listings say so).
+    fn is_public(&self, repo: &str) -> Result<bool, ServiceError>;
+}
+
+/// Who a caller authenticated as. The rights themselves are looked up by
+/// the [`Authorizer`] at each request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// No token: public repositories only.
+    Anonymous,
+    /// A token, by its id.
+    Token(String),
+    /// This process's own writers (the local end of a push, pull or
+    /// mirror): everything.
+    Trusted,
+}
+
+/// What a token may do within its repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Read (pull, list, range reads).
+    Read,
+    /// Read and write (push, move branches).
+    Write,
+}
+
+/// A token as the access file keeps it: its secret only as a hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The public part of the token (`fy_<id>_<secret>`).
+    pub id: String,
+    /// BLAKE3 of the token's secret part, hex.
+    pub hash: String,
+    /// Repository glob, e.g. `org/*`.
+    pub repo: String,
+    /// What it may do there.
+    pub scope: Scope,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+/// The contents of `hub-access.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AccessFile {
+    /// Every valid token.
+    #[serde(default)]
+    pub tokens: Vec<TokenRecord>,
+    /// Repository globs readable without a token.
+    #[serde(default)]
+    pub public: Vec<String>,
+}
+
+/// A repository glob as the hub reads them: `*` stays within one path
+/// component, so `org/*` does not match `org/a/b`.
+pub fn repo_glob(pattern: &str) -> Result<globset::GlobMatcher, ServiceError> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| ServiceError::new(ErrorCode::BadRequest, format!("repository pattern {pattern:?}: {e}")))
+}
+
+fn matches(pattern: &str, repo: &str) -> bool {
+    repo_glob(pattern).is_ok_and(|g| g.is_match(repo))
+}
+
+/// Where a store keeps its access file.
+pub fn access_path(store: &Path) -> PathBuf {
+    store.join("hub-access.json")
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> ServiceError {
+    ServiceError::internal(format!("{}: {e}", path.display()))
+}
+
+impl AccessFile {
+    /// Reads the file (a missing file is an empty one).
+    pub fn load(path: &Path) -> Result<AccessFile, ServiceError> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| ServiceError::internal(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AccessFile::default()),
+            Err(e) => Err(io_error(path, e)),
+        }
+    }
+
+    /// Loads the access file of the store at `store`, lets `change` edit
+    /// it, and saves it if `change` succeeds. The hub need not be stopped:
+    /// it re-reads the file when it changes.
+    pub fn edit<T>(store: &Path, change: impl FnOnce(&mut AccessFile) -> Result<T, ServiceError>) -> Result<T, ServiceError> {
+        let mut file = AccessFile::of_store(store)?;
+        let out = change(&mut file)?;
+        file.save(&access_path(store))?;
+        Ok(out)
+    }
+
+    /// The access file of the store at `store`, which must exist.
+    pub fn of_store(store: &Path) -> Result<AccessFile, ServiceError> {
+        if !ferry_store::Store::exists_at(store) {
+            return Err(ServiceError::new(ErrorCode::NotFound, ferry_store::StoreError::NotAStore(store.to_owned()).to_string()));
+        }
+        AccessFile::load(&access_path(store))
+    }
+
+    /// Writes atomically (temporary file, fsync, rename), mode 0600.
+    pub fn save(&self, path: &Path) -> Result<(), ServiceError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = path.with_extension("json.tmp");
+        let io = |e: std::io::Error| io_error(path, e);
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+        f.write_all(&serde_json::to_vec_pretty(self).expect("serializable")).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Creates a token and returns its secret form (shown once).
+    pub fn create_token(&mut self, repo: &str, scope: Scope, now: i64) -> Result<String, ServiceError> {
+        if repo_glob(repo).is_err() {
+            return Err(ServiceError::new(ErrorCode::BadRequest, format!("{repo:?} is not a valid repository pattern")));
+        }
+        let mut rnd = [0u8; 40];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut rnd).map_err(|_| ServiceError::internal("no randomness"))?;
+        let id = hex::encode(&rnd[..8]);
+        let secret = hex::encode(&rnd[8..]);
+        self.tokens.push(TokenRecord { id: id.clone(), hash: blake3::hash(secret.as_bytes()).to_hex().to_string(), repo: repo.into(), scope, created: now });
+        Ok(format!("fy_{id}_{secret}"))
+    }
+
+    /// The record of a presented token, if it is valid.
+    pub fn check(&self, token: &str) -> Option<&TokenRecord> {
+        let rest = token.strip_prefix("fy_")?;
+        let (id, secret) = rest.split_once('_')?;
+        let rec = self.tokens.iter().find(|t| t.id == id)?;
+        let want = blake3::Hash::from_hex(&rec.hash).ok()?;
+        // blake3::Hash compares in constant time.
+        (blake3::hash(secret.as_bytes()) == want).then_some(rec)
+    }
+
+    /// Removes a token by id.
+    pub fn revoke(&mut self, id: &str) -> Result<(), ServiceError> {
+        let before = self.tokens.len();
+        self.tokens.retain(|t| t.id != id);
+        if self.tokens.len() == before {
+            return Err(ServiceError::new(ErrorCode::NotFound, format!("no token with id {id}")));
+        }
+        Ok(())
+    }
+
+    /// Makes repositories matching `pattern` readable without a token, or
+    /// no longer so.
+    pub fn set_public(&mut self, pattern: &str, public: bool) {
+        self.public.retain(|p| p != pattern);
+        if public {
+            self.public.push(pattern.to_owned());
+        }
+    }
+
+    /// Whether `repo` is readable without a token.
+    pub fn is_public(&self, repo: &str) -> bool {
+        self.public.iter().any(|p| matches(p, repo))
+    }
+
+    fn token(&self, grant: &Grant) -> Option<&TokenRecord> {
+        match grant {
+            Grant::Token(id) => self.tokens.iter().find(|t| &t.id == id),
+            _ => None,
+        }
+    }
+
+    /// Whether `grant` may read `repo` under this file.
+    pub fn can_read(&self, grant: &Grant, repo: &str) -> bool {
+        *grant == Grant::Trusted || self.is_public(repo) || self.token(grant).is_some_and(|t| matches(&t.repo, repo))
+    }
+
+    /// Whether `grant` may write `repo` under this file.
+    pub fn can_write(&self, grant: &Grant, repo: &str) -> bool {
+        *grant == Grant::Trusted || self.token(grant).is_some_and(|t| t.scope == Scope::Write && matches(&t.repo, repo))
+    }
+}
+
+/// The access file, re-read when it changes on disk.
+pub struct Access {
+    path: PathBuf,
+    cached: Mutex<(Option<SystemTime>, Arc<AccessFile>)>,
+}
+
+impl Access {
+    /// The access file of the store at `store`.
+    pub fn for_store(store: &Path) -> Access {
+        Access { path: access_path(store), cached: Mutex::new((None, Arc::new(AccessFile::default()))) }
+    }
+
+    /// The file as it is now (re-read if it changed).
+    pub fn current(&self) -> Result<Arc<AccessFile>, ServiceError> {
+        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let mut c = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if c.0 != mtime || mtime.is_none() {
+            c.1 = Arc::new(AccessFile::load(&self.path)?);
+            c.0 = mtime;
+        }
+        Ok(c.1.clone())
+    }
+}
+
+impl Authorizer for Access {
+    fn authenticate(&self, token: &str) -> Result<Option<Grant>, ServiceError> {
+        if token.is_empty() {
+            return Ok(Some(Grant::Anonymous));
+        }
+        Ok(self.current()?.check(token).map(|t| Grant::Token(t.id.clone())))
+    }
+    fn can_read(&self, grant: &Grant, repo: &str) -> Result<bool, ServiceError> {
+        Ok(self.current()?.can_read(grant, repo))
+    }
+    fn can_write(&self, grant: &Grant, repo: &str) -> Result<bool, ServiceError> {
+        Ok(self.current()?.can_write(grant, repo))
+    }
+    fn is_public(&self, repo: &str) -> Result<bool, ServiceError> {
+        Ok(self.current()?.is_public(repo))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_check_by_hash_and_scope_and_pattern() {
+        let mut a = AccessFile::default();
+        let w = a.create_token("org/*", Scope::Write, 0).unwrap();
+        let r = a.create_token("org/llama", Scope::Read, 0).unwrap();
+        assert!(a.check(&w).is_some());
+        assert!(a.check(&format!("{}x", &w[..w.len() - 1])).is_none());
+        assert!(a.check("fy_nope_nope").is_none());
+        let gw = Grant::Token(a.check(&w).unwrap().id.clone());
+        let gr = Grant::Token(a.check(&r).unwrap().id.clone());
+        assert!(a.can_write(&gw, "org/x") && !a.can_write(&gw, "other/x"));
+        assert!(a.can_read(&gr, "org/llama") && !a.can_write(&gr, "org/llama") && !a.can_read(&gr, "org/other"));
+        assert!(!a.tokens.iter().any(|t| w.contains(&t.hash)), "secret stored in clear");
+    }
+}

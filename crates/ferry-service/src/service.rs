@@ -1,0 +1,408 @@
+//! The hub service and the sessions of its callers.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_core::revision::{revision_id, Revision};
+use ferry_core::Id;
+use ferry_proto::frame::Batcher;
+use ferry_proto::message::MAX_REPOS;
+use ferry_proto::{ErrorCode, RepoRefs};
+use ferry_store::{GcReport, PinHandle, Store, VerifiedRecord};
+
+use crate::access::{repo_glob, Authorizer, Grant};
+use crate::ServiceError;
+
+type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// Failed token attempts per address per minute before that address is
+/// refused for the rest of the minute.
+pub const DEFAULT_MAX_AUTH_FAILURES: u32 = 5;
+
+/// Longest a change-feed wait may last: well inside the silence a client
+/// tolerates.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(20);
+
+/// A hub without a transport: a store, who may do what, and how failed
+/// authentication is slowed down.
+pub struct HubService {
+    store: Arc<Store>,
+    authorizer: Arc<dyn Authorizer>,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    max_failures: u32,
+}
+
+impl HubService {
+    /// A service over `store`, deciding access with `authorizer`.
+    pub fn new(store: Arc<Store>, authorizer: Arc<dyn Authorizer>) -> HubService {
+        HubService { store, authorizer, failures: Mutex::new(HashMap::new()), max_failures: DEFAULT_MAX_AUTH_FAILURES }
+    }
+
+    /// Sets how many failed tokens an address may present per minute.
+    pub fn with_max_auth_failures(mut self, n: u32) -> HubService {
+        self.max_failures = n;
+        self
+    }
+
+    /// The store it serves.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Checks a presented token (empty: anonymous). Failures are counted
+    /// per address (an IPv4 address or an IPv6 /64) and answered slowly;
+    /// past the limit the address is refused for a minute.
+    pub async fn authenticate(&self, token: &str, peer: IpAddr) -> Result<Grant> {
+        if self.rate_limited(peer) {
+            return Err(ServiceError::new(ErrorCode::RateLimited, "too many failed token attempts from your address; wait a minute"));
+        }
+        match self.authorizer.authenticate(token)? {
+            Some(grant) => Ok(grant),
+            None => {
+                self.record_failure(peer);
+                // Slow down guessing.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                Err(ServiceError::new(ErrorCode::Unauthorized, "the token is not valid for this hub"))
+            }
+        }
+    }
+
+    /// A session for a caller that authenticated as `grant`. What the
+    /// session pins stays safe from gc until it is dropped.
+    pub fn session(self: &Arc<Self>, grant: Grant) -> Session {
+        Session { pins: self.store.pin(), service: self.clone(), grant }
+    }
+
+    /// Collects garbage now, keeping what open sessions pinned.
+    pub fn collect_garbage(&self) -> Result<GcReport> {
+        Ok(self.store.gc()?)
+    }
+
+    /// Collects garbage every `every`, telling `report` each outcome and
+    /// how long it took. Runs until the task is dropped.
+    pub async fn collect_garbage_every(self: Arc<Self>, every: Duration, report: impl Fn(Result<GcReport>, Duration) + Send + Sync) {
+        loop {
+            tokio::time::sleep(every).await;
+            let service = self.clone();
+            let started = Instant::now();
+            let res = tokio::task::spawn_blocking(move || service.collect_garbage())
+                .await
+                .unwrap_or_else(|e| Err(ServiceError::internal(format!("gc stopped: {e}"))));
+            report(res, started.elapsed());
+        }
+    }
+
+    fn rate_limited(&self, peer: IpAddr) -> bool {
+        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        f.get(&guesser(peer)).is_some_and(|(n, since)| *n >= self.max_failures && since.elapsed() < Duration::from_secs(60))
+    }
+
+    fn record_failure(&self, peer: IpAddr) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget expired windows before they add up (guessers can have many addresses).
+        if f.len() >= 4096 {
+            f.retain(|_, (_, since)| since.elapsed() < Duration::from_secs(60));
+        }
+        let e = f.entry(guesser(peer)).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= Duration::from_secs(60) {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+    }
+}
+
+/// Whom failed tokens count against: an IPv4 address, or an IPv6 /64 (one
+/// host commonly has a whole /64 to pick addresses from).
+fn guesser(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// A page of repositories, as of a change-feed position.
+#[derive(Debug, Clone)]
+pub struct ReposQuery {
+    /// A repository glob (`*` does not cross `/`).
+    pub pattern: String,
+    /// List only names after this one (paging; empty: from the start).
+    pub after: String,
+    /// A change-feed position from an earlier listing: list only the
+    /// repositories changed since (if it is this store's and still kept).
+    pub since: Option<([u8; 16], u64)>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct RepoPage {
+    /// More repositories follow (ask again with `after` the last name).
+    pub more: bool,
+    /// Only repositories changed since the position asked for.
+    pub changes_only: bool,
+    /// The store the position belongs to.
+    pub hub: [u8; 16],
+    /// The change-feed position the listing is complete up to.
+    pub seq: u64,
+    /// The repositories, by name, with their branches.
+    pub repos: Vec<RepoRefs>,
+}
+
+/// A caller's session: who it is, and what it has been told the hub holds
+/// or has stored for it (pinned against gc until the session ends).
+pub struct Session {
+    service: Arc<HubService>,
+    grant: Grant,
+    pins: PinHandle,
+}
+
+impl Session {
+    /// Who the caller is.
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// The store behind the service.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.service.store
+    }
+
+    fn can_read(&self, repo: &str) -> Result<bool> {
+        self.service.authorizer.can_read(&self.grant, repo)
+    }
+
+    fn can_write(&self, repo: &str) -> Result<bool> {
+        self.service.authorizer.can_write(&self.grant, repo)
+    }
+
+    /// Refuses, as "not found", a repository the caller may not read.
+    fn check_read(&self, repo: &str) -> Result<()> {
+        if ferry_core::names::check_repo_name(repo).is_err() || !self.can_read(repo)? {
+            return Err(ServiceError::repo_not_found(repo));
+        }
+        Ok(())
+    }
+
+    /// Refuses a repository the caller may not write: "forbidden" only to
+    /// one who may read it and so knows it exists, else "not found".
+    fn check_write(&self, repo: &str) -> Result<()> {
+        ferry_core::names::check_repo_name(repo).map_err(|e| ServiceError::new(ErrorCode::BadRequest, e.to_string()))?;
+        if self.can_write(repo)? {
+            return Ok(());
+        }
+        if self.can_read(repo)? && self.store().repo(repo).is_ok() {
+            return Err(ServiceError::new(ErrorCode::Forbidden, format!("you may read {repo} but not write to it (a write token is needed)")));
+        }
+        Err(ServiceError::repo_not_found(repo))
+    }
+
+    /// A repository's branches, and whether it is public.
+    pub fn refs(&self, repo: &str) -> Result<RepoRefs> {
+        self.check_read(repo)?;
+        if self.store().repo(repo).is_err() {
+            return Err(ServiceError::repo_not_found(repo));
+        }
+        Ok(RepoRefs { public: self.service.authorizer.is_public(repo)?, name: repo.to_owned(), branches: self.store().branches(repo)? })
+    }
+
+    /// One page of the repositories matching the query that the caller
+    /// may read, with their branches: every one, or with a position only
+    /// those changed since. A page fits a frame; a repository with more
+    /// branches than that still gets a page of its own.
+    pub fn list_repos(&self, q: &ReposQuery) -> Result<RepoPage> {
+        let store = self.store();
+        let glob = repo_glob(&q.pattern)?;
+        let delta = match q.since {
+            Some((feed, since)) if since > 0 && feed == store.id() => store.ref_changes_since(since)?,
+            _ => None,
+        };
+        let changes_only = delta.is_some();
+        let (names, seq): (Vec<String>, u64) = match delta {
+            Some((repos, upto)) => (repos.into_iter().collect(), upto),
+            None => {
+                // The position first: a change during the listing is
+                // listed again next time rather than missed.
+                let seq = store.ref_seq();
+                (store.repos()?.into_iter().map(|r| r.name).collect(), seq)
+            }
+        };
+        let mut page = Batcher::default();
+        let mut repos = Vec::new();
+        let mut more = false;
+        for name in names {
+            if name.as_str() <= q.after.as_str() || !glob.is_match(&name) || !self.can_read(&name)? {
+                continue;
+            }
+            let branches = store.branches(&name)?;
+            let size = name.len() + branches.iter().map(|b| 36 + b.0.len()).sum::<usize>();
+            if !page.fits(size) || page.len() == MAX_REPOS {
+                more = true;
+                break;
+            }
+            page.push((), size);
+            repos.push(RepoRefs { public: self.service.authorizer.is_public(&name)?, name, branches });
+        }
+        Ok(RepoPage { more, changes_only, hub: store.id(), seq, repos })
+    }
+
+    /// Waits until the change feed of store `feed` moves past `since`, or
+    /// `wait` (at most [`LONGEST_WAIT`]) passes. A follower learns of a new
+    /// revision at once, and an idle one costs a request per wait.
+    pub async fn wait_for_change(&self, feed: [u8; 16], since: u64, wait: Duration) {
+        let store = self.store();
+        if since == 0 || feed != store.id() {
+            return;
+        }
+        let deadline = Instant::now() + wait.min(LONGEST_WAIT);
+        while store.ref_seq() <= since && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Which of these revisions the hub holds. A writer relies on the
+    /// answer, so what it names is pinned for it.
+    pub fn have_revisions(&self, repo: &str, ids: &[Id]) -> Result<Vec<bool>> {
+        self.check_read(repo)?;
+        let store = self.store();
+        let _session = store.write_session();
+        let have = ids.iter().map(|i| store.has_revision(i)).collect::<Result<Vec<_>, _>>()?;
+        // Only a writer will rely on the answer.
+        if self.can_write(repo)? {
+            self.pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.revision(*x.0)));
+        }
+        Ok(have)
+    }
+
+    /// Which of these tree nodes (and so their whole subtrees) the hub holds.
+    pub fn have_nodes(&self, repo: &str, ids: &[Id]) -> Result<Vec<bool>> {
+        self.check_write(repo)?;
+        let store = self.store();
+        let _session = store.write_session();
+        let have = store.has_nodes(ids)?;
+        self.pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.node(*x.0)));
+        Ok(have)
+    }
+
+    /// Which of these chunks the hub holds.
+    pub fn have_chunks(&self, repo: &str, ids: &[Id]) -> Result<Vec<bool>> {
+        self.check_write(repo)?;
+        let store = self.store();
+        let _session = store.write_session();
+        let have = store.has_chunks(ids)?;
+        self.pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.chunk(x.0)));
+        Ok(have)
+    }
+
+    /// Verifies and stores chunk records: every one is verified before any
+    /// is stored, so a bad chunk stores nothing; a chunk already stored is
+    /// not written again.
+    pub fn put_chunks(&self, repo: &str, chunks: Vec<(Id, Vec<u8>)>) -> Result<()> {
+        self.check_write(repo)?;
+        let mut verified = Vec::with_capacity(chunks.len());
+        for (id, rec) in chunks {
+            verified.push(VerifiedRecord::verify(id, rec)?);
+        }
+        let store = self.store();
+        let session = store.write_session();
+        // Another caller may have sent the same chunks meanwhile.
+        let ids: Vec<Id> = verified.iter().map(|r| r.id()).collect();
+        let mut present = store.has_chunks(&ids)?.into_iter();
+        verified.retain(|_| !present.next().unwrap_or(false));
+        session.put_records(&verified)?;
+        self.pins.with(|p| ids.iter().for_each(|id| p.chunk(id)));
+        Ok(())
+    }
+
+    /// Stores encoded tree nodes, each only if its children are stored.
+    pub fn put_nodes(&self, repo: &str, nodes: &[Vec<u8>]) -> Result<()> {
+        self.check_write(repo)?;
+        let session = self.store().write_session();
+        let ids = session.put_nodes_checked(nodes)?;
+        self.pins.with(|p| ids.into_iter().for_each(|id| p.node(id)));
+        Ok(())
+    }
+
+    /// Stores encoded revisions (parents first) without moving a branch.
+    pub fn put_revisions(&self, repo: &str, revisions: &[Vec<u8>]) -> Result<()> {
+        self.check_write(repo)?;
+        let revs = decode_revisions(revisions)?;
+        self.store().write_session().put_revisions(&revs)?;
+        // Nothing reaches them until the branch moves: keep them till then.
+        self.pins.with(|p| revisions.iter().for_each(|b| p.revision(revision_id(b))));
+        Ok(())
+    }
+
+    /// Stores `revisions` and moves `branch` from `expected` to `new` by
+    /// compare-and-swap.
+    pub fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: &[Vec<u8>]) -> Result<()> {
+        self.check_write(repo)?;
+        let revs = decode_revisions(revisions)?;
+        self.store().write_session().publish(repo, branch, expected, new, &revs)?;
+        Ok(())
+    }
+
+    /// Encoded revisions breadth-first from `from`, stopping at `until`,
+    /// at most `max`, handed to `emit` a batch at a time.
+    pub fn history(&self, repo: &str, from: &[Id], until: &[Id], max: usize, emit: &mut dyn FnMut(Vec<Vec<u8>>) -> Result<()>) -> Result<()> {
+        self.check_read(repo)?;
+        let max = max.min(ferry_proto::message::MAX_REVISIONS);
+        let mut out = Batcher::default();
+        self.store().walk_history(from, until, max, |bytes| {
+            let len = bytes.len();
+            out.push(bytes, len).map_or(Ok(()), &mut *emit)
+        })?;
+        out.finish().map_or(Ok(()), emit)
+    }
+
+    /// Encoded tree nodes in the order asked, a batch at a time.
+    pub fn nodes(&self, repo: &str, ids: &[Id], emit: &mut dyn FnMut(Vec<Vec<u8>>) -> Result<()>) -> Result<()> {
+        self.check_read(repo)?;
+        let mut out = Batcher::default();
+        for id in ids {
+            let node = self.store().node_bytes(id)?.ok_or_else(|| ServiceError::new(ErrorCode::NotFound, format!("tree node {id} is not on this hub")))?;
+            let len = node.len();
+            if let Some(batch) = out.push(node, len) {
+                emit(batch)?;
+            }
+        }
+        out.finish().map_or(Ok(()), emit)
+    }
+
+    /// Chunk records as stored (the receiver verifies them), in the order
+    /// asked, a batch at a time. Records are read in batched lookups.
+    pub fn chunks(&self, repo: &str, ids: &[Id], emit: &mut dyn FnMut(Vec<(Id, Vec<u8>)>) -> Result<()>) -> Result<()> {
+        self.check_read(repo)?;
+        let mut out = Batcher::default();
+        for group in ids.chunks(READ_BATCH) {
+            for (id, rec) in group.iter().zip(self.store().chunk_records(group)?) {
+                let rec = rec.ok_or_else(|| ServiceError::new(ErrorCode::NotFound, format!("chunk {id} is not on this hub")))?;
+                let len = rec.len();
+                if let Some(batch) = out.push((*id, rec), len) {
+                    emit(batch)?;
+                }
+            }
+        }
+        out.finish().map_or(Ok(()), emit)
+    }
+
+    /// Lets go of everything this session pinned (a transfer that relied
+    /// on it is over).
+    pub fn release(&self) {
+        self.pins.clear();
+    }
+}
+
+/// Chunk records read from the store in one batched lookup: enough to keep
+/// the reads sequential, few enough that a batch is a few MiB.
+const READ_BATCH: usize = 32;
+
+fn decode_revisions(revisions: &[Vec<u8>]) -> Result<Vec<Revision>> {
+    Ok(revisions.iter().map(|b| Revision::decode(b)).collect::<Result<Vec<_>, _>>()?)
+}

@@ -1,0 +1,109 @@
+//! The hub service over a real store, without any transport: every
+//! request authorized against the grants in force when it is answered.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use ferry_core::revision::{Entry, Revision};
+use ferry_core::Id;
+use ferry_proto::ErrorCode;
+use ferry_service::{Access, AccessFile, Grant, HubService, ReposQuery, Scope, Session};
+use ferry_store::Store;
+
+struct Hub {
+    _dir: tempfile::TempDir,
+    service: Arc<HubService>,
+}
+
+fn hub() -> Hub {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::init(dir.path()).unwrap());
+    let access = Arc::new(Access::for_store(dir.path()));
+    Hub { service: Arc::new(HubService::new(store, access)), _dir: dir }
+}
+
+fn commit(store: &Store, repo: &str, text: &str) -> Id {
+    let s = store.write_session();
+    let head = store.branch(repo, "main").unwrap();
+    let got = s.ingest(Cursor::new(text.as_bytes().to_vec()), &()).unwrap();
+    let e = Entry { path: "a.txt".into(), file_id: got.file_id, size: got.size, executable: false };
+    let rev = Revision::new(head.into_iter().collect(), "t".into(), 0, text.into(), vec![e]).unwrap();
+    s.commit(repo, "main", head, &rev).unwrap()
+}
+
+fn token(h: &Hub, repo: &str, scope: Scope) -> String {
+    AccessFile::edit(h.service.store().path(), |a| a.create_token(repo, scope, 0)).unwrap()
+}
+
+async fn session(h: &Hub, token: &str) -> Session {
+    let grant = h.service.authenticate(token, "127.0.0.1".parse().unwrap()).await.unwrap();
+    h.service.session(grant)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn a_revoked_token_loses_its_rights_at_the_next_request_of_an_open_session() {
+    let h = hub();
+    commit(h.service.store(), "org/m", "one");
+    let t = token(&h, "org/*", Scope::Write);
+    let s = rt().block_on(session(&h, &t));
+    assert!(s.refs("org/m").is_ok());
+    assert!(s.have_chunks("org/m", &[Id::of_chunk(b"x")]).is_ok());
+    let id = t.split('_').nth(1).unwrap().to_owned();
+    // The access file's time stamp has a resolution the re-read relies on.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    AccessFile::edit(h.service.store().path(), |a| a.revoke(&id)).unwrap();
+    assert_eq!(s.refs("org/m").unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(s.have_chunks("org/m", &[Id::of_chunk(b"x")]).unwrap_err().code, ErrorCode::NotFound);
+}
+
+#[test]
+fn missing_and_forbidden_repositories_get_the_same_answer() {
+    let h = hub();
+    commit(h.service.store(), "secret/x", "hidden");
+    let t = token(&h, "org/*", Scope::Write);
+    let s = rt().block_on(session(&h, &t));
+    let forbidden = s.refs("secret/x").unwrap_err();
+    let missing = s.refs("secret/y").unwrap_err();
+    assert_eq!((forbidden.code, missing.code), (ErrorCode::NotFound, ErrorCode::NotFound));
+    assert_eq!(forbidden.message.replace("secret/x", "R"), missing.message.replace("secret/y", "R"));
+    let w1 = s.put_nodes("secret/x", &[]).unwrap_err();
+    let w2 = s.put_nodes("secret/y", &[]).unwrap_err();
+    assert_eq!((w1.code, w2.code), (ErrorCode::NotFound, ErrorCode::NotFound));
+}
+
+#[test]
+fn listings_show_only_what_the_caller_may_read() {
+    let h = hub();
+    commit(h.service.store(), "org/a", "a");
+    commit(h.service.store(), "secret/b", "b");
+    AccessFile::edit(h.service.store().path(), |a| {
+        a.set_public("org/*", true);
+        Ok(())
+    })
+    .unwrap();
+    let anonymous = rt().block_on(session(&h, ""));
+    assert_eq!(*anonymous.grant(), Grant::Anonymous);
+    let page = anonymous.list_repos(&ReposQuery { pattern: "*/*".into(), after: String::new(), since: None }).unwrap();
+    let names: Vec<_> = page.repos.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["org/a"]);
+    assert!(page.repos[0].public);
+    let trusted = h.service.session(Grant::Trusted);
+    let page = trusted.list_repos(&ReposQuery { pattern: "*/*".into(), after: String::new(), since: None }).unwrap();
+    assert_eq!(page.repos.len(), 2);
+}
+
+#[test]
+fn a_bad_token_is_refused_and_repeated_failures_lock_the_address_out() {
+    let h = hub();
+    let peer = "127.0.0.2".parse().unwrap();
+    rt().block_on(async {
+        for _ in 0..5 {
+            assert_eq!(h.service.authenticate("fy_nope_nope", peer).await.unwrap_err().code, ErrorCode::Unauthorized);
+        }
+        assert_eq!(h.service.authenticate("fy_nope_nope", peer).await.unwrap_err().code, ErrorCode::RateLimited);
+    });
+}

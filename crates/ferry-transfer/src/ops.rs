@@ -1,0 +1,212 @@
+//! Push, pull and remote range reads: a local store and a hub connection
+//! as the two ends of one transfer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ferry_core::revision::{revision_id, Revision};
+use ferry_core::tree::{node_id, Node};
+use ferry_core::Id;
+use ferry_net::Client;
+use ferry_proto::transfer::{Limits, Partial, Report};
+use ferry_proto::ErrorCode;
+use ferry_store::Store;
+
+use crate::driver::{run, BranchPlan, Direction, TransferProgress};
+use crate::ends::{Local, Source};
+use crate::{Error, Result};
+
+/// Chunks per GetChunks request of a range read.
+const GET_BATCH: usize = 64;
+
+/// What a push, pull or mirror of one branch did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Transfer {
+    /// "quic" or "tcp".
+    pub transport: String,
+    /// The branch's head afterwards, hex.
+    pub head: String,
+    /// Nothing needed to move.
+    pub up_to_date: bool,
+    /// Revisions the other side lacked.
+    pub revisions: u64,
+    /// Chunks the other side lacked.
+    pub chunks_moved: u64,
+    /// Their encoded bytes.
+    pub chunk_bytes_moved: u64,
+    /// Their raw bytes.
+    pub raw_bytes_moved: u64,
+    /// Chunks of the transferred files the other side already had.
+    pub chunks_already_there: u64,
+    /// Tree nodes the other side lacked.
+    pub nodes_moved: u64,
+    /// Ids sent in negotiation questions.
+    pub ids_asked: u64,
+    /// All bytes on the wire, both ways (frames, not counting TLS/QUIC overhead).
+    pub wire_bytes_sent: u64,
+    /// Frame bytes received.
+    pub wire_bytes_received: u64,
+}
+
+/// What to push.
+pub struct PushOptions {
+    /// The repository.
+    pub repo: String,
+    /// The branch (the same name locally and on the hub).
+    pub branch: String,
+}
+
+/// What to pull.
+pub struct PullOptions {
+    /// The repository.
+    pub repo: String,
+    /// The branch (the same name on the hub and locally).
+    pub branch: String,
+    /// Only files matching one of these globs (a partial pull).
+    pub include: Vec<String>,
+}
+
+impl Transfer {
+    /// The summary of one branch's transfer; wire bytes are the caller's.
+    pub fn from_report(transport: &str, r: &Report) -> Transfer {
+        Transfer {
+            transport: transport.into(),
+            head: r.head.to_hex(),
+            up_to_date: r.up_to_date,
+            revisions: r.revisions,
+            chunks_moved: r.chunks_moved,
+            chunk_bytes_moved: r.chunk_bytes_moved,
+            raw_bytes_moved: r.raw_bytes_moved,
+            chunks_already_there: r.chunks_already_there,
+            nodes_moved: r.nodes_moved,
+            ids_asked: r.ids_asked,
+            wire_bytes_sent: 0,
+            wire_bytes_received: 0,
+        }
+    }
+}
+
+fn summary(client: &Client, r: &Report) -> Transfer {
+    let (sent, received) = client.wire_bytes();
+    Transfer { wire_bytes_sent: sent, wire_bytes_received: received, ..Transfer::from_report(client.transport(), r) }
+}
+
+/// Sends the local branch to the hub: only revisions, nodes and chunks
+/// the hub lacks, then moves the hub's branch by compare-and-swap.
+pub async fn push(hub: &Client, store: &Arc<Store>, opts: &PushOptions, progress: &dyn TransferProgress) -> Result<Transfer> {
+    let (repo, branch) = (&opts.repo, &opts.branch);
+    let local = store.branch(repo, branch)?.ok_or_else(|| ferry_store::StoreError::UnknownRevision(format!("{repo} has no local branch {branch:?}")))?;
+    let refs = hub.refs_if_any(repo).await?;
+    let plan = BranchPlan {
+        repo,
+        branch,
+        source_head: local,
+        sink_head: refs.iter().find(|b| &b.0 == branch).map(|b| b.1),
+        sink_hints: refs.iter().map(|b| b.1).collect(),
+        partial: None,
+        limits: Limits::default(),
+    };
+    let report = run(&Local::for_store(store.clone()), hub, plan, Direction::Push, progress).await?;
+    Ok(summary(hub, &report))
+}
+
+/// Fetches the hub's branch into the local store: revisions, then only
+/// the nodes and chunks missing locally, each verified; then moves the
+/// local branch by compare-and-swap. With `include`, only the matching
+/// files, recorded as a local revision of their own.
+pub async fn pull(hub: &Client, store: &Arc<Store>, opts: &PullOptions, progress: &dyn TransferProgress) -> Result<Transfer> {
+    let (repo, branch) = (&opts.repo, &opts.branch);
+    let head = hub
+        .refs_if_any(repo)
+        .await?
+        .into_iter()
+        .find(|b| &b.0 == branch)
+        .map(|b| b.1)
+        .ok_or_else(|| Error::refused(ErrorCode::NotFound, format!("the hub has no branch {branch:?} in {repo} (or no access)")))?;
+    let partial = if opts.include.is_empty() {
+        None
+    } else {
+        let mut b = globset::GlobSetBuilder::new();
+        for g in &opts.include {
+            b.add(globset::Glob::new(g).map_err(|e| Error::Config(format!("--include {g:?}: {e}")))?);
+        }
+        let set = b.build().map_err(|e| Error::Config(e.to_string()))?;
+        Some(Partial { keep: Box::new(move |p| set.is_match(p)), description: format!("include {}", opts.include.join(", ")) })
+    };
+    let local = store.branch(repo, branch).ok().flatten();
+    let hints = store.branches(repo).unwrap_or_default().into_iter().map(|b| b.1).collect();
+    let plan = BranchPlan { repo, branch, source_head: head, sink_head: local, sink_hints: hints, partial, limits: Limits::default() };
+    let sink = Local::for_store(store.clone());
+    let report = run(hub, &sink, plan, Direction::Pull, progress).await;
+    if report.is_err() {
+        // Keep the chunks that did arrive, so that a re-run fetches
+        // only the rest.
+        let _ = tokio::task::block_in_place(|| store.sync());
+    }
+    Ok(summary(hub, &report?))
+}
+
+/// A revision of `repo` by id, verified.
+async fn revision(hub: &Client, repo: &str, id: Id) -> Result<Revision> {
+    let found = hub.history(repo, vec![id], vec![], 1).await?;
+    let bytes = found.into_iter().find(|b| revision_id(b) == id).ok_or_else(|| Error::refused(ErrorCode::NotFound, format!("no revision {id} in {repo}")))?;
+    Ok(Revision::decode(&bytes)?)
+}
+
+/// Writes bytes `start..end` of `path` in `repo@rev` (a branch or a full
+/// revision id) to `out`, fetching only the nodes and chunks that cover
+/// the range. Returns the file's size.
+pub async fn read_range(hub: &Client, repo: &str, rev: &str, path: &str, range: Option<(u64, Option<u64>)>, out: &mut dyn std::io::Write) -> Result<u64> {
+    let id = match hub.refs(repo).await?.into_iter().find(|b| b.0 == rev) {
+        Some((_, id)) => id,
+        None => rev
+            .parse::<Id>()
+            .map_err(|_| Error::refused(ErrorCode::NotFound, format!("{repo} has no branch {rev:?} (give a branch or a full 64-digit revision id)")))?,
+    };
+    let revision = revision(hub, repo, id).await?;
+    let entry = revision.entry(path).ok_or_else(|| Error::refused(ErrorCode::NotFound, format!("{repo}@{rev} has no file {path:?}")))?;
+    let (start, end) = range.map_or((0, entry.size), |(a, b)| (a, b.unwrap_or(entry.size)));
+    if start > end || end > entry.size {
+        return Err(Error::Config(format!("range {start}..{end} is outside {path:?} ({} bytes)", entry.size)));
+    }
+    // Walk down level by level, keeping only children that overlap.
+    let mut level: Vec<(Id, u64)> = vec![(entry.file_id, 0)];
+    let mut chunks: Vec<(Id, u64, u64)> = Vec::new();
+    while !level.is_empty() {
+        let ids: Vec<Id> = level.iter().map(|x| x.0).collect();
+        let nodes = hub.nodes(repo, ids.clone()).await?;
+        if nodes.len() != ids.len() {
+            return Err(Error::Protocol(format!("asked for {} nodes, got {}", ids.len(), nodes.len())));
+        }
+        let mut next = Vec::new();
+        for ((id, base), bytes) in level.iter().zip(nodes) {
+            let actual = node_id(&bytes);
+            if actual != *id {
+                return Err(ferry_core::FormatError::HashMismatch { what: "tree node", id: *id, actual }.into());
+            }
+            let node = Node::decode(&bytes)?;
+            for (c, lo) in node.children_in_range(*base, start, end) {
+                if node.height == 1 {
+                    chunks.push((c.id, lo, c.size));
+                } else {
+                    next.push((c.id, lo));
+                }
+            }
+        }
+        level = next;
+    }
+    for batch in chunks.chunks(GET_BATCH) {
+        let ids: Vec<Id> = batch.iter().map(|c| c.0).collect();
+        let by_id: HashMap<Id, Vec<u8>> = hub.records(repo, ids).await?.into_iter().collect();
+        for (cid, lo, size) in batch {
+            let raw = ferry_core::codec::decode_verified(cid, &by_id[cid])?;
+            if raw.len() as u64 != *size {
+                return Err(Error::Protocol(format!("chunk {cid} has {} bytes where its tree says {size}", raw.len())));
+            }
+            let a = start.saturating_sub(*lo) as usize;
+            let b = (end.min(lo + size) - lo) as usize;
+            out.write_all(&raw[a..b]).map_err(|e| Error::Io(e.to_string()))?;
+        }
+    }
+    Ok(entry.size)
+}
