@@ -81,45 +81,25 @@ pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
-/// Deterministic incompressible bytes.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    // Spread the seed first: xorshift needs a non-zero state, and `seed | 1`
-    // alone would give seeds 2k and 2k + 1 the same bytes.
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
+pub use ferry_testkit::noise;
 
 /// A small deterministic generator (xorshift), seeded from the clock unless
 /// FERRY_TEST_SEED is set, so that a failing run can be repeated.
-pub struct Rng(u64);
+pub struct Rng(ferry_testkit::Rng);
 
 impl Rng {
     pub fn new(salt: u64) -> Rng {
-        let seed = std::env::var("FERRY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) ^ std::process::id() as u64
-        });
-        eprintln!("random seed {seed} (FERRY_TEST_SEED={seed} repeats it)");
-        Rng((seed ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+        Rng(ferry_testkit::Rng::from_env(salt))
     }
 
     /// An independent generator for another thread, repeatable with this one's seed.
     pub fn fork(&mut self) -> Rng {
-        Rng(self.below(u64::MAX) | 1)
+        Rng(self.0.fork())
     }
 
     /// A number in 0..n (0 when n is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
+        self.0.below(n)
     }
 }
 

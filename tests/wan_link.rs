@@ -30,6 +30,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use ferry_testkit::StarRng;
 
 #[derive(Parser, Clone)]
 #[command(about = "An emulated wide-area link between two network namespaces")]
@@ -104,17 +105,6 @@ struct DelayLine {
     ready: Condvar,
 }
 
-/// xorshift64*: deterministic from the seed, good enough for loss draws.
-struct Rng(u64);
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip (iproute2)");
     if !out.status.success() {
@@ -160,7 +150,7 @@ fn ingress(mut input: File, line: Arc<DelayLine>, args: Args, seed: u64, c: Arc<
     // Jitter never lets a packet overtake the one before it.
     let mut last_due = Instant::now();
     let queue = args.queue_kib.map_or_else(|| (rate * 0.1).max(65536.0), |k| (k * 1024) as f64);
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = StarRng::new(seed);
     let mut free_at = Instant::now();
     let mut seq = 0u64;
     let mut buf = vec![0u8; 65536];

@@ -4,19 +4,17 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ferry_core::codec::{Encoder, DEFAULT_ZSTD_LEVEL};
 use ferry_core::Id;
-use ferry_store::{ChunkStore, Store, VerifiedRecord};
+use ferry_store::{ChunkStore, VerifiedRecord};
+use ferry_testkit::{Rng, TempStore};
 
 fn bf16_like(len: usize) -> Vec<u8> {
     // Normal-ish weights (sum of uniforms), std ~0.02, as bf16.
-    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut rng = Rng::from_state(0x1234_5678_9abc_def1);
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         let mut s = 0f32;
         for _ in 0..4 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            s += (x >> 40) as f32 / (1u64 << 24) as f32;
+            s += (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
         }
         let v = (s - 2.0) * 0.035;
         out.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes());
@@ -47,24 +45,15 @@ fn engine(c: &mut Criterion) {
     });
     g.throughput(Throughput::Bytes(stored));
     g.bench_function("store_put_sync_64MiB", |b| {
-        b.iter_with_setup(
-            || {
-                let dir = tempfile::tempdir().unwrap();
-                let store = Store::init(dir.path()).unwrap();
-                (dir, store)
-            },
-            |(dir, store)| {
-                for batch in records.chunks(128) {
-                    store.chunk_store().put(batch).unwrap();
-                }
-                store.chunk_store().sync().unwrap();
-                drop(store);
-                drop(dir);
-            },
-        )
+        b.iter_with_setup(TempStore::new, |store| {
+            for batch in records.chunks(128) {
+                store.chunk_store().put(batch).unwrap();
+            }
+            store.chunk_store().sync().unwrap();
+            drop(store);
+        })
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::init(dir.path()).unwrap();
+    let store = TempStore::new();
     for batch in records.chunks(128) {
         store.chunk_store().put(batch).unwrap();
     }

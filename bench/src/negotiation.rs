@@ -21,14 +21,13 @@
 //!   hubs carries them twice: in from the source, out to the sink);
 //! - `round_trips`, chunks found missing, and the data they hold.
 
-use std::collections::{HashMap, HashSet};
-
 use anyhow::{ensure, Result};
 use clap::{Parser, ValueEnum};
-use ferry_core::revision::{revision_id, Entry, Revision};
-use ferry_core::tree::build;
+use ferry_core::revision::{Entry, Revision};
 use ferry_core::Id;
-use ferry_proto::transfer::{Config, Limits, Poll, Request, Response, Transfer};
+use ferry_proto::transfer::{Config, Limits, Poll, Request, Transfer};
+use ferry_testkit::transfer::{chunk_id, MemoryEnd, MemoryLink, SinkRules, CHUNK_BYTES as CHUNK};
+use ferry_testkit::StarRng;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Shape {
@@ -52,47 +51,9 @@ struct Args {
     seed: u64,
 }
 
-const CHUNK: u64 = 65536;
-
-fn chunk_id(n: u64) -> Id {
-    Id::of_chunk(&n.to_le_bytes())
-}
-
-#[derive(Default)]
-struct End {
-    nodes: HashMap<Id, Vec<u8>>,
-    chunks: HashSet<Id>,
-    revisions: HashMap<Id, Vec<u8>>,
-}
-
-impl End {
-    /// Adds a file's chunks and tree; returns its entry.
-    fn file(&mut self, path: String, chunks: &[(Id, u64)]) -> Entry {
-        let (root, nodes) = build(chunks);
-        for (id, n) in nodes {
-            self.nodes.entry(id).or_insert_with(|| n.encode());
-        }
-        self.chunks.extend(chunks.iter().map(|c| c.0));
-        Entry { path, file_id: root.id, size: root.size, executable: false }
-    }
-    fn revision(&mut self, parents: Vec<Id>, entries: Vec<Entry>) -> Result<Id> {
-        let rev = Revision::new(parents, "bench".into(), 0, "r".into(), entries)?;
-        let enc = rev.encode();
-        let id = revision_id(&enc);
-        self.revisions.insert(id, enc);
-        Ok(id)
-    }
-}
-
-/// xorshift64*.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
+/// Stores a revision of `entries` on `end`; returns its id.
+fn add_revision(end: &mut MemoryEnd, parents: Vec<Id>, entries: Vec<Entry>) -> Result<Id> {
+    Ok(end.add_revision(&Revision::new(parents, "bench".into(), 0, "r".into(), entries)?))
 }
 
 fn main() -> Result<()> {
@@ -100,14 +61,15 @@ fn main() -> Result<()> {
     ensure!(a.files > 0 && a.chunks >= a.files, "--chunks must be at least --files");
     let per_file = a.chunks / a.files;
     let changed = (a.chunks as f64 * a.changed).round() as u64;
-    let mut rng = Rng(a.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = StarRng::new(a.seed);
     let mut next_new = 1u64 << 40;
     let mut files: Vec<Vec<(Id, u64)>> = (0..a.files).map(|f| (0..per_file).map(|i| (chunk_id(f * per_file + i), CHUNK)).collect()).collect();
     // The sink: R1. The source: R1 and R2.
-    let mut sink = End::default();
-    let entries: Vec<Entry> = files.iter().enumerate().map(|(i, c)| sink.file(format!("shard-{i:05}"), c)).collect();
-    let r1 = sink.revision(vec![], entries.clone())?;
-    let mut source = End { nodes: sink.nodes.clone(), chunks: sink.chunks.clone(), revisions: sink.revisions.clone() };
+    let mut sink = MemoryEnd::default();
+    let entries: Vec<Entry> = files.iter().enumerate().map(|(i, c)| sink.add_file(format!("shard-{i:05}"), c)).collect();
+    let r1 = add_revision(&mut sink, vec![], entries)?;
+    sink.branch = Some(r1);
+    let mut source = sink.clone();
     let mut new_files = Vec::new();
     match a.shape {
         Shape::Files => {
@@ -131,16 +93,16 @@ fn main() -> Result<()> {
             }
         }
     }
-    let mut entries2: Vec<Entry> = files.iter().enumerate().map(|(i, c)| source.file(format!("shard-{i:05}"), c)).collect();
+    let mut entries2: Vec<Entry> = files.iter().enumerate().map(|(i, c)| source.add_file(format!("shard-{i:05}"), c)).collect();
     for (i, c) in new_files.iter().enumerate() {
-        entries2.push(source.file(format!("new-{i:05}"), c));
+        entries2.push(source.add_file(format!("new-{i:05}"), c));
     }
-    let r2 = source.revision(vec![r1], entries2)?;
+    let r2 = add_revision(&mut source, vec![r1], entries2)?;
     let missing_truth: u64 = source.chunks.iter().filter(|c| !sink.chunks.contains(c)).count() as u64;
 
     let mut t = Transfer::new(Config { source_head: r2, sink_head: Some(r1), sink_hints: vec![], partial: None, limits: Limits::default() });
-    let (mut waves, mut ids_asked, mut bitmap_bytes, mut node_bytes, mut revision_bytes) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut missing = 0u64;
+    let mut link = MemoryLink::new(&source, &mut sink, SinkRules::Enforce);
+    let mut waves = 0u64;
     loop {
         let mut wave = Vec::new();
         loop {
@@ -148,15 +110,18 @@ fn main() -> Result<()> {
                 Poll::Request(tag, req) => wave.push((tag, req)),
                 Poll::Wait => break,
                 Poll::Done => {
+                    let tally = &link.tally;
+                    let (missing, ids_asked, node_bytes) = (tally.moved.len() as u64, tally.ids_asked, tally.node_bytes);
+                    let negotiation_bytes = ids_asked * 32 + tally.bitmap_bytes + tally.revision_bytes;
                     let raw = missing * CHUNK;
                     println!(
                         "{}",
                         serde_json::json!({
                             "chunks": a.chunks, "files": a.files, "changed": a.changed, "shape": a.shape.to_possible_value().map(|v| v.get_name().to_owned()),
                             "chunks_missing": missing, "chunks_missing_truth": missing_truth, "data_bytes": raw,
-                            "ids_asked": ids_asked, "negotiation_bytes": ids_asked * 32 + bitmap_bytes + revision_bytes,
+                            "ids_asked": ids_asked, "negotiation_bytes": negotiation_bytes,
                             "tree_bytes": node_bytes, "round_trips": waves,
-                            "negotiation_pct_of_data": 100.0 * (ids_asked * 32 + bitmap_bytes + revision_bytes) as f64 / raw.max(1) as f64,
+                            "negotiation_pct_of_data": 100.0 * negotiation_bytes as f64 / raw.max(1) as f64,
                             "tree_pct_of_data": 100.0 * node_bytes as f64 / raw.max(1) as f64,
                         })
                     );
@@ -171,41 +136,7 @@ fn main() -> Result<()> {
             waves += 1;
         }
         for (tag, req) in wave {
-            let bits = |have: &dyn Fn(&Id) -> bool, ids: &[Id], bytes: &mut u64| {
-                *bytes += 4 + ids.len().div_ceil(8) as u64;
-                Response::Bitmap(ids.iter().map(have).collect())
-            };
-            let resp = match req {
-                Request::SourceHistory { from, .. } => {
-                    let revs: Vec<Vec<u8>> = from.iter().filter_map(|id| source.revisions.get(id).cloned()).collect();
-                    revision_bytes += revs.iter().map(|r| r.len() as u64).sum::<u64>();
-                    Response::Revisions(revs)
-                }
-                Request::SourceHasRevisions(ids) => bits(&|i| source.revisions.contains_key(i), &ids, &mut bitmap_bytes),
-                Request::SinkHasRevisions(ids) => bits(&|i| sink.revisions.contains_key(i), &ids, &mut bitmap_bytes),
-                Request::SinkHasNodes(ids) => {
-                    ids_asked += ids.len() as u64;
-                    bits(&|i| sink.nodes.contains_key(i), &ids, &mut bitmap_bytes)
-                }
-                Request::SinkHasChunks(ids) => {
-                    ids_asked += ids.len() as u64;
-                    bits(&|i| sink.chunks.contains(i), &ids, &mut bitmap_bytes)
-                }
-                Request::SourceNodes(ids) => Response::Nodes(ids.iter().map(|i| source.nodes[i].clone()).collect()),
-                Request::MoveChunks(ids) => {
-                    missing += ids.len() as u64;
-                    Response::Moved { stored_bytes: ids.len() as u64 * CHUNK }
-                }
-                Request::SinkPutNodes(nodes) => {
-                    node_bytes += nodes.iter().map(|n| n.len() as u64).sum::<u64>();
-                    Response::Stored
-                }
-                Request::SinkPutRevisions(revs) | Request::SinkUpdateBranch { revisions: revs, .. } => {
-                    revision_bytes += revs.iter().map(|r| r.len() as u64).sum::<u64>();
-                    Response::Stored
-                }
-            };
-            t.answer(tag, resp)?;
+            t.answer(tag, link.answer(req))?;
         }
     }
 }

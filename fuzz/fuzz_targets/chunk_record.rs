@@ -4,8 +4,8 @@
 //! 32 bytes are also tried as the claimed id of the rest.
 #![no_main]
 
-use ferry_core::codec::{self, Encoder, DEFAULT_ZSTD_LEVEL, HEADER_LEN, MAX_RECORD_LEN};
 use ferry_core::chunking::MAX_CHUNK;
+use ferry_core::codec::{self, Encoder, DEFAULT_ZSTD_LEVEL, HEADER_LEN, MAX_RECORD_LEN};
 use ferry_core::Id;
 use libfuzzer_sys::fuzz_target;
 

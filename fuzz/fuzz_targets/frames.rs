@@ -9,8 +9,11 @@ use ferry_proto::frame::HEADER_LEN;
 use ferry_proto::{FrameDecoder, FrameError, Message, MAX_FRAME_LEN};
 use libfuzzer_sys::fuzz_target;
 
+/// A decoded frame: its kind and payload.
+type Frame = (u8, Vec<u8>);
+
 /// Every frame the decoder yields, and how the stream ended.
-fn drain(d: &mut FrameDecoder, frames: &mut Vec<(u8, Vec<u8>)>) -> Result<(), FrameError> {
+fn drain(d: &mut FrameDecoder, frames: &mut Vec<Frame>) -> Result<(), FrameError> {
     while let Some(f) = d.next_frame()? {
         assert!(f.1.len() <= MAX_FRAME_LEN);
         frames.push(f);
@@ -18,7 +21,7 @@ fn drain(d: &mut FrameDecoder, frames: &mut Vec<(u8, Vec<u8>)>) -> Result<(), Fr
     Ok(())
 }
 
-fn decode_stream(stream: &[u8], split: u8) -> (Vec<(u8, Vec<u8>)>, Result<(), FrameError>) {
+fn decode_stream(stream: &[u8], split: u8) -> (Vec<Frame>, Result<(), FrameError>) {
     let mut d = FrameDecoder::new();
     let mut frames = Vec::new();
     let mut x = split as u32 | 0x100;

@@ -83,9 +83,7 @@ fuzz_target!(|data: &[u8]| {
                         h @ 0..=3 => h,
                         h => h % 64,
                     };
-                    let children = (0..t.u8_or(0) % 17)
-                        .map(|_| Child { id: id(t.u8_or(0)), size: u64::from(t.u8_or(0)) })
-                        .collect();
+                    let children = (0..t.u8_or(0) % 17).map(|_| Child { id: id(t.u8_or(0)), size: u64::from(t.u8_or(0)) }).collect();
                     let node = Node { height, children };
                     let first = diff.expanded(i, &node);
                     match &first {

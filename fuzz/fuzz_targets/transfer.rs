@@ -12,62 +12,51 @@
 //! hashes to an id it asked the source for, and every revision decodes.
 #![no_main]
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 
-use ferry_core::revision::{revision_id, Entry, Revision};
-use ferry_core::tree::{build, node_id, Node};
+use ferry_core::revision::Revision;
+use ferry_core::tree::{node_id, Node};
 use ferry_core::Id;
 use ferry_proto::message::MAX_IDS;
 use ferry_proto::transfer::{Config, Limits, Partial, Poll, Request, Response, Transfer};
 use ferry_proto::Message;
+use ferry_testkit::transfer::{MemoryEnd, MemoryLink, SinkRules};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "tape.rs"]
 mod tape;
 use tape::Tape;
 
-#[derive(Default, Clone)]
-struct End {
-    revisions: HashMap<Id, Vec<u8>>,
-    nodes: HashMap<Id, Vec<u8>>,
-    chunks: HashSet<Id>,
-}
-
-impl End {
-    fn commit(&mut self, parents: Vec<Id>, files: &[Vec<(Id, u64)>], salt: i64) -> Id {
-        let mut entries = Vec::new();
-        for (i, chunks) in files.iter().enumerate() {
-            let (root, nodes) = build(chunks);
-            for (id, n) in nodes {
-                self.nodes.insert(id, n.encode());
-            }
-            self.chunks.extend(chunks.iter().map(|c| c.0));
-            entries.push(Entry { path: format!("f{i}"), file_id: root.id, size: root.size, executable: i == 1 });
-        }
-        let enc = Revision::new(parents, "f".into(), salt, "m".into(), entries).expect("valid revision").encode();
-        let id = revision_id(&enc);
-        self.revisions.insert(id, enc);
-        id
-    }
+/// Commits `files` (the second one executable, so the flag travels too) on
+/// top of `parents`; returns the revision id.
+fn commit(end: &mut MemoryEnd, parents: Vec<Id>, files: &[Vec<(Id, u64)>], salt: i64) -> Id {
+    let entries = files
+        .iter()
+        .enumerate()
+        .map(|(i, chunks)| {
+            let mut entry = end.add_file(format!("f{i}"), chunks);
+            entry.executable = i == 1;
+            entry
+        })
+        .collect();
+    end.add_revision(&Revision::new(parents, "f".into(), salt, "m".into(), entries).expect("valid revision"))
 }
 
 /// Files of chunks drawn from a small id space, so files share chunks.
 fn files(t: &mut Tape, salt: u8) -> Vec<Vec<(Id, u64)>> {
-    (0..1 + t.u8_or(1) % 3)
-        .map(|_| (0..t.u8_or(8) % 48).map(|_| (Id::of_chunk(&[t.u8_or(0) ^ salt, salt]), 1 + u64::from(t.u8_or(3)))).collect())
-        .collect()
+    (0..1 + t.u8_or(1) % 3).map(|_| (0..t.u8_or(8) % 48).map(|_| (Id::of_chunk(&[t.u8_or(0) ^ salt, salt]), 1 + u64::from(t.u8_or(3)))).collect()).collect()
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut t = Tape(data);
     // The world: the source has r1 <- r2; the sink has nothing, r1, or a
     // revision of its own on top of r1 (diverged).
-    let mut src = End::default();
+    let mut src = MemoryEnd::default();
     let f1 = files(&mut t, 0);
-    let r1 = src.commit(vec![], &f1, 1);
+    let r1 = commit(&mut src, vec![], &f1, 1);
     let f2 = files(&mut t, 1);
-    let r2 = src.commit(vec![r1], &f2, 2);
-    let mut sink = End::default();
+    let r2 = commit(&mut src, vec![r1], &f2, 2);
+    let mut sink = MemoryEnd::default();
     let sink_head = match t.u8_or(0) % 4 {
         0 => None,
         1 => {
@@ -78,8 +67,8 @@ fuzz_target!(|data: &[u8]| {
         2 => {
             sink.revisions.insert(r1, src.revisions[&r1].clone());
             let mine = files(&mut t, 2);
-            let mut s = End::default();
-            let d = s.commit(vec![r1], &mine, 3);
+            let mut s = MemoryEnd::default();
+            let d = commit(&mut s, vec![r1], &mine, 3);
             sink.revisions.insert(d, s.revisions[&d].clone());
             Some(d)
         }
@@ -101,6 +90,7 @@ fuzz_target!(|data: &[u8]| {
     let partial = (t.u8_or(0) % 5 == 0).then(|| Partial { keep: Box::new(|p: &str| p != "f1"), description: "not f1".into() });
     let mut m = Transfer::new(Config { source_head: r2, sink_head, sink_hints: vec![], partial, limits: limits.clone() });
 
+    let mut link = MemoryLink::new(&src, &mut sink, SinkRules::Trust);
     let mut outstanding: Vec<(u64, Request)> = Vec::new();
     let mut nodes_fetched: HashSet<Id> = HashSet::new();
     for _ in 0..200_000 {
@@ -123,7 +113,7 @@ fuzz_target!(|data: &[u8]| {
             Poll::Wait => {
                 assert!(!outstanding.is_empty(), "waiting with nothing outstanding");
                 let (tag, req) = outstanding.swap_remove(usize::from(t.u8_or(0)) % outstanding.len());
-                let honest = answer(&src, &mut sink, &req);
+                let honest = link.answer(req);
                 let resp = match t.u8_or(0) {
                     0xf0..=0xf7 => from_frame(&mut t),
                     0xf8..=0xff => corrupt(&mut t, honest),
@@ -167,48 +157,6 @@ fn check(req: &Request, limits: &Limits, nodes_fetched: &HashSet<Id>) {
             for r in revisions {
                 Revision::decode(r).expect("a stored revision decodes");
             }
-        }
-    }
-}
-
-/// The honest answer from the world.
-fn answer(src: &End, sink: &mut End, req: &Request) -> Response {
-    match req {
-        Request::SourceHistory { from, until, max } => {
-            let until: HashSet<&Id> = until.iter().collect();
-            let mut seen = HashSet::new();
-            let mut queue: VecDeque<Id> = from.iter().copied().collect();
-            let mut out = Vec::new();
-            while let Some(id) = queue.pop_front() {
-                if out.len() >= *max as usize || until.contains(&id) || !seen.insert(id) {
-                    continue;
-                }
-                let Some(b) = src.revisions.get(&id) else { continue };
-                queue.extend(Revision::decode(b).expect("honest").parents);
-                out.push(b.clone());
-            }
-            Response::Revisions(out)
-        }
-        Request::SourceHasRevisions(v) => Response::Bitmap(v.iter().map(|i| src.revisions.contains_key(i)).collect()),
-        Request::SinkHasRevisions(v) => Response::Bitmap(v.iter().map(|i| sink.revisions.contains_key(i)).collect()),
-        Request::SinkHasNodes(v) => Response::Bitmap(v.iter().map(|i| sink.nodes.contains_key(i)).collect()),
-        Request::SinkHasChunks(v) => Response::Bitmap(v.iter().map(|i| sink.chunks.contains(i)).collect()),
-        Request::SourceNodes(v) => Response::Nodes(v.iter().map(|i| src.nodes.get(i).cloned().unwrap_or_default()).collect()),
-        Request::MoveChunks(v) => {
-            sink.chunks.extend(v.iter().copied());
-            Response::Moved { stored_bytes: v.len() as u64 }
-        }
-        Request::SinkPutNodes(nodes) => {
-            for n in nodes {
-                sink.nodes.insert(node_id(n), n.clone());
-            }
-            Response::Stored
-        }
-        Request::SinkPutRevisions(revs) | Request::SinkUpdateBranch { revisions: revs, .. } => {
-            for r in revs {
-                sink.revisions.insert(revision_id(r), r.clone());
-            }
-            Response::Stored
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Llama-shaped bf16 tensors drawn like trained weights, the edits the
 //! scenarios make to them, and the safetensors container around them.
 
+use ferry_testkit::StarRng;
+
 /// Model dimensions. The command line always uses [`Dims::LLAMA_1B`]-like
 /// shapes; tests use tiny ones.
 #[derive(Clone, Copy, Debug)]
@@ -65,11 +67,11 @@ pub fn layout(size_mib: u64, d: Dims) -> (Vec<Tensor>, u64) {
 }
 
 /// xorshift64* — fast, deterministic, good enough for weights.
-pub struct Rng(u64);
+pub struct Rng(StarRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Rng(StarRng::new(seed))
     }
     /// A generator for stream `parts` (e.g. seed, tensor, version, purpose),
     /// independent of every other combination.
@@ -78,13 +80,10 @@ impl Rng {
         for &p in parts {
             h = splitmix(h ^ p);
         }
-        Rng(h | 1)
+        Rng(StarRng::from_state(h | 1))
     }
     pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next_u64()
     }
     /// Two standard normal samples (Box-Muller).
     pub fn normal2(&mut self) -> (f32, f32) {

@@ -71,19 +71,8 @@ pub fn chunk_all(data: &[u8]) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_testkit::noise;
     use proptest::prelude::*;
-
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     /// Streams `data` through `cut` in pieces of the given sizes.
     fn chunk_streaming(data: &[u8], piece: usize) -> Vec<(usize, usize)> {
@@ -113,7 +102,7 @@ mod tests {
 
     #[test]
     fn chunks_respect_size_limits_and_cover_the_input() {
-        let data = pseudo_random(5 * 1024 * 1024 + 17, 7);
+        let data = noise(5 * 1024 * 1024 + 17, 7);
         let chunks = chunk_all(&data);
         let mut next = 0;
         for (i, &(off, len)) in chunks.iter().enumerate() {
@@ -137,7 +126,7 @@ mod tests {
 
     #[test]
     fn an_insert_changes_only_nearby_chunks() {
-        let data = pseudo_random(4 * 1024 * 1024, 3);
+        let data = noise(4 * 1024 * 1024, 3);
         let mut edited = data.clone();
         edited.splice(2_000_000..2_000_000, b"inserted bytes".iter().copied());
         let ids = |d: &[u8]| -> std::collections::HashSet<Vec<u8>> { chunk_all(d).iter().map(|&(o, l)| d[o..o + l].to_vec()).collect() };
@@ -152,7 +141,7 @@ mod tests {
         fn boundaries_do_not_depend_on_buffer_sizes(
             len in 0usize..1_500_000, seed in any::<u64>(), piece in 1usize..400_000
         ) {
-            let data = pseudo_random(len, seed);
+            let data = noise(len, seed);
             prop_assert_eq!(chunk_streaming(&data, piece), chunk_all(&data));
         }
     }

@@ -172,15 +172,7 @@ mod tests {
 
     #[test]
     fn incompressible_chunks_are_stored_raw() {
-        let mut x = 0x9e3779b97f4a7c15u64;
-        let raw: Vec<u8> = (0..50_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
+        let raw = ferry_testkit::noise(50_000, 1);
         let rec = Encoder::new(DEFAULT_ZSTD_LEVEL).encode(&raw);
         assert_eq!(rec[0], CODEC_RAW);
         assert_eq!(decode(&rec).unwrap(), raw);

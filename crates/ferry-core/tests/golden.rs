@@ -9,24 +9,11 @@ use ferry_core::chunking::chunk_all;
 use ferry_core::revision::{Entry, Revision};
 use ferry_core::tree::{build, Node};
 use ferry_core::{codec, Id};
+use ferry_testkit::xorshift64_bytes;
 use serde_json::{json, Value};
 
-/// The input generator the spec names: xorshift64 (13, 7, 17), one byte per
-/// step, taken from bits 32..40 of the state.
-fn xorshift_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
-
 fn chunk_vector(seed: u64, len: usize) -> Value {
-    let data = xorshift_bytes(seed, len);
+    let data = xorshift64_bytes(len, seed);
     let chunks = chunk_all(&data);
     let leaves: Vec<(Id, u64)> = chunks.iter().map(|&(o, l)| (Id::of_chunk(&data[o..o + l]), l as u64)).collect();
     let (root, nodes) = build(&leaves);

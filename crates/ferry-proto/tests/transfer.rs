@@ -3,183 +3,33 @@
 //! parents and trees, a branch only by compare-and-swap), with answers
 //! delivered in random order.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 
-use ferry_core::revision::{revision_id, Entry, Revision};
-use ferry_core::tree::{build, node_id, Node};
+use ferry_core::tree::node_id;
 use ferry_core::Id;
 use ferry_proto::transfer::{Config, Limits, Partial, Poll, Report, Request, Response, Transfer, TransferError};
+use ferry_testkit::transfer::{chunk_id, MemoryEnd as End, MemoryLink, SinkRules, Tally};
 use proptest::prelude::*;
-
-#[derive(Default, Clone)]
-struct End {
-    revisions: HashMap<Id, Vec<u8>>,
-    nodes: HashMap<Id, Vec<u8>>,
-    chunks: HashMap<Id, u64>,
-    branch: Option<Id>,
-}
-
-impl End {
-    fn revision(&self, id: &Id) -> Revision {
-        Revision::decode(&self.revisions[id]).unwrap()
-    }
-
-    /// Commits files given as chunk lists; returns the revision id.
-    fn commit(&mut self, parents: Vec<Id>, files: &[Vec<(Id, u64)>], salt: u64) -> Id {
-        let mut entries = Vec::new();
-        for (i, chunks) in files.iter().enumerate() {
-            let (root, nodes) = build(chunks);
-            for (id, n) in nodes {
-                self.nodes.insert(id, n.encode());
-            }
-            for (c, s) in chunks {
-                self.chunks.insert(*c, *s);
-            }
-            entries.push(Entry { path: format!("f{i}"), file_id: root.id, size: root.size, executable: false });
-        }
-        let rev = Revision::new(parents, "t".into(), salt as i64, format!("r{salt}"), entries).unwrap();
-        let enc = rev.encode();
-        let id = revision_id(&enc);
-        self.revisions.insert(id, enc);
-        self.branch = Some(id);
-        id
-    }
-
-    fn history(&self, from: &[Id], until: &[Id], max: u32) -> Vec<Vec<u8>> {
-        let until: HashSet<&Id> = until.iter().collect();
-        let mut seen = HashSet::new();
-        let mut queue: VecDeque<Id> = from.iter().copied().collect();
-        let mut out = Vec::new();
-        while let Some(id) = queue.pop_front() {
-            if out.len() >= max as usize || until.contains(&id) || !seen.insert(id) {
-                continue;
-            }
-            let Some(b) = self.revisions.get(&id) else { continue };
-            queue.extend(Revision::decode(b).unwrap().parents);
-            out.push(b.clone());
-        }
-        out
-    }
-
-    /// Everything reachable from a revision: (revisions, nodes, chunks).
-    fn reachable(&self, head: Id) -> (HashSet<Id>, HashSet<Id>, HashSet<Id>) {
-        let (mut revs, mut nodes, mut chunks) = (HashSet::new(), HashSet::new(), HashSet::new());
-        let mut todo = vec![head];
-        while let Some(r) = todo.pop() {
-            if !revs.insert(r) {
-                continue;
-            }
-            let rev = self.revision(&r);
-            todo.extend(rev.parents.iter().copied());
-            let mut stack: Vec<Id> = rev.entries.iter().map(|e| e.file_id).collect();
-            while let Some(n) = stack.pop() {
-                if !nodes.insert(n) {
-                    continue;
-                }
-                let node = Node::decode(&self.nodes[&n]).unwrap();
-                for c in node.children {
-                    if node.height == 1 {
-                        chunks.insert(c.id);
-                    } else {
-                        stack.push(c.id);
-                    }
-                }
-            }
-        }
-        (revs, nodes, chunks)
-    }
-
-    fn put_nodes(&mut self, nodes: &[Vec<u8>]) {
-        for enc in nodes {
-            let n = Node::decode(enc).unwrap();
-            for c in &n.children {
-                let present = if n.height == 1 { self.chunks.contains_key(&c.id) } else { self.nodes.contains_key(&c.id) };
-                assert!(present, "node stored before its child {}", c.id);
-            }
-            self.nodes.insert(node_id(enc), enc.clone());
-        }
-    }
-
-    fn put_revisions(&mut self, revs: &[Vec<u8>]) {
-        for enc in revs {
-            let rev = Revision::decode(enc).unwrap();
-            for p in &rev.parents {
-                assert!(self.revisions.contains_key(p), "revision stored before its parent");
-            }
-            for e in &rev.entries {
-                assert!(self.nodes.contains_key(&e.file_id), "revision stored before its tree");
-            }
-            self.revisions.insert(revision_id(enc), enc.clone());
-        }
-    }
-}
-
-/// What the driver saw.
-#[derive(Default)]
-struct Trace {
-    moved: Vec<Id>,
-    questions: usize,
-}
 
 /// Runs a transfer to completion; `order` picks which outstanding request
 /// is answered next.
-fn run(src: &End, sink: &mut End, cfg: Config, order: &[u8]) -> (Result<Report, TransferError>, Trace) {
+fn run(src: &End, sink: &mut End, cfg: Config, order: &[u8]) -> (Result<Report, TransferError>, Tally) {
     let mut t = Transfer::new(cfg);
     let mut queue: Vec<(u64, Request)> = Vec::new();
-    let mut trace = Trace::default();
+    let mut link = MemoryLink::new(src, sink, SinkRules::Enforce);
     let mut pick = order.iter().cycle();
     loop {
         match t.poll() {
-            Err(e) => return (Err(e), trace),
+            Err(e) => return (Err(e), link.tally),
             Ok(Poll::Request(tag, req)) => queue.push((tag, req)),
-            Ok(Poll::Done) => return (Ok(t.report().clone()), trace),
+            Ok(Poll::Done) => return (Ok(t.report().clone()), link.tally),
             Ok(Poll::Wait) => {
                 assert!(!queue.is_empty(), "the engine waits with nothing outstanding");
                 let i = *pick.next().unwrap_or(&0) as usize % queue.len();
                 let (tag, req) = queue.swap_remove(i);
-                let bits = |have: &dyn Fn(&Id) -> bool, ids: &[Id]| Response::Bitmap(ids.iter().map(have).collect());
-                let resp = match req {
-                    Request::SourceHistory { from, until, max } => Response::Revisions(src.history(&from, &until, max)),
-                    Request::SourceHasRevisions(ids) => bits(&|i| src.revisions.contains_key(i), &ids),
-                    Request::SourceNodes(ids) => Response::Nodes(ids.iter().map(|i| src.nodes[i].clone()).collect()),
-                    Request::SinkHasRevisions(ids) => bits(&|i| sink.revisions.contains_key(i), &ids),
-                    Request::SinkHasNodes(ids) => {
-                        trace.questions += 1;
-                        bits(&|i| sink.nodes.contains_key(i), &ids)
-                    }
-                    Request::SinkHasChunks(ids) => {
-                        trace.questions += 1;
-                        bits(&|i| sink.chunks.contains_key(i), &ids)
-                    }
-                    Request::MoveChunks(ids) => {
-                        let mut bytes = 0;
-                        for id in &ids {
-                            assert!(!sink.chunks.contains_key(id), "moving a chunk the sink has");
-                            let s = src.chunks[id];
-                            sink.chunks.insert(*id, s);
-                            bytes += s / 2;
-                        }
-                        trace.moved.extend(ids);
-                        Response::Moved { stored_bytes: bytes }
-                    }
-                    Request::SinkPutNodes(nodes) => {
-                        sink.put_nodes(&nodes);
-                        Response::Stored
-                    }
-                    Request::SinkPutRevisions(revs) => {
-                        sink.put_revisions(&revs);
-                        Response::Stored
-                    }
-                    Request::SinkUpdateBranch { expected, new, revisions } => {
-                        sink.put_revisions(&revisions);
-                        assert_eq!(sink.branch, expected, "compare-and-swap from the wrong head");
-                        assert!(sink.revisions.contains_key(&new));
-                        sink.branch = Some(new);
-                        Response::Stored
-                    }
-                };
+                let resp = link.answer(req);
                 if let Err(e) = t.answer(tag, resp) {
-                    return (Err(e), trace);
+                    return (Err(e), link.tally);
                 }
             }
         }
@@ -187,7 +37,7 @@ fn run(src: &End, sink: &mut End, cfg: Config, order: &[u8]) -> (Result<Report, 
 }
 
 /// Runs a whole-history transfer from `src`'s branch to `sink`'s.
-fn go(src: &End, sink: &mut End, order: &[u8]) -> (Result<Report, TransferError>, Trace) {
+fn go(src: &End, sink: &mut End, order: &[u8]) -> (Result<Report, TransferError>, Tally) {
     let c = cfg(src, sink);
     run(src, sink, c, order)
 }
@@ -203,7 +53,7 @@ fn small_limits() -> Limits {
 }
 
 fn chunk(n: u64) -> (Id, u64) {
-    (Id::of_chunk(&n.to_le_bytes()), 1000 + n % 7)
+    (chunk_id(n), 1000 + n % 7)
 }
 
 /// A file of `len` chunks drawn from a small pool, so files share chunks.
@@ -349,12 +199,12 @@ proptest! {
             let (revs, nodes, chunks) = src.reachable(at);
             for r in revs { sink.revisions.insert(r, src.revisions[&r].clone()); }
             for n in nodes { sink.nodes.insert(n, src.nodes[&n].clone()); }
-            for c in chunks { sink.chunks.insert(c, src.chunks[&c]); }
+            sink.chunks.extend(chunks);
             sink.branch = Some(at);
         }
         for k in 0..leftovers {
             let c = chunk(k * 3);
-            if src.chunks.contains_key(&c.0) { sink.chunks.insert(c.0, c.1); }
+            if src.chunks.contains(&c.0) { sink.chunks.insert(c.0); }
         }
         let before = sink.clone();
         let (rep, trace) = run(&src, &mut sink, cfg(&src, &before), &order);
@@ -363,10 +213,10 @@ proptest! {
         let (revs, nodes, chunks) = src.reachable(head);
         for r in &revs { prop_assert!(sink.revisions.contains_key(r)); }
         for n in &nodes { prop_assert!(sink.nodes.contains_key(n)); }
-        for c in &chunks { prop_assert!(sink.chunks.contains_key(c)); }
+        for c in &chunks { prop_assert!(sink.chunks.contains(c)); }
         let moved: HashSet<Id> = trace.moved.iter().copied().collect();
         prop_assert_eq!(moved.len(), trace.moved.len(), "a chunk moved twice");
-        let lacking: HashSet<Id> = chunks.iter().filter(|c| !before.chunks.contains_key(c)).copied().collect();
+        let lacking: HashSet<Id> = chunks.iter().filter(|c| !before.chunks.contains(c)).copied().collect();
         prop_assert_eq!(&moved, &lacking);
         prop_assert_eq!(rep.chunks_moved, lacking.len() as u64);
         let new_revs = revs.iter().filter(|r| !before.revisions.contains_key(r)).count() as u64;

@@ -7,18 +7,7 @@ use std::sync::Arc;
 use ferry_core::revision::{Entry, Revision};
 use ferry_core::Id;
 use ferry_store::{ChunkStore, RevisionSpec, Store, StoreError};
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
+use ferry_testkit::{noise, TempStore};
 
 fn commit_bytes(store: &Store, repo: &str, files: &[(&str, &[u8])], msg: &str) -> Id {
     let s = store.write_session();
@@ -43,8 +32,7 @@ fn read_all(store: &Store, rev: &Id, path: &str) -> Vec<u8> {
 
 #[test]
 fn second_version_stores_only_changed_chunks_and_reads_back_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::init(dir.path()).unwrap();
+    let store = TempStore::new();
     let v1 = noise(6 << 20, 1);
     let mut v2 = v1.clone();
     v2[3_000_000..3_000_100].copy_from_slice(&[0xAB; 100]);
@@ -69,8 +57,7 @@ fn second_version_stores_only_changed_chunks_and_reads_back_exactly() {
 
 #[test]
 fn byte_ranges_read_only_what_is_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::init(dir.path()).unwrap();
+    let store = TempStore::new();
     let data = noise(3 << 20, 5);
     let r = commit_bytes(&store, "org/m", &[("f", &data)], "m");
     let e = store.revision(&r).unwrap().entry("f").unwrap().clone();
@@ -83,8 +70,7 @@ fn byte_ranges_read_only_what_is_asked() {
 
 #[test]
 fn empty_and_tiny_files_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::init(dir.path()).unwrap();
+    let store = TempStore::new();
     let r = commit_bytes(&store, "org/m", &[("empty", b""), ("one", b"x")], "m");
     assert_eq!(read_all(&store, &r, "empty"), b"");
     assert_eq!(read_all(&store, &r, "one"), b"x");
@@ -92,8 +78,7 @@ fn empty_and_tiny_files_round_trip() {
 
 #[test]
 fn a_stale_branch_update_is_refused_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::init(dir.path()).unwrap();
+    let store = TempStore::new();
     let base = commit_bytes(&store, "org/m", &[("a", b"1")], "base");
     // Two writers start from the same head; the second to finish loses.
     let s = store.write_session();
@@ -111,8 +96,7 @@ fn a_stale_branch_update_is_refused_and_loses_nothing() {
 
 #[test]
 fn concurrent_commits_from_threads_never_lose_a_revision() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::init(dir.path()).unwrap());
+    let store = Arc::new(TempStore::new());
     let mut handles = Vec::new();
     for t in 0..4u64 {
         let store = store.clone();
@@ -155,8 +139,7 @@ fn concurrent_commits_from_threads_never_lose_a_revision() {
 
 #[test]
 fn gc_reclaims_unreachable_data_and_keeps_reachable_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::init(dir.path()).unwrap();
+    let store = TempStore::new();
     let keep = noise(2 << 20, 7);
     let drop_me = noise(2 << 20, 8);
     let r = commit_bytes(&store, "org/keep", &[("k", &keep)], "keep");
@@ -176,8 +159,7 @@ fn gc_reclaims_unreachable_data_and_keeps_reachable_data() {
 
 #[test]
 fn gc_waits_for_an_open_write_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::init(dir.path()).unwrap());
+    let store = Arc::new(TempStore::new());
     let data = noise(1 << 20, 9);
     let session = store.write_session();
     let f = session.ingest(Cursor::new(data.clone()), &()).unwrap();
@@ -202,8 +184,7 @@ fn gc_waits_for_an_open_write_session() {
 
 #[test]
 fn a_corrupt_record_is_never_returned() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::init(dir.path()).unwrap();
+    let store = TempStore::new();
     let bad = ferry_store::VerifiedRecord::verify(Id::of_chunk(b"x"), vec![0, 1, 0, 0, 0, b'y']);
     assert!(bad.is_err(), "a record that does not hash to its id must not verify");
     assert!(matches!(store.chunk_store().get(&Id::of_chunk(b"nope")), Err(StoreError::MissingChunk(_))));
@@ -211,8 +192,7 @@ fn a_corrupt_record_is_never_returned() {
 
 #[test]
 fn revision_specs_resolve_branches_and_id_prefixes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::init(dir.path()).unwrap();
+    let store = TempStore::new();
     let r = commit_bytes(&store, "org/m", &[("a", b"1")], "m");
     let by = |s: &str| store.resolve(&RevisionSpec::parse(s).unwrap()).map(|x| x.0);
     assert_eq!(by("org/m").unwrap(), r);
@@ -224,9 +204,8 @@ fn revision_specs_resolve_branches_and_id_prefixes() {
 
 #[test]
 fn opening_twice_reports_the_lock_and_unknown_dirs_are_not_stores() {
-    let dir = tempfile::tempdir().unwrap();
-    let _held = Store::init(dir.path()).unwrap();
-    assert!(matches!(Store::open(dir.path()), Err(StoreError::Locked(_))));
+    let held = TempStore::new();
+    assert!(matches!(Store::open(held.path()), Err(StoreError::Locked(_))));
     let empty = tempfile::tempdir().unwrap();
     assert!(matches!(Store::open(empty.path()), Err(StoreError::NotAStore(_))));
 }
