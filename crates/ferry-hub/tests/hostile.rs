@@ -20,6 +20,7 @@ use ferry_core::Id;
 use ferry_net::tls::Trust;
 use ferry_net::{Client, ConnectOptions, NetError, TransportChoice};
 use ferry_proto::{ErrorCode, Message};
+use ferry_testkit::noise;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn ferry_bin() -> PathBuf {
@@ -111,23 +112,8 @@ impl Hub {
     }
 }
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
-
-/// Peak resident memory of a process (VmHWM), in bytes.
 fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    ferry_tests::peak_rss(pid).expect("the hub is running")
 }
 
 async fn connect(hub: &Hub, dir: &Path, transport: TransportChoice) -> Client {
