@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// does has hung, and the test fails naming it instead of stalling the run.
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(180);
 
-/// The `ferry` binary built beside this test (target/<profile>/ferry).
+/// The `ferry` binary built beside this test (`target/<profile>/ferry`).
 pub fn ferry_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target profile directory");

@@ -3,7 +3,7 @@
 
 use ferry_testkit::StarRng;
 
-/// Model dimensions. The command line always uses [`Dims::LLAMA_1B`]-like
+/// Model dimensions. The command line always uses `Dims::LLAMA_1B`-like
 /// shapes; tests use tiny ones.
 #[derive(Clone, Copy, Debug)]
 pub struct Dims {

@@ -4,6 +4,9 @@
 //! that `output` renders as text or, with `--json`, as JSON
 //! (`protocol/cli-json.md`).
 
+// Doc comments here are clap help text (`owner/name[@rev]`), not rustdoc.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 mod commands;
 mod net;
 mod output;

@@ -267,7 +267,7 @@ impl Session {
     }
 
     /// Waits until a repository the caller may read changes after position
-    /// `since` of store `feed`, or `wait` (at most [`LONGEST_WAIT`]) passes.
+    /// `since` of store `feed`, or `wait` (at most 20 s) passes.
     /// A follower learns of a new revision at once, and an idle one costs a
     /// request per wait; changes it may not see do not wake it.
     pub async fn wait_for_change(&self, feed: [u8; 16], since: u64, wait: Duration) -> Result<()> {

@@ -5,7 +5,7 @@
 //!   failing run can be repeated byte for byte.
 //! - [`transfer`] (feature `transfer`): two in-memory ends that answer the
 //!   requests of `ferry_proto::transfer::Transfer`, as a store would.
-//! - [`TempStore`] (feature `store`): a store in a temporary directory.
+//! - `TempStore` (feature `store`): a store in a temporary directory.
 
 #![warn(missing_docs)]
 
