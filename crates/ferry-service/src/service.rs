@@ -295,33 +295,36 @@ impl Session {
     /// answer, so what it names is pinned for it.
     pub fn have_revisions(&self, repo: &str, ids: &[Id]) -> Result<Vec<bool>> {
         self.check_read(repo)?;
-        let store = self.store();
-        let _session = store.write_session();
-        let have = ids.iter().map(|i| store.has_revision(i)).collect::<Result<Vec<_>, _>>()?;
         // Only a writer will rely on the answer.
-        if self.can_write(repo)? {
-            self.pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.revision(*x.0)));
-        }
-        Ok(have)
+        let pin = self.can_write(repo)?;
+        self.answer_and_pin(ids, |store| ids.iter().map(|i| store.has_revision(i)).collect(), |p, id| if pin { p.revision(*id) })
     }
 
     /// Which of these tree nodes (and so their whole subtrees) the hub holds.
     pub fn have_nodes(&self, repo: &str, ids: &[Id]) -> Result<Vec<bool>> {
         self.check_write(repo)?;
-        let store = self.store();
-        let _session = store.write_session();
-        let have = store.has_nodes(ids)?;
-        self.pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.node(*x.0)));
-        Ok(have)
+        self.answer_and_pin(ids, |store| store.has_nodes(ids), |p, id| p.node(*id))
     }
 
     /// Which of these chunks the hub holds.
     pub fn have_chunks(&self, repo: &str, ids: &[Id]) -> Result<Vec<bool>> {
         self.check_write(repo)?;
+        self.answer_and_pin(ids, |store| store.has_chunks(ids), |p, id| p.chunk(id))
+    }
+
+    /// Answers which of `ids` the store holds under a write session (so
+    /// never during a gc) and pins those it holds before the session ends:
+    /// a writer that relies on the answer later finds them still there.
+    fn answer_and_pin(
+        &self,
+        ids: &[Id],
+        lookup: impl FnOnce(&Store) -> Result<Vec<bool>, ferry_store::StoreError>,
+        pin: impl Fn(&mut ferry_store::Pins, &Id),
+    ) -> Result<Vec<bool>> {
         let store = self.store();
         let _session = store.write_session();
-        let have = store.has_chunks(ids)?;
-        self.pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| p.chunk(x.0)));
+        let have = lookup(store)?;
+        self.pins.with(|p| ids.iter().zip(&have).filter(|x| *x.1).for_each(|x| pin(p, x.0)));
         Ok(have)
     }
 
