@@ -132,7 +132,7 @@ fn gc_stopped_at_any_point_leaves_every_stored_node_complete() {
     // The named crash points between gc's sweeps (FERRY_CRASH_AT aborts the
     // process there): whatever gc already removed, what remains is
     // consistent, and the next gc finishes the job.
-    for point in ["gc-after-nodes", "gc-after-chunks"] {
+    for point in ["gc-after-nodes", "gc-mid-sweep", "gc-after-chunks"] {
         let tmp = tempfile::tempdir().unwrap();
         let store = tmp.path().join("store");
         ok(ferry(&store).arg("init"));
@@ -152,7 +152,8 @@ fn gc_stopped_at_any_point_leaves_every_stored_node_complete() {
         ok(ferry(&store).args(["export", "org/keep"]).arg(&dest));
         assert_eq!(read_tree(&dest), read_tree(&keep), "after a gc stopped at {point}");
         ok(ferry(&store).arg("gc"));
-        fsck_ok(&store, &format!("the gc after one stopped at {point}"));
+        let fsck = fsck_ok(&store, &format!("the gc after one stopped at {point}"));
+        assert_eq!(fsck["unindexed_records"], 0, "records left after a complete gc: {fsck}");
         let stats = json(&ok(ferry(&store).args(["--json", "stats"])));
         assert_eq!(stats["unique_bytes"], 2 << 20, "garbage left after a complete gc: {stats}");
     }
@@ -182,9 +183,10 @@ impl Victim {
     const ROUNDS: [Victim; 4] = [Victim::PushClient, Victim::HubDuringPush, Victim::PullClient, Victim::HubDuringPull];
 }
 
-fn fsck_ok(store: &Path, after: &str) {
+fn fsck_ok(store: &Path, after: &str) -> serde_json::Value {
     let fsck = json(&ok(ferry(store).args(["--json", "fsck"])));
     assert_eq!(fsck["ok"], true, "fsck of {} failed after {after}: {fsck}", store.display());
+    fsck
 }
 
 /// The revisions of `org/m` in `store`, newest first.

@@ -4,7 +4,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ferry_core::codec::{Encoder, DEFAULT_ZSTD_LEVEL};
 use ferry_core::Id;
-use ferry_store::{ChunkStore, VerifiedRecord};
+use ferry_store::VerifiedRecord;
 use ferry_testkit::{Rng, TempStore};
 
 fn bf16_like(len: usize) -> Vec<u8> {
@@ -46,19 +46,23 @@ fn engine(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(stored));
     g.bench_function("store_put_sync_64MiB", |b| {
         b.iter_with_setup(TempStore::new, |store| {
+            let session = store.write_session();
             for batch in records.chunks(128) {
-                store.chunk_store().put(batch).unwrap();
+                session.put_records(batch).unwrap();
             }
-            store.chunk_store().sync().unwrap();
+            store.sync().unwrap();
+            drop(session);
             drop(store);
         })
     });
     let store = TempStore::new();
+    let session = store.write_session();
     for batch in records.chunks(128) {
-        store.chunk_store().put(batch).unwrap();
+        session.put_records(batch).unwrap();
     }
-    store.chunk_store().sync().unwrap();
-    g.bench_function("store_get_verified_64MiB", |b| b.iter(|| records.iter().map(|r| store.chunk_store().get(&r.id()).unwrap().len()).sum::<usize>()));
+    store.sync().unwrap();
+    drop(session);
+    g.bench_function("store_get_verified_64MiB", |b| b.iter(|| records.iter().map(|r| store.chunk(&r.id()).unwrap().len()).sum::<usize>()));
     g.finish();
 }
 

@@ -84,6 +84,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    // The crash tests stop a gc at a named step.
+    if let Ok(point) = std::env::var("FERRY_CRASH_AT") {
+        ferry_store::abort_at(point);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -9,45 +9,70 @@ use ferry_core::Id;
 use rayon::prelude::*;
 use rocksdb::{IteratorMode, WriteBatch};
 
-use crate::chunks::{ChunkStore, IndexEntry};
+use crate::backend::{BackendError, Location};
 use crate::write::{write, Durability};
-use crate::{Result, Store, CF_BRANCHES, CF_CHUNKS, CF_CHUNK_INDEX, CF_REVISIONS, CF_TREES};
+use crate::{Result, Store, StoreError, CF_BRANCHES, CF_META, CF_REVISIONS, CF_TREES};
+
+/// In the metadata while a gc deletes chunks (`protocol/store.md`).
+const SWEEP_MARKER: &[u8] = b"gc-sweeping";
+
+/// Chunks checked per batch by fsck: one index lookup, verified in parallel.
+const FSCK_BATCH: usize = 256;
 
 /// What the store holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Repositories with at least one branch ever.
     pub repositories: u64,
+    /// Branches, over all repositories.
     pub branches: u64,
+    /// Stored revisions (reachable or not).
     pub revisions: u64,
     /// Sum of the sizes of every file of every revision: what a store without
     /// deduplication would hold.
     pub logical_bytes: u64,
+    /// Unique chunks stored.
     pub chunks: u64,
     /// Raw bytes of the unique chunks.
     pub unique_bytes: u64,
     /// Bytes of the unique chunks as stored (after compression).
     pub stored_bytes: u64,
+    /// Tree nodes stored.
     pub tree_nodes: u64,
     /// Size of the store directory on disk.
     pub disk_bytes: u64,
 }
 
+/// What `fsck` checked and found.
 #[derive(Debug, Clone, Default)]
 pub struct FsckReport {
+    /// Indexed chunks whose record was read and verified.
     pub chunks_checked: u64,
+    /// Tree nodes re-hashed and decoded.
     pub nodes_checked: u64,
+    /// Revisions re-hashed and decoded.
     pub revisions_checked: u64,
+    /// Branches whose head was looked up.
     pub branches_checked: u64,
+    /// Records the backend holds that no index entry names: space a crash
+    /// left behind, which the next gc reclaims (not a problem).
+    pub unindexed_records: u64,
     /// One line per problem, naming the object.
     pub problems: Vec<String>,
 }
 
+/// What a garbage collection removed and kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
+    /// Chunks no branch or pin reached.
     pub chunks_removed: u64,
+    /// Their bytes as stored.
     pub bytes_removed: u64,
+    /// Tree nodes removed.
     pub nodes_removed: u64,
+    /// Revisions removed.
     pub revisions_removed: u64,
+    /// Chunks still reachable.
     pub chunks_kept: u64,
 }
 
@@ -56,11 +81,12 @@ fn dir_size(path: &std::path::Path) -> u64 {
 }
 
 impl Store {
+    /// Counts what the store holds (walks the index and the metadata, not
+    /// the records).
     pub fn stats(&self) -> Result<Stats> {
         let mut s = Stats::default();
-        for item in self.db.iterator_cf(self.cf(CF_CHUNK_INDEX), IteratorMode::Start) {
-            let (_, v) = item?;
-            if let Some(e) = IndexEntry::decode(&v) {
+        for item in self.index.iter() {
+            if let Ok((_, e)) = item? {
                 s.chunks += 1;
                 s.unique_bytes += e.raw_len as u64;
                 s.stored_bytes += e.stored_len as u64;
@@ -83,44 +109,7 @@ impl Store {
     /// Re-hashes every chunk, node and revision and checks every reference.
     pub fn fsck(&self, progress: &dyn Fn(u64)) -> Result<FsckReport> {
         let mut rep = FsckReport::default();
-        // Every indexed chunk has a record that decodes to bytes matching its
-        // id and its index entry. Records are read one by one so that an
-        // unreadable one is named rather than ending the check.
-        let mut batch: Vec<(Id, Option<IndexEntry>)> = Vec::with_capacity(256);
-        let check = |batch: &mut Vec<(Id, Option<IndexEntry>)>, rep: &mut FsckReport| {
-            let results: Vec<(u64, Option<String>)> = batch
-                .par_iter()
-                .map(|(id, entry)| match self.chunks.get_record(id) {
-                    Ok(Some(rec)) => {
-                        let n = rec.len() as u64;
-                        match codec::decode_verified(id, &rec) {
-                            Ok(raw) => match entry {
-                                Some(e) if e.raw_len as usize == raw.len() && e.stored_len as usize == rec.len() => (n, None),
-                                _ => (n, Some(format!("chunk {id}: index entry disagrees with the record"))),
-                            },
-                            Err(e) => (n, Some(format!("chunk {id} is corrupt: {e}"))),
-                        }
-                    }
-                    Ok(None) => (0, Some(format!("chunk {id} is missing: indexed but its record is gone"))),
-                    Err(e) => (0, Some(format!("chunk {id} is unreadable: {e}"))),
-                })
-                .collect();
-            rep.chunks_checked += batch.len() as u64;
-            progress(results.iter().map(|r| r.0).sum());
-            rep.problems.extend(results.into_iter().filter_map(|r| r.1));
-            batch.clear();
-        };
-        for item in self.db.iterator_cf(self.cf(CF_CHUNK_INDEX), IteratorMode::Start) {
-            let (k, v) = item?;
-            match Id::from_slice(&k) {
-                Some(id) => batch.push((id, IndexEntry::decode(&v))),
-                None => rep.problems.push(format!("chunk index key {} is not an id", hex::encode(&k))),
-            }
-            if batch.len() == 256 {
-                check(&mut batch, &mut rep);
-            }
-        }
-        check(&mut batch, &mut rep);
+        self.check_chunks(&mut rep, progress)?;
         // Every node hashes to its id and its children exist.
         for item in self.db.iterator_cf(self.cf(CF_TREES), IteratorMode::Start) {
             let (k, v) = item?;
@@ -138,7 +127,7 @@ impl Store {
                 }
             };
             let ids: Vec<Id> = node.children.iter().map(|c| c.id).collect();
-            let present = if node.height == 1 { self.chunks.contains(&ids)? } else { self.has_nodes(&ids)? };
+            let present = if node.height == 1 { self.has_chunks(&ids)? } else { self.has_nodes(&ids)? };
             for (c, ok) in ids.iter().zip(present) {
                 if !ok {
                     let kind = if node.height == 1 { "chunk" } else { "tree node" };
@@ -181,6 +170,96 @@ impl Store {
         Ok(rep)
     }
 
+    /// Every indexed chunk has a record that decodes to bytes matching its
+    /// id and its index entry. One scan of the backend in its own order
+    /// (verifying in parallel, looking entries up in batches); the index is
+    /// walked again only to name entries whose record the scan did not meet,
+    /// or, if the scan failed, to name each unreadable record.
+    fn check_chunks(&self, rep: &mut FsckReport, progress: &dyn Fn(u64)) -> Result<()> {
+        let mut indexed = 0u64;
+        for item in self.index.iter() {
+            match item? {
+                Ok(_) => indexed += 1,
+                Err(key) => rep.problems.push(format!("chunk index entry {} does not decode", hex::encode(&key))),
+            }
+        }
+        let mut matched = 0u64;
+        let mut batch: Vec<(Id, Vec<u8>)> = Vec::with_capacity(FSCK_BATCH);
+        let mut check = |batch: &mut Vec<(Id, Vec<u8>)>, rep: &mut FsckReport| -> Result<()> {
+            let ids: Vec<Id> = batch.iter().map(|b| b.0).collect();
+            let entries = self.index.entries(&ids)?;
+            let results: Vec<Option<String>> = batch
+                .par_iter()
+                .zip(&entries)
+                .map(|((id, rec), entry)| {
+                    let entry = entry.as_ref()?;
+                    match codec::decode_verified(id, rec) {
+                        Ok(raw) if entry.raw_len as usize == raw.len() && entry.stored_len as usize == rec.len() => None,
+                        Ok(_) => Some(format!("chunk {id}: index entry disagrees with the record")),
+                        Err(e) => Some(format!("chunk {id} is corrupt: {e}")),
+                    }
+                })
+                .collect();
+            let present = entries.iter().filter(|e| e.is_some()).count() as u64;
+            matched += present;
+            rep.chunks_checked += present;
+            rep.unindexed_records += batch.len() as u64 - present;
+            progress(batch.iter().map(|b| b.1.len() as u64).sum());
+            rep.problems.extend(results.into_iter().flatten());
+            batch.clear();
+            Ok(())
+        };
+        let mut failed: Option<Result<()>> = None;
+        let scan = self.backend.for_each(&mut |id, _, rec| {
+            batch.push((id, rec.to_vec()));
+            if batch.len() == FSCK_BATCH {
+                if let Err(e) = check(&mut batch, rep) {
+                    failed = Some(Err(e));
+                    return Err(BackendError::Other("stopped".into()));
+                }
+            }
+            Ok(())
+        });
+        if let Some(err) = failed {
+            return err;
+        }
+        check(&mut batch, rep)?;
+        match scan {
+            Ok(()) if matched == indexed => Ok(()),
+            Ok(()) => self.name_missing_records(rep, false),
+            Err(e) => {
+                rep.problems.push(format!("reading the chunk records failed: {e}"));
+                self.name_missing_records(rep, true)
+            }
+        }
+    }
+
+    /// Walks the index and names each entry whose record cannot be read (or,
+    /// with `verify`, does not check out), a batch at a time.
+    fn name_missing_records(&self, rep: &mut FsckReport, verify: bool) -> Result<()> {
+        let mut ids = Vec::with_capacity(FSCK_BATCH);
+        let name = |ids: &mut Vec<Id>, rep: &mut FsckReport| {
+            for (id, got) in ids.iter().zip(self.chunks_verified(ids)) {
+                match got {
+                    Err(StoreError::MissingChunk(_)) => rep.problems.push(format!("chunk {id} is missing: indexed but its record is gone")),
+                    Err(e) if verify => rep.problems.push(format!("chunk {id}: {e}")),
+                    _ => {}
+                }
+            }
+            ids.clear();
+        };
+        for item in self.index.iter() {
+            if let Ok((id, _)) = item? {
+                ids.push(id);
+                if ids.len() == FSCK_BATCH {
+                    name(&mut ids, rep);
+                }
+            }
+        }
+        name(&mut ids, rep);
+        Ok(())
+    }
+
     /// Removes every chunk, node and revision that no branch reaches. Waits
     /// for open write sessions and holds new ones off while it runs.
     pub fn gc(&self) -> Result<GcReport> {
@@ -193,6 +272,10 @@ impl Store {
     /// to find it afterwards.
     pub fn gc_keeping(&self, pins: impl FnOnce() -> Pins) -> Result<GcReport> {
         let exclusive = self.gc_guard.write().unwrap_or_else(|p| p.into_inner());
+        if self.db.get_cf(self.cf(CF_META), SWEEP_MARKER)?.is_some() {
+            self.remove_unindexed_records()?;
+            self.set_sweep_marker(false)?;
+        }
         let mut pins = pins();
         pins.extend(&self.live_pins.all());
         // Mark: every branch head and pinned revision with its ancestors and
@@ -236,38 +319,87 @@ impl Store {
         }
         write(&self.db, batch, Durability::Synced)?;
         crash_point("gc-after-nodes");
-        let mut dead = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_CHUNK_INDEX), IteratorMode::Start) {
-            let (k, v) = item?;
-            let id = Id::from_slice(&k).unwrap_or_default();
+        // Index entries go before their records (an entry must never name a
+        // missing record); a kill in between leaves records no entry names,
+        // which the marker makes the next gc look for.
+        self.set_sweep_marker(true)?;
+        let mut dead: Vec<(Id, Location)> = Vec::new();
+        for item in self.index.iter() {
+            let Ok((id, entry)) = item? else { continue };
             if chunks.contains(&id) || pins.chunks.contains(&Pins::chunk_key(&id)) {
                 rep.chunks_kept += 1;
             } else {
                 rep.chunks_removed += 1;
-                rep.bytes_removed += IndexEntry::decode(&v).map_or(0, |e| e.stored_len as u64);
-                dead.push(id);
+                rep.bytes_removed += entry.stored_len as u64;
+                dead.push((id, entry.location));
                 if dead.len() >= 4096 {
-                    self.chunks.remove(&dead)?;
-                    dead.clear();
+                    self.remove_chunks(&mut dead)?;
                 }
             }
         }
-        self.chunks.remove(&dead)?;
+        self.remove_chunks(&mut dead)?;
+        self.set_sweep_marker(false)?;
         crash_point("gc-after-chunks");
         // What follows only returns the space: writers need not wait for it
         // (on a big store it takes longer than a client waits for an answer).
         drop(exclusive);
-        // Compact so BlobDB rewrites blob files and the space returns.
         if rep.chunks_removed > 0 {
-            let cf = self.cf(CF_CHUNKS);
-            self.db.set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", "1.0"), ("blob_garbage_collection_force_threshold", "0.0")])?;
-            let mut opts = rocksdb::CompactOptions::default();
-            opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-            self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
-            self.db.compact_range_cf(self.cf(CF_CHUNK_INDEX), None::<&[u8]>, None::<&[u8]>);
-            self.db.set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", "0.0"), ("blob_garbage_collection_force_threshold", "1.0")])?;
+            self.backend.reclaim()?;
+            self.db.compact_range_cf(self.cf(crate::CF_CHUNK_INDEX), None::<&[u8]>, None::<&[u8]>);
         }
         Ok(rep)
+    }
+
+    /// Deletes chunks, index entries first (synced), then records; empties
+    /// `dead`.
+    fn remove_chunks(&self, dead: &mut Vec<(Id, Location)>) -> Result<()> {
+        let ids: Vec<Id> = dead.iter().map(|d| d.0).collect();
+        let mut batch = WriteBatch::default();
+        self.index.batch_delete(&mut batch, &ids);
+        write(&self.db, batch, Durability::Synced)?;
+        crash_point("gc-mid-sweep");
+        self.backend.delete(dead)?;
+        dead.clear();
+        Ok(())
+    }
+
+    /// Records, in the metadata, that a gc is between deleting index entries
+    /// and deleting their records.
+    fn set_sweep_marker(&self, on: bool) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        match on {
+            true => batch.put_cf(self.cf(CF_META), SWEEP_MARKER, []),
+            false => batch.delete_cf(self.cf(CF_META), SWEEP_MARKER),
+        }
+        write(&self.db, batch, Durability::Synced)
+    }
+
+    /// After a gc was killed mid-sweep: deletes the records no index entry
+    /// names. Reads every record once, so only then.
+    fn remove_unindexed_records(&self) -> Result<()> {
+        let mut seen: Vec<(Id, Location)> = Vec::with_capacity(FSCK_BATCH);
+        let mut failed: Option<StoreError> = None;
+        let sweep = |seen: &mut Vec<(Id, Location)>| -> Result<()> {
+            let ids: Vec<Id> = seen.iter().map(|s| s.0).collect();
+            let entries = self.index.entries(&ids)?;
+            let orphans: Vec<(Id, Location)> = seen.drain(..).zip(entries).filter(|(_, e)| e.is_none()).map(|(s, _)| s).collect();
+            self.backend.delete(&orphans)?;
+            Ok(())
+        };
+        self.backend.for_each(&mut |id, location, _| {
+            seen.push((id, location.clone()));
+            if seen.len() == FSCK_BATCH {
+                if let Err(e) = sweep(&mut seen) {
+                    failed = Some(e);
+                    return Err(BackendError::Other("stopped".into()));
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        sweep(&mut seen)
     }
 
     /// Marks the nodes on `stack` and everything below them (emptying it).
@@ -316,6 +448,7 @@ pub struct PinHandle {
 }
 
 impl PinHandle {
+    /// Adds to what this handle pins.
     pub fn with(&self, f: impl FnOnce(&mut Pins)) {
         f(&mut self.pins.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -366,27 +499,39 @@ impl Pins {
     pub fn node(&mut self, id: Id) {
         self.nodes.insert(id);
     }
+    /// Keeps a chunk.
     pub fn chunk(&mut self, id: &Id) {
         self.chunks.insert(Self::chunk_key(id));
     }
+    /// Keeps everything `other` keeps too.
     pub fn extend(&mut self, other: &Pins) {
         self.revisions.extend(&other.revisions);
         self.nodes.extend(&other.nodes);
         self.chunks.extend(&other.chunks);
     }
+    /// How many objects are pinned.
     pub fn len(&self) -> usize {
         self.revisions.len() + self.nodes.len() + self.chunks.len()
     }
+    /// Whether nothing is pinned.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
-/// For the crash tests: `FERRY_CRASH_AT=<name>` makes the process abort
-/// (as abruptly as `kill -9`) when it reaches the named point.
+/// The gc step at which this process aborts, for crash tests.
+static CRASH_AT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// For crash tests: makes the process abort (as abruptly as `kill -9`) when
+/// a gc reaches the named point (`gc-after-nodes`, `gc-mid-sweep`,
+/// `gc-after-chunks`). Set once, by the program, before any gc.
+#[doc(hidden)]
+pub fn abort_at(point: String) {
+    let _ = CRASH_AT.set(point);
+}
+
 fn crash_point(name: &str) {
-    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    if AT.get_or_init(|| std::env::var("FERRY_CRASH_AT").ok()).as_deref() == Some(name) {
+    if CRASH_AT.get().is_some_and(|p| p == name) {
         std::process::abort();
     }
 }

@@ -5,38 +5,105 @@ use ferry_core::{FormatError, Id};
 /// Everything that can go wrong in the store, each with what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The directory holds no store.
     #[error("no ferry store at {0} (create one with `ferry init`)")]
     NotAStore(PathBuf),
+    /// `init` found a store already there.
     #[error("a ferry store already exists at {0}")]
     AlreadyExists(PathBuf),
+    /// Another process has the store open.
     #[error("the store at {0} is in use by another ferry process; wait for it to finish and retry")]
     Locked(PathBuf),
+    /// The store has a format version or backend this build cannot open.
     #[error("the store at {path} has format version {found}; this ferry reads version {v} (use a matching ferry)", v = crate::FORMAT_VERSION)]
-    UnknownFormat { path: PathBuf, found: String },
+    UnknownFormat {
+        /// The store's directory.
+        path: PathBuf,
+        /// What it holds instead.
+        found: String,
+    },
+    /// Reading or writing a file outside the database failed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// A file of a kind ferry does not store (a device, a socket, a symlink).
     #[error("{path}: {kind}; ferry stores regular files only{hint}")]
-    Unsupported { path: PathBuf, kind: &'static str, hint: &'static str },
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// What kind of file it is.
+        kind: &'static str,
+        /// What to do instead (may be empty).
+        hint: &'static str,
+    },
+    /// An object failed to decode or to hash to its id.
     #[error("{0}")]
     Format(#[from] FormatError),
+    /// No repository of that name.
     #[error("unknown repository {0:?}")]
     UnknownRepo(String),
+    /// A revision spec named nothing, or more than one revision.
     #[error("{0}")]
     UnknownRevision(String),
+    /// A branch moved since the writer read it (compare-and-swap failed).
     #[error("branch {branch:?} of {repo} moved to {actual} while this change was based on {expected}; nothing was lost — pull or re-run to base the change on the new head")]
-    Conflict { repo: String, branch: String, expected: String, actual: String },
+    Conflict {
+        /// The repository.
+        repo: String,
+        /// The branch.
+        branch: String,
+        /// The head the writer started from.
+        expected: String,
+        /// The head it found.
+        actual: String,
+    },
+    /// A chunk a tree names is not stored.
     #[error("chunk {0} is missing from the store (run `ferry fsck`)")]
     MissingChunk(Id),
+    /// A tree node a revision or node names is not stored.
     #[error("tree node {0} is missing from the store (run `ferry fsck`)")]
     MissingNode(Id),
+    /// Objects arrived without what they reference.
     #[error("incomplete: {0}")]
     Incomplete(String),
+    /// A stored object failed its check on read.
     #[error("stored {what} {id} is corrupt: {detail} (run `ferry fsck`)")]
-    Corrupt { what: &'static str, id: Id, detail: String },
+    Corrupt {
+        /// The kind of object (chunk, tree node, revision).
+        what: &'static str,
+        /// Its id.
+        id: Id,
+        /// What failed.
+        detail: String,
+    },
+    /// A file read back does not rebuild its tree.
     #[error("file {path:?} does not check out: {detail}; nothing was written")]
-    Verify { path: String, detail: String },
+    Verify {
+        /// The file's path in its revision.
+        path: String,
+        /// What disagreed.
+        detail: String,
+    },
+    /// A byte range outside the file.
     #[error("range {start}..{end} is outside {path:?} ({size} bytes)")]
-    BadRange { path: String, start: u64, end: u64, size: u64 },
+    BadRange {
+        /// The file's path in its revision.
+        path: String,
+        /// First byte asked for.
+        start: u64,
+        /// One past the last byte asked for.
+        end: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// The chunk backend failed.
+    #[error("chunk backend: {0}")]
+    Backend(#[from] crate::BackendError),
+    /// RocksDB failed.
     #[error("database error: {0}")]
     Db(#[from] rocksdb::Error),
 }

@@ -10,7 +10,6 @@ use ferry_core::tree::{node_id, Node};
 use ferry_core::{FormatError, Id};
 use rocksdb::WriteBatch;
 
-use crate::chunks::ChunkStore;
 use crate::write::{write, Durability};
 use crate::{Result, StoreError, WriteSession, CF_REVISIONS, CF_TREES};
 
@@ -36,7 +35,7 @@ impl WriteSession<'_> {
                 }
             }
         }
-        for (id, ok) in chunk_children.iter().zip(store.chunks.contains(&chunk_children)?) {
+        for (id, ok) in chunk_children.iter().zip(store.has_chunks(&chunk_children)?) {
             if !ok {
                 return Err(StoreError::MissingChunk(*id));
             }
@@ -67,7 +66,7 @@ impl WriteSession<'_> {
     pub fn put_revisions(&self, revisions: &[Revision]) -> Result<()> {
         let encoded = self.check_revisions(revisions)?;
         let store = self.store();
-        store.sync_data()?;
+        store.sync()?;
         let mut batch = WriteBatch::default();
         for (id, enc) in &encoded {
             batch.put_cf(store.cf(CF_REVISIONS), id.as_bytes(), enc);
@@ -114,7 +113,7 @@ impl WriteSession<'_> {
         if !encoded.iter().any(|(id, _)| *id == new) && !store.has_revision(&new)? {
             return Err(FormatError::Invalid { what: "branch update", detail: format!("new head {new} is neither stored nor sent") }.into());
         }
-        store.sync_data()?;
+        store.sync()?;
         let mut batch = WriteBatch::default();
         for (id, enc) in &encoded {
             batch.put_cf(store.cf(CF_REVISIONS), id.as_bytes(), enc);

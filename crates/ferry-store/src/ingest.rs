@@ -25,7 +25,7 @@ use ferry_core::Id;
 use rayon::prelude::*;
 use rocksdb::WriteBatch;
 
-use crate::chunks::{ChunkStore, VerifiedRecord};
+use crate::backend::VerifiedRecord;
 use crate::write::{write, Durability};
 use crate::{Result, Store, StoreError, CF_REVISIONS, CF_TREES};
 
@@ -51,8 +51,11 @@ impl IngestProgress for () {
 /// The result of ingesting one file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ingested {
+    /// The root of the file's tree: its id.
     pub file_id: Id,
+    /// The file's length in bytes.
     pub size: u64,
+    /// Chunks the file was cut into.
     pub chunks: u64,
     /// Chunks that were not in the store before.
     pub new_chunks: u64,
@@ -65,6 +68,7 @@ pub struct Ingested {
 }
 
 impl Ingested {
+    /// Adds another file's counts (the file id is left as it is).
     pub fn add(&mut self, o: &Ingested) {
         self.new_nodes += o.new_nodes;
         self.size += o.size;
@@ -78,8 +82,11 @@ impl Ingested {
 /// What a commit of a directory did.
 #[derive(Debug, Clone)]
 pub struct Committed {
+    /// The new revision.
     pub revision: Id,
+    /// Files it records.
     pub files: u64,
+    /// Their counts added up.
     pub totals: Ingested,
 }
 
@@ -144,6 +151,7 @@ fn fill(r: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
 }
 
 impl WriteSession<'_> {
+    /// The store this session writes to.
     pub fn store(&self) -> &Store {
         self.store
     }
@@ -151,7 +159,7 @@ impl WriteSession<'_> {
     /// Chunks, hashes, compresses and stores everything `reader` yields, and
     /// returns the file id. Nothing is durable until a revision is committed.
     pub fn ingest<R: Read + Send>(&self, mut reader: R, progress: &dyn IngestProgress) -> Result<Ingested> {
-        let chunks = &self.store.chunks;
+        let store = self.store;
         let (raw_tx, raw_rx) = bounded::<io::Result<Raw>>(1);
         let (seg_tx, seg_rx) = bounded::<io::Result<Segment>>(2);
         let (hashed_tx, hashed_rx) = bounded::<Result<Hashed>>(2);
@@ -200,7 +208,7 @@ impl WriteSession<'_> {
             s.spawn(move || {
                 for seg in seg_rx {
                     let res = seg.map_err(|e| StoreError::Io { path: PathBuf::from("<input>"), source: e }).and_then(|seg| {
-                        let h = hash_and_encode(chunks, &seg);
+                        let h = hash_and_encode(store, &seg);
                         let _ = free_tx.try_send(seg.buf);
                         h
                     });
@@ -235,9 +243,7 @@ impl WriteSession<'_> {
                     bytes += rest[n].record().len();
                     n += 1;
                 }
-                let mut batch = WriteBatch::with_capacity_bytes(bytes + n * 128);
-                self.store.chunks.batch_put(&mut batch, &rest[..n]);
-                write(&self.store.db, batch, Durability::Buffered)?;
+                self.store.put_chunk_records(&rest[..n])?;
                 rest = &rest[n..];
             }
             let mut nodes = Vec::new();
@@ -288,7 +294,7 @@ impl WriteSession<'_> {
 
     /// Stores records that arrived verified from elsewhere (a push).
     pub fn put_records(&self, records: &[VerifiedRecord]) -> Result<()> {
-        self.store.chunks.put(records)
+        self.store.put_chunk_records(records)
     }
 
     /// Stores tree nodes that arrived from elsewhere, checking each against
@@ -325,7 +331,7 @@ impl WriteSession<'_> {
         for p in &rev.parents {
             self.store.revision(p)?;
         }
-        self.store.sync_data()?;
+        self.store.sync()?;
         let enc = rev.encode();
         let id = ferry_core::revision::revision_id(&enc);
         let mut batch = WriteBatch::default();
@@ -364,7 +370,9 @@ impl WriteSession<'_> {
 /// How to record a directory.
 #[derive(Debug, Clone)]
 pub struct CommitOptions {
+    /// The revision's message.
     pub message: String,
+    /// Who made it.
     pub author: String,
     /// Unix seconds.
     pub time: i64,
@@ -377,7 +385,7 @@ thread_local! {
     static ENCODER: std::cell::RefCell<Encoder> = std::cell::RefCell::new(Encoder::new(DEFAULT_ZSTD_LEVEL));
 }
 
-fn hash_and_encode(chunks: &crate::RocksChunkStore, seg: &Segment) -> Result<Hashed> {
+fn hash_and_encode(store: &Store, seg: &Segment) -> Result<Hashed> {
     let data = seg.data();
     let mut start = 0;
     let ranges: Vec<(usize, usize)> = seg
@@ -391,7 +399,7 @@ fn hash_and_encode(chunks: &crate::RocksChunkStore, seg: &Segment) -> Result<Has
         .collect();
     let ids: Vec<(Id, u64)> = ranges.par_iter().map(|&(a, b)| (Id::of_chunk(&data[a..b]), (b - a) as u64)).collect();
     let just_ids: Vec<Id> = ids.iter().map(|x| x.0).collect();
-    let present = chunks.contains(&just_ids)?;
+    let present = store.has_chunks(&just_ids)?;
     let mut seen = HashSet::new();
     let missing: Vec<usize> = (0..ids.len()).filter(|&i| !present[i] && seen.insert(ids[i].0)).collect();
     let records: Vec<VerifiedRecord> = missing
@@ -406,9 +414,13 @@ fn hash_and_encode(chunks: &crate::RocksChunkStore, seg: &Segment) -> Result<Has
 
 /// A file found under the directory being committed.
 pub struct FoundFile {
+    /// Where it is on disk.
     pub full: PathBuf,
+    /// Its path in the revision (relative, `/`-separated, checked).
     pub rel: String,
+    /// Its length when listed.
     pub size: u64,
+    /// Whether any execute bit is set.
     pub executable: bool,
 }
 

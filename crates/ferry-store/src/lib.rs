@@ -1,6 +1,9 @@
-//! ferry-store: the durable side of ferry. Chunks, file trees, revisions and
-//! branches in one RocksDB database, the streaming ingest pipeline that fills
-//! it, and the readers, checks and collectors that walk it.
+//! ferry-store: the durable side of ferry. File trees, revisions, branches
+//! and the chunk index in one RocksDB database, chunk records behind a
+//! [`ChunkBackend`] (by default in the same database), the streaming ingest
+//! pipeline that fills them, and the readers, checks and collectors that
+//! walk them. The layout and the backend contract are normative in
+//! `protocol/store.md`.
 //!
 //! Architecture invariants:
 //! - A chunk is stored only under the BLAKE3 of the bytes it decodes to, and
@@ -12,34 +15,49 @@
 //! - Garbage collection and writers exclude each other (a writer holds a
 //!   `WriteSession` for as long as it may reference chunks it has not yet
 //!   published in a revision).
+//! - An index entry never reaches disk before the record it names: records
+//!   go to the backend first, and `sync` makes the backend durable before it
+//!   flushes the index.
 
+#![warn(missing_docs)]
+
+mod backend;
 mod check;
-mod chunks;
+mod chunk_index;
 mod error;
 mod import;
 mod ingest;
 mod read;
 mod refs;
+mod rocks_backend;
 mod write;
 
-pub use check::{FsckReport, GcReport, PinHandle, Pins, Stats};
-pub use chunks::{ChunkStore, RocksChunkStore, VerifiedRecord};
+pub use backend::{BackendError, ChunkBackend, Location, RecordVisitor, VerifiedRecord};
+pub use check::{abort_at, FsckReport, GcReport, PinHandle, Pins, Stats};
+pub use chunk_index::IndexEntry;
 pub use error::StoreError;
 pub use ingest::{list_files, CommitOptions, Committed, FoundFile, IngestProgress, Ingested, WriteSession};
 pub use read::ReadProgress;
 pub use refs::{BranchUpdate, RepoInfo, RevisionSpec};
+pub use rocks_backend::RocksBackend;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
-use ferry_core::Id;
-use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, DB};
+use chunk_index::ChunkIndex;
+use ferry_core::{codec, Id};
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
+use write::{flush, write, Durability};
 
+/// The store's result type.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The store format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The store format this build reads and writes (`protocol/store.md`).
+/// Version 1 stores are migrated on open: they lack at most the change feed
+/// and the store id, which opening adds, and their index entries are
+/// version 2 entries with an empty location.
+pub const FORMAT_VERSION: u32 = 2;
 
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_CHUNK_INDEX: &str = "chunk_index";
@@ -53,10 +71,11 @@ pub(crate) const CF_REPOS: &str = "repos";
 pub(crate) const CF_REF_LOG: &str = "ref_log";
 const ALL_CFS: [&str; 8] = [CF_META, CF_CHUNK_INDEX, CF_CHUNKS, CF_TREES, CF_REVISIONS, CF_BRANCHES, CF_REPOS, CF_REF_LOG];
 
-/// A ferry store: one RocksDB database in a directory.
+/// A ferry store: one RocksDB database in a directory, and a chunk backend.
 pub struct Store {
     pub(crate) db: Arc<DB>,
-    pub(crate) chunks: RocksChunkStore,
+    pub(crate) index: ChunkIndex,
+    pub(crate) backend: Box<dyn ChunkBackend>,
     path: PathBuf,
     /// Writers share it; gc takes it exclusively.
     pub(crate) gc_guard: RwLock<()>,
@@ -170,6 +189,7 @@ impl Store {
         let mut w = rocksdb::WriteOptions::default();
         w.set_sync(true);
         let meta = store.cf(CF_META);
+        store.db.put_cf_opt(meta, b"backend", store.backend.name(), &w)?;
         store.db.put_cf_opt(meta, b"format", FORMAT_VERSION.to_le_bytes(), &w)?;
         store.with_feed()
     }
@@ -180,12 +200,30 @@ impl Store {
             return Err(StoreError::NotAStore(path.to_owned()));
         }
         let store = Self::open_db(path, false)?;
-        let found = store.db.get_cf(store.cf(CF_META), b"format")?.and_then(|v| Some(u32::from_le_bytes(v.as_slice().try_into().ok()?)));
+        let meta = store.cf(CF_META);
+        let found = store.db.get_cf(meta, b"format")?.and_then(|v| Some(u32::from_le_bytes(v.as_slice().try_into().ok()?)));
+        let refuse = |found: String| Err(StoreError::UnknownFormat { path: path.to_owned(), found });
         match found {
-            Some(FORMAT_VERSION) => store.with_feed(),
-            Some(v) => Err(StoreError::UnknownFormat { path: path.to_owned(), found: v.to_string() }),
-            None => Err(StoreError::UnknownFormat { path: path.to_owned(), found: "none".into() }),
+            Some(FORMAT_VERSION) => {}
+            Some(1) => {
+                // Opening added what version 1 lacked; the backend of a
+                // version 1 store is always the embedded one.
+                let mut w = rocksdb::WriteOptions::default();
+                w.set_sync(true);
+                let mut batch = WriteBatch::default();
+                batch.put_cf(meta, b"backend", store.backend.name());
+                batch.put_cf(meta, b"format", FORMAT_VERSION.to_le_bytes());
+                store.db.write_opt(batch, &w)?;
+            }
+            Some(v) => return refuse(v.to_string()),
+            None => return refuse("none".into()),
         }
+        let backend = store.db.get_cf(meta, b"backend")?;
+        if backend.as_deref() != Some(store.backend.name().as_bytes()) {
+            let named = backend.map_or("none".into(), |b| String::from_utf8_lossy(&b).into_owned());
+            return refuse(format!("{FORMAT_VERSION} with chunk backend {named:?}, which this ferry cannot open"));
+        }
+        store.with_feed()
     }
 
     /// Reads the change feed's position and the store's id, making the id
@@ -236,7 +274,8 @@ impl Store {
         })?;
         let db = Arc::new(db);
         Ok(Store {
-            chunks: RocksChunkStore::new(db.clone()),
+            index: ChunkIndex::new(db.clone()),
+            backend: Box::new(RocksBackend::new(db.clone())),
             db,
             path: path.to_owned(),
             gc_guard: RwLock::new(()),
@@ -247,6 +286,7 @@ impl Store {
         })
     }
 
+    /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -255,30 +295,65 @@ impl Store {
         self.db.cf_handle(name).expect("column family opened at start")
     }
 
-    /// The chunk store, for callers that move chunks (the hub).
-    pub fn chunk_store(&self) -> &RocksChunkStore {
-        &self.chunks
+    /// The backend that holds chunk records.
+    pub fn backend(&self) -> &dyn ChunkBackend {
+        &*self.backend
     }
 
-    /// For each id, whether its chunk is stored (one batched lookup).
+    /// For each id, whether its chunk is stored (one batched index lookup).
     pub fn has_chunks(&self, ids: &[Id]) -> Result<Vec<bool>> {
-        self.chunks.contains(ids)
+        Ok(self.index.entries(ids)?.into_iter().map(|e| e.is_some()).collect())
     }
 
     /// The stored records of chunks, in the order asked, as they travel on
     /// the wire (unverified here: whoever stores one verifies it).
     pub fn chunk_records(&self, ids: &[Id]) -> Result<Vec<Option<Vec<u8>>>> {
-        self.chunks.get_records(ids)
+        let entries = self.index.entries(ids)?;
+        let wanted: Vec<(Id, &Location)> = ids.iter().zip(&entries).filter_map(|(id, e)| Some((*id, &e.as_ref()?.location))).collect();
+        let mut found = self.backend.get_many(&wanted)?.into_iter();
+        Ok(entries.iter().map(|e| e.as_ref().and_then(|_| found.next().flatten())).collect())
+    }
+
+    /// A chunk's raw bytes, verified against its id.
+    pub fn chunk(&self, id: &Id) -> Result<Vec<u8>> {
+        self.chunks_verified(std::slice::from_ref(id)).pop().expect("one answer per id")
+    }
+
+    /// The raw bytes of several chunks, each verified against its id: one
+    /// batched index lookup and one backend read, decoded in parallel.
+    pub(crate) fn chunks_verified(&self, ids: &[Id]) -> Vec<Result<Vec<u8>>> {
+        use rayon::prelude::*;
+        let records = match self.chunk_records(ids) {
+            Ok(r) => r,
+            // Name the unreadable ones, one at a time.
+            Err(_) if ids.len() > 1 => return ids.iter().map(|id| self.chunk(id)).collect(),
+            Err(e) => return ids.iter().map(|id| Err(StoreError::Corrupt { what: "chunk", id: *id, detail: format!("unreadable: {e}") })).collect(),
+        };
+        ids.par_iter()
+            .zip(records)
+            .map(|(id, record)| {
+                let record = record.ok_or(StoreError::MissingChunk(*id))?;
+                codec::decode_verified(id, &record).map_err(|e| StoreError::Corrupt { what: "chunk", id: *id, detail: e.to_string() })
+            })
+            .collect()
+    }
+
+    /// Stores verified records: the backend takes the bytes, then the index
+    /// learns where they went. Durable after `sync`.
+    pub(crate) fn put_chunk_records(&self, records: &[VerifiedRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let locations = self.backend.put(records)?;
+        let mut batch = WriteBatch::default();
+        self.index.batch_put(&mut batch, records, locations);
+        write(&self.db, batch, Durability::Buffered)
     }
 
     /// Makes every chunk and tree node written so far durable.
     pub fn sync(&self) -> Result<()> {
-        self.sync_data()
-    }
-
-    /// Makes every chunk and tree written so far durable.
-    pub(crate) fn sync_data(&self) -> Result<()> {
-        self.chunks.sync()?;
-        Ok(())
+        // Records before the entries that name them.
+        self.backend.sync()?;
+        flush(&self.db, &[CF_CHUNK_INDEX, CF_TREES])
     }
 }

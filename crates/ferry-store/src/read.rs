@@ -8,13 +8,12 @@ use std::path::{Path, PathBuf};
 use ferry_core::revision::{Entry, Revision};
 use ferry_core::tree::TreeBuilder;
 use ferry_core::Id;
-use rayon::prelude::*;
 
-use crate::chunks::ChunkStore;
 use crate::{Result, Store, StoreError};
 
 /// Told how many bytes have been written out.
 pub trait ReadProgress: Sync {
+    /// `bytes` more have been read.
     fn advance(&self, bytes: u64);
 }
 
@@ -86,7 +85,8 @@ impl Store {
     }
 
     fn flush_pieces(&self, pending: &mut Vec<Piece>, out: &mut dyn Write, progress: &dyn ReadProgress, rebuild: &mut Option<TreeBuilder>) -> Result<()> {
-        let raws: Vec<Result<Vec<u8>>> = pending.par_iter().map(|p| self.chunks.get(&p.id)).collect();
+        let ids: Vec<Id> = pending.iter().map(|p| p.id).collect();
+        let raws = self.chunks_verified(&ids);
         for (p, raw) in pending.drain(..).zip(raws) {
             let raw = raw?;
             if raw.len() as u64 != p.size {

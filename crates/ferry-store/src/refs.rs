@@ -26,9 +26,11 @@ pub(crate) fn branch_key(repo: &str, branch: &str) -> Vec<u8> {
 /// A repository's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoInfo {
+    /// The repository's name (`org/name`).
     pub name: String,
     /// Unix seconds of its first revision.
     pub created: i64,
+    /// Whether anyone may read it (set by the hub's access control).
     pub public: bool,
 }
 
@@ -49,11 +51,14 @@ impl RepoInfo {
 /// unique prefix of one (at least 8 hex digits).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevisionSpec {
+    /// The repository.
     pub repo: String,
+    /// The branch, revision id or id prefix after `@` (`main` if none).
     pub rev: String,
 }
 
 impl RevisionSpec {
+    /// Parses `repo` or `repo@rev`, checking the repository name.
     pub fn parse(s: &str) -> Result<RevisionSpec> {
         let (repo, rev) = s.split_once('@').unwrap_or((s, "main"));
         ferry_core::names::check_repo_name(repo)?;
@@ -64,7 +69,9 @@ impl RevisionSpec {
 /// A branch compare-and-swap that did happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BranchUpdate {
+    /// The head before (None: the branch was created).
     pub old: Option<Id>,
+    /// The head after (None: the branch was deleted).
     pub new: Option<Id>,
 }
 
@@ -214,6 +221,7 @@ impl Store {
         Ok(complete)
     }
 
+    /// Every repository, in name order.
     pub fn repos(&self) -> Result<Vec<RepoInfo>> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_REPOS), IteratorMode::Start) {
@@ -223,6 +231,7 @@ impl Store {
         Ok(out)
     }
 
+    /// One repository's record (`UnknownRepo` if it has none).
     pub fn repo(&self, name: &str) -> Result<RepoInfo> {
         let v = self.db.get_pinned_cf(self.cf(CF_REPOS), name)?;
         v.map(|v| RepoInfo::decode(name.into(), &v)).ok_or_else(|| StoreError::UnknownRepo(name.into()))
@@ -241,6 +250,7 @@ impl Store {
         Revision::decode(&v).map_err(|e| StoreError::Corrupt { what: "revision", id: *id, detail: e.to_string() })
     }
 
+    /// Whether the revision is stored.
     pub fn has_revision(&self, id: &Id) -> Result<bool> {
         Ok(self.db.get_pinned_cf(self.cf(CF_REVISIONS), id.as_bytes())?.is_some())
     }
@@ -340,6 +350,8 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_TREES), id.as_bytes())?)
     }
 
+    /// For each id, whether the tree node (and so its whole subtree) is
+    /// stored; one batched lookup.
     pub fn has_nodes(&self, ids: &[Id]) -> Result<Vec<bool>> {
         let cf = self.cf(CF_TREES);
         self.db.multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes()))).into_iter().map(|r| Ok(r?.is_some())).collect()
@@ -350,7 +362,7 @@ impl Store {
     pub fn put_revision(&self, rev: &Revision) -> Result<Id> {
         let enc = rev.encode();
         let id = ferry_core::revision::revision_id(&enc);
-        self.sync_data()?;
+        self.sync()?;
         let mut w = WriteOptions::default();
         w.set_sync(true);
         self.db.put_cf_opt(self.cf(CF_REVISIONS), id.as_bytes(), enc, &w)?;

@@ -94,3 +94,42 @@ fn free_bytes(path: &Path) -> Option<u64> {
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
+
+/// Flushes the memtables of the named column families to disk, atomically
+/// (the database has `atomic_flush` on), and returns once they are there.
+///
+/// We wait for the flush ourselves rather than with `wait`: when a flush
+/// fails for lack of space, RocksDB keeps retrying until space appears and a
+/// waiting flush would never return. A failed flush shows up as a new
+/// background error instead, and the caller's commit fails.
+pub(crate) fn flush(db: &DB, names: &[&str]) -> Result<()> {
+    let cfs: Vec<_> = names.iter().map(|n| db.cf_handle(n).expect("column family opened at start")).collect();
+    let errors_before = background_errors(db);
+    let mut opts = rocksdb::FlushOptions::default();
+    opts.set_wait(false);
+    // With many writers at once RocksDB may have stopped writes until a
+    // flush catches up, and refuses a manual flush meanwhile ("try again"):
+    // wait for it as writes do, unless the disk is full.
+    while let Err(e) = db.flush_cfs_opt(&cfs, &opts) {
+        if !matches!(e.kind(), ErrorKind::TryAgain | ErrorKind::Incomplete | ErrorKind::Busy) {
+            return Err(db_error(db, e));
+        }
+        if background_errors(db) > errors_before || stalled_for_space(db) {
+            return Err(out_of_space(db));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    loop {
+        let mut pending = 0;
+        for cf in &cfs {
+            pending += db.property_int_value_cf(cf, "rocksdb.num-immutable-mem-table")?.unwrap_or(0);
+        }
+        if pending == 0 {
+            return Ok(());
+        }
+        if background_errors(db) > errors_before || stalled_for_space(db) {
+            return Err(out_of_space(db));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ferry_core::revision::{Entry, Revision};
 use ferry_core::Id;
-use ferry_store::{ChunkStore, RevisionSpec, Store, StoreError};
+use ferry_store::{RevisionSpec, Store, StoreError};
 use ferry_testkit::{noise, TempStore};
 
 fn commit_bytes(store: &Store, repo: &str, files: &[(&str, &[u8])], msg: &str) -> Id {
@@ -187,7 +187,7 @@ fn a_corrupt_record_is_never_returned() {
     let store = TempStore::new();
     let bad = ferry_store::VerifiedRecord::verify(Id::of_chunk(b"x"), vec![0, 1, 0, 0, 0, b'y']);
     assert!(bad.is_err(), "a record that does not hash to its id must not verify");
-    assert!(matches!(store.chunk_store().get(&Id::of_chunk(b"nope")), Err(StoreError::MissingChunk(_))));
+    assert!(matches!(store.chunk(&Id::of_chunk(b"nope")), Err(StoreError::MissingChunk(_))));
 }
 
 #[test]
@@ -241,4 +241,78 @@ fn the_change_feed_names_every_repository_whose_branches_moved() {
     assert_eq!((repos.into_iter().collect::<Vec<_>>(), upto), (vec!["org/b".to_string(), "org/c".to_string()], 6));
     let other = Store::init(&dir.path().join("t")).unwrap();
     assert_ne!(other.id(), id, "stores have their own ids");
+}
+
+/// Opens the column families of a closed store directly, to write what no
+/// ferry API writes (an older format, a damaged index).
+fn raw_db(path: &std::path::Path) -> rocksdb::DB {
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), path).unwrap();
+    rocksdb::DB::open_cf(&rocksdb::Options::default(), path, cfs).unwrap()
+}
+
+#[test]
+fn a_version_1_store_is_migrated_on_open_and_unknown_formats_or_backends_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("s");
+    let data = noise(1 << 20, 21);
+    let rev = {
+        let store = Store::init(&path).unwrap();
+        commit_bytes(&store, "org/a", &[("f", &data)], "m")
+    };
+    // What a version 1 store holds: format 1 and no backend name.
+    {
+        let db = raw_db(&path);
+        let meta = db.cf_handle("meta").unwrap();
+        db.put_cf(meta, b"format", 1u32.to_le_bytes()).unwrap();
+        db.delete_cf(meta, b"backend").unwrap();
+    }
+    {
+        let store = Store::open(&path).unwrap();
+        assert_eq!(read_all(&store, &rev, "f"), data);
+        assert!(store.fsck(&|_| {}).unwrap().problems.is_empty());
+    }
+    {
+        let db = raw_db(&path);
+        let meta = db.cf_handle("meta").unwrap();
+        assert_eq!(db.get_cf(meta, b"format").unwrap().unwrap(), ferry_store::FORMAT_VERSION.to_le_bytes());
+        assert_eq!(db.get_cf(meta, b"backend").unwrap().unwrap(), b"rocksdb");
+        db.put_cf(meta, b"backend", b"s3").unwrap();
+    }
+    let err = Store::open(&path).err().expect("a store of another backend opened").to_string();
+    assert!(err.contains("\"s3\""), "{err}");
+    {
+        let db = raw_db(&path);
+        let meta = db.cf_handle("meta").unwrap();
+        db.put_cf(meta, b"backend", b"rocksdb").unwrap();
+        db.put_cf(meta, b"format", 7u32.to_le_bytes()).unwrap();
+    }
+    let err = Store::open(&path).err().expect("a store of a newer format opened").to_string();
+    assert!(err.contains("format version 7"), "{err}");
+}
+
+#[test]
+fn fsck_names_an_index_entry_without_its_record_and_counts_records_without_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("s");
+    {
+        let store = Store::init(&path).unwrap();
+        commit_bytes(&store, "org/a", &[("f", &noise(1 << 20, 22))], "m");
+    }
+    let (lost_record, lost_entry) = {
+        let db = raw_db(&path);
+        let (index, chunks) = (db.cf_handle("chunk_index").unwrap(), db.cf_handle("chunks").unwrap());
+        let keys: Vec<Box<[u8]>> = db.iterator_cf(index, rocksdb::IteratorMode::Start).take(2).map(|kv| kv.unwrap().0).collect();
+        db.delete_cf(chunks, &keys[0]).unwrap();
+        db.delete_cf(index, &keys[1]).unwrap();
+        (Id::from_slice(&keys[0]).unwrap(), Id::from_slice(&keys[1]).unwrap())
+    };
+    let store = Store::open(&path).unwrap();
+    let rep = store.fsck(&|_| {}).unwrap();
+    assert_eq!(rep.unindexed_records, 1);
+    let problems = rep.problems.join("\n");
+    assert!(problems.contains(&format!("chunk {lost_record} is missing")), "{problems}");
+    // The chunk without an entry is missing to every reader: its tree node
+    // names it.
+    assert!(problems.contains(&format!("chunk {lost_entry} is missing (referenced by")), "{problems}");
+    assert!(matches!(store.chunk(&lost_record), Err(StoreError::MissingChunk(_))));
 }

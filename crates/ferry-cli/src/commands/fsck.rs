@@ -16,12 +16,16 @@ pub struct Checked {
     pub tree_nodes: u64,
     pub revisions: u64,
     pub branches: u64,
+    pub unindexed_records: u64,
     pub problems: Vec<String>,
 }
 
 impl Report for Checked {
     fn text(&self) -> Vec<String> {
         let mut s = format!("checked {} chunks, {} tree nodes, {} revisions, {} branches", self.chunks, self.tree_nodes, self.revisions, self.branches);
+        if self.unindexed_records > 0 {
+            s.push_str(&format!("\n{} chunk records that no index entry names (left by an interrupted gc; the next gc removes them)", self.unindexed_records));
+        }
         for p in &self.problems {
             s.push_str(&format!("\nproblem: {p}"));
         }
@@ -44,6 +48,7 @@ pub fn run(store: &Store, json: bool) -> Result<Checked> {
         tree_nodes: rep.nodes_checked,
         revisions: rep.revisions_checked,
         branches: rep.branches_checked,
+        unindexed_records: rep.unindexed_records,
         problems: rep.problems,
     })
 }

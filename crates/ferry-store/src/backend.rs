@@ -1,0 +1,140 @@
+//! The seam between the store and wherever chunk records live.
+//!
+//! The store keeps the chunk index (id to codec, lengths and location) in
+//! its own RocksDB database and hands the record bytes to a
+//! [`ChunkBackend`]. The contract every backend keeps is normative in
+//! `protocol/store.md`; [`RocksBackend`](crate::RocksBackend) is the embedded
+//! default.
+
+use ferry_core::codec::{self, Encoder, RecordHeader};
+use ferry_core::{FormatError, Id};
+
+/// A chunk record whose decoded bytes are known to hash to `id`. The only
+/// ways to make one check that, so a backend is never handed unverified
+/// data.
+#[derive(Debug, Clone)]
+pub struct VerifiedRecord {
+    id: Id,
+    header: RecordHeader,
+    record: Vec<u8>,
+}
+
+impl VerifiedRecord {
+    /// Hashes and encodes raw chunk bytes.
+    pub fn encode(raw: &[u8], encoder: &mut Encoder) -> VerifiedRecord {
+        Self::encode_with_id(Id::of_chunk(raw), raw, encoder)
+    }
+
+    /// Encodes raw bytes whose id the caller has just computed from them.
+    pub(crate) fn encode_with_id(id: Id, raw: &[u8], encoder: &mut Encoder) -> VerifiedRecord {
+        let record = encoder.encode(raw);
+        let header = codec::read_header(&record).expect("encoder writes valid headers");
+        VerifiedRecord { id, header, record }
+    }
+
+    /// Checks a record that came from outside: it must decode, within its
+    /// limits, to bytes that hash to `id`.
+    pub fn verify(id: Id, record: Vec<u8>) -> Result<VerifiedRecord, FormatError> {
+        codec::decode_verified(&id, &record)?;
+        let header = codec::read_header(&record)?;
+        Ok(VerifiedRecord { id, header, record })
+    }
+
+    /// The chunk's id: the BLAKE3 of its raw bytes.
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    /// The chunk's length before encoding.
+    pub fn raw_len(&self) -> u64 {
+        self.header.raw_len as u64
+    }
+
+    /// The codec the record is encoded with (`protocol/tree.md`).
+    pub fn codec(&self) -> u8 {
+        self.header.codec
+    }
+
+    /// The encoded record, as stored and as sent on the wire.
+    pub fn record(&self) -> &[u8] {
+        &self.record
+    }
+}
+
+/// Where a backend keeps one record, in the backend's own terms (a pack and
+/// an offset, say). The embedded backend keys records by id and needs none:
+/// its locations are empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Location(Box<[u8]>);
+
+impl Location {
+    /// The longest location a backend may use (it is kept in every index
+    /// entry, so it must stay small).
+    pub const MAX_LEN: usize = 64;
+
+    /// A location from the backend's bytes; None if longer than `MAX_LEN`.
+    pub fn new(bytes: &[u8]) -> Option<Location> {
+        (bytes.len() <= Self::MAX_LEN).then(|| Location(bytes.into()))
+    }
+
+    /// The backend's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// What went wrong in a backend. The store reports it with the chunk or
+/// operation it concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The medium is full: nothing of the failed call was made durable.
+    #[error("no space left: {0}")]
+    OutOfSpace(String),
+    /// The backend cannot be reached or refused the request (worth a retry
+    /// later).
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// Any other failure, in the backend's words.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Called with each stored record's id, location and bytes.
+pub type RecordVisitor<'a> = dyn FnMut(Id, &Location, &[u8]) -> Result<(), BackendError> + 'a;
+
+/// Where chunk records live. The store calls these with batches (never a
+/// round trip per chunk) and keeps the index itself: whether a chunk is
+/// stored is the index's answer, one batched lookup, never a backend read.
+/// See
+/// `protocol/store.md` for the contract, in particular which writes must be
+/// durable when.
+pub trait ChunkBackend: Send + Sync {
+    /// A short name for messages and for the store's metadata (`rocksdb`).
+    fn name(&self) -> &'static str;
+
+    /// Stores a batch of records and says where each went (in order).
+    /// The records survive a crash no later than the index entries the store
+    /// then writes for them without syncing (see `protocol/store.md`), and
+    /// certainly once `sync` returns.
+    fn put(&self, records: &[VerifiedRecord]) -> Result<Vec<Location>, BackendError>;
+
+    /// Makes every record put so far durable.
+    fn sync(&self) -> Result<(), BackendError>;
+
+    /// The stored records, in the order asked; None where a record is not
+    /// there. The bytes are not verified here: the store verifies before it
+    /// returns raw data, and a peer verifies what it receives.
+    fn get_many(&self, wanted: &[(Id, &Location)]) -> Result<Vec<Option<Vec<u8>>>, BackendError>;
+
+    /// Calls `visit` with every stored record, in the backend's own order
+    /// (its fastest full scan). Stops at the first error `visit` returns.
+    fn for_each(&self, visit: &mut RecordVisitor<'_>) -> Result<(), BackendError>;
+
+    /// Deletes records (garbage collection); deleting one that is not there
+    /// is not an error. Durable when it returns.
+    fn delete(&self, gone: &[(Id, Location)]) -> Result<(), BackendError>;
+
+    /// Returns the space of deleted records to the medium (may take long;
+    /// the store calls it outside any lock writers wait for).
+    fn reclaim(&self) -> Result<(), BackendError>;
+}

@@ -1,0 +1,118 @@
+//! The chunk index: for every stored chunk, its codec, lengths and where its
+//! backend keeps the record. It lives in the store's RocksDB database (column
+//! family `chunk_index`, `protocol/store.md`) whatever the backend, so
+//! "which of these chunks are stored" is one batched local lookup.
+
+use std::sync::Arc;
+
+use ferry_core::Id;
+use rocksdb::{IteratorMode, WriteBatch, DB};
+
+use crate::backend::{Location, VerifiedRecord};
+use crate::{Result, CF_CHUNK_INDEX};
+
+/// What the index knows about a stored chunk without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// The record's codec (`protocol/tree.md`).
+    pub codec: u8,
+    /// The chunk's length before encoding.
+    pub raw_len: u32,
+    /// The record's length as stored.
+    pub stored_len: u32,
+    /// Where the backend keeps the record.
+    pub location: Location,
+}
+
+/// Codec, raw length and stored length: the fixed part of an entry.
+const FIXED: usize = 9;
+
+impl IndexEntry {
+    /// The entry for a record the backend stored at `location`.
+    pub(crate) fn of(record: &VerifiedRecord, location: Location) -> IndexEntry {
+        IndexEntry { codec: record.codec(), raw_len: record.raw_len() as u32, stored_len: record.record().len() as u32, location }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(FIXED + self.location.as_bytes().len());
+        b.push(self.codec);
+        b.extend_from_slice(&self.raw_len.to_le_bytes());
+        b.extend_from_slice(&self.stored_len.to_le_bytes());
+        b.extend_from_slice(self.location.as_bytes());
+        b
+    }
+
+    /// Decodes a stored entry; None if it is malformed. Entries written by
+    /// format 1 are the fixed part alone: an empty location.
+    pub(crate) fn decode(b: &[u8]) -> Option<IndexEntry> {
+        if b.len() < FIXED {
+            return None;
+        }
+        Some(IndexEntry {
+            codec: b[0],
+            raw_len: u32::from_le_bytes(b[1..5].try_into().ok()?),
+            stored_len: u32::from_le_bytes(b[5..9].try_into().ok()?),
+            location: Location::new(&b[FIXED..])?,
+        })
+    }
+}
+
+/// One entry of the index, or the key of one that does not decode.
+pub(crate) type IndexItem = std::result::Result<(Id, IndexEntry), Box<[u8]>>;
+
+/// The chunk index column family.
+pub(crate) struct ChunkIndex {
+    db: Arc<DB>,
+}
+
+impl ChunkIndex {
+    pub(crate) fn new(db: Arc<DB>) -> Self {
+        ChunkIndex { db }
+    }
+
+    fn cf(&self) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(CF_CHUNK_INDEX).expect("column family opened at start")
+    }
+
+    /// Adds the entries of `records`, stored at `locations`, to a batch.
+    pub(crate) fn batch_put(&self, batch: &mut WriteBatch, records: &[VerifiedRecord], locations: Vec<Location>) {
+        let cf = self.cf();
+        for (r, loc) in records.iter().zip(locations) {
+            batch.put_cf(cf, r.id().as_bytes(), IndexEntry::of(r, loc).encode());
+        }
+    }
+
+    /// Adds the removal of `ids` to a batch.
+    pub(crate) fn batch_delete(&self, batch: &mut WriteBatch, ids: &[Id]) {
+        let cf = self.cf();
+        for id in ids {
+            batch.delete_cf(cf, id.as_bytes());
+        }
+    }
+
+    /// The entry of each id (None where not stored), in one batched lookup.
+    /// RocksDB wants the keys sorted.
+    pub(crate) fn entries(&self, ids: &[Id]) -> Result<Vec<Option<IndexEntry>>> {
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].as_bytes());
+        let keys: Vec<&[u8]> = order.iter().map(|&i| ids[i].as_bytes().as_slice()).collect();
+        let found = self.db.batched_multi_get_cf(self.cf(), keys, true);
+        let mut out = vec![None; ids.len()];
+        for (slot, res) in order.into_iter().zip(found) {
+            out[slot] = res?.and_then(|v| IndexEntry::decode(&v));
+        }
+        Ok(out)
+    }
+
+    /// Every entry, in id order. A key that is not an id, or an entry that
+    /// does not decode, comes as `Err(key)` so fsck can name it.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Result<IndexItem>> + '_ {
+        self.db.iterator_cf(self.cf(), IteratorMode::Start).map(|item| {
+            let (k, v) = item?;
+            Ok(match (Id::from_slice(&k), IndexEntry::decode(&v)) {
+                (Some(id), Some(e)) => Ok((id, e)),
+                _ => Err(k),
+            })
+        })
+    }
+}
