@@ -297,7 +297,15 @@ impl Session {
         self.check_read(repo)?;
         // Only a writer will rely on the answer.
         let pin = self.can_write(repo)?;
-        self.answer_and_pin(ids, |store| ids.iter().map(|i| store.has_revision(i)).collect(), |p, id| if pin { p.revision(*id) })
+        self.answer_and_pin(
+            ids,
+            |store| ids.iter().map(|i| store.has_revision(i)).collect(),
+            |p, id| {
+                if pin {
+                    p.revision(*id)
+                }
+            },
+        )
     }
 
     /// Which of these tree nodes (and so their whole subtrees) the hub holds.
