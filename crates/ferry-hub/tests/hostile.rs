@@ -181,17 +181,22 @@ fn encode_unchecked(paths: &[&str], file: Id, size: u64) -> Vec<u8> {
     out
 }
 
+/// A file of the revision the hub kept (`model.bin`, 3 MiB), as its entry.
+async fn kept_file(hub: &Hub, c: &Client) -> Entry {
+    let kept: Id = hub.kept.0.parse().unwrap();
+    let revs = c.request(&Message::GetHistory { repo: "org/kept".into(), from: vec![kept], until: vec![], max: 1 }).await.unwrap();
+    let Some(Message::Revisions { revisions }) = revs.first() else { panic!("{revs:?}") };
+    Revision::decode(&revisions[0]).unwrap().entries[0].clone()
+}
+
 #[test]
 fn revisions_with_escaping_or_clashing_paths_or_missing_data_are_refused() {
     let hub = start_hub();
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
-        // A file the hub has (the kept revision's), so that only the paths are wrong.
-        let kept: Id = hub.kept.0.parse().unwrap();
-        let revs = c.request(&Message::GetHistory { repo: "org/kept".into(), from: vec![kept], until: vec![], max: 1 }).await.unwrap();
-        let Some(Message::Revisions { revisions }) = revs.first() else { panic!("{revs:?}") };
-        let file = Revision::decode(&revisions[0]).unwrap().entries[0].clone();
+        // A file the hub has, so that only the paths are wrong.
+        let file = kept_file(&hub, &c).await;
         let update = |repo: &str, rev: Vec<u8>| Message::UpdateBranch {
             repo: repo.into(),
             branch: "main".into(),
