@@ -189,6 +189,14 @@ async fn kept_file(hub: &Hub, c: &Client) -> Entry {
     Revision::decode(&revisions[0]).unwrap().entries[0].clone()
 }
 
+/// The branches of a repository on the hub.
+async fn branches(c: &Client, repo: &str) -> Vec<(String, Id)> {
+    match &c.request(&Message::ListRefs { repo: repo.into() }).await.unwrap()[..] {
+        [Message::Refs { branches, .. }] => branches.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn revisions_with_escaping_or_clashing_paths_or_missing_data_are_refused() {
     let hub = start_hub();
@@ -234,6 +242,37 @@ fn revisions_with_escaping_or_clashing_paths_or_missing_data_are_refused() {
         let node = ferry_core::tree::Node { height: 1, children: vec![ferry_core::tree::Child { id: Id::of_chunk(b"never sent"), size: 10 }] };
         let (code, _) = refused(c.request(&Message::PutNodes { repo: "org/x".into(), nodes: vec![node.encode()] }).await);
         assert_eq!(code, ErrorCode::Incomplete);
+    });
+    hub.check_unharmed();
+}
+
+#[test]
+fn a_revision_that_lies_about_a_files_size_is_refused_and_the_branch_stays() {
+    let hub = start_hub();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
+        let kept: Id = hub.kept.0.parse().unwrap();
+        // A stored 3 MiB file, claimed to be 50 MB.
+        let file = kept_file(&hub, &c).await;
+        let lie = encode_unchecked(&["model.bin"], file.file_id, 50_000_000);
+        let lie_id = ferry_core::revision::revision_id(&lie);
+        for req in [
+            Message::PutRevisions { repo: "org/kept".into(), revisions: vec![lie.clone()] },
+            Message::UpdateBranch { repo: "org/kept".into(), branch: "main".into(), expected: Some(kept), new: lie_id, revisions: vec![lie.clone()] },
+            Message::UpdateBranch { repo: "org/kept".into(), branch: "big".into(), expected: None, new: lie_id, revisions: vec![lie.clone()] },
+        ] {
+            let (code, msg) = refused(c.request(&req).await);
+            assert_eq!(code, ErrorCode::BadRequest, "{req:?}: {msg}");
+            assert!(msg.contains("50000000") && msg.contains(&format!("holds {} bytes", file.size)), "{msg}");
+        }
+        assert_eq!(branches(&c, "org/kept").await, vec![("main".to_string(), kept)], "a lying revision moved a branch");
+        let have = c.request(&Message::HaveRevisions { repo: "org/kept".into(), ids: vec![lie_id] }).await.unwrap();
+        assert_eq!(have, vec![Message::Bitmap { bits: vec![false] }], "a lying revision was stored");
+        // The same revision telling the truth is accepted.
+        c.request(&Message::PutRevisions { repo: "org/kept".into(), revisions: vec![encode_unchecked(&["model.bin"], file.file_id, file.size)] })
+            .await
+            .unwrap();
     });
     hub.check_unharmed();
 }

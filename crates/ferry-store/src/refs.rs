@@ -340,13 +340,34 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_TREES), id.as_bytes())?)
     }
 
+    /// Refuses a revision that says a file is larger or smaller than the
+    /// tree it names: listings, progress and range reads go by the entry's
+    /// size. Trees that are not stored are left to the callers' presence
+    /// checks.
+    pub(crate) fn check_entry_sizes(&self, rev: &Revision) -> Result<()> {
+        for e in &rev.entries {
+            let tree_size = match self.node(&e.file_id) {
+                Ok(root) => root.size(),
+                Err(StoreError::MissingNode(_)) => continue,
+                Err(err) => return Err(err),
+            };
+            if tree_size != e.size {
+                let detail = format!("{:?} is said to be {} bytes, but its tree {} holds {tree_size} bytes", e.path, e.size, e.file_id.short());
+                return Err(ferry_core::invalid("file size", detail).into());
+            }
+        }
+        Ok(())
+    }
+
     pub fn has_nodes(&self, ids: &[Id]) -> Result<Vec<bool>> {
         let cf = self.cf(CF_TREES);
         self.db.multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes()))).into_iter().map(|r| Ok(r?.is_some())).collect()
     }
 
     /// Stores a revision that came from elsewhere (pull, mirror) without
-    /// moving any branch. Its trees must already be stored.
+    /// moving any branch. Its trees must already be stored and its entries
+    /// give their true sizes: nothing is checked here (`put_revisions`
+    /// checks; `fsck` finds what a careless caller stored).
     pub fn put_revision(&self, rev: &Revision) -> Result<Id> {
         let enc = rev.encode();
         let id = ferry_core::revision::revision_id(&enc);

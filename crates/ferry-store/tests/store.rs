@@ -242,3 +242,30 @@ fn the_change_feed_names_every_repository_whose_branches_moved() {
     let other = Store::init(&dir.path().join("t")).unwrap();
     assert_ne!(other.id(), id, "stores have their own ids");
 }
+
+#[test]
+fn a_revision_that_lies_about_a_file_size_is_refused_and_fsck_finds_one_stored_anyway() {
+    let store = TempStore::new();
+    let s = store.write_session();
+    let six = s.ingest(Cursor::new(b"six by".to_vec()), &()).unwrap();
+    let lie =
+        Revision::new(vec![], "t".into(), 1, "m".into(), vec![Entry { path: "f".into(), file_id: six.file_id, size: 50_000_000, executable: false }]).unwrap();
+    // Every writer refuses it, and none stores it or moves a branch.
+    for (writer, res) in [
+        ("commit", s.commit("org/m", "main", None, &lie).map(|_| ())),
+        ("publish", s.publish("org/m", "main", None, lie.id(), std::slice::from_ref(&lie))),
+        ("put_revisions", s.put_revisions(std::slice::from_ref(&lie))),
+    ] {
+        let err = res.expect_err(writer);
+        assert!(matches!(err, StoreError::Format(_)), "{writer}: {err}");
+        assert!(err.to_string().contains("50000000") && err.to_string().contains("holds 6 bytes"), "{writer}: {err}");
+    }
+    assert!(!store.has_revision(&lie.id()).unwrap());
+    assert_eq!(store.branch("org/m", "main").unwrap(), None);
+    assert!(store.fsck(&|_| {}).unwrap().problems.is_empty());
+    // One stored beneath the checks (by `put_revision`, or a store from
+    // before them) is found by fsck.
+    let id = store.put_revision(&lie).unwrap();
+    let problems = store.fsck(&|_| {}).unwrap().problems;
+    assert!(matches!(&problems[..], [p] if p.contains(&id.to_hex()) && p.contains("50000000")), "{problems:?}");
+}
