@@ -278,6 +278,30 @@ fn a_revision_that_lies_about_a_files_size_is_refused_and_the_branch_stays() {
 }
 
 #[test]
+fn a_missing_parent_or_an_unknown_new_head_is_incomplete() {
+    let hub = start_hub();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
+        let file = kept_file(&hub, &c).await;
+        let orphan = Revision::new(vec![Id::of_chunk(b"a parent never sent")], "x".into(), 0, "m".into(), vec![file]).unwrap();
+        let update = |new: Id, revisions: Vec<Vec<u8>>| Message::UpdateBranch { repo: "org/x".into(), branch: "main".into(), expected: None, new, revisions };
+        for (req, why) in [
+            (Message::PutRevisions { repo: "org/x".into(), revisions: vec![orphan.encode()] }, "parent"),
+            (update(orphan.id(), vec![orphan.encode()]), "parent"),
+            (update(Id::of_chunk(b"no such revision"), vec![]), "new head"),
+        ] {
+            let (code, msg) = refused(c.request(&req).await);
+            assert_eq!(code, ErrorCode::Incomplete, "{req:?}: {msg}");
+            assert!(msg.contains(why) && msg.contains("neither stored nor sent"), "{msg}");
+        }
+        let (code, _) = refused(c.request(&Message::ListRefs { repo: "org/x".into() }).await);
+        assert_eq!(code, ErrorCode::NotFound, "a refused update created its repository");
+    });
+    hub.check_unharmed();
+}
+
+#[test]
 fn writes_outside_the_tokens_repositories_are_refused_and_store_nothing() {
     let hub = start_hub();
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use ferry_core::revision::Revision;
 use ferry_core::tree::{node_id, Node};
-use ferry_core::{FormatError, Id};
+use ferry_core::Id;
 use rocksdb::WriteBatch;
 
 use crate::chunks::ChunkStore;
@@ -87,7 +87,7 @@ impl WriteSession<'_> {
         for rev in revisions {
             for p in &rev.parents {
                 if !known.contains(p) && !store.has_revision(p)? {
-                    return Err(StoreError::UnknownRevision(format!("parent {p} of a new revision is neither stored nor sent")));
+                    return Err(StoreError::Incomplete(format!("parent {p} of a new revision is neither stored nor sent")));
                 }
             }
             let roots: Vec<Id> = rev.entries.iter().map(|e| e.file_id).collect();
@@ -116,7 +116,7 @@ impl WriteSession<'_> {
         let store = self.store();
         let encoded = self.check_revisions(revisions)?;
         if !encoded.iter().any(|(id, _)| *id == new) && !store.has_revision(&new)? {
-            return Err(FormatError::Invalid { what: "branch update", detail: format!("new head {new} is neither stored nor sent") }.into());
+            return Err(StoreError::Incomplete(format!("new head {new} of branch {branch:?} is neither stored nor sent")));
         }
         store.sync_data()?;
         let mut batch = WriteBatch::default();
