@@ -302,6 +302,31 @@ fn a_missing_parent_or_an_unknown_new_head_is_incomplete() {
 }
 
 #[test]
+fn a_repository_or_branch_whose_name_differs_only_in_case_from_an_existing_one_is_refused() {
+    let hub = start_hub();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
+        let kept: Id = hub.kept.0.parse().unwrap();
+        // The kept revision is stored, so only the names are wrong.
+        let update =
+            |repo: &str, branch: &str| Message::UpdateBranch { repo: repo.into(), branch: branch.into(), expected: None, new: kept, revisions: vec![] };
+        for (repo, branch, existing) in [("org/KEPT", "main", "repository \"org/kept\""), ("org/kept", "MAIN", "branch \"main\"")] {
+            let (code, msg) = refused(c.request(&update(repo, branch)).await);
+            assert_eq!(code, ErrorCode::BadRequest, "{repo}@{branch}: {msg}");
+            assert!(msg.contains("only in case") && msg.contains(existing), "{repo}@{branch}: {msg}");
+        }
+        let (code, _) = refused(c.request(&Message::ListRefs { repo: "org/KEPT".into() }).await);
+        assert_eq!(code, ErrorCode::NotFound, "org/KEPT was created beside org/kept");
+        assert_eq!(branches(&c, "org/kept").await, vec![("main".to_string(), kept)], "MAIN was created beside main");
+        // Names that differ in more than case are taken.
+        c.request(&update("org/kept2", "main")).await.unwrap();
+        c.request(&update("org/kept", "main2")).await.unwrap();
+    });
+    hub.check_unharmed();
+}
+
+#[test]
 fn writes_outside_the_tokens_repositories_are_refused_and_store_nothing() {
     let hub = start_hub();
     let dir = tempfile::tempdir().unwrap();

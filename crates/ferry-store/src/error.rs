@@ -25,6 +25,8 @@ pub enum StoreError {
     UnknownRevision(String),
     #[error("branch {branch:?} of {repo} moved to {actual} while this change was based on {expected}; nothing was lost — pull or re-run to base the change on the new head")]
     Conflict { repo: String, branch: String, expected: String, actual: String },
+    #[error("{what} {name:?} differs only in case from the existing {what} {existing:?}; use that one or a name that differs in more than case")]
+    CaseClash { what: &'static str, name: String, existing: String },
     #[error("chunk {0} is missing from the store (run `ferry fsck`)")]
     MissingChunk(Id),
     #[error("tree node {0} is missing from the store (run `ferry fsck`)")]

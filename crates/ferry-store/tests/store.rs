@@ -269,3 +269,27 @@ fn a_revision_that_lies_about_a_file_size_is_refused_and_fsck_finds_one_stored_a
     let problems = store.fsck(&|_| {}).unwrap().problems;
     assert!(matches!(&problems[..], [p] if p.contains(&id.to_hex()) && p.contains("50000000")), "{problems:?}");
 }
+
+#[test]
+fn a_repository_or_branch_whose_name_differs_only_in_case_from_an_existing_one_is_refused() {
+    let store = TempStore::new();
+    let r = commit_bytes(&store, "org/m", &[("a", b"1")], "m");
+    store.update_branch("org/m", "Dev", None, Some(r)).unwrap();
+    for (repo, branch, existing) in [
+        ("org/M", "main", "repository \"org/m\""),
+        ("ORG/m", "x", "repository \"org/m\""),
+        ("org/m", "MAIN", "branch \"main\""),
+        ("org/m", "dev", "branch \"Dev\""),
+    ] {
+        let err = store.update_branch(repo, branch, None, Some(r)).expect_err(&format!("{repo}@{branch} beside {existing}"));
+        assert!(err.to_string().contains("only in case") && err.to_string().contains(existing), "{repo}@{branch}: {err}");
+        assert_eq!(store.branch(repo, branch).unwrap(), None);
+    }
+    assert_eq!(store.repos().unwrap().len(), 1, "a refused repository was created");
+    // Names that differ in more than case are fine, and so is moving or
+    // deleting an existing branch.
+    store.update_branch("org/m2", "main", None, Some(r)).unwrap();
+    store.update_branch("org/m", "dev2", None, Some(r)).unwrap();
+    commit_bytes(&store, "org/m", &[("a", b"2")], "m2");
+    store.update_branch("org/m", "Dev", Some(r), None).unwrap();
+}
