@@ -21,7 +21,8 @@ fn name_segment_ok(s: &str) -> bool {
 }
 
 /// A repository name is `owner/name`: two segments of 1 to 64 ASCII letters,
-/// digits, `.`, `_` or `-`, not starting with `.` or `-`.
+/// digits, `.`, `_` or `-`, not starting with `.` or `-`. (A store also
+/// refuses to create one that differs only in case from one it has.)
 pub fn check_repo_name(name: &str) -> Result<(), FormatError> {
     match name.split_once('/') {
         Some((owner, repo)) if name_segment_ok(owner) && name_segment_ok(repo) => Ok(()),
@@ -30,7 +31,8 @@ pub fn check_repo_name(name: &str) -> Result<(), FormatError> {
 }
 
 /// A branch name: 1 to 128 of letters, digits, `.`, `_`, `-`, `/`, without
-/// empty, `.` or `..` segments.
+/// empty, `.` or `..` segments. (A store also refuses to create one that
+/// differs only in case from another branch of its repository.)
 pub fn check_branch_name(name: &str) -> Result<(), FormatError> {
     let ok = (1..=MAX_BRANCH_LEN).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))

@@ -181,17 +181,30 @@ fn encode_unchecked(paths: &[&str], file: Id, size: u64) -> Vec<u8> {
     out
 }
 
+/// A file of the revision the hub kept (`model.bin`, 3 MiB), as its entry.
+async fn kept_file(hub: &Hub, c: &Client) -> Entry {
+    let kept: Id = hub.kept.0.parse().unwrap();
+    let revs = c.request(&Message::GetHistory { repo: "org/kept".into(), from: vec![kept], until: vec![], max: 1 }).await.unwrap();
+    let Some(Message::Revisions { revisions }) = revs.first() else { panic!("{revs:?}") };
+    Revision::decode(&revisions[0]).unwrap().entries[0].clone()
+}
+
+/// The branches of a repository on the hub.
+async fn branches(c: &Client, repo: &str) -> Vec<(String, Id)> {
+    match &c.request(&Message::ListRefs { repo: repo.into() }).await.unwrap()[..] {
+        [Message::Refs { branches, .. }] => branches.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn revisions_with_escaping_or_clashing_paths_or_missing_data_are_refused() {
     let hub = start_hub();
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
-        // A file the hub has (the kept revision's), so that only the paths are wrong.
-        let kept: Id = hub.kept.0.parse().unwrap();
-        let revs = c.request(&Message::GetHistory { repo: "org/kept".into(), from: vec![kept], until: vec![], max: 1 }).await.unwrap();
-        let Some(Message::Revisions { revisions }) = revs.first() else { panic!("{revs:?}") };
-        let file = Revision::decode(&revisions[0]).unwrap().entries[0].clone();
+        // A file the hub has, so that only the paths are wrong.
+        let file = kept_file(&hub, &c).await;
         let update = |repo: &str, rev: Vec<u8>| Message::UpdateBranch {
             repo: repo.into(),
             branch: "main".into(),
@@ -229,6 +242,86 @@ fn revisions_with_escaping_or_clashing_paths_or_missing_data_are_refused() {
         let node = ferry_core::tree::Node { height: 1, children: vec![ferry_core::tree::Child { id: Id::of_chunk(b"never sent"), size: 10 }] };
         let (code, _) = refused(c.request(&Message::PutNodes { repo: "org/x".into(), nodes: vec![node.encode()] }).await);
         assert_eq!(code, ErrorCode::Incomplete);
+    });
+    hub.check_unharmed();
+}
+
+#[test]
+fn a_revision_that_lies_about_a_files_size_is_refused_and_the_branch_stays() {
+    let hub = start_hub();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
+        let kept: Id = hub.kept.0.parse().unwrap();
+        // A stored 3 MiB file, claimed to be 50 MB.
+        let file = kept_file(&hub, &c).await;
+        let lie = encode_unchecked(&["model.bin"], file.file_id, 50_000_000);
+        let lie_id = ferry_core::revision::revision_id(&lie);
+        for req in [
+            Message::PutRevisions { repo: "org/kept".into(), revisions: vec![lie.clone()] },
+            Message::UpdateBranch { repo: "org/kept".into(), branch: "main".into(), expected: Some(kept), new: lie_id, revisions: vec![lie.clone()] },
+            Message::UpdateBranch { repo: "org/kept".into(), branch: "big".into(), expected: None, new: lie_id, revisions: vec![lie.clone()] },
+        ] {
+            let (code, msg) = refused(c.request(&req).await);
+            assert_eq!(code, ErrorCode::BadRequest, "{req:?}: {msg}");
+            assert!(msg.contains("50000000") && msg.contains(&format!("holds {} bytes", file.size)), "{msg}");
+        }
+        assert_eq!(branches(&c, "org/kept").await, vec![("main".to_string(), kept)], "a lying revision moved a branch");
+        let have = c.request(&Message::HaveRevisions { repo: "org/kept".into(), ids: vec![lie_id] }).await.unwrap();
+        assert_eq!(have, vec![Message::Bitmap { bits: vec![false] }], "a lying revision was stored");
+        // The same revision telling the truth is accepted.
+        c.request(&Message::PutRevisions { repo: "org/kept".into(), revisions: vec![encode_unchecked(&["model.bin"], file.file_id, file.size)] })
+            .await
+            .unwrap();
+    });
+    hub.check_unharmed();
+}
+
+#[test]
+fn a_missing_parent_or_an_unknown_new_head_is_incomplete() {
+    let hub = start_hub();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
+        let file = kept_file(&hub, &c).await;
+        let orphan = Revision::new(vec![Id::of_chunk(b"a parent never sent")], "x".into(), 0, "m".into(), vec![file]).unwrap();
+        let update = |new: Id, revisions: Vec<Vec<u8>>| Message::UpdateBranch { repo: "org/x".into(), branch: "main".into(), expected: None, new, revisions };
+        for (req, why) in [
+            (Message::PutRevisions { repo: "org/x".into(), revisions: vec![orphan.encode()] }, "parent"),
+            (update(orphan.id(), vec![orphan.encode()]), "parent"),
+            (update(Id::of_chunk(b"no such revision"), vec![]), "new head"),
+        ] {
+            let (code, msg) = refused(c.request(&req).await);
+            assert_eq!(code, ErrorCode::Incomplete, "{req:?}: {msg}");
+            assert!(msg.contains(why) && msg.contains("neither stored nor sent"), "{msg}");
+        }
+        let (code, _) = refused(c.request(&Message::ListRefs { repo: "org/x".into() }).await);
+        assert_eq!(code, ErrorCode::NotFound, "a refused update created its repository");
+    });
+    hub.check_unharmed();
+}
+
+#[test]
+fn a_repository_or_branch_whose_name_differs_only_in_case_from_an_existing_one_is_refused() {
+    let hub = start_hub();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
+        let kept: Id = hub.kept.0.parse().unwrap();
+        // The kept revision is stored, so only the names are wrong.
+        let update =
+            |repo: &str, branch: &str| Message::UpdateBranch { repo: repo.into(), branch: branch.into(), expected: None, new: kept, revisions: vec![] };
+        for (repo, branch, existing) in [("org/KEPT", "main", "repository \"org/kept\""), ("org/kept", "MAIN", "branch \"main\"")] {
+            let (code, msg) = refused(c.request(&update(repo, branch)).await);
+            assert_eq!(code, ErrorCode::BadRequest, "{repo}@{branch}: {msg}");
+            assert!(msg.contains("only in case") && msg.contains(existing), "{repo}@{branch}: {msg}");
+        }
+        let (code, _) = refused(c.request(&Message::ListRefs { repo: "org/KEPT".into() }).await);
+        assert_eq!(code, ErrorCode::NotFound, "org/KEPT was created beside org/kept");
+        assert_eq!(branches(&c, "org/kept").await, vec![("main".to_string(), kept)], "MAIN was created beside main");
+        // Names that differ in more than case are taken.
+        c.request(&update("org/kept2", "main")).await.unwrap();
+        c.request(&update("org/kept", "main2")).await.unwrap();
     });
     hub.check_unharmed();
 }

@@ -48,7 +48,7 @@ impl From<StoreError> for ServiceError {
         let code = match &e {
             StoreError::Conflict { .. } => ErrorCode::Conflict,
             StoreError::MissingChunk(_) | StoreError::MissingNode(_) | StoreError::Incomplete(_) => ErrorCode::Incomplete,
-            StoreError::Format(_) => ErrorCode::BadRequest,
+            StoreError::Format(_) | StoreError::CaseClash { .. } => ErrorCode::BadRequest,
             StoreError::UnknownRevision(_) => ErrorCode::NotFound,
             _ => ErrorCode::Internal,
         };

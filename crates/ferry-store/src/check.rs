@@ -135,7 +135,8 @@ impl Store {
                 }
             }
         }
-        // Every revision hashes to its id, decodes, and names stored files.
+        // Every revision hashes to its id, decodes, and names stored files
+        // of the sizes it gives.
         for item in self.db.iterator_cf(self.cf(CF_REVISIONS), IteratorMode::Start) {
             let (k, v) = item?;
             rep.revisions_checked += 1;
@@ -151,6 +152,11 @@ impl Store {
                         if !ok {
                             rep.problems.push(format!("revision {id}: file {:?} has no tree ({} missing)", e.path, e.file_id));
                         }
+                    }
+                    // Writers check sizes; this finds a revision stored
+                    // beneath them (or before they did).
+                    if let Err(e) = self.check_entry_sizes(&rev) {
+                        rep.problems.push(format!("revision {id}: {e}"));
                     }
                     for p in &rev.parents {
                         if !self.has_revision(p)? {

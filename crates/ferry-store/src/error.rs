@@ -61,6 +61,16 @@ pub enum StoreError {
         /// The head it found.
         actual: String,
     },
+    /// A new repository or branch name equals an existing one but for case.
+    #[error("{what} {name:?} differs only in case from the existing {what} {existing:?}; use that one or a name that differs in more than case")]
+    CaseClash {
+        /// `repository` or `branch`.
+        what: &'static str,
+        /// The name asked for.
+        name: String,
+        /// The name that exists.
+        existing: String,
+    },
     /// A chunk a tree names is not stored.
     #[error("chunk {0} is missing from the store (run `ferry fsck`)")]
     MissingChunk(Id),

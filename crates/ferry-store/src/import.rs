@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use ferry_core::revision::Revision;
 use ferry_core::tree::{node_id, Node};
-use ferry_core::{FormatError, Id};
+use ferry_core::Id;
 use rocksdb::WriteBatch;
 
 use crate::write::{write, Durability};
@@ -62,7 +62,8 @@ impl WriteSession<'_> {
     /// Stores revisions that came from elsewhere without moving a branch
     /// (the first part of a history too long for one `publish`), with the
     /// same checks as `publish`: parents stored or earlier in the list,
-    /// every file tree stored, all data durable first.
+    /// every file tree stored and of the size its entry says, all data
+    /// durable first.
     pub fn put_revisions(&self, revisions: &[Revision]) -> Result<()> {
         let encoded = self.check_revisions(revisions)?;
         let store = self.store();
@@ -76,7 +77,8 @@ impl WriteSession<'_> {
     }
 
     /// Encodes revisions after checking that each one's parents are stored
-    /// or come earlier, and that its file trees are stored.
+    /// or come earlier, and that its file trees are stored and as large as
+    /// its entries say.
     fn check_revisions(&self, revisions: &[Revision]) -> Result<Vec<(Id, Vec<u8>)>> {
         let store = self.store();
         let mut known: HashSet<Id> = HashSet::new();
@@ -84,7 +86,7 @@ impl WriteSession<'_> {
         for rev in revisions {
             for p in &rev.parents {
                 if !known.contains(p) && !store.has_revision(p)? {
-                    return Err(StoreError::UnknownRevision(format!("parent {p} of a new revision is neither stored nor sent")));
+                    return Err(StoreError::Incomplete(format!("parent {p} of a new revision is neither stored nor sent")));
                 }
             }
             let roots: Vec<Id> = rev.entries.iter().map(|e| e.file_id).collect();
@@ -93,6 +95,7 @@ impl WriteSession<'_> {
                     return Err(StoreError::Incomplete(format!("file {:?} (tree {}) has not been stored", e.path, e.file_id.short())));
                 }
             }
+            store.check_entry_sizes(rev)?;
             let enc = rev.encode();
             let id = ferry_core::revision::revision_id(&enc);
             known.insert(id);
@@ -103,15 +106,16 @@ impl WriteSession<'_> {
 
     /// Stores `revisions` (parents before children, or parents already
     /// stored) and moves `repo`'s `branch` from `expected` to `new` by
-    /// compare-and-swap. Every file tree must be stored; all data is made
-    /// durable before the revisions and the branch are written (synced).
+    /// compare-and-swap. Every file tree must be stored, of the size its
+    /// entry says; all data is made durable before the revisions and the
+    /// branch are written (synced).
     pub fn publish(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: &[Revision]) -> Result<()> {
         ferry_core::names::check_repo_name(repo)?;
         ferry_core::names::check_branch_name(branch)?;
         let store = self.store();
         let encoded = self.check_revisions(revisions)?;
         if !encoded.iter().any(|(id, _)| *id == new) && !store.has_revision(&new)? {
-            return Err(FormatError::Invalid { what: "branch update", detail: format!("new head {new} is neither stored nor sent") }.into());
+            return Err(StoreError::Incomplete(format!("new head {new} of branch {branch:?} is neither stored nor sent")));
         }
         store.sync()?;
         let mut batch = WriteBatch::default();

@@ -317,8 +317,9 @@ impl WriteSession<'_> {
     /// Publishes `rev` as the new head of `repo`'s `branch`, if the branch
     /// is still at `expected` (None: the branch must not exist yet).
     ///
-    /// Every file tree the revision names must be stored; everything written
-    /// so far is made durable before the revision becomes visible.
+    /// Every file tree the revision names must be stored, of the size its
+    /// entry says; everything written so far is made durable before the
+    /// revision becomes visible.
     pub fn commit(&self, repo: &str, branch: &str, expected: Option<Id>, rev: &Revision) -> Result<Id> {
         ferry_core::names::check_repo_name(repo)?;
         ferry_core::names::check_branch_name(branch)?;
@@ -328,6 +329,7 @@ impl WriteSession<'_> {
                 return Err(StoreError::MissingNode(*root));
             }
         }
+        self.store.check_entry_sizes(rev)?;
         for p in &rev.parents {
             self.store.revision(p)?;
         }

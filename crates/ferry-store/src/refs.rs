@@ -128,6 +128,8 @@ impl Store {
     /// still at `expected`, writes `batch` (the revisions it needs), the new
     /// head (None deletes the branch), the repository's record if it is new
     /// (created at `created`), and a change-feed entry, in one synced write.
+    /// A new repository or branch may not differ only in case from an
+    /// existing one.
     pub(crate) fn swap_branch(&self, mut batch: WriteBatch, repo: &str, branch: &str, expected: Option<Id>, new: Option<Id>, created: i64) -> Result<()> {
         let _cas = self.branch_lock.lock().unwrap_or_else(|p| p.into_inner());
         let head = self.branch(repo, branch)?;
@@ -139,12 +141,19 @@ impl Store {
                 actual: head.map_or("deleted".into(), |i| i.short()),
             });
         }
+        let new_repo = new.is_some() && self.db.get_pinned_cf(self.cf(CF_REPOS), repo)?.is_none();
+        if new_repo {
+            self.refuse_case_twin("repository", CF_REPOS, b"", repo)?;
+        }
+        if new.is_some() && head.is_none() {
+            self.refuse_case_twin("branch", CF_BRANCHES, &branch_key(repo, ""), branch)?;
+        }
         let key = branch_key(repo, branch);
         match &new {
             Some(id) => batch.put_cf(self.cf(CF_BRANCHES), key, id.as_bytes()),
             None => batch.delete_cf(self.cf(CF_BRANCHES), key),
         }
-        if new.is_some() && self.db.get_pinned_cf(self.cf(CF_REPOS), repo)?.is_none() {
+        if new_repo {
             batch.put_cf(self.cf(CF_REPOS), repo, RepoInfo::new_record(created));
         }
         let seq = self.ref_seq.load(Ordering::SeqCst) + 1;
@@ -155,6 +164,23 @@ impl Store {
             // Older entries only serve mirrors that fell far behind; they
             // fall back to a full listing.
             let _ = self.db.delete_range_cf(self.cf(CF_REF_LOG), 0u64.to_be_bytes(), (seq - REF_LOG_KEEP).to_be_bytes());
+        }
+        Ok(())
+    }
+
+    /// Refuses to create `name` beside a name that differs from it only in
+    /// the case of ASCII letters (`org/M` beside `org/m`, `MAIN` beside
+    /// `main`): people take such names for one another, but a token for
+    /// one does not cover the other. `cf`'s keys under `prefix` are the
+    /// existing names. Called under the branch lock, so two such names
+    /// cannot be created at once.
+    fn refuse_case_twin(&self, what: &'static str, cf: &str, prefix: &[u8], name: &str) -> Result<()> {
+        for item in self.db.prefix_iterator_cf(self.cf(cf), prefix) {
+            let (k, _) = item?;
+            let Some(existing) = k.strip_prefix(prefix) else { break };
+            if existing.eq_ignore_ascii_case(name.as_bytes()) && existing != name.as_bytes() {
+                return Err(StoreError::CaseClash { what, name: name.into(), existing: String::from_utf8_lossy(existing).into_owned() });
+            }
         }
         Ok(())
     }
@@ -350,6 +376,25 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_TREES), id.as_bytes())?)
     }
 
+    /// Refuses a revision that says a file is larger or smaller than the
+    /// tree it names: listings, progress and range reads go by the entry's
+    /// size. Trees that are not stored are left to the callers' presence
+    /// checks.
+    pub(crate) fn check_entry_sizes(&self, rev: &Revision) -> Result<()> {
+        for e in &rev.entries {
+            let tree_size = match self.node(&e.file_id) {
+                Ok(root) => root.size(),
+                Err(StoreError::MissingNode(_)) => continue,
+                Err(err) => return Err(err),
+            };
+            if tree_size != e.size {
+                let detail = format!("{:?} is said to be {} bytes, but its tree {} holds {tree_size} bytes", e.path, e.size, e.file_id.short());
+                return Err(ferry_core::invalid("file size", detail).into());
+            }
+        }
+        Ok(())
+    }
+
     /// For each id, whether the tree node (and so its whole subtree) is
     /// stored; one batched lookup.
     pub fn has_nodes(&self, ids: &[Id]) -> Result<Vec<bool>> {
@@ -358,7 +403,9 @@ impl Store {
     }
 
     /// Stores a revision that came from elsewhere (pull, mirror) without
-    /// moving any branch. Its trees must already be stored.
+    /// moving any branch. Its trees must already be stored and its entries
+    /// give their true sizes: nothing is checked here (`put_revisions`
+    /// checks; `fsck` finds what a careless caller stored).
     pub fn put_revision(&self, rev: &Revision) -> Result<Id> {
         let enc = rev.encode();
         let id = ferry_core::revision::revision_id(&enc);

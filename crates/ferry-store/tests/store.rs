@@ -315,4 +315,54 @@ fn fsck_names_an_index_entry_without_its_record_and_counts_records_without_entri
     // names it.
     assert!(problems.contains(&format!("chunk {lost_entry} is missing (referenced by")), "{problems}");
     assert!(matches!(store.chunk(&lost_record), Err(StoreError::MissingChunk(_))));
+
+#[test]
+fn a_revision_that_lies_about_a_file_size_is_refused_and_fsck_finds_one_stored_anyway() {
+    let store = TempStore::new();
+    let s = store.write_session();
+    let six = s.ingest(Cursor::new(b"six by".to_vec()), &()).unwrap();
+    let lie =
+        Revision::new(vec![], "t".into(), 1, "m".into(), vec![Entry { path: "f".into(), file_id: six.file_id, size: 50_000_000, executable: false }]).unwrap();
+    // Every writer refuses it, and none stores it or moves a branch.
+    for (writer, res) in [
+        ("commit", s.commit("org/m", "main", None, &lie).map(|_| ())),
+        ("publish", s.publish("org/m", "main", None, lie.id(), std::slice::from_ref(&lie))),
+        ("put_revisions", s.put_revisions(std::slice::from_ref(&lie))),
+    ] {
+        let err = res.expect_err(writer);
+        assert!(matches!(err, StoreError::Format(_)), "{writer}: {err}");
+        assert!(err.to_string().contains("50000000") && err.to_string().contains("holds 6 bytes"), "{writer}: {err}");
+    }
+    assert!(!store.has_revision(&lie.id()).unwrap());
+    assert_eq!(store.branch("org/m", "main").unwrap(), None);
+    assert!(store.fsck(&|_| {}).unwrap().problems.is_empty());
+    // One stored beneath the checks (by `put_revision`, or a store from
+    // before them) is found by fsck.
+    let id = store.put_revision(&lie).unwrap();
+    let problems = store.fsck(&|_| {}).unwrap().problems;
+    assert!(matches!(&problems[..], [p] if p.contains(&id.to_hex()) && p.contains("50000000")), "{problems:?}");
+}
+
+#[test]
+fn a_repository_or_branch_whose_name_differs_only_in_case_from_an_existing_one_is_refused() {
+    let store = TempStore::new();
+    let r = commit_bytes(&store, "org/m", &[("a", b"1")], "m");
+    store.update_branch("org/m", "Dev", None, Some(r)).unwrap();
+    for (repo, branch, existing) in [
+        ("org/M", "main", "repository \"org/m\""),
+        ("ORG/m", "x", "repository \"org/m\""),
+        ("org/m", "MAIN", "branch \"main\""),
+        ("org/m", "dev", "branch \"Dev\""),
+    ] {
+        let err = store.update_branch(repo, branch, None, Some(r)).expect_err(&format!("{repo}@{branch} beside {existing}"));
+        assert!(err.to_string().contains("only in case") && err.to_string().contains(existing), "{repo}@{branch}: {err}");
+        assert_eq!(store.branch(repo, branch).unwrap(), None);
+    }
+    assert_eq!(store.repos().unwrap().len(), 1, "a refused repository was created");
+    // Names that differ in more than case are fine, and so is moving or
+    // deleting an existing branch.
+    store.update_branch("org/m2", "main", None, Some(r)).unwrap();
+    store.update_branch("org/m", "dev2", None, Some(r)).unwrap();
+    commit_bytes(&store, "org/m", &[("a", b"2")], "m2");
+    store.update_branch("org/m", "Dev", Some(r), None).unwrap();
 }
