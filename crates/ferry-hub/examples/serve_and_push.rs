@@ -24,7 +24,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let service = Arc::new(HubService::new(hub_store, Arc::new(Access::for_store(hub_dir.path()))));
     let identity = Identity::load_or_create(hub_dir.path())?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let opts = ferry_hub::ServeOptions { listen: "127.0.0.1:0".parse()?, idle_timeout: Duration::from_secs(30), max_connections: 64, max_unauthenticated: 16 };
+    let opts = ferry_hub::ServeOptions {
+        listen: "127.0.0.1:0".parse()?,
+        idle_timeout: Duration::from_secs(30),
+        max_connections: 64,
+        max_unauthenticated: 16,
+        memory_budget: ferry_hub::DEFAULT_MEMORY_BUDGET,
+    };
     tokio::spawn(async move {
         let _ = ferry_hub::serve(service, &identity, opts, |addr| {
             let _ = tx.send(addr);

@@ -16,6 +16,8 @@
 
 #![warn(missing_docs)]
 
+pub mod budget;
 mod server;
 
+pub use budget::DEFAULT_MEMORY_BUDGET;
 pub use server::{serve, ServeOptions, DEFAULT_MAX_UNAUTHENTICATED, HELLO_DEADLINE, MAX_HANDSHAKES_PER_ADDRESS, MAX_HELLO_LEN};

@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_net::tls::Identity;
-use ferry_net::wire::{read_message_patiently, read_message_within, write_message, Impatient, Patience, StreamActivity};
+use ferry_net::wire::{read_header, read_message_within, read_payload, write_message, Impatient, Patience, StreamActivity};
 use ferry_net::{NetError, Result};
 use ferry_proto::{ErrorCode, Message};
 use ferry_service::{Grant, HubService, ReposQuery, ServiceError, Session};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::budget::{Budget, Held};
 
 /// How the door runs.
 pub struct ServeOptions {
@@ -29,6 +31,10 @@ pub struct ServeOptions {
     /// one of these (for at most [`HELLO_DEADLINE`]), never a place of an
     /// authenticated client. Past them a connection is refused before TLS.
     pub max_unauthenticated: usize,
+    /// Bytes all connections together may make the hub hold for their
+    /// windows, requests and answers (see [`crate::budget`]); past it a
+    /// connection or request is told the hub is busy.
+    pub memory_budget: usize,
 }
 
 /// The default of [`ServeOptions::max_unauthenticated`].
@@ -83,6 +89,7 @@ struct Door {
     handshaking: Arc<Semaphore>,
     /// Handshakes in progress per address block.
     per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    budget: Budget,
 }
 
 /// A connection's place while it says Hello: one of the door's handshake
@@ -137,6 +144,7 @@ pub async fn serve(service: Arc<HubService>, identity: &Identity, opts: ServeOpt
         connections: Arc::new(Semaphore::new(opts.max_connections)),
         handshaking: Arc::new(Semaphore::new(opts.max_unauthenticated)),
         per_address: Arc::default(),
+        budget: Budget::new(opts.memory_budget, opts.max_connections),
     });
     let tls = identity.server_config()?;
     let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.clone()).map_err(|e| NetError::Tls(e.to_string()))?;
@@ -193,11 +201,17 @@ fn handshake_transport() -> quinn::TransportConfig {
     t
 }
 
-/// The windows and streams of an authenticated QUIC connection.
-fn open_up(conn: &quinn::Connection) {
+/// Gives an authenticated QUIC connection its streams and the windows the
+/// memory budget affords it; the reservation lasts as long as `held`.
+/// False: not even the smallest windows fit.
+fn open_up(hub: &Door, conn: &quinn::Connection, held: &mut Option<OwnedSemaphorePermit>) -> bool {
+    let others = hub.connections.available_permits();
+    let Some((window, permit)) = hub.budget.windows(others) else { return false };
+    *held = Some(permit);
     conn.set_max_concurrent_bi_streams(ferry_net::wire::MAX_STREAMS.into());
-    conn.set_receive_window(ferry_net::CONNECTION_WINDOW.into());
-    conn.set_send_window(ferry_net::CONNECTION_WINDOW.into());
+    conn.set_receive_window(window.into());
+    conn.set_send_window(window.into());
+    true
 }
 
 /// Why a handshake ended without a session: the frame to send, if any.
@@ -230,7 +244,8 @@ async fn quic_connection(hub: Arc<Door>, incoming: quinn::Incoming, place: Hands
             return Err(NetError::Timeout("no Hello stream".into()));
         }
     };
-    let outcome = handshake(&hub, peer, started, &mut recv, &mut send, || open_up(&conn)).await;
+    let mut windows = None;
+    let outcome = handshake(&hub, peer, started, &mut recv, &mut send, || open_up(&hub, &conn, &mut windows)).await;
     let _ = send.finish();
     drop(place);
     let (grant, _slot) = match outcome {
@@ -241,6 +256,7 @@ async fn quic_connection(hub: Arc<Door>, incoming: quinn::Incoming, place: Hands
         }
     };
     let session = Arc::new(hub.service.session(grant));
+    let frames = Budget::connection();
     let activity = Arc::new(Activity::new());
     let revoked = {
         let session = session.clone();
@@ -266,19 +282,23 @@ async fn quic_connection(hub: Arc<Door>, incoming: quinn::Incoming, place: Hands
             }
             Err(_) => continue,
         };
-        let (session, busy) = (session.clone(), activity.begin());
+        let (hub, session, frames, busy) = (hub.clone(), session.clone(), frames.clone(), activity.begin());
         // A request stream may wait while others use a slow link.
         let streams = StreamActivity::new(&conn);
         tokio::spawn(async move {
-            match read_or_refuse(&mut recv, &mut send, &streams).await {
-                Ok(Some(req)) => {
+            match read_request(&hub, &frames, &mut recv, &mut send, &streams).await {
+                Ok(Request::Read(req, held)) => {
                     if respond(&session, req, &mut send).await.is_err() {
                         // Drop what the peer left unread rather than keep it queued.
                         let _ = send.reset(0u32.into());
                     }
+                    drop(held);
                 }
-                Ok(None) => {
+                Ok(Request::Ended) => {
                     let _ = send_error(&mut send, ErrorCode::BadRequest, "the request stream ended before a request").await;
+                }
+                Ok(Request::Busy(_)) => {
+                    let _ = recv.stop(0u32.into());
                 }
                 Err(_) => {}
             }
@@ -362,10 +382,11 @@ async fn tcp_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     w: &mut W,
 ) -> Result<()> {
     let mut r = tokio::io::BufReader::new(r);
-    let outcome = handshake(hub, peer, started, &mut r, w, || {}).await;
+    let outcome = handshake(hub, peer, started, &mut r, w, || true).await;
     drop(place);
     let Ok((grant, _slot)) = outcome else { return Ok(()) };
     let session = Arc::new(hub.service.session(grant));
+    let frames = Budget::connection();
     let revoked = session_revoked(&session);
     tokio::pin!(revoked);
     // Requests follow one another on the connection; between them the
@@ -383,15 +404,49 @@ async fn tcp_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 return Ok(());
             }
         }
-        let Some(req) = read_or_refuse(&mut r, w, &Impatient).await? else { return Ok(()) };
-        respond(&session, req, w).await?;
+        match read_request(hub, &frames, &mut r, w, &Impatient).await? {
+            Request::Read(req, _held) => respond(&session, req, w).await?,
+            Request::Ended => return Ok(()),
+            // The next frame starts after this one's payload.
+            Request::Busy(len) => {
+                tokio::io::copy(&mut (&mut r).take(len as u64), &mut tokio::io::sink()).await.map_err(|e| NetError::Lost(e.to_string()))?;
+            }
+        }
     }
 }
 
-/// Reads a frame; one that breaks the protocol is answered with an `Error`
-/// frame naming what was wrong before the error is returned.
-async fn read_or_refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, w: &mut W, patience: &dyn Patience) -> Result<Option<Message>> {
-    match read_message_patiently(r, patience).await {
+/// What reading a request came to.
+enum Request {
+    /// A request, and what it holds of the memory budget until answered.
+    Read(Message, Held),
+    /// The stream ended cleanly before a frame.
+    Ended,
+    /// Out of memory budget: answered busy, the payload (of this many
+    /// bytes) left unread.
+    Busy(usize),
+}
+
+/// Reads a request's header, reserves what answering it may hold (see
+/// [`crate::budget`]), then reads its payload. A frame that breaks the
+/// protocol is answered with an `Error` frame naming what was wrong before
+/// the error is returned.
+async fn read_request<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    hub: &Door,
+    connection: &Arc<Semaphore>,
+    r: &mut R,
+    w: &mut W,
+    patience: &dyn Patience,
+) -> Result<Request> {
+    let read = async {
+        let Some(header) = read_header(r, patience, ferry_proto::MAX_FRAME_LEN).await? else { return Ok(Request::Ended) };
+        let Some(held) = hub.budget.request(connection, header).await else {
+            let busy = "the hub is busy: its memory budget is spent; retry in a moment";
+            send_error(w, ErrorCode::RateLimited, busy).await?;
+            return Ok(Request::Busy(header.len));
+        };
+        Ok(Request::Read(read_payload(r, header, patience).await?, held))
+    };
+    match read.await {
         Err(NetError::Protocol(msg)) => {
             let _ = write_message(w, &Message::Error { code: ErrorCode::BadRequest, message: msg.clone() }).await;
             let _ = w.flush().await;
@@ -405,15 +460,16 @@ async fn read_or_refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, 
 /// [`HELLO_DEADLINE`] of `started`), checks version and token, and takes a
 /// place among the authenticated connections; answers `Welcome` (then
 /// `Done`) or an `Error`. `admitted` runs just before `Welcome` is sent
-/// (QUIC widens the connection's windows there). Err: refused, with the
-/// frame that said so.
+/// (QUIC widens the connection's windows there, if the memory budget
+/// affords them: false refuses the connection as busy). Err: refused, with
+/// the frame that said so.
 async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     hub: &Door,
     peer: IpAddr,
     started: Instant,
     r: &mut R,
     w: &mut W,
-    admitted: impl FnOnce(),
+    admitted: impl FnOnce() -> bool,
 ) -> Result<(Grant, OwnedSemaphorePermit), Refused> {
     let refuse = |code, message: String| Message::Error { code, message };
     let left = HELLO_DEADLINE.saturating_sub(started.elapsed());
@@ -435,7 +491,8 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 match hub.service.authenticate(&token, peer).await {
                     Err(e) => Err(refusal(e)),
                     Ok(grant) => match hub.connections.clone().try_acquire_owned() {
-                        Ok(slot) => Ok((grant, slot)),
+                        Ok(slot) if admitted() => Ok((grant, slot)),
+                        Ok(_) => Err(refuse(ErrorCode::RateLimited, "the hub is busy: its memory budget is spent; retry in a moment".into())),
                         Err(_) => Err(refuse(
                             ErrorCode::RateLimited,
                             format!("the hub is busy: it is serving its limit of {} connections; retry in a moment", hub.max_connections),
@@ -449,7 +506,6 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     };
     match reply {
         Ok(admission) => {
-            admitted();
             let welcome = async {
                 write_message(w, &Message::Welcome { version: ferry_proto::VERSION, server: format!("ferry/{}", env!("CARGO_PKG_VERSION")) }).await?;
                 write_message(w, &Message::Done).await?;
@@ -503,7 +559,7 @@ async fn send<W: AsyncWrite + Unpin>(w: &mut W, m: &Message) -> Result<()> {
 /// Answers the requests whose answers may be large (16 384 chunks of
 /// 256 KiB are 4 GiB) a frame at a time: a blocking task reads and packs,
 /// and a channel holding one frame hands them to the writer. A request
-/// then costs the hub about two frames of memory however much it asks for,
+/// then holds at most three frames (what the budget reserves for it) however much it asks for,
 /// and a client that stops reading stalls only its own request, until
 /// `SEND_TIMEOUT`.
 async fn respond_a_frame_at_a_time<W: AsyncWrite + Unpin>(session: &Arc<Session>, req: Message, w: &mut W) -> Result<()> {

@@ -556,10 +556,87 @@ fn a_request_for_gigabytes_costs_the_hub_a_frame_of_memory_not_the_gigabytes() {
         assert!(peak < before + (1 << 30), "the hub's peak RSS went from {} MiB to {} MiB", before >> 20, peak >> 20);
         drop(stalled);
         conn.close(0u32.into(), b"done");
-        // An honest client asking the same still gets every copy.
+        // An honest client asking the same still gets every copy (on a new
+        // connection: the first may have been idle for longer than the
+        // hub waits).
+        let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
         let got = c.request(&Message::GetChunks { repo: "org/x".into(), ids: vec![id; 100] }).await.unwrap();
         let n: usize = got.iter().map(|m| if let Message::Chunks { chunks } = m { chunks.len() } else { 0 }).sum();
         assert_eq!(n, 100);
+    });
+    hub.check_unharmed();
+}
+
+#[test]
+fn token_holders_that_ask_for_gigabytes_on_many_connections_hold_the_hub_to_its_memory_budget() {
+    const BUDGET_MIB: u64 = 256;
+    const CONNECTIONS: usize = 12;
+    const STREAMS: usize = 16;
+    let hub = start_hub_with(&["--memory-budget-mib", &BUDGET_MIB.to_string()], "127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let raw = noise(256 << 10, 19);
+        let id = Id::of_chunk(&raw);
+        let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
+        c.request(&Message::PutChunks { repo: "org/x".into(), chunks: vec![(id, ferry_core::codec::Encoder::new(1).encode(&raw))] }).await.unwrap();
+        let before = peak_rss(hub.pid());
+        // Every connection asks for 4 GiB on every stream it may open, and
+        // reads at most the first frame of each answer.
+        let mut conns = Vec::new();
+        let mut firsts = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let conn = raw_quic(&hub, &hub.token).await;
+            for _ in 0..STREAMS {
+                // Opened, written and read in a task of its own: a request
+                // waiting for its turn is not read, so its writer waits too.
+                let conn = conn.clone();
+                firsts.push(tokio::spawn(async move {
+                    let mut streams = None;
+                    let ask = async {
+                        let (send, recv) = streams.insert(conn.open_bi().await.unwrap());
+                        // A request answered busy is not read: the hub stops
+                        // the stream, and the answer is what tells.
+                        let _ = send.write_all(&Message::GetChunks { repo: "org/x".into(), ids: vec![id; 16_384] }.to_frame()).await;
+                        let _ = send.finish();
+                        read_frame(recv).await
+                    };
+                    let first = tokio::time::timeout(Duration::from_secs(20), ask).await;
+                    (first, streams)
+                }));
+            }
+            conns.push(conn);
+        }
+        let (mut served, mut busy, mut waiting) = (0, 0, 0);
+        let mut stalled = Vec::new();
+        for f in firsts {
+            let (first, streams) = f.await.unwrap();
+            match first {
+                Ok(Some(Message::Chunks { .. })) => served += 1,
+                Ok(Some(Message::Error { code: ErrorCode::RateLimited, message })) if message.contains("memory budget") => busy += 1,
+                Err(_) => waiting += 1,
+                other => panic!("expected chunks, a busy answer or a wait; got {other:?}"),
+            }
+            stalled.push(streams);
+        }
+        let peak = peak_rss(hub.pid());
+        assert!(served > 0 && busy > 0, "served {served}, busy {busy}, still waiting {waiting}");
+        assert!(
+            peak < before + ((BUDGET_MIB + 96) << 20),
+            "the hub's peak RSS went from {} MiB to {} MiB under a {BUDGET_MIB} MiB budget",
+            before >> 20,
+            peak >> 20
+        );
+        drop(stalled);
+        for conn in conns {
+            conn.close(0u32.into(), b"done");
+        }
+        // Once they are gone, an honest client is served in full.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let c = connect(&hub, dir.path(), TransportChoice::Quic).await;
+        let got = c.request(&Message::GetChunks { repo: "org/x".into(), ids: vec![id; 100] }).await.unwrap();
+        let n: usize = got.iter().map(|m| if let Message::Chunks { chunks } = m { chunks.len() } else { 0 }).sum();
+        assert_eq!(n, 100);
+        eprintln!("memory budget {BUDGET_MIB} MiB: peak RSS {} -> {} MiB; {served} answers served, {busy} busy, {waiting} queued", before >> 20, peak >> 20);
     });
     hub.check_unharmed();
 }

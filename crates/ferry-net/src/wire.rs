@@ -91,6 +91,25 @@ pub async fn read_message_patiently<R: AsyncRead + Unpin>(r: &mut R, patience: &
 /// one is refused before its payload is read); `None` at a clean end of
 /// stream.
 pub async fn read_message_within<R: AsyncRead + Unpin>(r: &mut R, patience: &dyn Patience, max_len: usize) -> Result<Option<Message>> {
+    match read_header(r, patience, max_len).await? {
+        Some(header) => read_payload(r, header, patience).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A frame's type and payload length, read before its payload so that a
+/// reader can decide what the payload may cost it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The frame type (`protocol/wire.md` section 3).
+    pub kind: u8,
+    /// The payload length, at most the limit the header was read with.
+    pub len: usize,
+}
+
+/// Reads a frame header announcing at most `max_len` payload bytes; `None`
+/// at a clean end of stream.
+pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R, patience: &dyn Patience, max_len: usize) -> Result<Option<Header>> {
     let mut h = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
@@ -107,6 +126,12 @@ pub async fn read_message_within<R: AsyncRead + Unpin>(r: &mut R, patience: &dyn
     if len > max_len {
         return Err(NetError::Protocol(format!("a frame of {len} bytes where at most {max_len} are allowed")));
     }
+    Ok(Some(Header { kind, len }))
+}
+
+/// Reads and decodes the payload of the frame whose header was just read.
+pub async fn read_payload<R: AsyncRead + Unpin>(r: &mut R, header: Header, patience: &dyn Patience) -> Result<Message> {
+    let len = header.len;
     // Grow as bytes arrive, reading straight into the payload (no copy
     // through a scratch buffer): a lying length costs the liar, not us.
     let mut payload: Vec<u8> = Vec::with_capacity(len.min(1 << 20));
@@ -120,7 +145,7 @@ pub async fn read_message_within<R: AsyncRead + Unpin>(r: &mut R, patience: &dyn
             return Err(NetError::Protocol(format!("stream ended inside a frame ({} of {len} payload bytes)", payload.len())));
         }
     }
-    Message::decode(kind, &payload).map(Some).map_err(|e| NetError::Protocol(e.to_string()))
+    Message::decode(header.kind, &payload).map_err(|e| NetError::Protocol(e.to_string()))
 }
 
 /// Writes one message as a frame; returns the bytes written.

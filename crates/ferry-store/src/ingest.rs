@@ -297,23 +297,6 @@ impl WriteSession<'_> {
         self.store.put_chunk_records(records)
     }
 
-    /// Stores tree nodes that arrived from elsewhere, checking each against
-    /// its id.
-    pub fn put_nodes(&self, nodes: &[(Id, Vec<u8>)]) -> Result<()> {
-        let trees = self.store.cf(CF_TREES);
-        let mut batch = WriteBatch::default();
-        for (id, enc) in nodes {
-            Node::decode(enc)?;
-            let actual = ferry_core::tree::node_id(enc);
-            if actual != *id {
-                return Err(ferry_core::FormatError::HashMismatch { what: "tree node", id: *id, actual }.into());
-            }
-            batch.put_cf(trees, id.as_bytes(), enc);
-        }
-        write(&self.store.db, batch, Durability::Buffered)?;
-        Ok(())
-    }
-
     /// Publishes `rev` as the new head of `repo`'s `branch`, if the branch
     /// is still at `expected` (None: the branch must not exist yet).
     ///

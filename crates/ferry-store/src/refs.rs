@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use ferry_core::revision::Revision;
 use ferry_core::tree::{node_id, Node};
 use ferry_core::Id;
-use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
+use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::write::{write, Durability};
 use crate::{Result, Store, StoreError, CF_BRANCHES, CF_REF_LOG, CF_REPOS, CF_REVISIONS, CF_TREES};
@@ -400,19 +400,5 @@ impl Store {
     pub fn has_nodes(&self, ids: &[Id]) -> Result<Vec<bool>> {
         let cf = self.cf(CF_TREES);
         self.db.multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes()))).into_iter().map(|r| Ok(r?.is_some())).collect()
-    }
-
-    /// Stores a revision that came from elsewhere (pull, mirror) without
-    /// moving any branch. Its trees must already be stored and its entries
-    /// give their true sizes: nothing is checked here (`put_revisions`
-    /// checks; `fsck` finds what a careless caller stored).
-    pub fn put_revision(&self, rev: &Revision) -> Result<Id> {
-        let enc = rev.encode();
-        let id = ferry_core::revision::revision_id(&enc);
-        self.sync()?;
-        let mut w = WriteOptions::default();
-        w.set_sync(true);
-        self.db.put_cf_opt(self.cf(CF_REVISIONS), id.as_bytes(), enc, &w)?;
-        Ok(id)
     }
 }

@@ -56,6 +56,11 @@ pub struct Args {
     /// authenticated clients. Past them connections are refused before TLS.
     #[arg(long, default_value_t = ferry_hub::DEFAULT_MAX_UNAUTHENTICATED as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_unauthenticated: u32,
+    /// Memory, in MiB, that all connections together may make the hub hold
+    /// for their QUIC windows, requests and answers in flight. Past it new
+    /// connections and requests are told the hub is busy.
+    #[arg(long, default_value_t = (ferry_hub::DEFAULT_MEMORY_BUDGET >> 20) as u32, value_parser = clap::value_parser!(u32).range((ferry_hub::budget::MIN_MEMORY_BUDGET >> 20) as i64..))]
+    memory_budget_mib: u32,
 }
 
 /// The first line: where the hub listens and which certificate it shows.
@@ -163,6 +168,7 @@ pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
             idle_timeout: args.idle_timeout,
             max_connections: args.max_connections as usize,
             max_unauthenticated: args.max_unauthenticated as usize,
+            memory_budget: (args.memory_budget_mib as usize) << 20,
         };
         let serving = ferry_hub::serve(service.clone(), &identity, opts, |addr| {
             emit(json, &listening(addr));
