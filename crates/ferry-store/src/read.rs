@@ -49,7 +49,7 @@ impl Store {
     fn walk(
         &self,
         node: &ferry_core::tree::Node,
-        mut offset: u64,
+        offset: u64,
         start: u64,
         end: u64,
         pending: &mut Vec<Piece>,
@@ -57,15 +57,8 @@ impl Store {
         progress: &dyn ReadProgress,
         rebuild: &mut Option<TreeBuilder>,
     ) -> Result<()> {
-        for c in &node.children {
-            let (lo, hi) = (offset, offset + c.size);
-            offset = hi;
-            if hi <= start || lo >= end {
-                if lo >= end {
-                    break;
-                }
-                continue;
-            }
+        for (c, lo) in node.children_in_range(offset, start, end) {
+            let hi = lo + c.size;
             if node.height == 1 {
                 let skip = start.saturating_sub(lo) as usize;
                 let take = (end.min(hi) - lo) as usize - skip;
