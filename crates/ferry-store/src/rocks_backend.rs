@@ -28,9 +28,14 @@ impl RocksBackend {
     }
 }
 
-/// A store error in the backend's terms (a full disk stays recognisable).
+/// A store error in the backend's terms: a full disk stays recognisable,
+/// and the store's path (which a hub must not tell its clients) is left
+/// out.
 fn backend_error(e: StoreError) -> BackendError {
-    let text = e.to_string();
+    let text = match e {
+        StoreError::Io { source, .. } => source.to_string(),
+        e => e.to_string(),
+    };
     if text.contains("No space left") {
         BackendError::OutOfSpace(text)
     } else {
