@@ -16,6 +16,9 @@ use crate::{Result, Store, StoreError, CF_BRANCHES, CF_META, CF_REVISIONS, CF_TR
 /// In the metadata while a gc deletes chunks (`protocol/store.md`).
 const SWEEP_MARKER: &[u8] = b"gc-sweeping";
 
+/// A record as a backend scan hands it on: id, location, bytes.
+type ScannedRecord = (Id, Location, Vec<u8>);
+
 /// Chunks checked per batch by fsck: one index lookup, verified in parallel.
 const FSCK_BATCH: usize = 256;
 
@@ -190,14 +193,13 @@ impl Store {
             }
         }
         let mut matched = 0u64;
-        let mut batch: Vec<(Id, Vec<u8>)> = Vec::with_capacity(FSCK_BATCH);
-        let mut check = |batch: &mut Vec<(Id, Vec<u8>)>, rep: &mut FsckReport| -> Result<()> {
+        let scan = self.scan_records(|batch| {
             let ids: Vec<Id> = batch.iter().map(|b| b.0).collect();
             let entries = self.index.entries(&ids)?;
             let results: Vec<Option<String>> = batch
                 .par_iter()
                 .zip(&entries)
-                .map(|((id, rec), entry)| {
+                .map(|((id, _, rec), entry)| {
                     let entry = entry.as_ref()?;
                     match codec::decode_verified(id, rec) {
                         Ok(raw) if entry.raw_len as usize == raw.len() && entry.stored_len as usize == rec.len() => None,
@@ -210,26 +212,10 @@ impl Store {
             matched += present;
             rep.chunks_checked += present;
             rep.unindexed_records += batch.len() as u64 - present;
-            progress(batch.iter().map(|b| b.1.len() as u64).sum());
+            progress(batch.iter().map(|b| b.2.len() as u64).sum());
             rep.problems.extend(results.into_iter().flatten());
-            batch.clear();
             Ok(())
-        };
-        let mut failed: Option<Result<()>> = None;
-        let scan = self.backend.for_each(&mut |id, _, rec| {
-            batch.push((id, rec.to_vec()));
-            if batch.len() == FSCK_BATCH {
-                if let Err(e) = check(&mut batch, rep) {
-                    failed = Some(Err(e));
-                    return Err(BackendError::Other("stopped".into()));
-                }
-            }
-            Ok(())
-        });
-        if let Some(err) = failed {
-            return err;
-        }
-        check(&mut batch, rep)?;
+        })?;
         match scan {
             Ok(()) if matched == indexed => Ok(()),
             Ok(()) => self.name_missing_records(rep, false),
@@ -383,29 +369,39 @@ impl Store {
     /// After a gc was killed mid-sweep: deletes the records no index entry
     /// names. Reads every record once, so only then.
     fn remove_unindexed_records(&self) -> Result<()> {
-        let mut seen: Vec<(Id, Location)> = Vec::with_capacity(FSCK_BATCH);
-        let mut failed: Option<StoreError> = None;
-        let sweep = |seen: &mut Vec<(Id, Location)>| -> Result<()> {
+        let scan = self.scan_records(|seen| {
             let ids: Vec<Id> = seen.iter().map(|s| s.0).collect();
             let entries = self.index.entries(&ids)?;
-            let orphans: Vec<(Id, Location)> = seen.drain(..).zip(entries).filter(|(_, e)| e.is_none()).map(|(s, _)| s).collect();
+            let orphans: Vec<(Id, Location)> = seen.drain(..).zip(entries).filter(|(_, e)| e.is_none()).map(|(s, _)| (s.0, s.1)).collect();
             self.backend.delete(&orphans)?;
             Ok(())
-        };
-        self.backend.for_each(&mut |id, location, _| {
-            seen.push((id, location.clone()));
-            if seen.len() == FSCK_BATCH {
-                if let Err(e) = sweep(&mut seen) {
+        })?;
+        Ok(scan?)
+    }
+
+    /// Scans the backend's records in its own order, handing them to
+    /// `each` [`FSCK_BATCH`] at a time (the last batch may be shorter).
+    /// Err: `each` failed, and the scan stopped there. Ok(Err): reading the
+    /// records failed; the batches read before were handed on.
+    fn scan_records(&self, mut each: impl FnMut(&mut Vec<ScannedRecord>) -> Result<()>) -> Result<std::result::Result<(), BackendError>> {
+        let mut batch: Vec<ScannedRecord> = Vec::with_capacity(FSCK_BATCH);
+        let mut failed = None;
+        let scan = self.backend.for_each(&mut |id, location, record| {
+            batch.push((id, location.clone(), record.to_vec()));
+            if batch.len() == FSCK_BATCH {
+                if let Err(e) = each(&mut batch) {
                     failed = Some(e);
                     return Err(BackendError::Other("stopped".into()));
                 }
+                batch.clear();
             }
             Ok(())
-        })?;
+        });
         if let Some(e) = failed {
             return Err(e);
         }
-        sweep(&mut seen)
+        each(&mut batch)?;
+        Ok(scan)
     }
 
     /// Marks the nodes on `stack` and everything below them (emptying it).

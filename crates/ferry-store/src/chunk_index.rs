@@ -9,7 +9,7 @@ use ferry_core::Id;
 use rocksdb::{IteratorMode, WriteBatch, DB};
 
 use crate::backend::{Location, VerifiedRecord};
-use crate::{Result, CF_CHUNK_INDEX};
+use crate::{multi_get_in_order, Result, CF_CHUNK_INDEX};
 
 /// What the index knows about a stored chunk without reading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,17 +91,8 @@ impl ChunkIndex {
     }
 
     /// The entry of each id (None where not stored), in one batched lookup.
-    /// RocksDB wants the keys sorted.
     pub(crate) fn entries(&self, ids: &[Id]) -> Result<Vec<Option<IndexEntry>>> {
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| ids[i].as_bytes());
-        let keys: Vec<&[u8]> = order.iter().map(|&i| ids[i].as_bytes().as_slice()).collect();
-        let found = self.db.batched_multi_get_cf(self.cf(), keys, true);
-        let mut out = vec![None; ids.len()];
-        for (slot, res) in order.into_iter().zip(found) {
-            out[slot] = res?.and_then(|v| IndexEntry::decode(&v));
-        }
-        Ok(out)
+        Ok(multi_get_in_order(&self.db, self.cf(), ids)?.into_iter().map(|v| IndexEntry::decode(&v?)).collect())
     }
 
     /// Every entry, in id order. A key that is not an id, or an entry that

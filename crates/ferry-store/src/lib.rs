@@ -147,6 +147,19 @@ fn db_options(create: bool, direct_writes: bool) -> Options {
     o
 }
 
+/// One batched lookup of `ids` in `cf`, answers in the order asked. RocksDB
+/// wants the keys sorted (and then reads blob values in file order).
+pub(crate) fn multi_get_in_order(db: &DB, cf: &rocksdb::ColumnFamily, ids: &[Id]) -> std::result::Result<Vec<Option<Vec<u8>>>, rocksdb::Error> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| ids[i].as_bytes());
+    let keys: Vec<&[u8]> = order.iter().map(|&i| ids[i].as_bytes().as_slice()).collect();
+    let mut out = vec![None; ids.len()];
+    for (slot, found) in order.into_iter().zip(db.batched_multi_get_cf(cf, keys, true)) {
+        out[slot] = found?.map(|v| v.to_vec());
+    }
+    Ok(out)
+}
+
 /// Whether files in `dir` can be written with O_DIRECT (not on every file
 /// system: RocksDB's flushes would fail where it is refused).
 fn direct_writes_work(dir: &Path) -> bool {

@@ -8,7 +8,7 @@ use rocksdb::{WriteBatch, DB};
 
 use crate::backend::{BackendError, ChunkBackend, Location, RecordVisitor, VerifiedRecord};
 use crate::write::{flush, write, Durability};
-use crate::{StoreError, CF_CHUNKS};
+use crate::{multi_get_in_order, StoreError, CF_CHUNKS};
 
 /// Chunk records keyed by id in the `chunks` column family. Its records and
 /// the index entries naming them are flushed by the same atomic flush (the
@@ -64,16 +64,8 @@ impl ChunkBackend for RocksBackend {
     }
 
     fn get_many(&self, wanted: &[(Id, &Location)]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        // Sorted keys let RocksDB read blob values in file order.
-        let mut order: Vec<usize> = (0..wanted.len()).collect();
-        order.sort_by_key(|&i| wanted[i].0.as_bytes());
-        let keys: Vec<&[u8]> = order.iter().map(|&i| wanted[i].0.as_bytes().as_slice()).collect();
-        let found = self.db.batched_multi_get_cf(self.cf(), keys, true);
-        let mut out = vec![None; wanted.len()];
-        for (slot, res) in order.into_iter().zip(found) {
-            out[slot] = res.map_err(|e| BackendError::Other(e.to_string()))?.map(|v| v.to_vec());
-        }
-        Ok(out)
+        let ids: Vec<Id> = wanted.iter().map(|w| w.0).collect();
+        multi_get_in_order(&self.db, self.cf(), &ids).map_err(|e| BackendError::Other(e.to_string()))
     }
 
     fn for_each(&self, visit: &mut RecordVisitor<'_>) -> Result<(), BackendError> {
