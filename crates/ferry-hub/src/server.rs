@@ -448,8 +448,7 @@ async fn read_request<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     };
     match read.await {
         Err(NetError::Protocol(msg)) => {
-            let _ = write_message(w, &Message::Error { code: ErrorCode::BadRequest, message: msg.clone() }).await;
-            let _ = w.flush().await;
+            let _ = send_error(w, ErrorCode::BadRequest, &msg).await;
             Err(NetError::Protocol(msg))
         }
         other => other,
