@@ -25,9 +25,10 @@
 #![warn(missing_docs)]
 
 pub mod access;
+mod admitted;
 mod error;
 mod service;
 
 pub use access::{Access, AccessFile, Authorizer, Grant, Scope, TokenRecord};
 pub use error::ServiceError;
-pub use service::{address_block, HubService, RepoPage, ReposQuery, Session};
+pub use service::{address_block, Counters, HubService, RepoPage, ReposQuery, Session};

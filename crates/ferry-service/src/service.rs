@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use ferry_proto::{ErrorCode, RepoRefs};
 use ferry_store::{GcReport, PinHandle, Store, VerifiedRecord};
 
 use crate::access::{repo_glob, Authorizer, Grant};
+use crate::admitted::Admitted;
 use crate::ServiceError;
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
@@ -32,12 +34,26 @@ pub struct HubService {
     authorizer: Arc<dyn Authorizer>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     max_failures: u32,
+    counters: Counters,
+}
+
+/// What the service has done since it started, for a door's metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Chunks callers sent that the hub did not hold (stored).
+    pub chunks_stored: AtomicU64,
+    /// Chunks callers sent that the hub already held (not stored again).
+    pub chunks_deduplicated: AtomicU64,
+    /// Garbage collections run.
+    pub gc_runs: AtomicU64,
+    /// Time spent in them, in milliseconds.
+    pub gc_millis: AtomicU64,
 }
 
 impl HubService {
     /// A service over `store`, deciding access with `authorizer`.
     pub fn new(store: Arc<Store>, authorizer: Arc<dyn Authorizer>) -> HubService {
-        HubService { store, authorizer, failures: Mutex::new(HashMap::new()), max_failures: DEFAULT_MAX_AUTH_FAILURES }
+        HubService { store, authorizer, failures: Mutex::new(HashMap::new()), max_failures: DEFAULT_MAX_AUTH_FAILURES, counters: Counters::default() }
     }
 
     /// Sets how many failed tokens an address may present per minute.
@@ -72,12 +88,21 @@ impl HubService {
     /// A session for a caller that authenticated as `grant`. What the
     /// session pins stays safe from gc until it is dropped.
     pub fn session(self: &Arc<Self>, grant: Grant) -> Session {
-        Session { pins: self.store.pin(), service: self.clone(), grant }
+        Session { pins: self.store.pin(), service: self.clone(), grant, admitted: Mutex::new(Admitted::default()) }
+    }
+
+    /// What the service has done since it started.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// Collects garbage now, keeping what open sessions pinned.
     pub fn collect_garbage(&self) -> Result<GcReport> {
-        Ok(self.store.gc()?)
+        let started = Instant::now();
+        let report = self.store.gc();
+        self.counters.gc_runs.fetch_add(1, Ordering::Relaxed);
+        self.counters.gc_millis.fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        Ok(report?)
     }
 
     /// Collects garbage every `every`, telling `report` each outcome and
@@ -155,12 +180,14 @@ pub struct RepoPage {
     pub repos: Vec<RepoRefs>,
 }
 
-/// A caller's session: who it is, and what it has been told the hub holds
-/// or has stored for it (pinned against gc until the session ends).
+/// A caller's session: who it is, what it has been told the hub holds or
+/// has stored for it (pinned against gc until the session ends), and
+/// which objects it has been shown the way to (what it may read by id).
 pub struct Session {
     service: Arc<HubService>,
     grant: Grant,
     pins: PinHandle,
+    admitted: Mutex<Admitted>,
 }
 
 impl Session {
@@ -291,21 +318,16 @@ impl Session {
         Ok(())
     }
 
-    /// Which of these revisions the hub holds. A writer relies on the
-    /// answer, so what it names is pinned for it.
+    /// Which of these revisions the hub holds: for a writer of `repo`,
+    /// anywhere on the hub (it may build on them); for a reader, in the
+    /// history of `repo`. A writer relies on the answer, so what it names
+    /// is pinned for it.
     pub fn have_revisions(&self, repo: &str, ids: &[Id]) -> Result<Vec<bool>> {
         self.check_read(repo)?;
-        // Only a writer will rely on the answer.
-        let pin = self.can_write(repo)?;
-        self.answer_and_pin(
-            ids,
-            |store| ids.iter().map(|i| store.has_revision(i)).collect(),
-            |p, id| {
-                if pin {
-                    p.revision(*id)
-                }
-            },
-        )
+        if !self.can_write(repo)? {
+            return ids.iter().map(|id| self.admit_revision(repo, id)).collect();
+        }
+        self.answer_and_pin(ids, |store| ids.iter().map(|i| store.has_revision(i)).collect(), |p, id| p.revision(*id))
     }
 
     /// Which of these tree nodes (and so their whole subtrees) the hub holds.
@@ -352,6 +374,9 @@ impl Session {
         let mut present = store.has_chunks(&ids)?.into_iter();
         verified.retain(|_| !present.next().unwrap_or(false));
         session.put_records(&verified)?;
+        let counters = &self.service.counters;
+        counters.chunks_stored.fetch_add(verified.len() as u64, Ordering::Relaxed);
+        counters.chunks_deduplicated.fetch_add((ids.len() - verified.len()) as u64, Ordering::Relaxed);
         self.pins.with(|p| ids.iter().for_each(|id| p.chunk(id)));
         Ok(())
     }
@@ -385,26 +410,43 @@ impl Session {
     }
 
     /// Encoded revisions breadth-first from `from`, stopping at `until`,
-    /// at most `max`, handed to `emit` a batch at a time.
+    /// at most `max`, handed to `emit` a batch at a time. Ids in `from`
+    /// that are not in the history of `repo` are skipped, as unknown ones.
     pub fn history(&self, repo: &str, from: &[Id], until: &[Id], max: usize, emit: &mut dyn FnMut(Vec<Vec<u8>>) -> Result<()>) -> Result<()> {
         self.check_read(repo)?;
+        let mut reachable = Vec::with_capacity(from.len());
+        for id in from {
+            if self.admit_revision(repo, id)? {
+                reachable.push(*id);
+            }
+        }
         let max = max.min(ferry_proto::message::MAX_REVISIONS);
         let mut out = Batcher::default();
-        self.store().walk_history(from, until, max, |bytes| {
+        self.store().walk_history(&reachable, until, max, |id, rev, bytes| {
+            self.admit(|a| a.revision(&id, rev));
             let len = bytes.len();
             out.push(bytes, len).map_or(Ok(()), &mut *emit)
         })?;
         out.finish().map_or(Ok(()), emit)
     }
 
-    /// Encoded tree nodes in the order asked, a batch at a time.
+    /// Encoded tree nodes in the order asked, a batch at a time. A node
+    /// the session was not shown the way to is "not on this hub".
     pub fn nodes(&self, repo: &str, ids: &[Id], emit: &mut dyn FnMut(Vec<Vec<u8>>) -> Result<()>) -> Result<()> {
         self.check_read(repo)?;
         let mut out = Batcher::default();
         for id in ids {
-            let node = self.store().node_bytes(id)?.ok_or_else(|| ServiceError::new(ErrorCode::NotFound, format!("tree node {id} is not on this hub")))?;
-            let len = node.len();
-            if let Some(batch) = out.push(node, len) {
+            let missing = || ServiceError::new(ErrorCode::NotFound, format!("tree node {id} is not on this hub"));
+            if !self.is_admitted(|a| a.has_node(id)) {
+                return Err(missing());
+            }
+            let bytes = self.store().node_bytes(id)?.ok_or_else(missing)?;
+            if self.checks_reads() {
+                let node = ferry_core::tree::Node::decode(&bytes)?;
+                self.admit(|a| a.node(&node));
+            }
+            let len = bytes.len();
+            if let Some(batch) = out.push(bytes, len) {
                 emit(batch)?;
             }
         }
@@ -412,13 +454,18 @@ impl Session {
     }
 
     /// Chunk records as stored (the receiver verifies them), in the order
-    /// asked, a batch at a time. Records are read in batched lookups.
+    /// asked, a batch at a time. Records are read in batched lookups. A
+    /// chunk the session was not shown the way to is "not on this hub".
     pub fn chunks(&self, repo: &str, ids: &[Id], emit: &mut dyn FnMut(Vec<(Id, Vec<u8>)>) -> Result<()>) -> Result<()> {
         self.check_read(repo)?;
+        let missing = |id: &Id| ServiceError::new(ErrorCode::NotFound, format!("chunk {id} is not on this hub"));
+        if let Some(id) = ids.iter().find(|id| !self.is_admitted(|a| a.has_chunk(id))) {
+            return Err(missing(id));
+        }
         let mut out = Batcher::default();
         for group in ids.chunks(READ_BATCH) {
             for (id, rec) in group.iter().zip(self.store().chunk_records(group)?) {
-                let rec = rec.ok_or_else(|| ServiceError::new(ErrorCode::NotFound, format!("chunk {id} is not on this hub")))?;
+                let rec = rec.ok_or_else(|| missing(id))?;
                 let len = rec.len();
                 if let Some(batch) = out.push((*id, rec), len) {
                     emit(batch)?;
@@ -426,6 +473,88 @@ impl Session {
             }
         }
         out.finish().map_or(Ok(()), emit)
+    }
+
+    /// Whether reads by id are checked against what the session was
+    /// shown (every caller but this process's own writers).
+    fn checks_reads(&self) -> bool {
+        !matches!(self.grant, Grant::Trusted)
+    }
+
+    /// Records what the session was just shown (nothing to record for a
+    /// trusted session, which may read everything).
+    fn admit(&self, f: impl FnOnce(&mut Admitted)) {
+        if self.checks_reads() {
+            f(&mut self.admitted.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
+    /// Asks whether the session was shown the way to something (always
+    /// yes for a trusted session).
+    fn is_admitted(&self, f: impl FnOnce(&Admitted) -> bool) -> bool {
+        !self.checks_reads() || f(&self.admitted.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether revision `id` is in the history of `repo` (admitting it if
+    /// so). The first question about a revision not yet shown walks the
+    /// history of the branches not walked before, admitting all of it.
+    fn admit_revision(&self, repo: &str, id: &Id) -> Result<bool> {
+        if self.is_admitted(|a| a.has_revision(id)) {
+            return Ok(self.store().has_revision(id)?);
+        }
+        let heads: Vec<Id> = self.store().branches(repo)?.into_iter().map(|b| b.1).collect();
+        if heads.contains(id) {
+            self.admit(|a| a.head(id));
+            return Ok(self.store().has_revision(id)?);
+        }
+        let unwalked = self.admitted.lock().unwrap_or_else(|p| p.into_inner()).unwalked(repo, &heads);
+        if unwalked.is_empty() {
+            return Ok(false);
+        }
+        self.store().walk_history(&unwalked, &[], usize::MAX, |rid, rev, _| {
+            self.admit(|a| a.revision(&rid, rev));
+            Ok::<_, ServiceError>(())
+        })?;
+        let mut a = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        a.walked(repo, &unwalked);
+        Ok(a.has_revision(id) && self.store().has_revision(id)?)
+    }
+
+    /// Objects this session may read by id (what its reads cost in memory).
+    pub fn admitted_objects(&self) -> usize {
+        self.admitted.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// A revision of `repo` named by a branch, a full revision id or a
+    /// unique prefix of one (at least 8 hex digits), if it is in the
+    /// repository's history: what an HTTP door's `resolve/{rev}/` names.
+    /// The revision's files may be read next with [`Session::read_file`].
+    pub fn resolve(&self, repo: &str, rev: &str) -> Result<(Id, Revision)> {
+        self.check_read(repo)?;
+        let not_found = || ServiceError::new(ErrorCode::NotFound, format!("{repo} has no branch or revision {rev:?}"));
+        let spec = ferry_store::RevisionSpec { repo: repo.to_owned(), rev: rev.to_owned() };
+        let (id, revision) = match self.store().resolve(&spec) {
+            Ok(found) => found,
+            Err(ferry_store::StoreError::UnknownRevision(_)) => return Err(not_found()),
+            Err(e) => return Err(e.into()),
+        };
+        if !self.admit_revision(repo, &id)? {
+            return Err(not_found());
+        }
+        self.admit(|a| a.revision(&id, &revision));
+        Ok((id, revision))
+    }
+
+    /// Writes bytes `start..end` of a file of a revision this session
+    /// resolved, every chunk verified.
+    pub fn read_file(&self, entry: &ferry_core::revision::Entry, start: u64, end: u64, out: &mut dyn std::io::Write) -> Result<()> {
+        if !self.is_admitted(|a| a.has_node(&entry.file_id)) {
+            return Err(ServiceError::new(ErrorCode::NotFound, format!("no file {:?} in a revision you resolved", entry.path)));
+        }
+        if start > end || end > entry.size {
+            return Err(ServiceError::new(ErrorCode::BadRequest, format!("bytes {start}..{end} are outside {:?} ({} bytes)", entry.path, entry.size)));
+        }
+        Ok(self.store().read_range(&entry.file_id, entry.size, start, end, out, &())?)
     }
 
     /// Lets go of everything this session pinned (a transfer that relied

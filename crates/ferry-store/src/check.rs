@@ -84,6 +84,12 @@ fn dir_size(path: &std::path::Path) -> u64 {
 }
 
 impl Store {
+    /// Size of the store directory on disk (a walk of its files, no scan
+    /// of the data).
+    pub fn disk_bytes(&self) -> u64 {
+        dir_size(self.path())
+    }
+
     /// Counts what the store holds (walks the index and the metadata, not
     /// the records).
     pub fn stats(&self) -> Result<Stats> {
@@ -105,7 +111,7 @@ impl Store {
         s.tree_nodes = self.db.iterator_cf(self.cf(CF_TREES), IteratorMode::Start).count() as u64;
         s.branches = self.db.iterator_cf(self.cf(CF_BRANCHES), IteratorMode::Start).count() as u64;
         s.repositories = self.repos()?.len() as u64;
-        s.disk_bytes = dir_size(self.path());
+        s.disk_bytes = self.disk_bytes();
         Ok(s)
     }
 
