@@ -128,8 +128,13 @@ fn serve(store: &Path, extra: &[&str], log: &Path) -> (Hub, Value) {
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let v = json(&line);
-    let hub =
-        Hub { child, addr: v["listen"].as_str().unwrap().to_owned(), store: store.to_owned(), fingerprint: v["fingerprint"].as_str().unwrap().to_owned() };
+    let hub = Hub {
+        child,
+        addr: v["listen"].as_str().unwrap().to_owned(),
+        store: store.to_owned(),
+        fingerprint: v["fingerprint"].as_str().unwrap().to_owned(),
+        http: None,
+    };
     (hub, v)
 }
 

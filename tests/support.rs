@@ -158,6 +158,8 @@ pub struct Hub {
     pub addr: String,
     pub store: PathBuf,
     pub fingerprint: String,
+    /// The HTTP door's address, when started with `--http`.
+    pub http: Option<String>,
 }
 
 impl Hub {
@@ -206,7 +208,13 @@ impl Hub {
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let v = json(&line);
-        Hub { child, addr: v["listen"].as_str().unwrap().to_owned(), store, fingerprint: v["fingerprint"].as_str().unwrap().to_owned() }
+        Hub {
+            child,
+            addr: v["listen"].as_str().unwrap().to_owned(),
+            store,
+            fingerprint: v["fingerprint"].as_str().unwrap().to_owned(),
+            http: v["http"].as_str().map(str::to_owned),
+        }
     }
 
     pub fn port(&self) -> u16 {

@@ -28,6 +28,7 @@ pub mod codec;
 pub mod id;
 pub mod names;
 pub mod revision;
+pub mod time;
 pub mod tree;
 
 pub use id::Id;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
@@ -21,12 +22,16 @@ pub fn fingerprint(cert: &[u8]) -> String {
     format!("sha256:{}", hex::encode(ring::digest::digest(&ring::digest::SHA256, cert)))
 }
 
-/// The hub's key pair and certificate.
+/// The hub's key pair and certificate: a self-signed one made on first
+/// start (clients pin it), or a chain from a certificate authority.
 pub struct Identity {
-    /// The certificate (DER).
+    /// The leaf certificate (DER).
     pub cert: CertificateDer<'static>,
-    key: Vec<u8>,
-    /// What clients pin: `sha256:` and the certificate's hash, hex.
+    /// Certificates that follow the leaf up to a root (none when
+    /// self-signed).
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    /// What clients pin: `sha256:` and the leaf certificate's hash, hex.
     pub fingerprint: String,
     /// True when this start created it.
     pub created: bool,
@@ -38,11 +43,14 @@ impl Identity {
     pub fn load_or_create(dir: &Path) -> Result<Identity, NetError> {
         let (kp, cp) = (dir.join("hub-key.der"), dir.join("hub-cert.der"));
         let io = |p: &Path, e: std::io::Error| NetError::Io(format!("{}: {e}", p.display()));
+        let self_signed = |cert: Vec<u8>, key: Vec<u8>, created| {
+            let fingerprint = fingerprint(&cert);
+            Identity { cert: CertificateDer::from(cert), chain: Vec::new(), key: PrivatePkcs8KeyDer::from(key).into(), fingerprint, created }
+        };
         if kp.exists() && cp.exists() {
             let key = std::fs::read(&kp).map_err(|e| io(&kp, e))?;
             let cert = std::fs::read(&cp).map_err(|e| io(&cp, e))?;
-            let fingerprint = fingerprint(&cert);
-            return Ok(Identity { cert: CertificateDer::from(cert), key, fingerprint, created: false });
+            return Ok(self_signed(cert, key, false));
         }
         let ck = rcgen::generate_simple_self_signed(vec!["ferry-hub".into()]).map_err(|e| NetError::Tls(e.to_string()))?;
         let key = ck.key_pair.serialize_der();
@@ -50,8 +58,25 @@ impl Identity {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         write_private(&kp, &key).map_err(|e| io(&kp, e))?;
         write_private(&cp, &cert).map_err(|e| io(&cp, e))?;
-        let fingerprint = fingerprint(&cert);
-        Ok(Identity { cert: CertificateDer::from(cert), key, fingerprint, created: true })
+        Ok(self_signed(cert, key, true))
+    }
+
+    /// A certificate chain (PEM, leaf first) and its private key (PEM:
+    /// PKCS#8, PKCS#1 or SEC1), as a certificate authority issues them.
+    pub fn from_pem(chain: &Path, key: &Path) -> Result<Identity, NetError> {
+        let bad = |p: &Path, e: &dyn std::fmt::Display| NetError::Tls(format!("{}: {e}", p.display()));
+        let mut certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(chain).map_err(|e| bad(chain, &e))?.collect::<Result<_, _>>().map_err(|e| bad(chain, &e))?;
+        if certs.is_empty() {
+            return Err(bad(chain, &"no certificate in the file"));
+        }
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+        let leaf = certs.remove(0);
+        let identity = Identity { fingerprint: fingerprint(&leaf), cert: leaf, chain: certs, key, created: false };
+        // Refuse a key that does not go with the certificate now, not at
+        // the first handshake.
+        identity.server_config()?;
+        Ok(identity)
     }
 
     /// A secret for QUIC stateless resets that survives restarts: derived
@@ -59,20 +84,21 @@ impl Identity {
     pub fn reset_key(&self) -> [u8; 32] {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         ctx.update(b"ferry/1 stateless reset key\0");
-        ctx.update(&self.key);
+        ctx.update(self.key.secret_der());
         ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
     }
 
     /// A TLS server configuration presenting this identity (ALPN `ferry/1`).
     pub fn server_config(&self) -> Result<rustls::ServerConfig, NetError> {
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
-        let signing = provider().key_provider.load_private_key(key).map_err(|e| NetError::Tls(e.to_string()))?;
-        let certified = Arc::new(rustls::sign::CertifiedKey::new(vec![self.cert.clone()], signing));
+        let signing = provider().key_provider.load_private_key(self.key.clone_key()).map_err(|e| NetError::Tls(e.to_string()))?;
+        let chain: Vec<CertificateDer<'static>> = std::iter::once(self.cert.clone()).chain(self.chain.iter().cloned()).collect();
+        let certified = rustls::sign::CertifiedKey::new(chain, signing);
+        certified.keys_match().map_err(|e| NetError::Tls(format!("the key does not go with the certificate: {e}")))?;
         let mut c = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| NetError::Tls(e.to_string()))?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(AnyName(certified)));
+            .with_cert_resolver(Arc::new(AnyName(Arc::new(certified))));
         c.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
         Ok(c)
     }
@@ -174,9 +200,8 @@ pub(crate) fn client_config(trust: &Trust, hub: &str) -> Result<(rustls::ClientC
             (builder.dangerous().with_custom_certificate_verifier(v.clone()).with_no_client_auth(), Some(v))
         }
         Trust::CaBundle(pem) => {
-            let data = std::fs::read(pem).map_err(|e| NetError::Io(format!("{}: {e}", pem.display())))?;
             let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_pemfile::certs(&mut data.as_slice()) {
+            for cert in CertificateDer::pem_file_iter(pem).map_err(|e| NetError::Tls(format!("{}: {e}", pem.display())))? {
                 let cert = cert.map_err(|e| NetError::Tls(format!("{}: {e}", pem.display())))?;
                 roots.add(cert).map_err(|e| NetError::Tls(format!("{}: {e}", pem.display())))?;
             }

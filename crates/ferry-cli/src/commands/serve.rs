@@ -61,12 +61,28 @@ pub struct Args {
     /// connections and requests are told the hub is busy.
     #[arg(long, default_value_t = (ferry_hub::DEFAULT_MEMORY_BUDGET >> 20) as u32, value_parser = clap::value_parser!(u32).range((ferry_hub::budget::MIN_MEMORY_BUDGET >> 20) as i64..))]
     memory_budget_mib: u32,
+    /// Also serve the HTTP door here (the Hugging Face Hub's file API:
+    /// huggingface_hub and `hf download` work against it), with metrics
+    /// at /metrics and health at /health.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// A certificate chain (PEM, leaf first) for both doors, from a
+    /// certificate authority, in place of the hub's self-signed one.
+    /// With --http, the HTTP door speaks HTTPS.
+    #[arg(long, requires = "key", value_name = "PEM")]
+    cert: Option<std::path::PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, requires = "cert", value_name = "PEM")]
+    key: Option<std::path::PathBuf>,
 }
 
 /// The first line: where the hub listens and which certificate it shows.
 #[derive(Serialize)]
 pub struct Listening {
     pub listen: String,
+    /// The HTTP door's address, with --http.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
     pub fingerprint: String,
     /// Whether the identity was created by this start.
     pub new_identity: bool,
@@ -74,12 +90,16 @@ pub struct Listening {
 
 impl Report for Listening {
     fn text(&self) -> Vec<String> {
-        vec![format!(
+        let mut lines = vec![format!(
             "ferry hub listening on {} (QUIC and TLS over TCP)\ncertificate fingerprint: {}{}",
             self.listen,
             self.fingerprint,
             if self.new_identity { " (new: clients pin it on first use)" } else { "" }
-        )]
+        )];
+        if let Some(http) = &self.http {
+            lines.push(format!("HTTP door (Hugging Face Hub API, /metrics, /health) on {http}"));
+        }
+        lines
     }
 }
 
@@ -129,12 +149,20 @@ struct Follow {
 pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
     let store = Arc::new(Store::open(path)?);
     let follow = args.mirror_of.map(|hub| Follow { options: args.net.options(&hub), hub, patterns: patterns(args.repos), interval: args.mirror_interval });
-    let identity = ferry_net::tls::Identity::load_or_create(store.path())?;
+    let identity = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => ferry_net::tls::Identity::from_pem(cert, key)?,
+        _ => ferry_net::tls::Identity::load_or_create(store.path())?,
+    };
     let access = Arc::new(ferry_service::Access::for_store(store.path()));
     // An unreadable access file stops the hub before it listens.
     access.current()?;
     let service = Arc::new(ferry_service::HubService::new(store.clone(), access));
-    let listening = |addr: SocketAddr| Listening { listen: addr.to_string(), fingerprint: identity.fingerprint.clone(), new_identity: identity.created };
+    let listening = |addr: SocketAddr, http: Option<SocketAddr>| Listening {
+        listen: addr.to_string(),
+        http: http.map(|a| a.to_string()),
+        fingerprint: identity.fingerprint.clone(),
+        new_identity: identity.created,
+    };
     let gc = args.gc_every.map(|every| {
         service.clone().collect_garbage_every(every, move |res, took| {
             let gc = match res {
@@ -170,13 +198,38 @@ pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
             max_unauthenticated: args.max_unauthenticated as usize,
             memory_budget: (args.memory_budget_mib as usize) << 20,
         };
+        let http = match args.http {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("--http {addr}: {e}"))?;
+                Some((listener.local_addr()?, listener))
+            }
+            None => None,
+        };
+        let http_addr = http.as_ref().map(|h| h.0);
         let serving = ferry_hub::serve(service.clone(), &identity, opts, |addr| {
-            emit(json, &listening(addr));
+            emit(json, &listening(addr, http_addr));
             let _ = std::io::stdout().flush();
         });
+        // SIGTERM: the HTTP door stops accepting and finishes what is in
+        // flight (up to its drain time); the store is crash-safe, so the
+        // QUIC door's transfers in flight are simply cut.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let http_tls = if args.cert.is_some() { Some(identity.server_config()?) } else { None };
+        let http_door = async {
+            let Some((_, listener)) = http else { return std::future::pending::<std::io::Result<()>>().await };
+            let opts = ferry_http::HttpOptions { listener, tls: http_tls, drain: Duration::from_secs(10) };
+            ferry_http::serve(service.clone(), opts, async move { drop(stop_rx.await) }).await
+        };
+        let mut http_door = std::pin::pin!(http_door);
         tokio::select! {
             served = serving => served?,
             never = follower => match never {},
+            res = &mut http_door => res?,
+            _ = term.recv() => {
+                let _ = stop_tx.send(());
+                http_door.await?;
+            }
         }
         anyhow::Ok(())
     })?;

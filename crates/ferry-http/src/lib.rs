@@ -1,0 +1,263 @@
+//! ferry-http: the hub's HTTP door. It speaks the Hugging Face Hub's file
+//! API (what huggingface_hub and `hf download` call: see [`hf`]) over the
+//! same hub service, store and tokens as the QUIC door, and serves
+//! `/metrics` (Prometheus text) and `/health` beside it.
+//!
+//! Architecture invariants:
+//! - Every request authenticates on its own (`Authorization: Bearer`, or
+//!   anonymous) and is answered by a fresh service session, so a revoked
+//!   token stops working at its next request; missing and forbidden
+//!   repositories answer the same, with the Hub's `X-Error-Code`.
+//! - A file body streams from the store a piece at a time behind a small
+//!   channel, every chunk verified before a byte of it is sent; a slow
+//!   client slows its own read, never fills the hub's memory.
+//! - Metrics name routes by their pattern, never by the path asked, so no
+//!   repository name shows in them.
+
+#![warn(missing_docs)]
+
+mod error;
+pub mod hf;
+mod metrics;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use ferry_service::{Grant, HubService, Session};
+
+pub use error::{HttpError, Missing};
+pub use metrics::Metrics;
+
+/// What every handler shares: the service and the door's counters.
+pub struct Door {
+    service: Arc<HubService>,
+    metrics: Arc<Metrics>,
+}
+
+/// The routes of the door over `service`.
+pub fn router(service: Arc<HubService>) -> Router {
+    let door = Arc::new(Door { service, metrics: Arc::new(Metrics::default()) });
+    let resolve = get(hf::resolve_file).head(hf::resolve_file);
+    let mut r = Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(render_metrics))
+        .route("/{owner}/{name}/resolve/{rev}/{*path}", resolve.clone())
+        .route("/datasets/{owner}/{name}/resolve/{rev}/{*path}", resolve.clone())
+        .route("/models/{owner}/{name}/resolve/{rev}/{*path}", resolve);
+    for kind in ["models", "datasets"] {
+        r = r
+            .route(&format!("/api/{kind}/{{owner}}/{{name}}"), get(hf::repo_info))
+            .route(&format!("/api/{kind}/{{owner}}/{{name}}/revision/{{rev}}"), get(hf::repo_info))
+            .route(&format!("/api/{kind}/{{owner}}/{{name}}/tree/{{rev}}"), get(hf::tree))
+            .route(&format!("/api/{kind}/{{owner}}/{{name}}/tree/{{rev}}/{{*path}}"), get(hf::tree));
+    }
+    r.fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint on this hub") })
+        .layer(axum::middleware::from_fn_with_state(door.clone(), observe))
+        .with_state(door)
+}
+
+async fn render_metrics(State(door): State<Arc<Door>>) -> Response {
+    let door2 = door.clone();
+    let text = tokio::task::spawn_blocking(move || door2.metrics.render(&door2.service)).await.unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Counts every request by route and status, and logs it.
+async fn observe(State(door): State<Arc<Door>>, req: Request, next: Next) -> Response {
+    let route: &'static str = match req.extensions().get::<MatchedPath>() {
+        Some(p) => intern(p.as_str()),
+        None => "unmatched",
+    };
+    let (method, started) = (req.method().clone(), Instant::now());
+    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    door.metrics.request(route, status);
+    tracing::info!(target: "ferry::http", %method, route, status, peer = ?peer, millis = started.elapsed().as_millis() as u64, "request");
+    response
+}
+
+/// Route patterns are few and fixed: keep one `'static` copy of each.
+fn intern(s: &str) -> &'static str {
+    static SEEN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(k) = seen.iter().find(|k| **k == s) {
+        return k;
+    }
+    let k: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    seen.push(k);
+    k
+}
+
+/// The address a request came from (set by the accept loop).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub IpAddr);
+
+/// Who is asking: the bearer token presented (if any) and from where.
+pub struct Caller {
+    token: String,
+    peer: IpAddr,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, HttpError> {
+        let peer = parts.extensions.get::<Peer>().map_or(IpAddr::from([127, 0, 0, 1]), |p| p.0);
+        let token = match parts.headers.get(header::AUTHORIZATION) {
+            None => String::new(),
+            Some(v) => {
+                let v = v.to_str().map_err(|_| unauthorized())?;
+                let (scheme, token) = v.split_once(' ').ok_or_else(unauthorized)?;
+                if !scheme.eq_ignore_ascii_case("bearer") {
+                    return Err(unauthorized());
+                }
+                token.trim().to_owned()
+            }
+        };
+        Ok(Caller { token, peer })
+    }
+}
+
+fn unauthorized() -> HttpError {
+    HttpError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send the token as `Authorization: Bearer <token>`")
+}
+
+impl Caller {
+    /// A session for this caller (anonymous without a token).
+    pub async fn session(&self, door: &Door) -> Result<Session, HttpError> {
+        let grant = if self.token.is_empty() {
+            Grant::Anonymous
+        } else {
+            door.service.authenticate(&self.token, self.peer).await.map_err(|e| HttpError::from_service(e, Missing::Repo))?
+        };
+        Ok(door.service.session(grant))
+    }
+}
+
+/// How the door listens.
+pub struct HttpOptions {
+    /// The socket to accept on (bound by the caller, which can then say
+    /// where it listens before serving).
+    pub listener: tokio::net::TcpListener,
+    /// TLS (a certificate chain and key); plain HTTP without it.
+    pub tls: Option<rustls::ServerConfig>,
+    /// On shutdown, how long requests in flight may take to finish.
+    pub drain: Duration,
+}
+
+/// Serves the door until `shutdown` resolves, then stops accepting and
+/// lets requests in flight finish (at most `opts.drain`).
+pub async fn serve(service: Arc<HubService>, opts: HttpOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let listener = opts.listener;
+    let app = router(service);
+    let tls = opts.tls.map(|mut c| {
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(c))
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let tracker = connections::Tracker::default();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("http accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        let stop = stop_rx.clone();
+        let guard = tracker.enter();
+        tokio::spawn(async move {
+            let _guard = guard;
+            match tls {
+                None => serve_connection(hyper_util::rt::TokioIo::new(tcp), app, peer, stop).await,
+                Some(acceptor) => {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        serve_connection(hyper_util::rt::TokioIo::new(stream), app, peer, stop).await;
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(opts.drain, tracker.wait()).await;
+    Ok(())
+}
+
+/// Serves one HTTP/1.1 connection until it ends, or finishes its request
+/// in flight and closes once `stop` turns true.
+async fn serve_connection<I>(io: I, app: Router, peer: SocketAddr, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(Peer(peer.ip()));
+        tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+    });
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
+    let mut conn = std::pin::pin!(conn);
+    let res = tokio::select! {
+        res = conn.as_mut() => res,
+        () = async { drop(stop.wait_for(|s| *s).await) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = res {
+        tracing::debug!("http connection from {peer}: {e}");
+    }
+}
+
+/// Counts connections in progress, so shutdown can wait for them.
+mod connections {
+    use std::sync::Arc;
+
+    /// Connections being served.
+    #[derive(Default, Clone)]
+    pub struct Tracker(Arc<tokio::sync::Notify>, Arc<std::sync::atomic::AtomicUsize>);
+
+    /// One connection; the tracker is told when it drops.
+    pub struct Entered(Tracker);
+
+    impl Tracker {
+        pub fn enter(&self) -> Entered {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Entered(self.clone())
+        }
+        pub async fn wait(&self) {
+            loop {
+                let notified = self.0.notified();
+                if self.1.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+
+    impl Drop for Entered {
+        fn drop(&mut self) {
+            if self.0 .1.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                self.0 .0.notify_waiters();
+            }
+        }
+    }
+}

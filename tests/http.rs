@@ -1,0 +1,238 @@
+//! The HTTP door of a real `ferry serve`, driven by the clients people use:
+//! huggingface_hub from PyPI, unmodified (`scripts/hf-venv` makes its
+//! environment; `FERRY_HF_PYTHON` names its python), and curl.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry_tests::{ferry, json, ok, Hub};
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("FERRY_HF_PYTHON")
+        .expect("FERRY_HF_PYTHON must name a python with huggingface_hub: run scripts/test, or export FERRY_HF_PYTHON=$(scripts/hf-venv)");
+    PathBuf::from(p)
+}
+
+/// A hub serving a private `org/model` (three files in two directories)
+/// over QUIC and HTTP; returns it, its HTTP address and the source folder.
+fn hub_with_model(dir: &Path, extra: &[&str]) -> (Hub, String, PathBuf) {
+    hub_with_files(dir, extra, &[])
+}
+
+/// Like `hub_with_model`, with more files of noise (path, length).
+fn hub_with_files(dir: &Path, extra: &[&str], more: &[(&str, usize)]) -> (Hub, String, PathBuf) {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    for (i, (path, len)) in more.iter().enumerate() {
+        std::fs::write(src.join(path), ferry_testkit::noise(*len, 100 + i as u64)).unwrap();
+    }
+    std::fs::write(src.join("model.safetensors"), ferry_testkit::noise(3 << 20, 7)).unwrap();
+    std::fs::write(src.join("config.json"), b"{\"hidden\": 4096}\n").unwrap();
+    std::fs::write(src.join("sub/notes with space.txt"), b"read me\n").unwrap();
+    let store = dir.join("hub-store");
+    ok(ferry(&store).arg("init"));
+    ok(ferry(&store).args(["commit", "org/model"]).arg(&src).args(["-m", "first"]));
+    let mut args = vec!["--http", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let hub = Hub::serve_with(store, "127.0.0.1:0", &args, None);
+    let http = hub.http.clone().expect("the listening line names the HTTP door");
+    (hub, http, src)
+}
+
+/// curl's answer: status, headers (lower-case names) and body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn curl(args: &[&str]) -> Answer {
+    let out = Command::new("curl").args(["-s", "-D", "/dev/stderr", "-o", "-"]).args(args).output().expect("curl");
+    let head = String::from_utf8_lossy(&out.stderr);
+    // The last response's headers (after any interim ones).
+    let block = head.split("\r\n\r\n").filter(|b| b.starts_with("HTTP/")).last().unwrap_or_default();
+    let mut lines = block.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
+    Answer { status, headers, body: out.stdout }
+}
+
+#[test]
+fn huggingface_hub_downloads_a_repository_every_way_it_offers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, http, src) = hub_with_model(dir.path(), &[]);
+    let token = hub.token("org/*", "read");
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("hf_client.py"))
+        .args([&format!("http://{http}"), "org/model"])
+        .arg(&src)
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "huggingface_hub failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let files = serde_json::json!(["config.json", "model.safetensors", "sub/notes with space.txt"]);
+    assert_eq!(v["files"], files, "{v}");
+    for way in ["snapshot", "by_commit", "local_dir", "dataset"] {
+        assert_eq!(v[way], files, "{way}: {v}");
+    }
+    assert_eq!(v["siblings"]["model.safetensors"], 3 << 20);
+    assert_eq!(v["sha"].as_str().unwrap().len(), 40, "a commit id as wide as git's: {v}");
+    assert_eq!(v["missing_file"], "RemoteEntryNotFoundError");
+    assert_eq!(v["missing_revision"], "RevisionNotFoundError");
+    assert_eq!(v["missing_repo"], "RepositoryNotFoundError");
+
+    // `hf download`, the command line, with the endpoint from the environment.
+    let hf = python().with_file_name("hf");
+    let into = dir.path().join("cli-download");
+    let out = Command::new(&hf)
+        .args(["download", "org/model", "--local-dir"])
+        .arg(&into)
+        .envs([("HF_ENDPOINT", format!("http://{http}")), ("HF_TOKEN", token.clone()), ("HF_HOME", dir.path().join("hf-home").display().to_string())])
+        .envs([("HF_HUB_DISABLE_TELEMETRY", "1"), ("HF_HUB_DISABLE_XET", "1"), ("HF_HUB_DISABLE_UPDATE_CHECK", "1")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "hf download: {}", String::from_utf8_lossy(&out.stderr));
+    for f in ["model.safetensors", "config.json", "sub/notes with space.txt"] {
+        assert!(std::fs::read(into.join(f)).unwrap() == std::fs::read(src.join(f)).unwrap(), "{f} differs");
+    }
+}
+
+#[test]
+fn resolve_serves_heads_and_byte_ranges_and_private_repositories_answer_as_missing_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, http, src) = hub_with_model(dir.path(), &[]);
+    let token = hub.token("org/*", "read");
+    let auth = format!("Authorization: Bearer {token}");
+    let url = format!("http://{http}/org/model/resolve/main/model.safetensors");
+    let file = std::fs::read(src.join("model.safetensors")).unwrap();
+
+    let head = curl(&["-I", "-H", &auth, &url]);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("3145728"));
+    assert_eq!(head.header("accept-ranges"), Some("bytes"));
+    let commit = head.header("x-repo-commit").unwrap().to_owned();
+    assert!(head.header("etag").is_some());
+    for (range, want) in [("1000-1999", 1000..2000), ("3145000-", 3145000..3145728), ("-100", 3145628..3145728), ("0-0", 0..1)] {
+        let a = curl(&["-H", &auth, "-r", range, &url]);
+        assert_eq!(a.status, 206, "{range}");
+        assert!(a.body == file[want.clone()], "bytes {range}");
+        assert_eq!(a.header("content-range").unwrap(), format!("bytes {}-{}/3145728", want.start, want.end - 1));
+    }
+    let past = curl(&["-H", &auth, "-r", "4000000-", &url]);
+    assert_eq!((past.status, past.header("content-range")), (416, Some("bytes */3145728")));
+    // By commit id, and by a short one.
+    for rev in [commit.as_str(), &commit[..12]] {
+        let a = curl(&["-H", &auth, &format!("http://{http}/org/model/resolve/{rev}/config.json")]);
+        assert_eq!((a.status, a.body.as_slice()), (200, &b"{\"hidden\": 4096}\n"[..]), "{rev}");
+    }
+    // A path with a space, percent-encoded as clients send it.
+    let a = curl(&["-H", &auth, &format!("http://{http}/org/model/resolve/main/sub/notes%20with%20space.txt")]);
+    assert_eq!(a.body, b"read me\n");
+
+    // Without a token the private repository is "not found", word for word
+    // as a repository that does not exist.
+    let private = curl(&[&url]);
+    let missing = curl(&[&format!("http://{http}/org/nothing/resolve/main/model.safetensors")]);
+    assert_eq!((private.status, private.header("x-error-code")), (404, Some("RepoNotFound")));
+    assert_eq!(String::from_utf8_lossy(&private.body).replace("org/model", "org/nothing"), String::from_utf8_lossy(&missing.body));
+    let info = curl(&[&format!("http://{http}/api/models/org/model")]);
+    assert_eq!((info.status, info.header("x-error-code")), (404, Some("RepoNotFound")));
+    // A wrong token is refused as such; a revoked one at its next request.
+    assert_eq!(curl(&["-H", "Authorization: Bearer nope", &url]).status, 401);
+    let id = ok(ferry(&hub.store).args(["token", "list"])).split_whitespace().next().unwrap().to_owned();
+    ok(ferry(&hub.store).args(["token", "revoke", &id]));
+    let revoked = curl(&["-H", &auth, &url]);
+    assert!(matches!(revoked.status, 401 | 404), "a revoked token still reads: {}", revoked.status);
+
+    // Metrics count requests by route, never naming a repository.
+    let metrics = String::from_utf8(curl(&[&format!("http://{http}/metrics")]).body).unwrap();
+    assert!(metrics.contains("ferry_http_requests_total{route=\"/{owner}/{name}/resolve/{rev}/{*path}\",status=\"206\"} 4"), "{metrics}");
+    assert!(metrics.contains("ferry_http_bytes_sent_total"), "{metrics}");
+    assert!(!metrics.contains("org/"), "metrics name a repository:\n{metrics}");
+    assert_eq!(curl(&[&format!("http://{http}/health")]).body, b"ok\n");
+}
+
+#[test]
+fn sigterm_lets_downloads_in_flight_finish_and_refuses_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hub, http, _) = hub_with_files(dir.path(), &[], &[("big.bin", 48 << 20)]);
+    ok(ferry(&hub.store).args(["visibility", "org/*", "public"]));
+    let url = format!("http://{http}/org/model/resolve/main/big.bin");
+    // 48 MiB at 16 MiB/s, far more than socket buffers hold: the hub is
+    // still sending when it is told to stop.
+    let mut slow = Command::new("curl").args(["-s", "--limit-rate", "16M", "-o", "-", &url]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(slow.try_wait().unwrap().is_none(), "the download ended before the test could stop the hub");
+    unsafe { libc::kill(hub.child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{http}/health")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&refused.stdout), "000", "a new connection after SIGTERM was served");
+    let got = slow.wait_with_output().unwrap();
+    assert_eq!(got.stdout.len(), 48 << 20, "the download in flight was cut");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = hub.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the hub did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn both_doors_present_a_certificate_chain_from_a_certificate_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| ok(Command::new("openssl").current_dir(d).args(args));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test ca",
+    ]);
+    openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "hub.key", "-out", "hub.csr", "-subj", "/CN=localhost"]);
+    std::fs::write(d.join("ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    openssl(&["x509", "-req", "-in", "hub.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "hub.pem", "-days", "2", "-extfile", "ext"]);
+    let (cert, key, ca) = (d.join("hub.pem"), d.join("hub.key"), d.join("ca.pem"));
+    let (hub, http, src) = hub_with_model(d, &["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    ok(ferry(&hub.store).args(["visibility", "org/*", "public"]));
+    let port = http.rsplit(':').next().unwrap();
+    // HTTPS, verified against the authority (no pinning, no -k).
+    let a = curl(&["--cacert", ca.to_str().unwrap(), &format!("https://localhost:{port}/org/model/resolve/main/config.json")]);
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"{\"hidden\": 4096}\n"[..]));
+    // The QUIC door shows the same chain: a client trusting the authority pulls.
+    let client = d.join("client-store");
+    ok(ferry(&client).arg("init"));
+    ok(ferry_tests::client(&client, None).args(["pull", "--ca", ca.to_str().unwrap(), &format!("localhost:{}", hub.port()), "org/model"]));
+    let out = d.join("out");
+    ok(ferry(&client).args(["export", "org/model@main"]).arg(&out));
+    assert!(std::fs::read(out.join("model.safetensors")).unwrap() == std::fs::read(src.join("model.safetensors")).unwrap());
+    // A key that does not go with the certificate stops the hub at start.
+    let store = hub.store.clone();
+    drop(hub);
+    let bad = ferry(&store)
+        .args(["serve", "--listen", "127.0.0.1:0", "--cert", cert.to_str().unwrap(), "--key", d.join("ca.key").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("does not go with"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
