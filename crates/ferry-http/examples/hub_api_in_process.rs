@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     session.commit("org/demo", "main", None, &Revision::new(vec![], "demo".into(), 0, "first".into(), vec![entry])?)?;
     drop(session);
     let token = AccessFile::edit(dir.path(), |a| a.create_token("org/*", Scope::Read, 0))?;
-    let app = ferry_http::router(Arc::new(HubService::new(store, Arc::new(Access::for_store(dir.path())))));
+    let app = ferry_http::router(Arc::new(HubService::new(store, Arc::new(Access::for_store(dir.path())))), false);
 
     let ask = |method: &str, uri: &str, range: Option<&str>| {
         let mut r = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {token}"));

@@ -36,7 +36,7 @@ fn blob_id(entry: &Entry) -> String {
 }
 
 /// The repository, checked readable, and the revision `rev` names in it.
-fn resolve(session: &Session, repo: &str, rev: &str) -> Result<(Id, Revision), HttpError> {
+pub(crate) fn resolve(session: &Session, repo: &str, rev: &str) -> Result<(Id, Revision), HttpError> {
     session.refs(repo).map_err(|e| HttpError::from_service(e, Missing::Repo))?;
     session.resolve(repo, rev).map_err(|e| HttpError::from_service(e, Missing::Revision))
 }
@@ -197,7 +197,7 @@ const PIECE: usize = 256 << 10;
 /// The file's bytes `start..end` as a body: a blocking task reads (every
 /// chunk verified) into a channel of a few pieces, so a slow client holds
 /// the read back instead of the hub buffering the file.
-fn stream_file(door: Arc<Door>, session: Arc<Session>, entry: Entry, start: u64, end: u64) -> Body {
+pub(crate) fn stream_file(door: Arc<Door>, session: Arc<Session>, entry: Entry, start: u64, end: u64) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let transfer = door.metrics.transfer();
     tokio::task::spawn_blocking(move || {
@@ -294,18 +294,18 @@ fn hv(s: &str) -> HeaderValue {
 }
 
 /// The repository a route names (`owner` and `name`), checked as a name.
-fn repo_of(p: &[(String, String)]) -> Result<String, HttpError> {
+pub(crate) fn repo_of(p: &[(String, String)]) -> Result<String, HttpError> {
     let repo = format!("{}/{}", param(p, "owner").unwrap_or(""), param(p, "name").unwrap_or(""));
     ferry_core::names::check_repo_name(&repo).map_err(|_| HttpError::missing(Missing::Repo, format!("repository {repo:?} not found")))?;
     Ok(repo)
 }
 
-fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
     p.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 /// Runs store work on the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, HttpError> + Send + 'static) -> Result<T, HttpError> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, HttpError> + Send + 'static) -> Result<T, HttpError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
 }
 

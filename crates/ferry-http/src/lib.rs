@@ -18,7 +18,9 @@
 
 mod error;
 pub mod hf;
+pub mod lfs;
 mod metrics;
+pub mod upload;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -30,7 +32,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use ferry_service::{Grant, HubService, Session};
 
@@ -41,11 +43,18 @@ pub use metrics::Metrics;
 pub struct Door {
     service: Arc<HubService>,
     metrics: Arc<Metrics>,
+    /// Whether clients reach it over TLS (the scheme of URLs it hands out).
+    tls: bool,
+    /// Signs the transfer URLs the LFS batch hands out (drawn at start:
+    /// URLs do not outlive the process).
+    url_key: ring::hmac::Key,
 }
 
-/// The routes of the door over `service`.
-pub fn router(service: Arc<HubService>) -> Router {
-    let door = Arc::new(Door { service, metrics: Arc::new(Metrics::default()) });
+/// The routes of the door over `service` (`tls`: whether clients reach it
+/// over HTTPS).
+pub fn router(service: Arc<HubService>, tls: bool) -> Router {
+    let url_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new()).expect("the system's random numbers");
+    let door = Arc::new(Door { service, metrics: Arc::new(Metrics::default()), tls, url_key });
     let resolve = get(hf::resolve_file).head(hf::resolve_file);
     let mut r = Router::new()
         .route("/health", get(|| async { "ok\n" }))
@@ -53,8 +62,21 @@ pub fn router(service: Arc<HubService>) -> Router {
         .route("/{owner}/{name}/resolve/{rev}/{*path}", resolve.clone())
         .route("/datasets/{owner}/{name}/resolve/{rev}/{*path}", resolve.clone())
         .route("/models/{owner}/{name}/resolve/{rev}/{*path}", resolve);
+    r = r.route("/api/repos/create", post(upload::create_repo)).route("/api/validate-yaml", post(upload::validate_yaml));
+    for prefix in ["", "/datasets"] {
+        let lfs = format!("{prefix}/{{owner}}/{{name}}/info/lfs");
+        r = r
+            .route(&format!("{lfs}/objects/batch"), post(lfs::batch))
+            .route(&format!("{lfs}/objects/verify"), post(lfs::verify))
+            .route(&format!("{lfs}/objects/{{oid}}"), get(lfs::get_object).put(lfs::put_object))
+            .route(&format!("{lfs}/locks/verify"), post(lfs::no_locks));
+    }
     for kind in ["models", "datasets"] {
         r = r
+            .route(&format!("/api/{kind}/{{owner}}/{{name}}/preupload/{{rev}}"), post(upload::preupload))
+            .route(&format!("/api/{kind}/{{owner}}/{{name}}/commit/{{rev}}"), post(upload::commit))
+            .route(&format!("/api/{kind}/{{owner}}/{{name}}/branch/{{branch}}"), post(upload::create_branch))
+            .route(&format!("/api/{kind}/{{owner}}/{{name}}/xet-write-token/{{rev}}"), get(upload::no_xet))
             .route(&format!("/api/{kind}/{{owner}}/{{name}}"), get(hf::repo_info))
             .route(&format!("/api/{kind}/{{owner}}/{{name}}/revision/{{rev}}"), get(hf::repo_info))
             .route(&format!("/api/{kind}/{{owner}}/{{name}}/tree/{{rev}}"), get(hf::tree))
@@ -117,11 +139,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             None => String::new(),
             Some(v) => {
                 let v = v.to_str().map_err(|_| unauthorized())?;
-                let (scheme, token) = v.split_once(' ').ok_or_else(unauthorized)?;
-                if !scheme.eq_ignore_ascii_case("bearer") {
+                let (scheme, value) = v.split_once(' ').ok_or_else(unauthorized)?;
+                if scheme.eq_ignore_ascii_case("bearer") {
+                    value.trim().to_owned()
+                } else if scheme.eq_ignore_ascii_case("basic") {
+                    // Git's credential helpers send user:token; the user
+                    // is ignored.
+                    use base64::Engine;
+                    let decoded = base64::engine::general_purpose::STANDARD.decode(value.trim()).map_err(|_| unauthorized())?;
+                    let pair = String::from_utf8(decoded).map_err(|_| unauthorized())?;
+                    pair.split_once(':').map(|x| x.1.to_owned()).ok_or_else(unauthorized)?
+                } else {
                     return Err(unauthorized());
                 }
-                token.trim().to_owned()
             }
         };
         Ok(Caller { token, peer })
@@ -129,7 +159,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 fn unauthorized() -> HttpError {
-    HttpError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send the token as `Authorization: Bearer <token>`")
+    HttpError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send the token as `Authorization: Bearer <token>` (or as the password of Basic)")
 }
 
 impl Caller {
@@ -159,7 +189,7 @@ pub struct HttpOptions {
 /// lets requests in flight finish (at most `opts.drain`).
 pub async fn serve(service: Arc<HubService>, opts: HttpOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let listener = opts.listener;
-    let app = router(service);
+    let app = router(service, opts.tls.is_some());
     let tls = opts.tls.map(|mut c| {
         c.alpn_protocols = vec![b"http/1.1".to_vec()];
         tokio_rustls::TlsAcceptor::from(Arc::new(c))

@@ -69,6 +69,12 @@ impl Admitted {
         self.chunks.contains(&prefix(id))
     }
 
+    /// A file the session may read whole (an LFS object of a repository
+    /// it may read).
+    pub(crate) fn file(&mut self, file_id: &Id) {
+        self.nodes.insert(prefix(file_id));
+    }
+
     /// A branch head of a repository the session may read.
     pub(crate) fn head(&mut self, id: &Id) {
         self.revisions.insert(prefix(id));

@@ -27,8 +27,10 @@
 pub mod access;
 mod admitted;
 mod error;
+mod files;
 mod service;
 
 pub use access::{Access, AccessFile, Authorizer, Grant, Scope, TokenRecord};
 pub use error::ServiceError;
+pub use files::StoredFile;
 pub use service::{address_block, Counters, HubService, RepoPage, ReposQuery, Session};

@@ -184,9 +184,9 @@ pub struct RepoPage {
 /// has stored for it (pinned against gc until the session ends), and
 /// which objects it has been shown the way to (what it may read by id).
 pub struct Session {
-    service: Arc<HubService>,
+    pub(crate) service: Arc<HubService>,
     grant: Grant,
-    pins: PinHandle,
+    pub(crate) pins: PinHandle,
     admitted: Mutex<Admitted>,
 }
 
@@ -216,7 +216,7 @@ impl Session {
     }
 
     /// Refuses, as "not found", a repository the caller may not read.
-    fn check_read(&self, repo: &str) -> Result<()> {
+    pub(crate) fn check_read(&self, repo: &str) -> Result<()> {
         if ferry_core::names::check_repo_name(repo).is_err() || !self.can_read(repo)? {
             return Err(ServiceError::repo_not_found(repo));
         }
@@ -225,7 +225,7 @@ impl Session {
 
     /// Refuses a repository the caller may not write: "forbidden" only to
     /// one who may read it and so knows it exists, else "not found".
-    fn check_write(&self, repo: &str) -> Result<()> {
+    pub fn check_write(&self, repo: &str) -> Result<()> {
         ferry_core::names::check_repo_name(repo).map_err(|e| ServiceError::new(ErrorCode::BadRequest, e.to_string()))?;
         if self.can_write(repo)? {
             return Ok(());
@@ -483,7 +483,7 @@ impl Session {
 
     /// Records what the session was just shown (nothing to record for a
     /// trusted session, which may read everything).
-    fn admit(&self, f: impl FnOnce(&mut Admitted)) {
+    pub(crate) fn admit(&self, f: impl FnOnce(&mut Admitted)) {
         if self.checks_reads() {
             f(&mut self.admitted.lock().unwrap_or_else(|p| p.into_inner()));
         }
@@ -498,7 +498,7 @@ impl Session {
     /// Whether revision `id` is in the history of `repo` (admitting it if
     /// so). The first question about a revision not yet shown walks the
     /// history of the branches not walked before, admitting all of it.
-    fn admit_revision(&self, repo: &str, id: &Id) -> Result<bool> {
+    pub(crate) fn admit_revision(&self, repo: &str, id: &Id) -> Result<bool> {
         if self.is_admitted(|a| a.has_revision(id)) {
             return Ok(self.store().has_revision(id)?);
         }

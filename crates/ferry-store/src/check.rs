@@ -294,6 +294,8 @@ impl Store {
             self.mark_trees(&mut stack, &mut nodes, &mut chunks)?;
         }
         stack.extend(pins.nodes.iter().copied());
+        // Git LFS objects are kept through their repositories.
+        stack.extend(self.lfs_roots()?);
         self.mark_trees(&mut stack, &mut nodes, &mut chunks)?;
         // Sweep top-down: revisions and nodes in one synced batch, then
         // chunks. At every moment in between, and after a kill at any point,
@@ -316,6 +318,7 @@ impl Store {
             }
         }
         write(&self.db, batch, Durability::Synced)?;
+        self.forget_hashes_of_removed(|f| nodes.contains(f))?;
         crash_point("gc-after-nodes");
         // Index entries go before their records (an entry must never name a
         // missing record); a kill in between leaves records no entry names,

@@ -25,6 +25,7 @@ mod backend;
 mod check;
 mod chunk_index;
 mod error;
+mod file_hashes;
 mod import;
 mod ingest;
 mod read;
@@ -36,6 +37,7 @@ pub use backend::{BackendError, ChunkBackend, Location, RecordVisitor, VerifiedR
 pub use check::{abort_at, FsckReport, GcReport, PinHandle, Pins, Stats};
 pub use chunk_index::IndexEntry;
 pub use error::StoreError;
+pub use file_hashes::Sha256;
 pub use ingest::{list_files, CommitOptions, Committed, FoundFile, IngestProgress, Ingested, WriteSession};
 pub use read::ReadProgress;
 pub use refs::{BranchUpdate, RepoInfo, RevisionSpec};
@@ -69,7 +71,9 @@ pub(crate) const CF_REPOS: &str = "repos";
 /// The change feed: sequence number (u64 big-endian) -> repository whose
 /// branches changed.
 pub(crate) const CF_REF_LOG: &str = "ref_log";
-const ALL_CFS: [&str; 8] = [CF_META, CF_CHUNK_INDEX, CF_CHUNKS, CF_TREES, CF_REVISIONS, CF_BRANCHES, CF_REPOS, CF_REF_LOG];
+/// Files' SHA-256 and the Git LFS objects of repositories (`file_hashes`).
+pub(crate) const CF_FILE_SHA256: &str = "file_sha256";
+const ALL_CFS: [&str; 9] = [CF_META, CF_CHUNK_INDEX, CF_CHUNKS, CF_TREES, CF_REVISIONS, CF_BRANCHES, CF_REPOS, CF_REF_LOG, CF_FILE_SHA256];
 
 /// A ferry store: one RocksDB database in a directory, and a chunk backend.
 pub struct Store {
