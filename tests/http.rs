@@ -236,3 +236,110 @@ fn both_doors_present_a_certificate_chain_from_a_certificate_authority() {
         .unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("does not go with"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
+
+/// A hub with an empty store and a write token for `org/*`.
+fn empty_hub(dir: &Path) -> (Hub, String, String) {
+    let store = dir.join("hub-store");
+    ok(ferry(&store).arg("init"));
+    let hub = Hub::serve_with(store, "127.0.0.1:0", &["--http", "127.0.0.1:0"], None);
+    let http = hub.http.clone().unwrap();
+    let token = hub.token("org/*", "write");
+    (hub, http, token)
+}
+
+fn run_upload(http: &str, repo: &str, folder: &Path, token: &str, xet: bool) -> serde_json::Value {
+    let mut cmd = Command::new(python());
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("hf_upload.py")).args([&format!("http://{http}"), repo]).arg(folder).arg(token);
+    if xet {
+        cmd.arg("xet");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "huggingface_hub failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    json(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn huggingface_hub_uploads_through_the_door_and_a_second_version_stores_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hub, http, token) = empty_hub(dir.path());
+    let folder = dir.path().join("upload");
+    std::fs::create_dir_all(folder.join("sub")).unwrap();
+    // Over the 10 MiB that travel inside a commit: this one goes by LFS.
+    std::fs::write(folder.join("model.safetensors"), ferry_testkit::noise(12 << 20, 3)).unwrap();
+    std::fs::write(folder.join("config.json"), b"{\"hidden\": 4096}\n").unwrap();
+    std::fs::write(folder.join("README.md"), b"---\nlicense: mit\n---\n# a model\n").unwrap();
+    std::fs::write(folder.join("sub/tokenizer.json"), ferry_testkit::noise(300_000, 4)).unwrap();
+    let v = run_upload(&http, "org/uploaded", &folder, &token, false);
+    let want = serde_json::json!(["README.md", "config.json", "model.safetensors", "sub/tokenizer.json"]);
+    assert_eq!(v["created"], format!("http://{http}/org/uploaded"), "{v}");
+    assert_eq!(v["created_again"], v["created"]);
+    assert_eq!(v["first_download"], want, "{v}");
+    assert_eq!(v["second_download"], want, "{v}");
+    assert_eq!(v["first_still"], want, "the first version changed: {v}");
+    assert_eq!(v["branch_files"], serde_json::json!(["README.md", "branch.txt", "config.json", "model.safetensors", "sub/tokenizer.json"]));
+    assert_eq!(v["main_files"], want);
+    assert_eq!(v["stale_parent"], 412, "a commit on a stale parent: {v}");
+    // The second upload re-sent every file; the hub stored only the new
+    // chunks (the changed config), and the large file not at all.
+    let metrics = String::from_utf8(curl(&[&format!("http://{http}/metrics")]).body).unwrap();
+    let figure = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse::<f64>().ok()).unwrap();
+    let (stored, deduplicated) = (figure("ferry_chunks_stored_total"), figure("ferry_chunks_deduplicated_total"));
+    assert!(deduplicated >= 2.0, "stored {stored}, deduplicated {deduplicated}");
+    assert!(stored < 12.0 * 16.0 + 20.0, "the large file was stored twice: {stored} chunks");
+    // Xet left on, as huggingface_hub installs it: small files go through.
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    std::fs::copy(folder.join("config.json"), small.join("config.json")).unwrap();
+    let v = run_upload(&http, "org/small", &small, &token, true);
+    assert_eq!(v["first_download"], serde_json::json!(["config.json"]), "{v}");
+    // A reader may not upload.
+    let reader = hub.token("org/*", "read");
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("hf_upload.py"))
+        .args([&format!("http://{http}"), "org/uploaded"])
+        .arg(&small)
+        .arg(&reader)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // What the door stored passes fsck.
+    let store = hub.store.clone();
+    hub.kill();
+    assert_eq!(json(&ok(ferry(&store).args(["--json", "fsck"])))["ok"], true);
+}
+
+#[test]
+fn git_lfs_pushes_and_pulls_objects_through_the_door() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_hub, http, token) = empty_hub(d);
+    let git = |cwd: &Path, args: &[&str]| {
+        let out = Command::new("git").current_dir(cwd).args(["-c", "user.name=t", "-c", "user.email=t@example.com"]).args(args).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let lfs_url = format!("lfs.url=http://{http}/org/lfs-model.git/info/lfs");
+    let header = format!("http.extraHeader=Authorization: Bearer {token}");
+    git(d, &["init", "-q", "--bare", "origin.git"]);
+    git(d, &["init", "-q", "work"]);
+    let work = d.join("work");
+    git(&work, &["lfs", "install", "--local"]);
+    git(&work, &["lfs", "track", "*.bin"]);
+    let weights = ferry_testkit::noise(6 << 20, 11);
+    std::fs::write(work.join("weights.bin"), &weights).unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "weights"]);
+    git(&work, &["remote", "add", "origin", "../origin.git"]);
+    git(&work, &["-c", &lfs_url, "-c", &header, "push", "-q", "origin", "HEAD:main"]);
+    // A clone elsewhere fetches the object from the door.
+    git(d, &["clone", "-q", "-b", "main", "origin.git", "copy"]);
+    let copy = d.join("copy");
+    git(&copy, &["lfs", "install", "--local"]);
+    git(&copy, &["-c", &lfs_url, "-c", &header, "lfs", "pull"]);
+    assert!(std::fs::read(copy.join("weights.bin")).unwrap() == weights, "git lfs pull did not bring the object back");
+    // Without the token, nothing (with git-lfs's own copy gone too).
+    std::fs::remove_file(copy.join("weights.bin")).unwrap();
+    std::fs::remove_dir_all(copy.join(".git/lfs/objects")).unwrap();
+    let out = Command::new("git").current_dir(&copy).args(["-c", &lfs_url, "lfs", "pull"]).env("GIT_TERMINAL_PROMPT", "0").output().unwrap();
+    let got = std::fs::read(copy.join("weights.bin")).unwrap_or_default();
+    assert!(got != weights, "an anonymous pull got a private object: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -64,7 +64,14 @@ fn lfs_repo(p: &[(String, String)]) -> Result<String, HttpError> {
 }
 
 /// `POST .../info/lfs/objects/batch`.
-pub(crate) async fn batch(State(door): State<Arc<Door>>, caller: Caller, headers: HeaderMap, uri: axum::http::Uri, Path(p): Path<Vec<(String, String)>>, body: Bytes) -> Result<Response, HttpError> {
+pub(crate) async fn batch(
+    State(door): State<Arc<Door>>,
+    caller: Caller,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Path(p): Path<Vec<(String, String)>>,
+    body: Bytes,
+) -> Result<Response, HttpError> {
     let repo = lfs_repo(&p)?;
     let req: Batch = serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(format!("a batch request: {e}")))?;
     if req.objects.len() > MAX_OBJECTS {
@@ -167,7 +174,12 @@ fn now() -> u64 {
 
 /// `PUT .../info/lfs/objects/{oid}?...`: an object's bytes, stored as they
 /// arrive and kept only if they hash to `oid` and are `size` long.
-pub(crate) async fn put_object(State(door): State<Arc<Door>>, Path(p): Path<Vec<(String, String)>>, Query(s): Query<Signed>, body: Body) -> Result<Response, HttpError> {
+pub(crate) async fn put_object(
+    State(door): State<Arc<Door>>,
+    Path(p): Path<Vec<(String, String)>>,
+    Query(s): Query<Signed>,
+    body: Body,
+) -> Result<Response, HttpError> {
     let repo = lfs_repo(&p)?;
     let oid = param(&p, "oid").unwrap_or_default().to_owned();
     let sha = parse_sha256(&oid)?;

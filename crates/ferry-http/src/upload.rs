@@ -110,7 +110,12 @@ struct PreuploadFile {
 }
 
 /// `POST /api/{models,datasets}/{owner}/{name}/preupload/{rev}`.
-pub(crate) async fn preupload(State(door): State<Arc<Door>>, caller: Caller, Path(p): Path<Vec<(String, String)>>, Json(req): Json<Preupload>) -> Result<Response, HttpError> {
+pub(crate) async fn preupload(
+    State(door): State<Arc<Door>>,
+    caller: Caller,
+    Path(p): Path<Vec<(String, String)>>,
+    Json(req): Json<Preupload>,
+) -> Result<Response, HttpError> {
     let repo = repo_of(&p)?;
     let session = caller.session(&door).await?;
     blocking(move || session.check_write(&repo).map_err(|e| HttpError::from_service(e, Missing::Repo))).await?;
@@ -172,7 +177,8 @@ pub(crate) async fn commit(
         blocking(move || {
             session.check_write(&repo).map_err(|e| HttpError::from_service(e, Missing::Repo))?;
             let head = session.store().branch(&repo, &branch).map_err(|e| HttpError::from_service(e.into(), Missing::Revision))?;
-            let head = head.ok_or_else(|| HttpError::missing(Missing::Revision, format!("{repo} has no branch {branch:?} (commits go to an existing branch)")))?;
+            let head =
+                head.ok_or_else(|| HttpError::missing(Missing::Revision, format!("{repo} has no branch {branch:?} (commits go to an existing branch)")))?;
             let (id, rev) = resolve(&session, &repo, &head.to_hex())?;
             Ok((id, rev.entries.into_iter().map(|e| (e.path.clone(), e)).collect::<BTreeMap<String, Entry>>()))
         })
@@ -200,16 +206,23 @@ pub(crate) async fn commit(
                 let bytes = base64::engine::general_purpose::STANDARD.decode(content.as_bytes()).map_err(|e| HttpError::bad_request(format!("{path}: {e}")))?;
                 door.metrics.received(bytes.len() as u64);
                 let (session, repo) = (session.clone(), repo.clone());
-                let stored = blocking(move || session.store_file(&repo, std::io::Cursor::new(bytes)).map_err(|e| HttpError::from_service(e, Missing::Repo))).await?;
+                let stored =
+                    blocking(move || session.store_file(&repo, std::io::Cursor::new(bytes)).map_err(|e| HttpError::from_service(e, Missing::Repo))).await?;
                 files.insert(path.clone(), Entry { path, file_id: stored.file_id, size: stored.size, executable: false });
             }
             CommitLine::LfsFile { path, oid, size } => {
                 let sha = parse_sha256(&oid)?;
                 let (session, repo2) = (session.clone(), repo.clone());
                 let object = blocking(move || Ok(session.lfs_object(&repo2, &sha))).await?;
-                let entry = object.map_err(|_| HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, "incomplete", format!("{path}: LFS object {oid} was not uploaded to {repo}")))?;
+                let entry = object.map_err(|_| {
+                    HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, "incomplete", format!("{path}: LFS object {oid} was not uploaded to {repo}"))
+                })?;
                 if size.is_some_and(|s| s != entry.size) {
-                    return Err(HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, "size_mismatch", format!("{path}: LFS object {oid} has {} bytes, not {}", entry.size, size.unwrap_or(0))));
+                    return Err(HttpError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "size_mismatch",
+                        format!("{path}: LFS object {oid} has {} bytes, not {}", entry.size, size.unwrap_or(0)),
+                    ));
                 }
                 files.insert(path.clone(), Entry { path, file_id: entry.file_id, size: entry.size, executable: false });
             }
@@ -266,9 +279,15 @@ pub(crate) struct NewBranch {
 
 /// `POST /api/{models,datasets}/{owner}/{name}/branch/{branch}`: a new
 /// branch at `startingPoint` (default `main`); 409 if it exists.
-pub(crate) async fn create_branch(State(door): State<Arc<Door>>, caller: Caller, Path(p): Path<Vec<(String, String)>>, body: axum::body::Bytes) -> Result<Response, HttpError> {
+pub(crate) async fn create_branch(
+    State(door): State<Arc<Door>>,
+    caller: Caller,
+    Path(p): Path<Vec<(String, String)>>,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpError> {
     let (repo, branch) = (repo_of(&p)?, param(&p, "branch").unwrap_or_default().to_owned());
-    let req: NewBranch = if body.is_empty() { NewBranch::default() } else { serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(e.to_string()))? };
+    let req: NewBranch =
+        if body.is_empty() { NewBranch::default() } else { serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(e.to_string()))? };
     let session = caller.session(&door).await?;
     blocking(move || {
         let from = req.starting_point.unwrap_or_else(|| "main".into());
