@@ -343,3 +343,71 @@ fn git_lfs_pushes_and_pulls_objects_through_the_door() {
     let got = std::fs::read(copy.join("weights.bin")).unwrap_or_default();
     assert!(got != weights, "an anonymous pull got a private object: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn the_rest_api_serves_a_hub_server_that_keeps_its_bytes_in_ferry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_hub, http, token) = empty_hub(dir.path());
+    let auth = format!("Authorization: Bearer {token}");
+    let api = |path: &str| format!("http://{http}/v1{path}");
+    let body = |a: &Answer| json(&String::from_utf8_lossy(&a.body));
+    let weights = dir.path().join("w.bin");
+    std::fs::write(&weights, ferry_testkit::noise(5 << 20, 21)).unwrap();
+    // Stream a file in, then commit it as the first revision of a branch.
+    let up = curl(&["-H", &auth, "--data-binary", &format!("@{}", weights.display()), &api("/repos/org/app/files")]);
+    assert_eq!(up.status, 200, "{}", String::from_utf8_lossy(&up.body));
+    let sha = body(&up)["sha256"].as_str().unwrap().to_owned();
+    let commit = |expected: Option<&str>, files: serde_json::Value, delete: serde_json::Value| {
+        let req = serde_json::json!({ "branch": "main", "expected": expected, "message": "m", "files": files, "delete": delete });
+        curl(&["-H", &auth, "-H", "content-type: application/json", "--data", &req.to_string(), &api("/repos/org/app/commits")])
+    };
+    let listed = body(&curl(&["-H", &auth, &api("/repos")]));
+    let position = listed["position"].as_str().unwrap().to_owned();
+    let first = commit(None, serde_json::json!({ "w.bin": sha }), serde_json::json!([]));
+    assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&first.body));
+    let first_id = body(&first)["id"].as_str().unwrap().to_owned();
+    // A follower waiting on the change feed learns of the next commit.
+    let waiter = {
+        let (url, auth) = (api(&format!("/repos?since={}&wait=10", body(&curl(&["-H", &auth, &api("/repos")]))["position"].as_str().unwrap())), auth.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            (curl(&["-H", &auth, &url]), started.elapsed())
+        })
+    };
+    let events = Command::new("curl")
+        .args(["-s", "-N", "--max-time", "4", "-H", &auth, &api(&format!("/events?since={position}"))])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(dir.path().join("cfg.json"), b"{}").unwrap();
+    let small = curl(&["-H", &auth, "--data-binary", &format!("@{}", dir.path().join("cfg.json").display()), &api("/repos/org/app/files")]);
+    let small_sha = body(&small)["sha256"].as_str().unwrap().to_owned();
+    let second = commit(Some(&first_id), serde_json::json!({ "config.json": small_sha }), serde_json::json!([]));
+    assert_eq!(second.status, 200, "{}", String::from_utf8_lossy(&second.body));
+    let (woke, after) = waiter.join().unwrap();
+    assert!(after < Duration::from_secs(8), "the long poll did not wake for a commit");
+    assert_eq!(body(&woke)["repos"][0]["name"], "org/app", "{}", String::from_utf8_lossy(&woke.body));
+    let streamed = String::from_utf8(events.wait_with_output().unwrap().stdout).unwrap();
+    assert!(streamed.contains("event: change") && streamed.contains("org/app"), "server-sent events: {streamed:?}");
+    // The revision lists its files with their SHA-256; ranges read back.
+    let rev = body(&curl(&["-H", &auth, &api("/repos/org/app/revisions/main")]));
+    let files: Vec<&str> = rev["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(files, ["config.json", "w.bin"]);
+    assert_eq!(rev["files"][1]["sha256"], sha.as_str());
+    let part = curl(&["-H", &auth, "-r", "100-199", &api("/repos/org/app/files/main/w.bin")]);
+    assert!(part.body == std::fs::read(&weights).unwrap()[100..200]);
+    let history = body(&curl(&["-H", &auth, &api("/repos/org/app/history/main")]));
+    assert_eq!(history.as_array().unwrap().len(), 2);
+    // A commit from a stale head is refused; so is one naming an unknown file.
+    assert_eq!(commit(Some(&first_id), serde_json::json!({}), serde_json::json!(["w.bin"])).status, 409);
+    let unknown = "0".repeat(64);
+    assert_eq!(commit(rev["id"].as_str(), serde_json::json!({ "x": unknown }), serde_json::json!([])).status, 422);
+    // Deleting the branch from its head.
+    let del = curl(&["-X", "DELETE", "-H", &auth, &api(&format!("/repos/org/app/branches/main?expected={}", rev["id"].as_str().unwrap()))]);
+    assert_eq!(del.status, 204, "{}", String::from_utf8_lossy(&del.body));
+    let gone = curl(&["-H", &auth, &api("/repos/org/app/revisions/main")]);
+    assert_eq!(gone.status, 404);
+    // Errors are JSON with a stable code.
+    assert_eq!(body(&curl(&["-H", "Authorization: Bearer wrong", &api("/repos")]))["code"], "unauthorized");
+}

@@ -184,13 +184,27 @@ pub(crate) async fn put_object(
     let oid = param(&p, "oid").unwrap_or_default().to_owned();
     let sha = parse_sha256(&oid)?;
     let session = Arc::new(door.signed_session("upload", &repo, &oid, &s)?);
+    let stored = store_body(&door, &session, &repo, body).await?;
+    if stored.sha256 != sha || stored.size != s.size {
+        return Err(HttpError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "hash_mismatch",
+            format!("the body ({} bytes, SHA-256 {}) is not object {oid} of {} bytes", stored.size, hex::encode(stored.sha256), s.size),
+        ));
+    }
+    blocking(move || session.keep_lfs_object(&repo, &stored).map_err(|e| HttpError::from_service(e, Missing::Repo))).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Stores a request body as a file of `repo` as it arrives (a blocking
+/// task reads it through a channel of a few pieces), with its SHA-256.
+pub(crate) async fn store_body(door: &Arc<Door>, session: &Arc<Session>, repo: &str, body: Body) -> Result<ferry_service::StoredFile, HttpError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bytes, String>>(4);
     let reader = BodyReader { rx, piece: Bytes::new() };
-    let door2 = door.clone();
     let storing = {
-        let (session, repo) = (session.clone(), repo.clone());
+        let (session, repo, door) = (session.clone(), repo.to_owned(), door.clone());
         tokio::task::spawn_blocking(move || {
-            let _transfer = door2.metrics.transfer();
+            let _transfer = door.metrics.transfer();
             session.store_file(&repo, reader)
         })
     };
@@ -208,16 +222,7 @@ pub(crate) async fn put_object(
     }
     drop(tx);
     let stored = storing.await.map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let stored = stored.map_err(|e| HttpError::from_service(e, Missing::Repo))?;
-    if stored.sha256 != sha || stored.size != s.size {
-        return Err(HttpError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "hash_mismatch",
-            format!("the body ({} bytes, SHA-256 {}) is not object {oid} of {} bytes", stored.size, hex::encode(stored.sha256), s.size),
-        ));
-    }
-    blocking(move || session.keep_lfs_object(&repo, &stored).map_err(|e| HttpError::from_service(e, Missing::Repo))).await?;
-    Ok(StatusCode::OK.into_response())
+    stored.map_err(|e| HttpError::from_service(e, Missing::Repo))
 }
 
 /// `GET .../info/lfs/objects/{oid}?...`: an object's bytes.

@@ -20,6 +20,7 @@ mod error;
 pub mod hf;
 pub mod lfs;
 mod metrics;
+pub mod rest;
 pub mod upload;
 
 use std::future::Future;
@@ -62,6 +63,16 @@ pub fn router(service: Arc<HubService>, tls: bool) -> Router {
         .route("/{owner}/{name}/resolve/{rev}/{*path}", resolve.clone())
         .route("/datasets/{owner}/{name}/resolve/{rev}/{*path}", resolve.clone())
         .route("/models/{owner}/{name}/resolve/{rev}/{*path}", resolve);
+    let v1 = "/v1/repos/{owner}/{name}";
+    r = r
+        .route("/v1/repos", get(rest::repos))
+        .route("/v1/events", get(rest::events))
+        .route(&format!("{v1}/revisions/{{rev}}"), get(rest::revision))
+        .route(&format!("{v1}/history/{{rev}}"), get(rest::history))
+        .route(&format!("{v1}/files/{{rev}}/{{*path}}"), get(hf::resolve_file).head(hf::resolve_file))
+        .route(&format!("{v1}/files"), post(rest::upload))
+        .route(&format!("{v1}/commits"), post(rest::commit))
+        .route(&format!("{v1}/branches/{{branch}}"), axum::routing::delete(rest::delete_branch));
     r = r.route("/api/repos/create", post(upload::create_repo)).route("/api/validate-yaml", post(upload::validate_yaml));
     for prefix in ["", "/datasets"] {
         let lfs = format!("{prefix}/{{owner}}/{{name}}/info/lfs");

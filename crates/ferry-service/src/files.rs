@@ -136,6 +136,13 @@ impl Session {
         Ok(id)
     }
 
+    /// Deletes `branch` of `repo` if it is still at `expected`.
+    pub fn delete_branch(&self, repo: &str, branch: &str, expected: Id) -> Result<()> {
+        self.check_write(repo)?;
+        self.store().update_branch(repo, branch, Some(expected), None)?;
+        Ok(())
+    }
+
     fn file_size(&self, file: &Id) -> Result<u64> {
         Ok(self.store().node(file)?.size())
     }
