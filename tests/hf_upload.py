@@ -40,6 +40,8 @@ out["created_again"] = str(api.create_repo(REPO, exist_ok=True))
 first = api.upload_folder(repo_id=REPO, folder_path=FOLDER, commit_message="first upload")
 out["first"] = first.oid
 out["first_download"] = same_tree(FOLDER, hub.snapshot_download(REPO, endpoint=ENDPOINT, token=TOKEN))
+info = api.model_info(REPO, files_metadata=True)
+out["lfs"] = {s.rfilename: s.lfs.sha256 for s in info.siblings if s.lfs}
 
 # The second version: one file changed, one added, one deleted.
 second_dir = tempfile.mkdtemp()

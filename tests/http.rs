@@ -279,6 +279,9 @@ fn huggingface_hub_uploads_through_the_door_and_a_second_version_stores_only_wha
     assert_eq!(v["branch_files"], serde_json::json!(["README.md", "branch.txt", "config.json", "model.safetensors", "sub/tokenizer.json"]));
     assert_eq!(v["main_files"], want);
     assert_eq!(v["stale_parent"], 412, "a commit on a stale parent: {v}");
+    // The large file shows as an LFS file, named by its SHA-256.
+    let sum = ok(Command::new("sha256sum").arg(folder.join("model.safetensors")));
+    assert_eq!(v["lfs"], serde_json::json!({ "model.safetensors": sum.split_whitespace().next().unwrap() }), "{v}");
     // The second upload re-sent every file; the hub stored only the new
     // chunks (the changed config), and the large file not at all.
     let metrics = String::from_utf8(curl(&[&format!("http://{http}/metrics")]).body).unwrap();

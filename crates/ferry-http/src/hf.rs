@@ -35,6 +35,25 @@ fn blob_id(entry: &Entry) -> String {
     entry.file_id.to_hex()[..40].to_owned()
 }
 
+/// What the Hub says of a large file whose SHA-256 ferry knows: Git LFS's
+/// name for it (the hex SHA-256) and the size of its pointer file.
+struct LfsInfo {
+    oid: String,
+    size: u64,
+    pointer_size: usize,
+}
+
+/// Files over the size that travels inside a commit are LFS files to the
+/// Hub's clients, when their SHA-256 is known.
+fn lfs_info(session: &Session, entry: &Entry) -> Option<LfsInfo> {
+    if entry.size <= crate::upload::REGULAR_LIMIT {
+        return None;
+    }
+    let oid = hex::encode(session.sha256_of(&entry.file_id).ok().flatten()?);
+    let pointer_size = format!("version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {}\n", entry.size).len();
+    Some(LfsInfo { oid, size: entry.size, pointer_size })
+}
+
 /// The repository, checked readable, and the revision `rev` names in it.
 pub(crate) fn resolve(session: &Session, repo: &str, rev: &str) -> Result<(Id, Revision), HttpError> {
     session.refs(repo).map_err(|e| HttpError::from_service(e, Missing::Repo))?;
@@ -64,7 +83,16 @@ pub(crate) async fn repo_info(
         let siblings: Vec<Value> = revision
             .entries
             .iter()
-            .map(|e| if with_blobs { json!({ "rfilename": e.path, "size": e.size, "blobId": blob_id(e) }) } else { json!({ "rfilename": e.path }) })
+            .map(|e| {
+                if !with_blobs {
+                    return json!({ "rfilename": e.path });
+                }
+                let mut v = json!({ "rfilename": e.path, "size": e.size, "blobId": blob_id(e) });
+                if let Some(lfs) = lfs_info(&session, e) {
+                    v["lfs"] = json!({ "sha256": lfs.oid, "size": lfs.size, "pointerSize": lfs.pointer_size });
+                }
+                v
+            })
             .collect();
         let when = ferry_core::time::utc_iso8601(revision.time);
         let owner = repo.split('/').next().unwrap_or_default();
@@ -101,7 +129,7 @@ pub(crate) async fn tree(
     let session = caller.session(&door).await?;
     let listing = blocking(move || {
         let (_, revision) = resolve(&session, &repo, &rev)?;
-        let listing = list_tree(&revision, &dir, recursive);
+        let listing = list_tree(&revision, &dir, recursive, &|e| lfs_info(&session, e));
         if !dir.is_empty() && listing.is_empty() {
             return Err(HttpError::missing(Missing::Entry, format!("{repo}@{rev} has no directory {dir:?}")));
         }
@@ -113,7 +141,7 @@ pub(crate) async fn tree(
 
 /// Entries of a revision under `dir`, each directory listed once before
 /// the first file below it.
-fn list_tree(revision: &Revision, dir: &str, recursive: bool) -> Vec<Value> {
+fn list_tree(revision: &Revision, dir: &str, recursive: bool, lfs: &dyn Fn(&Entry) -> Option<LfsInfo>) -> Vec<Value> {
     let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
     let mut out = Vec::new();
     let mut listed = std::collections::HashSet::new();
@@ -131,7 +159,11 @@ fn list_tree(revision: &Revision, dir: &str, recursive: bool) -> Vec<Value> {
             }
         }
         if parts.len() == 1 || recursive {
-            out.push(json!({ "type": "file", "oid": blob_id(e), "size": e.size, "path": e.path }));
+            let mut v = json!({ "type": "file", "oid": blob_id(e), "size": e.size, "path": e.path });
+            if let Some(l) = lfs(e) {
+                v["lfs"] = json!({ "oid": l.oid, "size": l.size, "pointerSize": l.pointer_size });
+            }
+            out.push(v);
         }
     }
     out
@@ -155,13 +187,14 @@ pub(crate) async fn resolve_file(
         blocking(move || {
             let (id, revision) = resolve(&session, &repo, &rev)?;
             let entry = revision.entry(&path).cloned();
-            Ok((id, entry.ok_or_else(|| HttpError::missing(Missing::Entry, format!("{repo}@{rev} has no file {path:?}")))))
+            let lfs = entry.as_ref().and_then(|e| lfs_info(&session, e));
+            Ok((id, entry.map(|e| (e, lfs)).ok_or_else(|| HttpError::missing(Missing::Entry, format!("{repo}@{rev} has no file {path:?}")))))
         })
         .await?
     };
-    let (id, entry) = match found {
+    let (id, (entry, lfs)) = match found {
         (id, Err(e)) => return Ok(with_commit(e.into_response(), &id)),
-        (id, Ok(entry)) => (id, entry),
+        (id, Ok(found)) => (id, found),
     };
     let range = match headers.get(header::RANGE).map(|v| parse_range(v.to_str().unwrap_or(""), entry.size)) {
         None | Some(RangeAsk::Whole) => None,
@@ -181,13 +214,17 @@ pub(crate) async fn resolve_file(
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, format!("\"{}\"", blob_id(&entry)))
         .header("x-repo-commit", commit_id(&id));
+    if let Some(lfs) = &lfs {
+        // The Hub's clients name a large file's cached copy by its SHA-256.
+        builder = builder.header("x-linked-etag", format!("\"{}\"", lfs.oid)).header("x-linked-size", lfs.size);
+    }
     if range.is_some() {
         builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{}", end.saturating_sub(1), entry.size));
     }
     if method == Method::HEAD || start == end {
         return Ok(builder.body(Body::empty()).expect("valid headers"));
     }
-    let body = stream_file(door.clone(), session, entry, start, end);
+    let body = stream_file(door.clone(), session, entry, start, end).await?;
     Ok(builder.body(body).expect("valid headers"))
 }
 
@@ -197,9 +234,9 @@ const PIECE: usize = 256 << 10;
 /// The file's bytes `start..end` as a body: a blocking task reads (every
 /// chunk verified) into a channel of a few pieces, so a slow client holds
 /// the read back instead of the hub buffering the file.
-pub(crate) fn stream_file(door: Arc<Door>, session: Arc<Session>, entry: Entry, start: u64, end: u64) -> Body {
+pub(crate) async fn stream_file(door: Arc<Door>, session: Arc<Session>, entry: Entry, start: u64, end: u64) -> Result<Body, HttpError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let transfer = door.metrics.transfer();
+    let transfer = door.transfer().await?;
     tokio::task::spawn_blocking(move || {
         let _transfer = transfer;
         let mut w = PieceWriter { tx: &tx, buf: Vec::with_capacity(PIECE), door: &door };
@@ -210,7 +247,7 @@ pub(crate) fn stream_file(door: Arc<Door>, session: Arc<Session>, entry: Entry, 
             let _ = tx.blocking_send(Err(e));
         }
     });
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+    Ok(Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
 }
 
 struct PieceWriter<'a> {

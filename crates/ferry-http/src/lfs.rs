@@ -201,10 +201,11 @@ pub(crate) async fn put_object(
 pub(crate) async fn store_body(door: &Arc<Door>, session: &Arc<Session>, repo: &str, body: Body) -> Result<ferry_service::StoredFile, HttpError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bytes, String>>(4);
     let reader = BodyReader { rx, piece: Bytes::new() };
+    let transfer = door.transfer().await?;
     let storing = {
-        let (session, repo, door) = (session.clone(), repo.to_owned(), door.clone());
+        let (session, repo) = (session.clone(), repo.to_owned());
         tokio::task::spawn_blocking(move || {
-            let _transfer = door.metrics.transfer();
+            let _transfer = transfer;
             session.store_file(&repo, reader)
         })
     };
@@ -236,7 +237,7 @@ pub(crate) async fn get_object(State(door): State<Arc<Door>>, Path(p): Path<Vec<
         blocking(move || session.lfs_object(&repo, &sha).map_err(|e| HttpError::from_service(e, Missing::Entry))).await?
     };
     let size = entry.size;
-    let body = crate::hf::stream_file(door, session, entry, 0, size);
+    let body = crate::hf::stream_file(door, session, entry, 0, size).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream"), (header::CONTENT_LENGTH, &size.to_string())], body).into_response())
 }
 

@@ -49,13 +49,47 @@ pub struct Door {
     /// Signs the transfer URLs the LFS batch hands out (drawn at start:
     /// URLs do not outlive the process).
     url_key: ring::hmac::Key,
+    /// Places for file bodies in flight (each holds a read or ingest
+    /// pipeline: a few MiB).
+    transfers: Arc<tokio::sync::Semaphore>,
+}
+
+/// File bodies the door sends or receives at once; more wait their turn
+/// (up to `TRANSFER_WAIT`, then "busy"). Each costs up to about 20 MiB (a
+/// read batch of 64 chunks, or the ingest pipeline's buffers), so the door
+/// holds at most about 1.3 GiB for file bodies.
+pub const MAX_TRANSFERS: usize = 64;
+
+/// How long a transfer waits for a place before it is told the hub is busy.
+const TRANSFER_WAIT: Duration = Duration::from_secs(10);
+
+/// A file body in flight: a place among `MAX_TRANSFERS`, and the gauge.
+pub(crate) struct Transfer {
+    _place: tokio::sync::OwnedSemaphorePermit,
+    _gauge: metrics::InFlight,
+}
+
+impl Door {
+    /// Waits for a place for a file body.
+    pub(crate) async fn transfer(&self) -> Result<Transfer, HttpError> {
+        let place = tokio::time::timeout(TRANSFER_WAIT, self.transfers.clone().acquire_owned()).await;
+        match place {
+            Ok(Ok(place)) => Ok(Transfer { _place: place, _gauge: self.metrics.transfer() }),
+            _ => Err(HttpError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                format!("the hub is busy: {MAX_TRANSFERS} file transfers are in flight; retry in a moment"),
+            )),
+        }
+    }
 }
 
 /// The routes of the door over `service` (`tls`: whether clients reach it
 /// over HTTPS).
 pub fn router(service: Arc<HubService>, tls: bool) -> Router {
     let url_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new()).expect("the system's random numbers");
-    let door = Arc::new(Door { service, metrics: Arc::new(Metrics::default()), tls, url_key });
+    let transfers = Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS));
+    let door = Arc::new(Door { service, metrics: Arc::new(Metrics::default()), tls, url_key, transfers });
     let resolve = get(hf::resolve_file).head(hf::resolve_file);
     let mut r = Router::new()
         .route("/health", get(|| async { "ok\n" }))
