@@ -227,6 +227,17 @@ fn both_doors_present_a_certificate_chain_from_a_certificate_authority() {
     let out = d.join("out");
     ok(ferry(&client).args(["export", "org/model@main"]).arg(&out));
     assert!(std::fs::read(out.join("model.safetensors")).unwrap() == std::fs::read(src.join("model.safetensors")).unwrap());
+    // Without --ca, a client trusts the system's authorities (here the
+    // test's, through SSL_CERT_FILE): it pulls, and pins nothing.
+    let system = d.join("system-store");
+    ok(ferry(&system).arg("init"));
+    ok(ferry_tests::client(&system, None).env("SSL_CERT_FILE", &ca).args(["pull", &format!("localhost:{}", hub.port()), "org/model"]));
+    assert!(!system.with_extension("known_hubs").exists(), "a certificate the authorities vouch for was pinned");
+    // An unknown authority is taken on first use and pinned, as before.
+    let pinned = d.join("pinned-store");
+    ok(ferry(&pinned).arg("init"));
+    ok(ferry_tests::client(&pinned, None).env("SSL_CERT_FILE", d.join("hub.pem")).args(["pull", &format!("localhost:{}", hub.port()), "org/model"]));
+    assert!(std::fs::read_to_string(pinned.with_extension("known_hubs")).unwrap().contains(&hub.fingerprint));
     // A key that does not go with the certificate stops the hub at start.
     let store = hub.store.clone();
     drop(hub);

@@ -145,11 +145,11 @@ async fn observe(State(door): State<Arc<Door>>, req: Request, next: Next) -> Res
         None => "unmatched",
     };
     let (method, started) = (req.method().clone(), Instant::now());
-    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    let peer = req.extensions().get::<Peer>().map_or(String::new(), |p| p.0.to_string());
     let response = next.run(req).await;
     let status = response.status().as_u16();
     door.metrics.request(route, status);
-    tracing::info!(target: "ferry::http", %method, route, status, peer = ?peer, millis = started.elapsed().as_millis() as u64, "request");
+    tracing::info!(target: "ferry::http", %method, route, status, %peer, millis = started.elapsed().as_millis() as u64, "request");
     response
 }
 

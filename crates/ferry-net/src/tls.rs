@@ -135,24 +135,48 @@ pub enum Trust {
 }
 
 /// Verifies a hub's certificate by fingerprint: the pinned one if the
-/// known-hubs file has the hub, any one otherwise (first use). It records the
-/// fingerprint it saw so the client can pin it or explain a mismatch.
+/// known-hubs file has the hub; otherwise a chain the system's certificate
+/// authorities vouch for is taken as it is (nothing to pin), and any other
+/// certificate is taken on first use. It records the fingerprint of a
+/// certificate taken on trust so the client can pin it or explain a
+/// mismatch.
 #[derive(Debug)]
 pub(crate) struct PinVerifier {
     pub expected: Option<String>,
     pub seen: Mutex<Option<String>>,
     provider: Arc<CryptoProvider>,
+    /// The system's roots (SSL_CERT_FILE and SSL_CERT_DIR are honoured);
+    /// None where there are none.
+    authority: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+}
+
+/// A verifier for chains from the system's certificate authorities.
+fn system_authority(provider: Arc<CryptoProvider>) -> Option<Arc<rustls::client::WebPkiServerVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return None;
+    }
+    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().ok()
 }
 
 impl ServerCertVerifier for PinVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        // A pin, once made, stays the test: a hub the user pinned keeps it.
+        if let (None, Some(authority)) = (&self.expected, &self.authority) {
+            if authority.verify_server_cert(end_entity, intermediates, name, ocsp, now).is_ok() {
+                return Ok(ServerCertVerified::assertion());
+            }
+        }
         let fp = fingerprint(end_entity);
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(fp.clone());
         match &self.expected {
@@ -196,7 +220,9 @@ pub(crate) fn client_config(trust: &Trust, hub: &str) -> Result<(rustls::ClientC
         rustls::ClientConfig::builder_with_provider(provider()).with_protocol_versions(&[&rustls::version::TLS13]).map_err(|e| NetError::Tls(e.to_string()))?;
     let (mut cfg, pin) = match trust {
         Trust::KnownHubs(file) => {
-            let v = Arc::new(PinVerifier { expected: known_fingerprint(file, hub), seen: Mutex::new(None), provider: provider() });
+            let expected = known_fingerprint(file, hub);
+            let authority = if expected.is_none() { system_authority(provider()) } else { None };
+            let v = Arc::new(PinVerifier { expected, seen: Mutex::new(None), provider: provider(), authority });
             (builder.dangerous().with_custom_certificate_verifier(v.clone()).with_no_client_auth(), Some(v))
         }
         Trust::CaBundle(pem) => {
