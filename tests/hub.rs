@@ -323,3 +323,39 @@ fn a_push_that_does_not_fit_on_the_hub_fails_naming_the_lack_of_space_and_loses_
     assert_eq!(log.as_array().unwrap().len(), 1);
     assert_eq!(log[0]["revision"], fits["head"]);
 }
+
+#[test]
+fn exit_codes_tell_a_conflict_from_not_found_from_a_hub_that_cannot_be_reached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let token = hub.token("org/*", "write");
+    let code = |o: std::process::Output| o.status.code().unwrap();
+    // Usage.
+    let a = tmp.path().join("a");
+    ok(ferry(&a).arg("init"));
+    assert_eq!(code(fails(ferry(&a).arg("no-such-command"))), 2);
+    // Not found, locally and on the hub (and forbidden reads the same).
+    assert_eq!(code(fails(ferry(&a).args(["log", "org/none"]))), 4);
+    assert_eq!(code(fails(client(&a, Some(&token)).args(["pull", &hub.addr, "org/none"]))), 4);
+    let src = tmp.path().join("src");
+    write(&src, "f.bin", &noise(100_000, 1));
+    ok(ferry(&a).args(["commit", "org/m"]).arg(&src).args(["-m", "a"]));
+    assert_eq!(code(fails(client(&a, Some(&token)).args(["push", &hub.addr, "other/m"]))), 4);
+    // A conflict: two stores with diverging histories push the same branch.
+    ok(client(&a, Some(&token)).args(["push", &hub.addr, "org/m"]));
+    let b = tmp.path().join("b");
+    ok(ferry(&b).arg("init"));
+    write(&src, "f.bin", &noise(100_000, 2));
+    ok(ferry(&b).args(["commit", "org/m"]).arg(&src).args(["-m", "b"]));
+    let refused = fails(client(&b, Some(&token)).args(["push", &hub.addr, "org/m"]));
+    assert_eq!(code(refused), 3);
+    // Nothing listening: retried, then "try again later".
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let out = fails(client(&a, Some(&token)).args(["push", &closed, "org/m"]));
+    assert!(stderr(&out).contains("retrying"), "{}", stderr(&out));
+    assert_eq!(code(out), 5);
+    // Anything else (here: no store there) is a plain failure.
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    assert_eq!(code(fails(ferry(&broken).args(["fsck"]))), 1);
+}

@@ -8,6 +8,7 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 mod commands;
+mod exit;
 mod net;
 mod output;
 mod progress;
@@ -96,7 +97,7 @@ fn main() -> ExitCode {
                 output::json_line(&ErrorReport { error: error.clone() });
             }
             eprintln!("ferry: error: {error}");
-            ExitCode::FAILURE
+            exit::of(&e)
         }
     }
 }

@@ -34,7 +34,7 @@ impl Report for Checked {
     }
 
     fn status(&self) -> Result<ExitCode> {
-        Ok(if self.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Ok(if self.ok { ExitCode::SUCCESS } else { ExitCode::from(crate::exit::CORRUPT) })
     }
 }
 

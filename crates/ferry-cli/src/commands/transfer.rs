@@ -76,32 +76,52 @@ impl Report for Transferred {
 pub fn push(store: &Path, args: PushArgs, json: bool) -> Result<Transferred> {
     let store = Arc::new(Store::open(store)?);
     let PushArgs { hub, repo, branch, net } = args;
-    transfer(json, "pushed", &hub, &net, async |client, bar| ferry_transfer::push(client, &store, &ferry_transfer::PushOptions { repo, branch }, bar).await)
+    let opts = ferry_transfer::PushOptions { repo, branch };
+    transfer(json, "pushed", &hub, &net, async |client, bar| ferry_transfer::push(client, &store, &opts, bar).await)
 }
 
 pub fn pull(store: &Path, args: PullArgs, json: bool) -> Result<Transferred> {
     let store = Arc::new(Store::open(store)?);
     let PullArgs { hub, repo, branch, include, net } = args;
-    transfer(json, "pulled", &hub, &net, async |client, bar| {
-        ferry_transfer::pull(client, &store, &ferry_transfer::PullOptions { repo, branch, include }, bar).await
-    })
+    let opts = ferry_transfer::PullOptions { repo, branch, include };
+    transfer(json, "pulled", &hub, &net, async |client, bar| ferry_transfer::pull(client, &store, &opts, bar).await)
 }
+
+/// Attempts at a push or pull that fails for a reason that may pass (the
+/// hub unreachable or busy, the connection lost); each resumes where the
+/// last stopped.
+const ATTEMPTS: u32 = 3;
 
 fn transfer(
     json: bool,
     verb: &'static str,
     hub: &str,
     net: &NetArgs,
-    op: impl AsyncFnOnce(&ferry_net::Client, &progress::Transfer) -> Result<ferry_transfer::Transfer, ferry_transfer::Error>,
+    op: impl AsyncFn(&ferry_net::Client, &progress::Transfer) -> Result<ferry_transfer::Transfer, ferry_transfer::Error>,
 ) -> Result<Transferred> {
     let started = std::time::Instant::now();
     let transfer = runtime()?.block_on(async {
-        let client = crate::net::connect(&net.options(hub)).await?;
-        let bar = progress::Transfer::new(json);
-        let t = op(&client, &bar).await;
-        client.close().await;
-        bar.finish();
-        anyhow::Ok(t?)
+        let mut attempt = 1;
+        loop {
+            let res = async {
+                let client = crate::net::connect(&net.options(hub)).await?;
+                let bar = progress::Transfer::new(json);
+                let t = op(&client, &bar).await;
+                client.close().await;
+                bar.finish();
+                t
+            }
+            .await;
+            match res {
+                Err(e) if attempt < ATTEMPTS && crate::exit::is_transient(&e) => {
+                    let wait = std::time::Duration::from_secs(1 << attempt);
+                    crate::output::stderr_line(&format!("ferry: {e}; retrying in {}s (attempt {} of {ATTEMPTS})", wait.as_secs(), attempt + 1));
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                res => break res,
+            }
+        }
     })?;
     Ok(Transferred { verb, transfer, seconds: started.elapsed().as_secs_f64() })
 }
