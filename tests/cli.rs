@@ -281,3 +281,48 @@ fn a_full_disk_fails_the_commit_cleanly_and_keeps_earlier_revisions() {
     ok(ferry(&store).args(["export", "org/x"]).arg(&out));
     assert_eq!(read_tree(&out), read_tree(&small));
 }
+
+#[test]
+fn a_token_pattern_that_can_never_match_is_refused_with_the_one_meant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    ok(ferry(&store).arg("init"));
+    let out = fails(ferry(&store).args(["token", "create", "--repo", "*", "--scope", "read"]));
+    assert!(stderr(&out).contains("did you mean \"*/*\""), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2));
+    ok(ferry(&store).args(["token", "create", "--repo", "*/*", "--scope", "read"]));
+}
+
+#[test]
+fn log_shows_human_times_and_takes_the_author_from_git() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let gitconfig = tmp.path().join("gitconfig");
+    std::fs::write(&gitconfig, "[user]\n\tname = Ada Lovelace\n\temail = ada@example.com\n").unwrap();
+    ok(ferry(&store).arg("init"));
+    ok(ferry(&store).args(["commit", "org/m"]).arg(&src).args(["-m", "one"]).env_remove("FERRY_AUTHOR").env("GIT_CONFIG_GLOBAL", &gitconfig));
+    let text = ok(ferry(&store).args(["log", "org/m"]));
+    assert!(text.contains("author   Ada Lovelace <ada@example.com>"), "{text}");
+    let year = text.lines().find_map(|l| l.strip_prefix("time     ")).unwrap();
+    assert!(year.ends_with(" UTC") && year.starts_with("20"), "{text}");
+    let j = json(&ok(ferry(&store).args(["--json", "log", "org/m"])));
+    assert!(j[0]["time"].is_i64(), "the JSON keeps Unix seconds: {j}");
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_definitions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(ferry(&store).args(["completions", shell]));
+        assert!(script.contains("commit") && script.contains("--http"), "{shell}: {script}");
+    }
+    let man = tmp.path().join("man");
+    ok(ferry(&store).arg("manpages").arg(&man));
+    let serve = std::fs::read_to_string(man.join("ferry-serve.1")).unwrap();
+    assert!(serve.contains("memory\\-budget\\-mib") || serve.contains("memory-budget-mib"), "{serve}");
+    assert!(man.join("ferry.1").exists());
+}

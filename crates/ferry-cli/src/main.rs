@@ -24,7 +24,7 @@ use crate::commands::*;
 use crate::output::{finish, ErrorReport};
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Stores and moves large ML artifacts by content-defined chunks")]
+#[command(name = "ferry", version, about = "Stores and moves large ML artifacts by content-defined chunks", after_help = EXAMPLES)]
 struct Cli {
     /// The store directory (default: FERRY_STORE, else a per-user data directory).
     #[arg(long, global = true, env = "FERRY_STORE")]
@@ -35,6 +35,19 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+const EXAMPLES: &str = "Examples:
+  ferry --store ./store init
+  ferry --store ./store commit org/llama-ft ./checkpoint-1000 -m \"step 1000\"
+  ferry --store ./store log org/llama-ft
+  ferry --store ./store export org/llama-ft@main ./out
+  ferry --store /srv/hub serve --listen 0.0.0.0:4433 --http 0.0.0.0:8080
+  FERRY_TOKEN=fy_... ferry --store ./store push hub.example:4433 org/llama-ft
+  ferry completions bash > /etc/bash_completion.d/ferry
+
+Exit codes: 0 success, 1 failure, 2 usage, 3 conflict, 4 not found or
+forbidden, 5 hub unreachable or busy (after retries), 6 data fails
+verification.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -79,6 +92,16 @@ enum Command {
     Branch {
         #[command(subcommand)]
         action: branch::BranchAction,
+    },
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (ferry.1 and one per command) into a directory.
+    Manpages {
+        /// Where to write them.
+        dir: PathBuf,
     },
 }
 
@@ -131,5 +154,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gc => finish(json, gc::run(&open()?)?),
         Command::Repos => finish(json, repos::run(&open()?)?),
         Command::Branch { action } => finish(json, branch::run(&open()?, action)?),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "ferry", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpages { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir).with_context(|| dir.display().to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

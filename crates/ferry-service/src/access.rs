@@ -149,6 +149,18 @@ impl AccessFile {
         if repo_glob(repo).is_err() {
             return Err(ServiceError::new(ErrorCode::BadRequest, format!("{repo:?} is not a valid repository pattern")));
         }
+        // `*` does not cross `/`, and every name is owner/name.
+        if repo.split('/').count() != 2 {
+            let meant = match repo {
+                "*" | "**" => "\"*/*\"".to_owned(),
+                r if !r.contains('/') => format!("\"{r}/*\" or \"*/{r}\""),
+                _ => "a pattern with one / (such as \"org/*\" or \"*/*\")".to_owned(),
+            };
+            return Err(ServiceError::new(
+                ErrorCode::BadRequest,
+                format!("the pattern {repo:?} can never match a repository (names are owner/name): did you mean {meant}?"),
+            ));
+        }
         let mut rnd = [0u8; 40];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut rnd).map_err(|_| ServiceError::internal("no randomness"))?;
         let id = hex::encode(&rnd[..8]);

@@ -21,7 +21,8 @@ pub struct Args {
     /// Branch to move to the new revision.
     #[arg(long, default_value = "main")]
     branch: String,
-    /// Author recorded in the revision (default: FERRY_AUTHOR, else $USER).
+    /// Author recorded in the revision (default: FERRY_AUTHOR, else git's
+    /// user.name and user.email, else $USER).
     #[arg(long, env = "FERRY_AUTHOR")]
     author: Option<String>,
     /// Store the content of symlinked files instead of refusing symlinks.
@@ -62,7 +63,7 @@ impl Report for Committed {
 
 pub fn run(store: &Store, args: Args, json: bool) -> Result<Committed> {
     let Args { repo, dir, message, branch, author, follow_symlinks } = args;
-    let author = author.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
+    let author = author.or_else(default_author).unwrap_or_else(|| "unknown".into());
     let opts = ferry_store::CommitOptions { message, author, time: super::unix_now(), follow_symlinks };
     let bar = progress::Ingest::new(json);
     let started = std::time::Instant::now();
@@ -82,4 +83,19 @@ pub fn run(store: &Store, args: Args, json: bool) -> Result<Committed> {
         new_tree_nodes: t.new_nodes,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Who commits when neither --author nor FERRY_AUTHOR says: git's
+/// `user.name` (and `user.email`), else the login name.
+fn default_author() -> Option<String> {
+    let git = |key: &str| {
+        let out = std::process::Command::new("git").args(["config", "--get", key]).stderr(std::process::Stdio::null()).output().ok()?;
+        let v = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+        (out.status.success() && !v.is_empty()).then_some(v)
+    };
+    match (git("user.name"), git("user.email")) {
+        (Some(name), Some(email)) => Some(format!("{name} <{email}>")),
+        (Some(name), None) => Some(name),
+        _ => std::env::var("USER").ok(),
+    }
 }

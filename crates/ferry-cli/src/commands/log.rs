@@ -41,7 +41,7 @@ impl Report for History {
                     "revision {}\nauthor   {}\ntime     {}\nfiles    {} ({})\n\n    {}\n",
                     r.revision,
                     r.author,
-                    r.time,
+                    human_time(r.time),
                     r.files,
                     progress::bytes(r.bytes),
                     r.message
@@ -49,6 +49,12 @@ impl Report for History {
             })
             .collect()
     }
+}
+
+/// `2026-12-02 14:05:09 UTC` (the JSON keeps Unix seconds).
+fn human_time(secs: i64) -> String {
+    let iso = ferry_core::time::utc_iso8601(secs);
+    format!("{} {} UTC", &iso[..10], &iso[11..19])
 }
 
 pub fn run(store: &Store, args: Args) -> Result<History> {
