@@ -182,7 +182,7 @@ fn hub_commands_print_what_the_document_says() {
         ok(ferry(s).arg("init"));
     }
     let gc_log = tmp.path().join("eu.err");
-    let (eu, listening) = serve(&eu_store, &["--gc-every", "1s"], &gc_log);
+    let (eu, listening) = serve(&eu_store, &["--gc-every", "1s", "--http", "127.0.0.1:0"], &gc_log);
     agrees("serve: listening", &listening);
     let (us, _) = serve(&us_store, &[], &tmp.path().join("us.err"));
     let eu_token = eu.token("org/*", "write");
