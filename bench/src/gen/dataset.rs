@@ -231,18 +231,7 @@ const EDITED_ROWS: u64 = 10;
 /// Bytes appended, as a fraction of v0.
 const APPENDED: f64 = 0.05;
 
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
+use ferry_core::time::civil_from_days as civil;
 
 /// Row `id` as revision `revision` of its content: the id, uuid, time and
 /// source stay, the text, label and score change with the revision.

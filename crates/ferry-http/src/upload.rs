@@ -40,7 +40,8 @@ pub(crate) fn base_url(door: &Door, headers: &HeaderMap) -> String {
     format!("{}://{host}", if door.tls { "https" } else { "http" })
 }
 
-fn author(session: &Session) -> String {
+/// Who a revision made through the door is by: the token's id.
+pub(crate) fn author(session: &Session) -> String {
     match session.grant() {
         Grant::Token(id) => format!("token {id}"),
         Grant::Anonymous => "anonymous".into(),
