@@ -61,6 +61,7 @@ out["first_still"] = same_tree(FOLDER, hub.snapshot_download(REPO, revision=firs
 api.create_branch(REPO, branch="experiment", revision=first.oid)
 api.upload_file(path_or_fileobj=b"only on the branch\n", path_in_repo="branch.txt", repo_id=REPO, revision="experiment")
 out["branch_files"] = sorted(api.list_repo_files(REPO, revision="experiment"))
+out["refs"] = sorted(b.name for b in api.list_repo_refs(REPO).branches)
 out["main_files"] = sorted(api.list_repo_files(REPO))
 
 # A commit whose parent is no longer the head is refused.

@@ -289,6 +289,7 @@ fn huggingface_hub_uploads_through_the_door_and_a_second_version_stores_only_wha
     assert_eq!(v["first_still"], want, "the first version changed: {v}");
     assert_eq!(v["branch_files"], serde_json::json!(["README.md", "branch.txt", "config.json", "model.safetensors", "sub/tokenizer.json"]));
     assert_eq!(v["main_files"], want);
+    assert_eq!(v["refs"], serde_json::json!(["experiment", "main"]));
     assert_eq!(v["stale_parent"], 412, "a commit on a stale parent: {v}");
     // The large file shows as an LFS file, named by its SHA-256.
     let sum = ok(Command::new("sha256sum").arg(folder.join("model.safetensors")));

@@ -108,6 +108,17 @@ pub(crate) async fn repo_info(
     Ok(Json(info).into_response())
 }
 
+/// `GET /api/{models,datasets}/{owner}/{name}/refs`: the branches (ferry
+/// has no tags, converts or pull requests).
+pub(crate) async fn refs(State(door): State<Arc<Door>>, caller: Caller, Path(p): Path<Vec<(String, String)>>) -> Result<Response, HttpError> {
+    let repo = repo_of(&p)?;
+    let session = caller.session(&door).await?;
+    let refs = blocking(move || session.refs(&repo).map_err(|e| HttpError::from_service(e, Missing::Repo))).await?;
+    let branches: Vec<Value> =
+        refs.branches.iter().map(|(name, id)| json!({ "name": name, "ref": format!("refs/heads/{name}"), "targetCommit": commit_id(id) })).collect();
+    Ok(Json(json!({ "branches": branches, "converts": [], "tags": [], "pullRequests": [] })).into_response())
+}
+
 #[derive(Deserialize, Default)]
 pub(crate) struct TreeQuery {
     #[serde(default)]

@@ -122,6 +122,7 @@ pub fn router(service: Arc<HubService>, tls: bool) -> Router {
             .route(&format!("/api/{kind}/{{owner}}/{{name}}/commit/{{rev}}"), post(upload::commit))
             .route(&format!("/api/{kind}/{{owner}}/{{name}}/branch/{{branch}}"), post(upload::create_branch))
             .route(&format!("/api/{kind}/{{owner}}/{{name}}/xet-write-token/{{rev}}"), get(upload::no_xet))
+            .route(&format!("/api/{kind}/{{owner}}/{{name}}/refs"), get(hf::refs))
             .route(&format!("/api/{kind}/{{owner}}/{{name}}"), get(hf::repo_info))
             .route(&format!("/api/{kind}/{{owner}}/{{name}}/revision/{{rev}}"), get(hf::repo_info))
             .route(&format!("/api/{kind}/{{owner}}/{{name}}/tree/{{rev}}"), get(hf::tree))
