@@ -49,7 +49,10 @@ http=$(sed -nE 's/.*"http":"([^"]+)".*/\1/p' "$work/hub.out")
 
 # nginx serving the same file.
 port=$(( 20000 + RANDOM % 20000 ))
+# As root, nginx's workers would drop to a user that cannot read $work.
+user_line=""; [ "$(id -u)" = 0 ] && user_line="user root;"
 cat > "$work/nginx.conf" <<EOF
+$user_line
 worker_processes 1;
 pid $work/nginx.pid;
 error_log $work/nginx.err;
