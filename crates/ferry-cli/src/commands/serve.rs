@@ -250,7 +250,9 @@ pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
             res = &mut http_door => res?,
             _ = term.recv() => {
                 let _ = stop_tx.send(());
-                http_door.await?;
+                if http_addr.is_some() {
+                    http_door.await?;
+                }
             }
         }
         anyhow::Ok(())
