@@ -387,9 +387,13 @@ mod tests {
             entries: vec![f("a/b/c.bin"), f("a/b/d.bin"), f("a/e.bin"), f("z.bin")],
         };
         let paths = |v: Vec<Value>| v.iter().map(|e| format!("{}:{}", e["type"].as_str().unwrap(), e["path"].as_str().unwrap())).collect::<Vec<_>>();
-        assert_eq!(paths(list_tree(&rev, "", false)), ["directory:a", "file:z.bin"]);
-        assert_eq!(paths(list_tree(&rev, "a", false)), ["directory:a/b", "file:a/e.bin"]);
-        assert_eq!(paths(list_tree(&rev, "", true)), ["directory:a", "directory:a/b", "file:a/b/c.bin", "file:a/b/d.bin", "file:a/e.bin", "file:z.bin"]);
-        assert!(list_tree(&rev, "nope", true).is_empty());
+        let none = |_: &Entry| None;
+        assert_eq!(paths(list_tree(&rev, "", false, &none)), ["directory:a", "file:z.bin"]);
+        assert_eq!(paths(list_tree(&rev, "a", false, &none)), ["directory:a/b", "file:a/e.bin"]);
+        assert_eq!(
+            paths(list_tree(&rev, "", true, &none)),
+            ["directory:a", "directory:a/b", "file:a/b/c.bin", "file:a/b/d.bin", "file:a/e.bin", "file:z.bin"]
+        );
+        assert!(list_tree(&rev, "nope", true, &none).is_empty());
     }
 }
