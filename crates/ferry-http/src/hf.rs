@@ -390,10 +390,7 @@ mod tests {
         let none = |_: &Entry| None;
         assert_eq!(paths(list_tree(&rev, "", false, &none)), ["directory:a", "file:z.bin"]);
         assert_eq!(paths(list_tree(&rev, "a", false, &none)), ["directory:a/b", "file:a/e.bin"]);
-        assert_eq!(
-            paths(list_tree(&rev, "", true, &none)),
-            ["directory:a", "directory:a/b", "file:a/b/c.bin", "file:a/b/d.bin", "file:a/e.bin", "file:z.bin"]
-        );
+        assert_eq!(paths(list_tree(&rev, "", true, &none)), ["directory:a", "directory:a/b", "file:a/b/c.bin", "file:a/b/d.bin", "file:a/e.bin", "file:z.bin"]);
         assert!(list_tree(&rev, "nope", true, &none).is_empty());
     }
 }
