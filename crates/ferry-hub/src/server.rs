@@ -248,14 +248,14 @@ async fn quic_connection(hub: Arc<Door>, incoming: quinn::Incoming, place: Hands
     let outcome = handshake(&hub, peer, started, &mut recv, &mut send, || open_up(&hub, &conn, &mut windows)).await;
     let _ = send.finish();
     drop(place);
-    let (grant, _slot) = match outcome {
+    let (grant, _slot, key) = match outcome {
         Ok(admitted) => admitted,
         Err(refused) => {
             close_refused(&conn, &refused).await;
             return Ok(());
         }
     };
-    let session = Arc::new(hub.service.session(grant));
+    let session = Arc::new(open_session(&hub, grant, key));
     let frames = Budget::connection();
     let activity = Arc::new(Activity::new());
     let revoked = {
@@ -384,8 +384,8 @@ async fn tcp_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let mut r = tokio::io::BufReader::new(r);
     let outcome = handshake(hub, peer, started, &mut r, w, || true).await;
     drop(place);
-    let Ok((grant, _slot)) = outcome else { return Ok(()) };
-    let session = Arc::new(hub.service.session(grant));
+    let Ok((grant, _slot, key)) = outcome else { return Ok(()) };
+    let session = Arc::new(open_session(hub, grant, key));
     let frames = Budget::connection();
     let revoked = session_revoked(&session);
     tokio::pin!(revoked);
@@ -469,7 +469,7 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     r: &mut R,
     w: &mut W,
     admitted: impl FnOnce() -> bool,
-) -> Result<(Grant, OwnedSemaphorePermit), Refused> {
+) -> Result<(Grant, OwnedSemaphorePermit, Option<String>), Refused> {
     let refuse = |code, message: String| Message::Error { code, message };
     let left = HELLO_DEADLINE.saturating_sub(started.elapsed());
     let hello = match tokio::time::timeout(left, read_message_within(r, &Impatient, MAX_HELLO_LEN)).await {
@@ -480,7 +480,7 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         Ok(Err(_)) => return Err(None),
     };
     let reply = match hello {
-        Ok(Message::Hello { versions, token, .. }) => {
+        Ok(Message::Hello { versions, token, client }) => {
             if !versions.contains(&ferry_proto::VERSION) {
                 Err(refuse(
                     ErrorCode::UnsupportedVersion,
@@ -490,7 +490,7 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 match hub.service.authenticate(&token, peer).await {
                     Err(e) => Err(refusal(e)),
                     Ok(grant) => match hub.connections.clone().try_acquire_owned() {
-                        Ok(slot) if admitted() => Ok((grant, slot)),
+                        Ok(slot) if admitted() => Ok((grant, slot, session_key(&client))),
                         Ok(_) => Err(refuse(ErrorCode::RateLimited, "the hub is busy: its memory budget is spent; retry in a moment".into())),
                         Err(_) => Err(refuse(
                             ErrorCode::RateLimited,
@@ -520,6 +520,21 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             let _ = w.flush().await;
             Err(Some(msg))
         }
+    }
+}
+
+/// The session a Hello names in its `client` text (`session=<hex>`, 16 to
+/// 64 hex digits): the connections of one client share what they were
+/// shown (wire.md §5).
+fn session_key(client: &str) -> Option<String> {
+    let key = client.split_whitespace().find_map(|w| w.strip_prefix("session="))?;
+    ((16..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_hexdigit())).then(|| key.to_owned())
+}
+
+fn open_session(hub: &Door, grant: Grant, key: Option<String>) -> Session {
+    match key {
+        Some(k) => hub.service.shared_session(grant, &k),
+        None => hub.service.session(grant),
     }
 }
 

@@ -74,6 +74,16 @@ pub struct Client {
     chunk_bytes: AtomicU64,
     /// The certificate fingerprint this connect pinned on first use.
     pinned: Option<String>,
+    /// Names this client's session in every Hello, so that the hub lets
+    /// all its connections (a TCP pool) read what any of them was shown.
+    session_key: String,
+}
+
+/// A random session name for a client's Hellos.
+fn new_session_key() -> String {
+    let mut k = [0u8; 16];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k);
+    hex::encode(k)
 }
 
 fn lost(e: impl std::fmt::Display) -> NetError {
@@ -130,6 +140,7 @@ impl Client {
                         received: 0.into(),
                         chunk_bytes: 0.into(),
                         pinned,
+                        session_key: new_session_key(),
                     };
                     client.hello_quic().await?;
                     return Ok(client);
@@ -154,6 +165,7 @@ impl Client {
             received: 0.into(),
             chunk_bytes: 0.into(),
             pinned: None,
+            session_key: new_session_key(),
         };
         match client.open_tcp().await {
             Ok(s) => {
@@ -195,7 +207,8 @@ impl Client {
     }
 
     fn hello(&self) -> Message {
-        Message::Hello { versions: vec![ferry_proto::VERSION], token: self.token.clone(), client: format!("ferry/{}", env!("CARGO_PKG_VERSION")) }
+        let client = format!("ferry/{} session={}", env!("CARGO_PKG_VERSION"), self.session_key);
+        Message::Hello { versions: vec![ferry_proto::VERSION], token: self.token.clone(), client }
     }
 
     async fn hello_quic(&self) -> Result<()> {

@@ -35,6 +35,9 @@ pub struct HubService {
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     max_failures: u32,
     counters: Counters,
+    /// What the sessions a client names in its Hellos were shown, shared
+    /// by all its connections while any is open (by grant and session).
+    shown: Mutex<HashMap<(String, String), std::sync::Weak<Mutex<Admitted>>>>,
 }
 
 /// What the service has done since it started, for a door's metrics.
@@ -53,7 +56,14 @@ pub struct Counters {
 impl HubService {
     /// A service over `store`, deciding access with `authorizer`.
     pub fn new(store: Arc<Store>, authorizer: Arc<dyn Authorizer>) -> HubService {
-        HubService { store, authorizer, failures: Mutex::new(HashMap::new()), max_failures: DEFAULT_MAX_AUTH_FAILURES, counters: Counters::default() }
+        HubService {
+            store,
+            authorizer,
+            failures: Mutex::new(HashMap::new()),
+            max_failures: DEFAULT_MAX_AUTH_FAILURES,
+            counters: Counters::default(),
+            shown: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Sets how many failed tokens an address may present per minute.
@@ -88,7 +98,32 @@ impl HubService {
     /// A session for a caller that authenticated as `grant`. What the
     /// session pins stays safe from gc until it is dropped.
     pub fn session(self: &Arc<Self>, grant: Grant) -> Session {
-        Session { pins: self.store.pin(), service: self.clone(), grant, admitted: Mutex::new(Admitted::default()) }
+        Session { pins: self.store.pin(), service: self.clone(), grant, admitted: Arc::new(Mutex::new(Admitted::default())) }
+    }
+
+    /// A session that shares what it is shown (what it may read by id)
+    /// with the caller's other sessions of the same grant that name the
+    /// same `key`: the connections of one client (a TCP client's pool).
+    /// Sharing within a grant reveals nothing: every object admitted was
+    /// reachable from a repository that grant may read.
+    pub fn shared_session(self: &Arc<Self>, grant: Grant, key: &str) -> Session {
+        let name = match &grant {
+            Grant::Anonymous => String::new(),
+            Grant::Token(id) => id.clone(),
+            Grant::Trusted => return self.session(grant),
+        };
+        let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        shown.retain(|_, w| w.strong_count() > 0);
+        let k = (name, key.to_owned());
+        let admitted = match shown.get(&k).and_then(std::sync::Weak::upgrade) {
+            Some(a) => a,
+            None => {
+                let a = Arc::new(Mutex::new(Admitted::default()));
+                shown.insert(k, Arc::downgrade(&a));
+                a
+            }
+        };
+        Session { pins: self.store.pin(), service: self.clone(), grant, admitted }
     }
 
     /// What the service has done since it started.
@@ -187,7 +222,7 @@ pub struct Session {
     pub(crate) service: Arc<HubService>,
     grant: Grant,
     pub(crate) pins: PinHandle,
-    admitted: Mutex<Admitted>,
+    admitted: Arc<Mutex<Admitted>>,
 }
 
 impl Session {

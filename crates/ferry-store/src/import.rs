@@ -55,7 +55,7 @@ impl WriteSession<'_> {
             batch_ids.insert(*id);
             batch.put_cf(trees, id.as_bytes(), enc);
         }
-        write(&store.db, batch, Durability::Buffered)?;
+        store.unlogged(|| write(&store.db, batch, Durability::Buffered))?;
         Ok(decoded.into_iter().map(|x| x.0).collect())
     }
 

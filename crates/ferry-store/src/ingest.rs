@@ -287,7 +287,7 @@ impl WriteSession<'_> {
             }
         }
         if new > 0 {
-            write(&self.store.db, batch, Durability::Buffered)?;
+            self.store.unlogged(|| write(&self.store.db, batch, Durability::Buffered))?;
         }
         Ok(new)
     }

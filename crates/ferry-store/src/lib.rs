@@ -83,6 +83,11 @@ pub struct Store {
     path: PathBuf,
     /// Writers share it; gc takes it exclusively.
     pub(crate) gc_guard: RwLock<()>,
+    /// Writes that skip the WAL (records, index entries, tree nodes) share
+    /// it; `sync` takes it exclusively, so nothing lands between its flush
+    /// of the records and its flush of the entries and nodes (an entry or
+    /// node made durable without the records it names).
+    pub(crate) unlogged_writes: RwLock<()>,
     /// Serialises branch compare-and-swap within the process (RocksDB's own
     /// lock keeps other processes out of the store entirely).
     pub(crate) branch_lock: Mutex<()>,
@@ -296,6 +301,7 @@ impl Store {
             db,
             path: path.to_owned(),
             gc_guard: RwLock::new(()),
+            unlogged_writes: RwLock::new(()),
             branch_lock: Mutex::new(()),
             live_pins: Default::default(),
             ref_seq: AtomicU64::new(0),
@@ -361,14 +367,23 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let locations = self.backend.put(records)?;
-        let mut batch = WriteBatch::default();
-        self.index.batch_put(&mut batch, records, locations);
-        write(&self.db, batch, Durability::Buffered)
+        self.unlogged(|| {
+            let locations = self.backend.put(records)?;
+            let mut batch = WriteBatch::default();
+            self.index.batch_put(&mut batch, records, locations);
+            write(&self.db, batch, Durability::Buffered)
+        })
+    }
+
+    /// Runs a write that skips the WAL (made durable by `sync`).
+    pub(crate) fn unlogged<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _shared = self.unlogged_writes.read().unwrap_or_else(|p| p.into_inner());
+        f()
     }
 
     /// Makes every chunk and tree node written so far durable.
     pub fn sync(&self) -> Result<()> {
+        let _alone = self.unlogged_writes.write().unwrap_or_else(|p| p.into_inner());
         // Records before the entries that name them.
         self.backend.sync()?;
         flush(&self.db, &[CF_CHUNK_INDEX, CF_TREES])
