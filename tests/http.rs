@@ -426,3 +426,47 @@ fn the_rest_api_serves_a_hub_server_that_keeps_its_bytes_in_ferry() {
     // Errors are JSON with a stable code.
     assert_eq!(body(&curl(&["-H", "Authorization: Bearer wrong", &api("/repos")]))["code"], "unauthorized");
 }
+
+#[test]
+fn a_pushed_file_gets_its_sha256_and_serves_as_an_lfs_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, http, token) = empty_hub(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("model.bin"), ferry_testkit::noise(11 << 20, 31)).unwrap();
+    let local = dir.path().join("local");
+    ok(ferry(&local).arg("init"));
+    ok(ferry(&local).args(["commit", "org/pushed"]).arg(&src).args(["-m", "v1"]));
+    ok(ferry_tests::client(&local, Some(&token)).args(["push", &hub.addr, "org/pushed"]));
+    let sum = ok(Command::new("sha256sum").arg(src.join("model.bin")));
+    let sha = sum.split_whitespace().next().unwrap();
+    // The hub hashes pushed files in the background: soon the Hub's
+    // clients see an LFS file named by its SHA-256.
+    let auth = format!("Authorization: Bearer {token}");
+    let url = format!("http://{http}/org/pushed/resolve/main/model.bin");
+    let started = Instant::now();
+    loop {
+        let head = curl(&["-I", "-H", &auth, &url]);
+        if head.header("x-linked-etag") == Some(&format!("\"{sha}\"")) {
+            assert_eq!(head.header("x-linked-size"), Some("11534336"));
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no SHA-256 for a pushed file: {:?}", head.headers);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // And Git LFS can fetch it by that name.
+    let batch = serde_json::json!({ "operation": "download", "objects": [{ "oid": sha, "size": 11534336 }] });
+    let a = curl(&[
+        "-H",
+        &auth,
+        "-H",
+        "content-type: application/vnd.git-lfs+json",
+        "--data",
+        &batch.to_string(),
+        &format!("http://{http}/org/pushed.git/info/lfs/objects/batch"),
+    ]);
+    let v = json(&String::from_utf8_lossy(&a.body));
+    let href = v["objects"][0]["actions"]["download"]["href"].as_str().unwrap_or_else(|| panic!("{v}")).to_owned();
+    let got = curl(&[&href]);
+    assert!(got.body == std::fs::read(src.join("model.bin")).unwrap());
+}

@@ -38,6 +38,8 @@ pub struct HubService {
     /// What the sessions a client names in its Hellos were shown, shared
     /// by all its connections while any is open (by grant and session).
     shown: Mutex<HashMap<(String, String), std::sync::Weak<Mutex<Admitted>>>>,
+    /// Files whose SHA-256 is still to be computed (`with_sha256_backfill`).
+    backfill: Option<Mutex<std::sync::mpsc::Sender<Id>>>,
 }
 
 /// What the service has done since it started, for a door's metrics.
@@ -63,6 +65,7 @@ impl HubService {
             max_failures: DEFAULT_MAX_AUTH_FAILURES,
             counters: Counters::default(),
             shown: Mutex::new(HashMap::new()),
+            backfill: None,
         }
     }
 
@@ -124,6 +127,38 @@ impl HubService {
             }
         };
         Session { pins: self.store.pin(), service: self.clone(), grant, admitted }
+    }
+
+    /// Computes, one file at a time on a thread of its own, the SHA-256 of
+    /// every file a branch move publishes without one (pushed or mirrored
+    /// files): the name the Hugging Face Hub and Git LFS give a file. A hub
+    /// turns it on; a local store has no use for it.
+    pub fn with_sha256_backfill(mut self) -> HubService {
+        let (tx, rx) = std::sync::mpsc::channel::<Id>();
+        let store = self.store.clone();
+        let spawned = std::thread::Builder::new().name("sha256-backfill".into()).spawn(move || {
+            for file in rx {
+                if let Err(e) = backfill_sha256(&store, &file) {
+                    tracing::debug!("no SHA-256 for file {file}: {e}");
+                }
+            }
+        });
+        if spawned.is_ok() {
+            self.backfill = Some(Mutex::new(tx));
+        }
+        self
+    }
+
+    /// Queues the files of revision `id` that have no SHA-256 yet.
+    fn queue_backfill(&self, id: &Id) {
+        let Some(tx) = &self.backfill else { return };
+        let Ok(rev) = self.store.revision(id) else { return };
+        let tx = tx.lock().unwrap_or_else(|p| p.into_inner());
+        for e in rev.entries {
+            if matches!(self.store.sha256_of(&e.file_id), Ok(None)) {
+                let _ = tx.send(e.file_id);
+            }
+        }
     }
 
     /// What the service has done since it started.
@@ -441,6 +476,7 @@ impl Session {
         self.check_write(repo)?;
         let revs = decode_revisions(revisions)?;
         self.store().write_session().publish(repo, branch, expected, new, &revs)?;
+        self.service.queue_backfill(&new);
         Ok(())
     }
 
@@ -667,6 +703,29 @@ impl<'a> Readable<'a> {
             None => Ok(newest),
         }
     }
+}
+
+/// Reads a stored file whole (every chunk verified) and records its
+/// SHA-256, unless it has one.
+fn backfill_sha256(store: &Store, file: &Id) -> Result<(), ferry_store::StoreError> {
+    if store.sha256_of(file)?.is_some() {
+        return Ok(());
+    }
+    struct Hashing(ring::digest::Context);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.update(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let size = store.node(file)?.size();
+    let mut h = Hashing(ring::digest::Context::new(&ring::digest::SHA256));
+    store.read_range(file, size, 0, size, &mut h, &())?;
+    let sha: ferry_store::Sha256 = h.0.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
+    store.record_sha256(file, &sha)
 }
 
 /// Chunk records read from the store in one batched lookup: enough to keep

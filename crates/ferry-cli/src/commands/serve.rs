@@ -178,7 +178,8 @@ pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
     let access = Arc::new(ferry_service::Access::for_store(store.path()));
     // An unreadable access file stops the hub before it listens.
     access.current()?;
-    let service = Arc::new(ferry_service::HubService::new(store.clone(), access));
+    // Pushed and mirrored files get the SHA-256 the HTTP door names them by.
+    let service = Arc::new(ferry_service::HubService::new(store.clone(), access).with_sha256_backfill());
     let listening = |addr: SocketAddr, http: Option<SocketAddr>| Listening {
         listen: addr.to_string(),
         http: http.map(|a| a.to_string()),
