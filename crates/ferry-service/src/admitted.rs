@@ -104,12 +104,6 @@ impl Admitted {
     pub(crate) fn walked(&mut self, repo: &str, heads: &[Id]) {
         self.walked.entry(repo.to_owned()).or_default().extend(heads.iter().copied());
     }
-
-    /// Objects admitted (revisions, nodes, chunks): what the session's
-    /// reads cost in memory.
-    pub(crate) fn len(&self) -> usize {
-        self.revisions.len() + self.nodes.len() + self.chunks.len()
-    }
 }
 
 #[cfg(test)]

@@ -53,9 +53,7 @@ impl Session {
         self.pins.with(|p| p.node(ingested.file_id));
         let sha256: Sha256 = hashing.hash.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
         drop(session);
-        let counters = self.service.counters();
-        counters.chunks_stored.fetch_add(ingested.new_chunks, std::sync::atomic::Ordering::Relaxed);
-        counters.chunks_deduplicated.fetch_add(ingested.chunks - ingested.new_chunks, std::sync::atomic::Ordering::Relaxed);
+        self.service.counters().chunks_received(ingested.new_chunks, ingested.chunks - ingested.new_chunks);
         store.record_sha256(&ingested.file_id, &sha256)?;
         self.admit(|a| a.file(&ingested.file_id));
         Ok(StoredFile { file_id: ingested.file_id, size: ingested.size, sha256, new_chunks: ingested.new_chunks })
@@ -118,7 +116,8 @@ impl Session {
     }
 
     /// The SHA-256 of a file, if it is known (files stored through an
-    /// HTTP door; pushed ones once read through one).
+    /// HTTP door; pushed or mirrored ones once a hub's backfill hashed
+    /// them).
     pub fn sha256_of(&self, file_id: &Id) -> Result<Option<Sha256>> {
         Ok(self.store().sha256_of(file_id)?)
     }
@@ -151,7 +150,7 @@ impl Session {
     fn in_history(&self, repo: &str, file: &Id) -> Result<bool> {
         let heads: Vec<Id> = self.store().branches(repo)?.into_iter().map(|b| b.1).collect();
         let mut found = false;
-        self.store().walk_history(&heads, &[], usize::MAX, |_, rev, _| {
+        self.store().walk_history(&heads, &[], usize::MAX, |_, rev| {
             found |= rev.entries.iter().any(|e| e.file_id == *file);
             Ok::<_, ServiceError>(())
         })?;

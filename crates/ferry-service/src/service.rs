@@ -55,6 +55,14 @@ pub struct Counters {
     pub gc_millis: AtomicU64,
 }
 
+impl Counters {
+    /// Chunks a caller sent: `stored` new ones, `deduplicated` the hub held.
+    pub(crate) fn chunks_received(&self, stored: u64, deduplicated: u64) {
+        self.chunks_stored.fetch_add(stored, Ordering::Relaxed);
+        self.chunks_deduplicated.fetch_add(deduplicated, Ordering::Relaxed);
+    }
+}
+
 impl HubService {
     /// A service over `store`, deciding access with `authorizer`.
     pub fn new(store: Arc<Store>, authorizer: Arc<dyn Authorizer>) -> HubService {
@@ -444,9 +452,7 @@ impl Session {
         let mut present = store.has_chunks(&ids)?.into_iter();
         verified.retain(|_| !present.next().unwrap_or(false));
         session.put_records(&verified)?;
-        let counters = &self.service.counters;
-        counters.chunks_stored.fetch_add(verified.len() as u64, Ordering::Relaxed);
-        counters.chunks_deduplicated.fetch_add((ids.len() - verified.len()) as u64, Ordering::Relaxed);
+        self.service.counters.chunks_received(verified.len() as u64, (ids.len() - verified.len()) as u64);
         self.pins.with(|p| ids.iter().for_each(|id| p.chunk(id)));
         Ok(())
     }
@@ -493,8 +499,9 @@ impl Session {
         }
         let max = max.min(ferry_proto::message::MAX_REVISIONS);
         let mut out = Batcher::default();
-        self.store().walk_history(&reachable, until, max, |id, rev, bytes| {
+        self.store().walk_history(&reachable, until, max, |id, rev| {
             self.admit(|a| a.revision(&id, rev));
+            let bytes = rev.encode();
             let len = bytes.len();
             out.push(bytes, len).map_or(Ok(()), &mut *emit)
         })?;
@@ -582,18 +589,13 @@ impl Session {
         if unwalked.is_empty() {
             return Ok(false);
         }
-        self.store().walk_history(&unwalked, &[], usize::MAX, |rid, rev, _| {
+        self.store().walk_history(&unwalked, &[], usize::MAX, |rid, rev| {
             self.admit(|a| a.revision(&rid, rev));
             Ok::<_, ServiceError>(())
         })?;
         let mut a = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
         a.walked(repo, &unwalked);
         Ok(a.has_revision(id) && self.store().has_revision(id)?)
-    }
-
-    /// Objects this session may read by id (what its reads cost in memory).
-    pub fn admitted_objects(&self) -> usize {
-        self.admitted.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// A revision of `repo` named by a branch, a full revision id or a

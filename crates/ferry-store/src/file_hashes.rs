@@ -100,6 +100,9 @@ impl Store {
                 batch.delete_cf(cf, &k);
             }
         }
+        if batch.is_empty() {
+            return Ok(());
+        }
         write(&self.db, batch, Durability::Synced)
     }
 }

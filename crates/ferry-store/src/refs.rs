@@ -313,22 +313,16 @@ impl Store {
     /// sends when the other side has `until`. Unknown ids are skipped.
     pub fn history(&self, from: &[Id], until: &[Id], max: usize) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::new();
-        self.walk_history(from, until, max, |_, _, b| {
-            out.push(b);
+        self.walk_history(from, until, max, |_, rev| {
+            out.push(rev.encode());
             Ok::<_, StoreError>(())
         })?;
         Ok(out)
     }
 
-    /// Like `history`, handing each revision (id, decoded, encoded) to `f`
-    /// as it is read (an answer need not hold them all).
-    pub fn walk_history<E: From<StoreError>>(
-        &self,
-        from: &[Id],
-        until: &[Id],
-        max: usize,
-        mut f: impl FnMut(Id, &Revision, Vec<u8>) -> Result<(), E>,
-    ) -> Result<(), E> {
+    /// Like `history`, handing each revision (its id and itself) to `f` as
+    /// it is read (an answer need not hold them all).
+    pub fn walk_history<E: From<StoreError>>(&self, from: &[Id], until: &[Id], max: usize, mut f: impl FnMut(Id, &Revision) -> Result<(), E>) -> Result<(), E> {
         let until: std::collections::HashSet<&Id> = until.iter().collect();
         let mut seen = std::collections::HashSet::new();
         let mut queue: std::collections::VecDeque<Id> = from.iter().copied().collect();
@@ -347,8 +341,7 @@ impl Store {
             };
             queue.extend(rev.parents.iter().copied());
             sent += 1;
-            let bytes = rev.encode();
-            f(id, &rev, bytes)?;
+            f(id, &rev)?;
         }
         Ok(())
     }
