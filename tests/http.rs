@@ -64,20 +64,25 @@ fn curl(args: &[&str]) -> Answer {
     Answer { status, headers, body: out.stdout }
 }
 
+/// One of this directory's huggingface_hub scripts against the door.
+fn hf_script(script: &str, http: &str, repo: &str, folder: &Path, token: &str, extra: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(python());
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(script)).args([&format!("http://{http}"), repo]).arg(folder).arg(token).args(extra);
+    cmd.output().unwrap()
+}
+
+/// The JSON a script printed, once it succeeded.
+fn succeeded(out: std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "huggingface_hub failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    json(&String::from_utf8_lossy(&out.stdout))
+}
+
 #[test]
 fn huggingface_hub_downloads_a_repository_every_way_it_offers() {
     let dir = tempfile::tempdir().unwrap();
     let (hub, http, src) = hub_with_model(dir.path(), &[]);
     let token = hub.token("org/*", "read");
-    let out = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("hf_client.py"))
-        .args([&format!("http://{http}"), "org/model"])
-        .arg(&src)
-        .arg(&token)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "huggingface_hub failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let v = succeeded(hf_script("hf_client.py", &http, "org/model", &src, &token, &[]));
     let files = serde_json::json!(["config.json", "model.safetensors", "sub/notes with space.txt"]);
     assert_eq!(v["files"], files, "{v}");
     for way in ["snapshot", "by_commit", "local_dir", "dataset"] {
@@ -259,14 +264,7 @@ fn empty_hub(dir: &Path) -> (Hub, String, String) {
 }
 
 fn run_upload(http: &str, repo: &str, folder: &Path, token: &str, xet: bool) -> serde_json::Value {
-    let mut cmd = Command::new(python());
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("hf_upload.py")).args([&format!("http://{http}"), repo]).arg(folder).arg(token);
-    if xet {
-        cmd.arg("xet");
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "huggingface_hub failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    json(&String::from_utf8_lossy(&out.stdout))
+    succeeded(hf_script("hf_upload.py", http, repo, folder, token, if xet { &["xet"] } else { &[] }))
 }
 
 #[test]
@@ -309,14 +307,7 @@ fn huggingface_hub_uploads_through_the_door_and_a_second_version_stores_only_wha
     assert_eq!(v["first_download"], serde_json::json!(["config.json"]), "{v}");
     // A reader may not upload.
     let reader = hub.token("org/*", "read");
-    let out = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("hf_upload.py"))
-        .args([&format!("http://{http}"), "org/uploaded"])
-        .arg(&small)
-        .arg(&reader)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    assert!(!hf_script("hf_upload.py", &http, "org/uploaded", &small, &reader, &[]).status.success());
     // What the door stored passes fsck.
     let store = hub.store.clone();
     hub.kill();

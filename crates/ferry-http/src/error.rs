@@ -78,6 +78,11 @@ impl HttpError {
     }
 }
 
+/// `map_err` for a service call, where a "not found" means `what`.
+pub(crate) fn service_error(what: Missing) -> impl Fn(ServiceError) -> HttpError {
+    move |e| HttpError::from_service(e, what)
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.message, "code": self.code });

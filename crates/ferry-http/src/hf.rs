@@ -23,7 +23,7 @@ use ferry_service::Session;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{HttpError, Missing};
+use crate::error::{service_error, HttpError, Missing};
 use crate::{Caller, Door};
 
 /// A revision's id as the Hub's clients see it.
@@ -56,8 +56,8 @@ fn lfs_info(session: &Session, entry: &Entry) -> Option<LfsInfo> {
 
 /// The repository, checked readable, and the revision `rev` names in it.
 pub(crate) fn resolve(session: &Session, repo: &str, rev: &str) -> Result<(Id, Revision), HttpError> {
-    session.refs(repo).map_err(|e| HttpError::from_service(e, Missing::Repo))?;
-    session.resolve(repo, rev).map_err(|e| HttpError::from_service(e, Missing::Revision))
+    session.refs(repo).map_err(service_error(Missing::Repo))?;
+    session.resolve(repo, rev).map_err(service_error(Missing::Revision))
 }
 
 #[derive(Deserialize, Default)]
@@ -113,7 +113,7 @@ pub(crate) async fn repo_info(
 pub(crate) async fn refs(State(door): State<Arc<Door>>, caller: Caller, Path(p): Path<Vec<(String, String)>>) -> Result<Response, HttpError> {
     let repo = repo_of(&p)?;
     let session = caller.session(&door).await?;
-    let refs = blocking(move || session.refs(&repo).map_err(|e| HttpError::from_service(e, Missing::Repo))).await?;
+    let refs = blocking(move || session.refs(&repo).map_err(service_error(Missing::Repo))).await?;
     let branches: Vec<Value> =
         refs.branches.iter().map(|(name, id)| json!({ "name": name, "ref": format!("refs/heads/{name}"), "targetCommit": commit_id(id) })).collect();
     Ok(Json(json!({ "branches": branches, "converts": [], "tags": [], "pullRequests": [] })).into_response())

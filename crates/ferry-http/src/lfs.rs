@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{HttpError, Missing};
+use crate::error::{service_error, HttpError, Missing};
 use crate::hf::{blocking, param, repo_of};
 use crate::upload::{base_url, parse_sha256};
 use crate::{Caller, Door};
@@ -90,7 +90,7 @@ pub(crate) async fn batch(
         // A download is checked per object (a repository may hold LFS
         // objects and no revision yet).
         if upload {
-            session.check_write(&repo).map_err(|e| HttpError::from_service(e, Missing::Repo))?;
+            session.check_write(&repo).map_err(service_error(Missing::Repo))?;
         }
         let token_id = match session.grant() {
             Grant::Token(id) => id.clone(),
@@ -112,7 +112,7 @@ pub(crate) async fn batch(
                 continue;
             };
             if upload {
-                if session.has_lfs_object(&repo, &sha, o.size).map_err(|e| HttpError::from_service(e, Missing::Repo))? {
+                if session.has_lfs_object(&repo, &sha, o.size).map_err(service_error(Missing::Repo))? {
                     out.push(json!({ "oid": o.oid, "size": o.size }));
                 } else {
                     let mut verify = json!({ "href": format!("{objects_url}/verify") });
@@ -192,7 +192,7 @@ pub(crate) async fn put_object(
             format!("the body ({} bytes, SHA-256 {}) is not object {oid} of {} bytes", stored.size, hex::encode(stored.sha256), s.size),
         ));
     }
-    blocking(move || session.keep_lfs_object(&repo, &stored).map_err(|e| HttpError::from_service(e, Missing::Repo))).await?;
+    blocking(move || session.keep_lfs_object(&repo, &stored).map_err(service_error(Missing::Repo))).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -223,7 +223,7 @@ pub(crate) async fn store_body(door: &Arc<Door>, session: &Arc<Session>, repo: &
     }
     drop(tx);
     let stored = storing.await.map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    stored.map_err(|e| HttpError::from_service(e, Missing::Repo))
+    stored.map_err(service_error(Missing::Repo))
 }
 
 /// `GET .../info/lfs/objects/{oid}?...`: an object's bytes.
@@ -234,7 +234,7 @@ pub(crate) async fn get_object(State(door): State<Arc<Door>>, Path(p): Path<Vec<
     let session = Arc::new(door.signed_session("download", &repo, &oid, &s)?);
     let entry = {
         let session = session.clone();
-        blocking(move || session.lfs_object(&repo, &sha).map_err(|e| HttpError::from_service(e, Missing::Entry))).await?
+        blocking(move || session.lfs_object(&repo, &sha).map_err(service_error(Missing::Entry))).await?
     };
     let size = entry.size;
     let body = crate::hf::stream_file(door, session, entry, 0, size).await?;

@@ -214,7 +214,7 @@ impl Caller {
         let grant = if self.token.is_empty() {
             Grant::Anonymous
         } else {
-            door.service.authenticate(&self.token, self.peer).await.map_err(|e| HttpError::from_service(e, Missing::Repo))?
+            door.service.authenticate(&self.token, self.peer).await.map_err(error::service_error(Missing::Repo))?
         };
         Ok(door.service.session(grant))
     }

@@ -16,20 +16,16 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_core::revision::{Entry, Revision};
+use ferry_core::revision::Revision;
 use ferry_core::Id;
 use ferry_service::{ReposQuery, Session};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{HttpError, Missing};
+use crate::error::{service_error, HttpError, Missing};
 use crate::hf::{blocking, param, repo_of, resolve};
-use crate::upload::parse_sha256;
+use crate::upload::named_by_sha256;
 use crate::{Caller, Door};
-
-fn service_error(what: Missing) -> impl Fn(ferry_service::ServiceError) -> HttpError {
-    move |e| HttpError::from_service(e, what)
-}
 
 fn revision_json(session: &Session, id: &Id, rev: &Revision) -> Value {
     let files: Vec<Value> = rev
@@ -231,18 +227,10 @@ pub(crate) async fn commit(
             files.remove(path).ok_or_else(|| HttpError::missing(Missing::Entry, format!("no file {path:?} to delete")))?;
         }
         for (path, sha) in &req.files {
-            let object = session.lfs_object(&repo, &parse_sha256(sha)?).map_err(|_| {
-                HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, "incomplete", format!("{path}: no file with SHA-256 {sha} was uploaded to {repo}"))
-            })?;
-            files.insert(path.clone(), Entry { path: path.clone(), file_id: object.file_id, size: object.size, executable: false });
+            files.insert(path.clone(), named_by_sha256(&session, &repo, path, sha, None)?);
         }
-        let author = match session.grant() {
-            ferry_service::Grant::Token(id) => format!("token {id}"),
-            _ => "anonymous".into(),
-        };
-        let id =
-            session.commit_files(&repo, &req.branch, expected, &author, &req.message, files.into_values().collect()).map_err(service_error(Missing::Repo))?;
-        let (_, revision) = resolve(&session, &repo, &id.to_hex())?;
+        let (id, revision) =
+            session.commit_files(&repo, &req.branch, expected, &req.message, files.into_values().collect()).map_err(service_error(Missing::Repo))?;
         Ok(revision_json(&session, &id, &revision))
     })
     .await?;

@@ -15,12 +15,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use ferry_core::revision::Entry;
-use ferry_service::{Grant, Session};
+use ferry_service::Session;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{HttpError, Missing};
+use crate::error::{service_error, HttpError, Missing};
 use crate::hf::{blocking, commit_id, param, repo_of, resolve};
 use crate::{Caller, Door};
 
@@ -40,13 +40,21 @@ pub(crate) fn base_url(door: &Door, headers: &HeaderMap) -> String {
     format!("{}://{host}", if door.tls { "https" } else { "http" })
 }
 
-/// Who a revision made through the door is by: the token's id.
-pub(crate) fn author(session: &Session) -> String {
-    match session.grant() {
-        Grant::Token(id) => format!("token {id}"),
-        Grant::Anonymous => "anonymous".into(),
-        Grant::Trusted => "hub".into(),
+/// The file a commit names by SHA-256 for `path`: an object uploaded to
+/// `repo`, or a file of its history (422 if neither, or if it is not
+/// `size` bytes long).
+pub(crate) fn named_by_sha256(session: &Session, repo: &str, path: &str, oid: &str, size: Option<u64>) -> Result<Entry, HttpError> {
+    let object = session
+        .lfs_object(repo, &parse_sha256(oid)?)
+        .map_err(|_| HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, "incomplete", format!("{path}: no file with SHA-256 {oid} was uploaded to {repo}")))?;
+    if size.is_some_and(|s| s != object.size) {
+        return Err(HttpError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "size_mismatch",
+            format!("{path}: the file with SHA-256 {oid} has {} bytes, not {}", object.size, size.unwrap_or(0)),
+        ));
     }
+    Ok(Entry { path: path.to_owned(), file_id: object.file_id, size: object.size, executable: false })
 }
 
 #[derive(Deserialize)]
@@ -72,12 +80,12 @@ pub(crate) async fn create_repo(State(door): State<Arc<Door>>, caller: Caller, h
     let url = format!("{}/{prefix}{repo}", base_url(&door, &headers));
     let session = caller.session(&door).await?;
     blocking(move || {
-        session.check_write(&repo).map_err(|e| HttpError::from_service(e, Missing::Repo))?;
+        session.check_write(&repo).map_err(service_error(Missing::Repo))?;
         if session.refs(&repo).is_ok() {
             let body = json!({ "error": format!("{repo} already exists"), "url": url });
             return Ok((StatusCode::CONFLICT, Json(body)).into_response());
         }
-        session.commit_files(&repo, "main", None, &author(&session), "Create repository", Vec::new()).map_err(|e| HttpError::from_service(e, Missing::Repo))?;
+        session.commit_files(&repo, "main", None, "Create repository", Vec::new()).map_err(service_error(Missing::Repo))?;
         Ok(Json(json!({ "url": url, "name": repo, "id": repo })).into_response())
     })
     .await
@@ -119,7 +127,7 @@ pub(crate) async fn preupload(
 ) -> Result<Response, HttpError> {
     let repo = repo_of(&p)?;
     let session = caller.session(&door).await?;
-    blocking(move || session.check_write(&repo).map_err(|e| HttpError::from_service(e, Missing::Repo))).await?;
+    blocking(move || session.check_write(&repo).map_err(service_error(Missing::Repo))).await?;
     let files: Vec<Value> = req
         .files
         .iter()
@@ -176,7 +184,7 @@ pub(crate) async fn commit(
     let (parent, files) = {
         let (session, repo, branch) = (session.clone(), repo.clone(), branch.clone());
         blocking(move || {
-            session.check_write(&repo).map_err(|e| HttpError::from_service(e, Missing::Repo))?;
+            session.check_write(&repo).map_err(service_error(Missing::Repo))?;
             let head = session.store().branch(&repo, &branch).map_err(|e| HttpError::from_service(e.into(), Missing::Revision))?;
             let head =
                 head.ok_or_else(|| HttpError::missing(Missing::Revision, format!("{repo} has no branch {branch:?} (commits go to an existing branch)")))?;
@@ -207,25 +215,13 @@ pub(crate) async fn commit(
                 let bytes = base64::engine::general_purpose::STANDARD.decode(content.as_bytes()).map_err(|e| HttpError::bad_request(format!("{path}: {e}")))?;
                 door.metrics.received(bytes.len() as u64);
                 let (session, repo) = (session.clone(), repo.clone());
-                let stored =
-                    blocking(move || session.store_file(&repo, std::io::Cursor::new(bytes)).map_err(|e| HttpError::from_service(e, Missing::Repo))).await?;
+                let stored = blocking(move || session.store_file(&repo, std::io::Cursor::new(bytes)).map_err(service_error(Missing::Repo))).await?;
                 files.insert(path.clone(), Entry { path, file_id: stored.file_id, size: stored.size, executable: false });
             }
             CommitLine::LfsFile { path, oid, size } => {
-                let sha = parse_sha256(&oid)?;
-                let (session, repo2) = (session.clone(), repo.clone());
-                let object = blocking(move || Ok(session.lfs_object(&repo2, &sha))).await?;
-                let entry = object.map_err(|_| {
-                    HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, "incomplete", format!("{path}: LFS object {oid} was not uploaded to {repo}"))
-                })?;
-                if size.is_some_and(|s| s != entry.size) {
-                    return Err(HttpError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "size_mismatch",
-                        format!("{path}: LFS object {oid} has {} bytes, not {}", entry.size, size.unwrap_or(0)),
-                    ));
-                }
-                files.insert(path.clone(), Entry { path, file_id: entry.file_id, size: entry.size, executable: false });
+                let (session, repo) = (session.clone(), repo.clone());
+                let entry = blocking(move || named_by_sha256(&session, &repo, &path, &oid, size)).await?;
+                files.insert(entry.path.clone(), entry);
             }
             CommitLine::DeletedFile { path } => {
                 if files.remove(&path).is_none() {
@@ -249,11 +245,10 @@ pub(crate) async fn commit(
         }
     }
     let url = base_url(&door, &headers);
-    let id = {
+    let (id, _) = {
         let (session, repo, branch) = (session.clone(), repo.clone(), branch.clone());
         blocking(move || {
-            let author = author(&session);
-            session.commit_files(&repo, &branch, Some(parent), &author, &message, files.into_values().collect()).map_err(|e| match e.code {
+            session.commit_files(&repo, &branch, Some(parent), &message, files.into_values().collect()).map_err(|e| match e.code {
                 ferry_proto::ErrorCode::Conflict => HttpError::new(StatusCode::PRECONDITION_FAILED, "conflict", e.message),
                 _ => HttpError::from_service(e, Missing::Repo),
             })

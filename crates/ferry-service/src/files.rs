@@ -123,16 +123,22 @@ impl Session {
     }
 
     /// Publishes a revision of `repo` on `branch` from `expected` (the
-    /// parent) with `entries`, by compare-and-swap; returns its id.
-    pub fn commit_files(&self, repo: &str, branch: &str, expected: Option<Id>, author: &str, message: &str, entries: Vec<Entry>) -> Result<Id> {
+    /// parent) with `entries`, by compare-and-swap, authored by the
+    /// caller's token; returns it with its id.
+    pub fn commit_files(&self, repo: &str, branch: &str, expected: Option<Id>, message: &str, entries: Vec<Entry>) -> Result<(Id, Revision)> {
+        let author = match self.grant() {
+            crate::Grant::Token(id) => format!("token {id}"),
+            crate::Grant::Anonymous => "anonymous".to_owned(),
+            crate::Grant::Trusted => "hub".to_owned(),
+        };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let revision = Revision::new(expected.into_iter().collect(), author.to_owned(), now, message.to_owned(), entries)
+        let revision = Revision::new(expected.into_iter().collect(), author, now, message.to_owned(), entries)
             .map_err(|e| ServiceError::new(ErrorCode::BadRequest, e.to_string()))?;
         let bytes = revision.encode();
         let id = revision_id(&bytes);
         self.update_branch(repo, branch, expected, id, &[bytes])?;
         self.admit(|a| a.revision(&id, &revision));
-        Ok(id)
+        Ok((id, revision))
     }
 
     /// Deletes `branch` of `repo` if it is still at `expected`.
