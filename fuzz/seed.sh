@@ -12,6 +12,7 @@ import hashlib, json, os, sys
 root, fuzz = sys.argv[1], sys.argv[2]
 core = json.load(open(os.path.join(root, "protocol/vectors/core.json")))
 wire = json.load(open(os.path.join(root, "protocol/vectors/wire.json")))
+store = json.load(open(os.path.join(root, "protocol/vectors/store.json")))
 counts = {}
 
 def seed(target, data):
@@ -69,6 +70,10 @@ doc = {"tokens": [{"id": "ab", "hash": empty, "repo": "org/*", "scope": "write",
 for tok in (b"fy_ab_", b"fy_cd_", b"fy_ab_x"):
     seed("access_file", bytes([len(tok)]) + tok + json.dumps(doc).encode())
 seed("access_file", b"\x00{}")
+
+# store_formats: 0 then a pack, 1 then a journal entry.
+seed("store_formats", b"\x00" + bytes.fromhex(store["pack"]["hex"]))
+seed("store_formats", b"\x01" + bytes.fromhex(store["journal_entry"]["hex"]))
 
 # Inputs that once crashed a target are replayed first, on every run.
 reg = os.path.join(fuzz, "regressions")

@@ -9,6 +9,9 @@
 use ferry_core::codec::{self, Encoder, RecordHeader};
 use ferry_core::{FormatError, Id};
 
+use crate::chunk_index::IndexEntry;
+use crate::journal::JournalEntry;
+
 /// A chunk record whose decoded bytes are known to hash to `id`. The only
 /// ways to make one check that, so a backend is never handed unverified
 /// data.
@@ -102,6 +105,21 @@ pub enum BackendError {
 /// Called with each stored record's id, location and bytes.
 pub type RecordVisitor<'a> = dyn FnMut(Id, &Location, &[u8]) -> Result<(), BackendError> + 'a;
 
+/// What a backend that is the source of truth hands back to rebuild a
+/// store's database or bring it up to date.
+#[derive(Debug)]
+pub enum Recovered {
+    /// A stored chunk record: its index entry.
+    Chunk(Id, IndexEntry),
+    /// A tree node, encoded (`tree.md`); the store verifies it.
+    Node(Id, Vec<u8>),
+    /// A journal entry, in the order they were written.
+    Journal(JournalEntry),
+}
+
+/// Called with what a backend recovers.
+pub type RecoveryVisitor<'a> = dyn FnMut(Recovered) -> Result<(), BackendError> + 'a;
+
 /// Where chunk records live. The store calls these with batches (never a
 /// round trip per chunk) and keeps the index itself: whether a chunk is
 /// stored is the index's answer, one batched lookup, never a backend read.
@@ -137,4 +155,44 @@ pub trait ChunkBackend: Send + Sync {
     /// Returns the space of deleted records to the medium (may take long;
     /// the store calls it outside any lock writers wait for).
     fn reclaim(&self) -> Result<(), BackendError>;
+
+    /// None when a record is durable no later than the index entries the
+    /// store writes after `put` (the embedded backend). Some(bytes) when
+    /// records are durable only once `sync` returns (object storage, which
+    /// uploads packs): the store then keeps their index entries, and the
+    /// tree nodes written with them, in memory until `sync` has returned,
+    /// and calls `sync` whenever about that many bytes wait.
+    fn deferred(&self) -> Option<u64> {
+        None
+    }
+
+    /// Keeps tree nodes beside the records, durable at the next `sync`, for
+    /// a backend that is the source of truth (the store keeps its own copy
+    /// in its database either way).
+    fn put_nodes(&self, _nodes: &[(Id, Vec<u8>)]) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Keeps a synced metadata write (revisions, a branch move) before the
+    /// store makes it, for a backend that is the source of truth. Called
+    /// under the store's branch lock, in order, after `sync` made
+    /// everything the entry names durable; the store writes the entry
+    /// itself only after this returns.
+    fn journal(&self, _entry: &JournalEntry) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Hands back every chunk's index entry and every tree node, in any
+    /// order: with `journal_after(0)`, what a store's database is rebuilt
+    /// from. A backend that is not the source of truth has nothing to give.
+    fn recover(&self, _visit: &mut RecoveryVisitor<'_>) -> Result<(), BackendError> {
+        Err(BackendError::Other(format!("the {} backend keeps nothing a store can be rebuilt from", self.name())))
+    }
+
+    /// Journal entries written after branch move `after_seq` (0: all), in
+    /// order: what the store's database lacks after a crash between the
+    /// backend's journal and the database's write.
+    fn journal_after(&self, _after_seq: u64, _visit: &mut RecoveryVisitor<'_>) -> Result<(), BackendError> {
+        Ok(())
+    }
 }

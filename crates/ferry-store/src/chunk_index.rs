@@ -29,11 +29,12 @@ const FIXED: usize = 9;
 
 impl IndexEntry {
     /// The entry for a record the backend stored at `location`.
-    pub(crate) fn of(record: &VerifiedRecord, location: Location) -> IndexEntry {
+    pub fn of(record: &VerifiedRecord, location: Location) -> IndexEntry {
         IndexEntry { codec: record.codec(), raw_len: record.raw_len() as u32, stored_len: record.record().len() as u32, location }
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    /// The entry as stored (`protocol/store.md` §2).
+    pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(FIXED + self.location.as_bytes().len());
         b.push(self.codec);
         b.extend_from_slice(&self.raw_len.to_le_bytes());
@@ -44,7 +45,7 @@ impl IndexEntry {
 
     /// Decodes a stored entry; None if it is malformed. Entries written by
     /// format 1 are the fixed part alone: an empty location.
-    pub(crate) fn decode(b: &[u8]) -> Option<IndexEntry> {
+    pub fn decode(b: &[u8]) -> Option<IndexEntry> {
         if b.len() < FIXED {
             return None;
         }
@@ -74,11 +75,11 @@ impl ChunkIndex {
         self.db.cf_handle(CF_CHUNK_INDEX).expect("column family opened at start")
     }
 
-    /// Adds the entries of `records`, stored at `locations`, to a batch.
-    pub(crate) fn batch_put(&self, batch: &mut WriteBatch, records: &[VerifiedRecord], locations: Vec<Location>) {
+    /// Adds entries to a batch.
+    pub(crate) fn batch_put(&self, batch: &mut WriteBatch, entries: impl IntoIterator<Item = (Id, IndexEntry)>) {
         let cf = self.cf();
-        for (r, loc) in records.iter().zip(locations) {
-            batch.put_cf(cf, r.id().as_bytes(), IndexEntry::of(r, loc).encode());
+        for (id, e) in entries {
+            batch.put_cf(cf, id.as_bytes(), e.encode());
         }
     }
 

@@ -110,12 +110,19 @@ pub enum StoreError {
         /// The file's size.
         size: u64,
     },
-    /// The chunk backend failed.
+    /// The chunk backend failed (its message is part of this one, not a
+    /// separate cause, so an error chain names it once).
     #[error("chunk backend: {0}")]
-    Backend(#[from] crate::BackendError),
+    Backend(crate::BackendError),
     /// RocksDB failed.
     #[error("database error: {0}")]
     Db(#[from] rocksdb::Error),
+}
+
+impl From<crate::BackendError> for StoreError {
+    fn from(e: crate::BackendError) -> Self {
+        StoreError::Backend(e)
+    }
 }
 
 impl StoreError {

@@ -8,10 +8,8 @@ use std::collections::HashSet;
 use ferry_core::revision::Revision;
 use ferry_core::tree::{node_id, Node};
 use ferry_core::Id;
-use rocksdb::WriteBatch;
 
-use crate::write::{write, Durability};
-use crate::{Result, StoreError, WriteSession, CF_REVISIONS, CF_TREES};
+use crate::{Result, StoreError, WriteSession};
 
 impl WriteSession<'_> {
     /// Stores encoded nodes, given children first. Each must hash to its id
@@ -42,8 +40,7 @@ impl WriteSession<'_> {
         }
         let stored = store.has_nodes(&node_children)?;
         let stored: HashSet<Id> = node_children.iter().zip(stored).filter(|x| x.1).map(|x| *x.0).collect();
-        let trees = store.cf(CF_TREES);
-        let mut batch = WriteBatch::default();
+        let mut new = Vec::with_capacity(nodes.len());
         for ((id, n), enc) in decoded.iter().zip(nodes) {
             if n.height > 1 {
                 for c in &n.children {
@@ -53,9 +50,9 @@ impl WriteSession<'_> {
                 }
             }
             batch_ids.insert(*id);
-            batch.put_cf(trees, id.as_bytes(), enc);
+            new.push((*id, enc.clone()));
         }
-        store.unlogged(|| write(&store.db, batch, Durability::Buffered))?;
+        store.put_nodes(new)?;
         Ok(decoded.into_iter().map(|x| x.0).collect())
     }
 
@@ -68,12 +65,7 @@ impl WriteSession<'_> {
         let encoded = self.check_revisions(revisions)?;
         let store = self.store();
         store.sync()?;
-        let mut batch = WriteBatch::default();
-        for (id, enc) in &encoded {
-            batch.put_cf(store.cf(CF_REVISIONS), id.as_bytes(), enc);
-        }
-        write(&store.db, batch, Durability::Synced)?;
-        Ok(())
+        store.store_revisions(encoded.into_iter().map(|(_, enc)| enc).collect())
     }
 
     /// Encodes revisions after checking that each one's parents are stored
@@ -118,11 +110,7 @@ impl WriteSession<'_> {
             return Err(StoreError::Incomplete(format!("new head {new} of branch {branch:?} is neither stored nor sent")));
         }
         store.sync()?;
-        let mut batch = WriteBatch::default();
-        for (id, enc) in &encoded {
-            batch.put_cf(store.cf(CF_REVISIONS), id.as_bytes(), enc);
-        }
         let created = revisions.last().map_or(0, |r| r.time);
-        store.swap_branch(batch, repo, branch, expected, Some(new), created)
+        store.swap_branch(encoded.into_iter().map(|(_, enc)| enc).collect(), repo, branch, expected, Some(new), created)
     }
 }

@@ -23,11 +23,9 @@ use ferry_core::revision::{Entry, Revision};
 use ferry_core::tree::{Node, TreeBuilder};
 use ferry_core::Id;
 use rayon::prelude::*;
-use rocksdb::WriteBatch;
 
 use crate::backend::VerifiedRecord;
-use crate::write::{write, Durability};
-use crate::{Result, Store, StoreError, CF_REVISIONS, CF_TREES};
+use crate::{Result, Store, StoreError};
 
 /// Bytes read from a file at a time.
 pub const SEGMENT_LEN: usize = 8 << 20;
@@ -223,7 +221,6 @@ impl WriteSession<'_> {
     }
 
     fn write_segments(&self, hashed: crossbeam_channel::Receiver<Result<Hashed>>, progress: &dyn IngestProgress) -> Result<Ingested> {
-        let trees = self.store.cf(CF_TREES);
         let mut builder = TreeBuilder::new();
         let mut out = Ingested::default();
         for h in hashed {
@@ -251,7 +248,7 @@ impl WriteSession<'_> {
             for &(id, size) in &h.ids {
                 builder.push_chunk(id, size, &mut sink);
             }
-            out.new_nodes += self.put_new_nodes(trees, nodes)?;
+            out.new_nodes += self.put_new_nodes(nodes)?;
             let new_bytes: u64 = h.records.iter().map(|r| r.raw_len()).sum();
             let stored: u64 = h.records.iter().map(|r| r.record().len() as u64).sum();
             out.chunks += h.ids.len() as u64;
@@ -263,7 +260,7 @@ impl WriteSession<'_> {
         }
         let mut nodes = Vec::new();
         let root = builder.finish(&mut |n: &Node, id: Id| nodes.push((id, n.encode())));
-        out.new_nodes += self.put_new_nodes(trees, nodes)?;
+        out.new_nodes += self.put_new_nodes(nodes)?;
         out.file_id = root.id;
         debug_assert_eq!(root.size, out.size);
         Ok(out)
@@ -273,23 +270,16 @@ impl WriteSession<'_> {
     /// version of it, must not rewrite the tree nodes it shares (write
     /// amplification in proportion to the file, not to the change).
     /// Returns how many were new.
-    fn put_new_nodes(&self, trees: &rocksdb::ColumnFamily, nodes: Vec<(Id, Vec<u8>)>) -> Result<u64> {
+    fn put_new_nodes(&self, nodes: Vec<(Id, Vec<u8>)>) -> Result<u64> {
         if nodes.is_empty() {
             return Ok(0);
         }
         let ids: Vec<Id> = nodes.iter().map(|n| n.0).collect();
-        let mut batch = WriteBatch::default();
-        let mut new = 0;
-        for ((id, enc), stored) in nodes.into_iter().zip(self.store.has_nodes(&ids)?) {
-            if !stored {
-                batch.put_cf(trees, id.as_bytes(), enc);
-                new += 1;
-            }
-        }
-        if new > 0 {
-            self.store.unlogged(|| write(&self.store.db, batch, Durability::Buffered))?;
-        }
-        Ok(new)
+        let stored = self.store.has_nodes(&ids)?;
+        let new: Vec<(Id, Vec<u8>)> = nodes.into_iter().zip(stored).filter(|(_, stored)| !stored).map(|(n, _)| n).collect();
+        let count = new.len() as u64;
+        self.store.put_nodes(new)?;
+        Ok(count)
     }
 
     /// Stores records that arrived verified from elsewhere (a push).
@@ -319,9 +309,7 @@ impl WriteSession<'_> {
         self.store.sync()?;
         let enc = rev.encode();
         let id = ferry_core::revision::revision_id(&enc);
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.store.cf(CF_REVISIONS), id.as_bytes(), &enc);
-        self.store.swap_branch(batch, repo, branch, expected, Some(id), rev.time)?;
+        self.store.swap_branch(vec![enc], repo, branch, expected, Some(id), rev.time)?;
         Ok(id)
     }
 

@@ -28,17 +28,22 @@ mod error;
 mod file_hashes;
 mod import;
 mod ingest;
+mod journal;
+pub mod pack;
+mod pending;
 mod read;
+mod recover;
 mod refs;
 mod rocks_backend;
 mod write;
 
-pub use backend::{BackendError, ChunkBackend, Location, RecordVisitor, VerifiedRecord};
+pub use backend::{BackendError, ChunkBackend, Location, RecordVisitor, Recovered, RecoveryVisitor, VerifiedRecord};
 pub use check::{abort_at, FsckReport, GcReport, PinHandle, Pins, Stats};
 pub use chunk_index::IndexEntry;
 pub use error::StoreError;
 pub use file_hashes::Sha256;
 pub use ingest::{list_files, CommitOptions, Committed, FoundFile, IngestProgress, Ingested, WriteSession};
+pub use journal::{BranchMove, JournalEntry, MAX_JOURNAL_LEN, MAX_JOURNAL_REVISIONS};
 pub use read::ReadProgress;
 pub use refs::{BranchUpdate, RepoInfo, RevisionSpec};
 pub use rocks_backend::RocksBackend;
@@ -75,11 +80,18 @@ pub(crate) const CF_REF_LOG: &str = "ref_log";
 pub(crate) const CF_FILE_SHA256: &str = "file_sha256";
 const ALL_CFS: [&str; 9] = [CF_META, CF_CHUNK_INDEX, CF_CHUNKS, CF_TREES, CF_REVISIONS, CF_BRANCHES, CF_REPOS, CF_REF_LOG, CF_FILE_SHA256];
 
+/// Makes a store's backend from its name and config (see
+/// [`Store::open_with`]); None for a backend the caller does not know.
+pub type MakeBackend<'a> = dyn Fn(&str, &str) -> Result<Option<Box<dyn ChunkBackend>>, BackendError> + 'a;
+
 /// A ferry store: one RocksDB database in a directory, and a chunk backend.
 pub struct Store {
     pub(crate) db: Arc<DB>,
     pub(crate) index: ChunkIndex,
     pub(crate) backend: Box<dyn ChunkBackend>,
+    /// Entries and nodes waiting for a deferred backend's `sync` (None for
+    /// the embedded backend).
+    pending: Option<pending::Pending>,
     path: PathBuf,
     /// Writers share it; gc takes it exclusively.
     pub(crate) gc_guard: RwLock<()>,
@@ -201,27 +213,58 @@ impl Store {
         path.join("CURRENT").exists()
     }
 
-    /// Creates a new, empty store at `path` (which must not hold one).
+    /// Creates a new, empty store at `path` (which must not hold one), with
+    /// the embedded backend.
     pub fn init(path: &Path) -> Result<Store> {
+        Self::init_with(path, None)
+    }
+
+    /// Creates a new, empty store at `path` whose chunk records live in
+    /// `backend` (None: the embedded one). `config` is what `open_with`
+    /// hands back to make the backend again (a bucket's address, say); it
+    /// is kept in the store's metadata and never interpreted here.
+    pub fn init_with(path: &Path, backend: Option<(Box<dyn ChunkBackend>, &str)>) -> Result<Store> {
         if Self::exists_at(path) {
             return Err(StoreError::AlreadyExists(path.to_owned()));
         }
         std::fs::create_dir_all(path).map_err(|e| StoreError::io(path, e))?;
-        let store = Self::open_db(path, true)?;
+        let mut store = Self::open_db(path, true)?;
+        let config = match backend {
+            Some((b, config)) => {
+                store.use_backend(b);
+                config
+            }
+            None => "",
+        };
         let mut w = rocksdb::WriteOptions::default();
         w.set_sync(true);
         let meta = store.cf(CF_META);
-        store.db.put_cf_opt(meta, b"backend", store.backend.name(), &w)?;
-        store.db.put_cf_opt(meta, b"format", FORMAT_VERSION.to_le_bytes(), &w)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, b"backend", store.backend.name());
+        batch.put_cf(meta, b"backend-config", config);
+        batch.put_cf(meta, b"format", FORMAT_VERSION.to_le_bytes());
+        store.db.write_opt(batch, &w)?;
         store.with_feed()
     }
 
-    /// Opens an existing store, checking its format version.
+    /// Opens an existing store with the embedded backend, checking its
+    /// format version (a store on another backend is refused: see
+    /// [`Store::open_with`]).
     pub fn open(path: &Path) -> Result<Store> {
+        Self::open_with(path, &|_, _| Ok(None))
+    }
+
+    /// Opens an existing store; `make` is asked for the backend when the
+    /// store's is not the embedded one, with the backend's name and the
+    /// `config` given at init, and answers None for a backend it does not
+    /// know. A store whose backend is the source of truth is brought up to
+    /// date with it first (a crash between the backend's journal and the
+    /// database's write).
+    pub fn open_with(path: &Path, make: &MakeBackend<'_>) -> Result<Store> {
         if !Self::exists_at(path) {
             return Err(StoreError::NotAStore(path.to_owned()));
         }
-        let store = Self::open_db(path, false)?;
+        let mut store = Self::open_db(path, false)?;
         let meta = store.cf(CF_META);
         let found = store.db.get_cf(meta, b"format")?.and_then(|v| Some(u32::from_le_bytes(v.as_slice().try_into().ok()?)));
         let refuse = |found: String| Err(StoreError::UnknownFormat { path: path.to_owned(), found });
@@ -240,12 +283,22 @@ impl Store {
             Some(v) => return refuse(v.to_string()),
             None => return refuse("none".into()),
         }
-        let backend = store.db.get_cf(meta, b"backend")?;
-        if backend.as_deref() != Some(store.backend.name().as_bytes()) {
-            let named = backend.map_or("none".into(), |b| String::from_utf8_lossy(&b).into_owned());
-            return refuse(format!("{FORMAT_VERSION} with chunk backend {named:?}, which this ferry cannot open"));
+        let named = store.db.get_cf(meta, b"backend")?.map_or("none".into(), |b| String::from_utf8_lossy(&b).into_owned());
+        if named != store.backend.name() {
+            let config = store.db.get_cf(meta, b"backend-config")?.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            match make(&named, &config)? {
+                Some(b) if b.name() == named => store.use_backend(b),
+                _ => return refuse(format!("{FORMAT_VERSION} with chunk backend {named:?}, which this ferry cannot open")),
+            }
         }
-        store.with_feed()
+        let store = store.with_feed()?;
+        store.catch_up()?;
+        Ok(store)
+    }
+
+    fn use_backend(&mut self, backend: Box<dyn ChunkBackend>) {
+        self.pending = backend.deferred().map(pending::Pending::new);
+        self.backend = backend;
     }
 
     /// Reads the change feed's position and the store's id, making the id
@@ -298,6 +351,7 @@ impl Store {
         Ok(Store {
             index: ChunkIndex::new(db.clone()),
             backend: Box::new(RocksBackend::new(db.clone())),
+            pending: None,
             db,
             path: path.to_owned(),
             gc_guard: RwLock::new(()),
@@ -325,13 +379,27 @@ impl Store {
 
     /// For each id, whether its chunk is stored (one batched index lookup).
     pub fn has_chunks(&self, ids: &[Id]) -> Result<Vec<bool>> {
-        Ok(self.index.entries(ids)?.into_iter().map(|e| e.is_some()).collect())
+        Ok(self.index_entries(ids)?.into_iter().map(|e| e.is_some()).collect())
+    }
+
+    /// The index entry of each id (None where not stored): the database's,
+    /// or one waiting for a deferred backend's `sync`.
+    pub(crate) fn index_entries(&self, ids: &[Id]) -> Result<Vec<Option<IndexEntry>>> {
+        let mut entries = self.index.entries(ids)?;
+        if let Some(p) = &self.pending {
+            for (e, id) in entries.iter_mut().zip(ids) {
+                if e.is_none() {
+                    *e = p.entry(id);
+                }
+            }
+        }
+        Ok(entries)
     }
 
     /// The stored records of chunks, in the order asked, as they travel on
     /// the wire (unverified here: whoever stores one verifies it).
     pub fn chunk_records(&self, ids: &[Id]) -> Result<Vec<Option<Vec<u8>>>> {
-        let entries = self.index.entries(ids)?;
+        let entries = self.index_entries(ids)?;
         let wanted: Vec<(Id, &Location)> = ids.iter().zip(&entries).filter_map(|(id, e)| Some((*id, &e.as_ref()?.location))).collect();
         let mut found = self.backend.get_many(&wanted)?.into_iter();
         Ok(entries.iter().map(|e| e.as_ref().and_then(|_| found.next().flatten())).collect())
@@ -369,9 +437,43 @@ impl Store {
         }
         self.unlogged(|| {
             let locations = self.backend.put(records)?;
-            let mut batch = WriteBatch::default();
-            self.index.batch_put(&mut batch, records, locations);
-            write(&self.db, batch, Durability::Buffered)
+            let entries = records.iter().zip(locations).map(|(r, loc)| (r.id(), IndexEntry::of(r, loc)));
+            match &self.pending {
+                None => {
+                    let mut batch = WriteBatch::default();
+                    self.index.batch_put(&mut batch, entries);
+                    write(&self.db, batch, Durability::Buffered)
+                }
+                Some(p) => {
+                    if p.add_entries(entries) {
+                        self.settle(p)?;
+                    }
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// Stores tree nodes whose ids the caller computed from their bytes.
+    /// Durable after `sync`.
+    pub(crate) fn put_nodes(&self, nodes: Vec<(Id, Vec<u8>)>) -> Result<()> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        self.unlogged(|| match &self.pending {
+            None => {
+                let trees = self.cf(CF_TREES);
+                let mut batch = WriteBatch::default();
+                for (id, enc) in &nodes {
+                    batch.put_cf(trees, id.as_bytes(), enc);
+                }
+                write(&self.db, batch, Durability::Buffered)
+            }
+            Some(p) => {
+                self.backend.put_nodes(&nodes)?;
+                p.add_nodes(&nodes);
+                Ok(())
+            }
         })
     }
 
@@ -381,11 +483,40 @@ impl Store {
         f()
     }
 
+    /// Makes the deferred backend's records durable, then writes the index
+    /// entries and nodes that waited for them. The caller holds
+    /// `unlogged_writes` (either way).
+    fn settle(&self, p: &pending::Pending) -> Result<()> {
+        let _one = p.settling.lock().unwrap_or_else(|p| p.into_inner());
+        let (entries, nodes) = p.snapshot();
+        if entries.is_empty() && nodes.is_empty() {
+            return Ok(());
+        }
+        self.backend.sync()?;
+        let mut batch = WriteBatch::default();
+        self.index.batch_put(&mut batch, entries.iter().cloned());
+        let trees = self.cf(CF_TREES);
+        for (id, enc) in &nodes {
+            batch.put_cf(trees, id.as_bytes(), enc);
+        }
+        write(&self.db, batch, Durability::Buffered)?;
+        p.remove(&entries, &nodes);
+        Ok(())
+    }
+
     /// Makes every chunk and tree node written so far durable.
     pub fn sync(&self) -> Result<()> {
         let _alone = self.unlogged_writes.write().unwrap_or_else(|p| p.into_inner());
         // Records before the entries that name them.
-        self.backend.sync()?;
+        match &self.pending {
+            None => self.backend.sync()?,
+            Some(p) => self.settle(p)?,
+        }
         flush(&self.db, &[CF_CHUNK_INDEX, CF_TREES])
+    }
+
+    /// A node waiting for a deferred backend's `sync`.
+    pub(crate) fn pending_node(&self, id: &Id) -> Option<Vec<u8>> {
+        self.pending.as_ref()?.node(id)
     }
 }

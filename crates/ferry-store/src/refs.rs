@@ -7,6 +7,7 @@ use ferry_core::tree::{node_id, Node};
 use ferry_core::Id;
 use rocksdb::{IteratorMode, WriteBatch};
 
+use crate::journal::{BranchMove, JournalEntry};
 use crate::write::{write, Durability};
 use crate::{Result, Store, StoreError, CF_BRANCHES, CF_REF_LOG, CF_REPOS, CF_REVISIONS, CF_TREES};
 
@@ -120,17 +121,18 @@ impl Store {
             Some(n) => self.revision(n)?.time,
             None => 0,
         };
-        self.swap_branch(WriteBatch::default(), repo, branch, expected, new, created)?;
+        self.swap_branch(Vec::new(), repo, branch, expected, new, created)?;
         Ok(BranchUpdate { old: expected, new })
     }
 
     /// The one place a branch moves: under the branch lock, if the branch is
-    /// still at `expected`, writes `batch` (the revisions it needs), the new
-    /// head (None deletes the branch), the repository's record if it is new
-    /// (created at `created`), and a change-feed entry, in one synced write.
-    /// A new repository or branch may not differ only in case from an
-    /// existing one.
-    pub(crate) fn swap_branch(&self, mut batch: WriteBatch, repo: &str, branch: &str, expected: Option<Id>, new: Option<Id>, created: i64) -> Result<()> {
+    /// still at `expected`, keeps the move in the backend's journal, then
+    /// writes `revisions` (the ones it needs), the new head (None deletes
+    /// the branch), the repository's record if it is new (created at
+    /// `created`), and a change-feed entry, in one synced write. A new
+    /// repository or branch may not differ only in case from an existing
+    /// one.
+    pub(crate) fn swap_branch(&self, revisions: Vec<Vec<u8>>, repo: &str, branch: &str, expected: Option<Id>, new: Option<Id>, created: i64) -> Result<()> {
         let _cas = self.branch_lock.lock().unwrap_or_else(|p| p.into_inner());
         let head = self.branch(repo, branch)?;
         if head != expected {
@@ -141,29 +143,56 @@ impl Store {
                 actual: head.map_or("deleted".into(), |i| i.short()),
             });
         }
-        let new_repo = new.is_some() && self.db.get_pinned_cf(self.cf(CF_REPOS), repo)?.is_none();
-        if new_repo {
+        if new.is_some() && self.db.get_pinned_cf(self.cf(CF_REPOS), repo)?.is_none() {
             self.refuse_case_twin("repository", CF_REPOS, b"", repo)?;
         }
         if new.is_some() && head.is_none() {
             self.refuse_case_twin("branch", CF_BRANCHES, &branch_key(repo, ""), branch)?;
         }
-        let key = branch_key(repo, branch);
-        match &new {
-            Some(id) => batch.put_cf(self.cf(CF_BRANCHES), key, id.as_bytes()),
-            None => batch.delete_cf(self.cf(CF_BRANCHES), key),
-        }
-        if new_repo {
-            batch.put_cf(self.cf(CF_REPOS), repo, RepoInfo::new_record(created));
-        }
         let seq = self.ref_seq.load(Ordering::SeqCst) + 1;
-        batch.put_cf(self.cf(CF_REF_LOG), seq.to_be_bytes(), repo.as_bytes());
+        let entry = JournalEntry { revisions, branch: Some(BranchMove { seq, repo: repo.into(), branch: branch.into(), head: new, created }) };
+        self.backend.journal(&entry)?;
+        crate::check::crash_point("move-journaled");
+        self.write_journal_entry(&entry)
+    }
+
+    /// Stores revisions without moving a branch, journaled like a move.
+    pub(crate) fn store_revisions(&self, revisions: Vec<Vec<u8>>) -> Result<()> {
+        let _cas = self.branch_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = JournalEntry { revisions, branch: None };
+        self.backend.journal(&entry)?;
+        self.write_journal_entry(&entry)
+    }
+
+    /// Writes what a journal entry says in one synced batch: its revisions,
+    /// and for a branch move the head, the repository's record if the
+    /// repository is new, and the change-feed entry. Idempotent, so an
+    /// entry replayed from the backend may already be here.
+    pub(crate) fn write_journal_entry(&self, entry: &JournalEntry) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (id, enc) in entry.revision_ids().iter().zip(&entry.revisions) {
+            batch.put_cf(self.cf(CF_REVISIONS), id.as_bytes(), enc);
+        }
+        if let Some(m) = &entry.branch {
+            let key = branch_key(&m.repo, &m.branch);
+            match &m.head {
+                Some(id) => batch.put_cf(self.cf(CF_BRANCHES), key, id.as_bytes()),
+                None => batch.delete_cf(self.cf(CF_BRANCHES), key),
+            }
+            if m.head.is_some() && self.db.get_pinned_cf(self.cf(CF_REPOS), &m.repo)?.is_none() {
+                batch.put_cf(self.cf(CF_REPOS), &m.repo, RepoInfo::new_record(m.created));
+            }
+            batch.put_cf(self.cf(CF_REF_LOG), m.seq.to_be_bytes(), m.repo.as_bytes());
+        }
         write(&self.db, batch, Durability::Synced)?;
-        self.ref_seq.store(seq, Ordering::SeqCst);
-        if seq.is_multiple_of(REF_LOG_TRIM_EVERY) && seq > REF_LOG_KEEP {
-            // Older entries only serve mirrors that fell far behind; they
-            // fall back to a full listing.
-            let _ = self.db.delete_range_cf(self.cf(CF_REF_LOG), 0u64.to_be_bytes(), (seq - REF_LOG_KEEP).to_be_bytes());
+        if let Some(m) = &entry.branch {
+            let seq = m.seq;
+            self.ref_seq.fetch_max(seq, Ordering::SeqCst);
+            if seq.is_multiple_of(REF_LOG_TRIM_EVERY) && seq > REF_LOG_KEEP {
+                // Older entries only serve mirrors that fell far behind; they
+                // fall back to a full listing.
+                let _ = self.db.delete_range_cf(self.cf(CF_REF_LOG), 0u64.to_be_bytes(), (seq - REF_LOG_KEEP).to_be_bytes());
+            }
         }
         Ok(())
     }
@@ -363,7 +392,7 @@ impl Store {
 
     /// A tree node, verified against its id.
     pub fn node(&self, id: &Id) -> Result<Node> {
-        let v = self.db.get_pinned_cf(self.cf(CF_TREES), id.as_bytes())?.ok_or(StoreError::MissingNode(*id))?;
+        let v = self.node_bytes(id)?.ok_or(StoreError::MissingNode(*id))?;
         let actual = node_id(&v);
         if actual != *id {
             return Err(StoreError::Corrupt { what: "tree node", id: *id, detail: format!("its bytes hash to {actual}") });
@@ -373,7 +402,10 @@ impl Store {
 
     /// The encoded node as stored (for sending on).
     pub fn node_bytes(&self, id: &Id) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get_cf(self.cf(CF_TREES), id.as_bytes())?)
+        match self.db.get_cf(self.cf(CF_TREES), id.as_bytes())? {
+            Some(v) => Ok(Some(v)),
+            None => Ok(self.pending_node(id)),
+        }
     }
 
     /// Refuses a revision that says a file is larger or smaller than the
@@ -399,6 +431,7 @@ impl Store {
     /// stored; one batched lookup.
     pub fn has_nodes(&self, ids: &[Id]) -> Result<Vec<bool>> {
         let cf = self.cf(CF_TREES);
-        self.db.multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes()))).into_iter().map(|r| Ok(r?.is_some())).collect()
+        let found = self.db.multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes())));
+        found.into_iter().zip(ids).map(|(r, id)| Ok(r?.is_some() || self.pending_node(id).is_some())).collect()
     }
 }

@@ -1,0 +1,139 @@
+//! Rebuilding a store's database from a backend that is the source of
+//! truth, and bringing it up to date after a crash between the backend's
+//! journal and the database's write.
+
+use std::path::Path;
+
+use ferry_core::revision::{revision_id, Revision};
+use ferry_core::tree::{node_id, Node};
+use ferry_core::Id;
+use rocksdb::WriteBatch;
+
+use crate::backend::{BackendError, ChunkBackend, Recovered};
+use crate::journal::JournalEntry;
+use crate::write::{flush, write, Durability};
+use crate::{Result, Store, StoreError, CF_CHUNK_INDEX, CF_TREES};
+
+/// Index entries and nodes go to the database in batches of this many.
+const BATCH: usize = 4096;
+
+impl Store {
+    /// Makes a new store at `path` (which must not hold one) from what
+    /// `backend` holds alone: every chunk's index entry and tree node, then
+    /// every journal entry in order (revisions, branch moves, the change
+    /// feed). Tokens and repository visibility are not in the backend.
+    pub fn rebuild(path: &Path, backend: Box<dyn ChunkBackend>, config: &str) -> Result<Store> {
+        let store = Store::init_with(path, Some((backend, config)))?;
+        store.recover_objects()?;
+        store.replay_journal(0)?;
+        Ok(store)
+    }
+
+    /// Brings the database up to date with a backend that is the source of
+    /// truth: journal entries it lacks are applied, after the chunks and
+    /// nodes they may name (uploaded, but a crash came before the database
+    /// learned of them).
+    pub(crate) fn catch_up(&self) -> Result<()> {
+        if self.backend.deferred().is_none() {
+            return Ok(());
+        }
+        let mut missed = Vec::new();
+        self.backend.journal_after(self.ref_seq(), &mut |r| {
+            if let Recovered::Journal(e) = r {
+                missed.push(e);
+            }
+            Ok(())
+        })?;
+        let mut lacking = false;
+        for e in &missed {
+            lacking |= e.branch.as_ref().is_some_and(|m| m.seq > self.ref_seq());
+            for id in e.revision_ids() {
+                lacking |= !self.has_revision(&id)?;
+            }
+        }
+        if !lacking {
+            return Ok(());
+        }
+        self.recover_objects()?;
+        for e in &missed {
+            self.apply_journal_entry(e)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every chunk's index entry and every tree node the backend
+    /// holds (nodes verified against their ids), then makes them durable.
+    fn recover_objects(&self) -> Result<()> {
+        let mut chunks: Vec<(Id, crate::IndexEntry)> = Vec::new();
+        let mut nodes: Vec<(Id, Vec<u8>)> = Vec::new();
+        let write_out = |chunks: &mut Vec<(Id, crate::IndexEntry)>, nodes: &mut Vec<(Id, Vec<u8>)>| -> Result<()> {
+            let mut batch = WriteBatch::default();
+            self.index.batch_put(&mut batch, chunks.drain(..));
+            let trees = self.cf(CF_TREES);
+            for (id, enc) in nodes.drain(..) {
+                batch.put_cf(trees, id.as_bytes(), enc);
+            }
+            write(&self.db, batch, Durability::Buffered)
+        };
+        let mut failed = None;
+        let scan = self.backend.recover(&mut |r| {
+            match r {
+                Recovered::Chunk(id, entry) => chunks.push((id, entry)),
+                Recovered::Node(id, enc) => {
+                    if node_id(&enc) != id || Node::decode(&enc).is_err() {
+                        let e = StoreError::Corrupt { what: "tree node", id, detail: "the backend's copy does not hash to its id".into() };
+                        return Err(stop(&mut failed, e));
+                    }
+                    nodes.push((id, enc));
+                }
+                Recovered::Journal(_) => {}
+            }
+            if chunks.len() + nodes.len() >= BATCH {
+                write_out(&mut chunks, &mut nodes).map_err(|e| stop(&mut failed, e))?;
+            }
+            Ok(())
+        });
+        finish(scan, failed)?;
+        write_out(&mut chunks, &mut nodes)?;
+        flush(&self.db, &[CF_CHUNK_INDEX, CF_TREES])
+    }
+
+    /// Applies every journal entry after branch move `after`, in order.
+    fn replay_journal(&self, after: u64) -> Result<()> {
+        let mut failed = None;
+        let scan = self.backend.journal_after(after, &mut |r| match r {
+            Recovered::Journal(e) => self.apply_journal_entry(&e).map_err(|e| stop(&mut failed, e)),
+            _ => Ok(()),
+        });
+        finish(scan, failed)
+    }
+
+    /// Writes a journal entry from the backend after checking that its
+    /// revisions decode, and that their file trees are stored.
+    fn apply_journal_entry(&self, e: &JournalEntry) -> Result<()> {
+        for (enc, id) in e.revisions.iter().zip(e.revision_ids()) {
+            let rev = Revision::decode(enc)?;
+            debug_assert_eq!(revision_id(enc), id);
+            let roots: Vec<Id> = rev.entries.iter().map(|x| x.file_id).collect();
+            if let Some((root, _)) = roots.iter().zip(self.has_nodes(&roots)?).find(|x| !x.1) {
+                return Err(StoreError::MissingNode(*root));
+            }
+        }
+        self.write_journal_entry(e)
+    }
+}
+
+/// Ends a backend's scan from inside its visitor with a store error, kept
+/// in `failed` so the caller reports it rather than the backend's wrapping.
+fn stop(failed: &mut Option<StoreError>, e: StoreError) -> BackendError {
+    let text = e.to_string();
+    *failed = Some(e);
+    BackendError::Other(text)
+}
+
+fn finish(scan: std::result::Result<(), BackendError>, failed: Option<StoreError>) -> Result<()> {
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(scan?),
+    }
+}

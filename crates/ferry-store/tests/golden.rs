@@ -1,0 +1,65 @@
+//! Checks the golden vectors in protocol/vectors/store.json: a pack of one
+//! chunk record and one tree node, and a journal entry (`protocol/store.md`
+//! §6, §7), built from core.json's encodings.
+//!
+//! `FERRY_BLESS=1 cargo test -p ferry-store --test golden` rewrites the file
+//! (only ever do that for a deliberate, versioned format change).
+
+use ferry_core::Id;
+use ferry_store::pack::{decode_index, Kind, PackWriter};
+use ferry_store::{BranchMove, JournalEntry};
+use serde_json::{json, Value};
+
+fn vectors_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../protocol/vectors")
+}
+
+fn core_encoding(name: &str) -> (Vec<u8>, Id) {
+    let core: Value = serde_json::from_str(&std::fs::read_to_string(vectors_dir().join("core.json")).unwrap()).unwrap();
+    let e = &core["encodings"][name];
+    (hex::decode(e["hex"].as_str().unwrap()).unwrap(), e["id"].as_str().unwrap().parse().unwrap())
+}
+
+fn compute() -> Value {
+    let (record, record_id) = core_encoding("chunk_record");
+    let (node, node_id) = core_encoding("node");
+    let (revision, revision_id) = core_encoding("revision");
+    let mut pack = PackWriter::default();
+    let header = ferry_core::codec::read_header(&record).unwrap();
+    pack.add_record(record_id, &record, header.raw_len, header.codec);
+    pack.add_node(node_id, node);
+    let journal = JournalEntry {
+        revisions: vec![revision],
+        branch: Some(BranchMove { seq: 1, repo: "org/model".into(), branch: "main".into(), head: Some(revision_id), created: 1_767_225_600 }),
+    };
+    json!({
+        "pack": { "record": record_id.to_hex(), "node": node_id.to_hex(), "hex": hex::encode(pack.seal()) },
+        "journal_entry": { "repo": "org/model", "branch": "main", "seq": 1, "head": revision_id.to_hex(), "hex": hex::encode(journal.encode()) },
+    })
+}
+
+#[test]
+fn golden_vectors_match() {
+    let path = vectors_dir().join("store.json");
+    let now = compute();
+    if std::env::var_os("FERRY_BLESS").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&now).unwrap() + "\n").unwrap();
+    }
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("protocol/vectors/store.json")).unwrap();
+    assert_eq!(stored, now, "golden vectors changed: packs or journal entries no longer match protocol/vectors/store.json");
+}
+
+#[test]
+fn golden_encodings_decode() {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(vectors_dir().join("store.json")).unwrap()).unwrap();
+    let pack = hex::decode(v["pack"]["hex"].as_str().unwrap()).unwrap();
+    let entries = decode_index(&pack, pack.len() as u64).unwrap();
+    assert_eq!(
+        entries.iter().map(|e| (e.kind, e.id.to_hex())).collect::<Vec<_>>(),
+        [(Kind::Record, v["pack"]["record"].as_str().unwrap().to_owned()), (Kind::Node, v["pack"]["node"].as_str().unwrap().to_owned())]
+    );
+    let journal = hex::decode(v["journal_entry"]["hex"].as_str().unwrap()).unwrap();
+    let entry = JournalEntry::decode(&journal).unwrap();
+    assert_eq!(entry.encode(), journal);
+    assert_eq!(entry.branch.unwrap().head.unwrap().to_hex(), v["journal_entry"]["head"].as_str().unwrap());
+}

@@ -1,0 +1,27 @@
+//! What a store reads back from a bucket: pack indexes
+//! (`ferry_store::pack::decode_index`) and journal entries
+//! (`ferry_store::JournalEntry::decode`). The first byte picks which.
+#![no_main]
+
+use ferry_store::pack::{decode_index, Kind, ENTRY_LEN, FOOTER_LEN, MAGIC};
+use ferry_store::JournalEntry;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, data)) = data.split_first() else { return };
+    if which % 2 == 0 {
+        let Ok(entries) = decode_index(data, data.len() as u64) else { return };
+        // Every entry lies, in order, between the magic and the index.
+        let data_end = data.len() - entries.len() * ENTRY_LEN - FOOTER_LEN;
+        let mut next = MAGIC.len();
+        for e in &entries {
+            assert!(e.offset as usize >= next && e.offset as usize + e.len as usize <= data_end);
+            assert!(matches!(e.kind, Kind::Record | Kind::Node));
+            next = e.offset as usize + e.len as usize;
+        }
+    } else {
+        let Ok(entry) = JournalEntry::decode(data) else { return };
+        // One encoding per entry.
+        assert_eq!(entry.encode(), data, "a decoded journal entry does not re-encode to its bytes");
+    }
+});
