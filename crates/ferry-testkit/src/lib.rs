@@ -6,15 +6,21 @@
 //! - [`transfer`] (feature `transfer`): two in-memory ends that answer the
 //!   requests of `ferry_proto::transfer::Transfer`, as a store would.
 //! - `TempStore` (feature `store`): a store in a temporary directory.
+//! - `Garage` (feature `garage`): a real Garage S3 store on loopback, one
+//!   node or a cluster whose nodes can be killed and restarted.
 
 #![warn(missing_docs)]
 
 mod data;
+#[cfg(feature = "garage")]
+mod garage;
 #[cfg(feature = "store")]
 mod store;
 #[cfg(feature = "transfer")]
 pub mod transfer;
 
 pub use data::{noise, xorshift64_bytes, Rng, StarRng};
+#[cfg(feature = "garage")]
+pub use garage::Garage;
 #[cfg(feature = "store")]
 pub use store::TempStore;
