@@ -157,6 +157,15 @@ fn local_commands_print_what_the_document_says() {
     agrees("stats", &json(&ok(ferry(&store).args(["--json", "stats"]))));
     agrees("fsck", &json(&ok(ferry(&store).args(["--json", "fsck"]))));
     agrees("repos", &json(&ok(ferry(&store).args(["--json", "repos"]))));
+    // A store on a bucket (here a local directory), and one rebuilt from it.
+    let bucket = format!("file://{}", tmp.path().join("bucket").display());
+    let on_bucket = tmp.path().join("on-bucket");
+    agrees("init", &json(&ok(ferry(&on_bucket).args(["--json", "init", "--backend", &bucket]))));
+    ok(ferry(&on_bucket).args(["commit", "org/m"]).arg(&src).args(["-m", "one"]));
+    std::fs::remove_dir_all(&on_bucket).unwrap();
+    let rebuilt = json(&ok(ferry(&tmp.path().join("rebuilt")).args(["--json", "rebuild", "--backend", &bucket])));
+    agrees("rebuild", &rebuilt);
+    assert_eq!((rebuilt["branches"].as_u64(), rebuilt["backend"].as_str()), (Some(1), Some("bucket")));
     let revision = commit["revision"].as_str().unwrap();
     agrees("branch create", &json(&ok(ferry(&store).args(["--json", "branch", "create", "org/m", "old", revision]))));
     agrees("branch list", &json(&ok(ferry(&store).args(["--json", "branch", "list", "org/m"]))));

@@ -18,7 +18,8 @@ pub const CONFLICT: u8 = 3;
 /// the token may not see or change (a hub says the same for both).
 pub const NOT_FOUND: u8 = 4;
 /// The hub could not be reached, the connection broke, or the hub was
-/// busy, even after retrying: worth trying again later.
+/// busy, even after retrying; or a store's bucket could not be reached:
+/// worth trying again later.
 pub const TRANSIENT: u8 = 5;
 /// Data that fails verification (fsck found problems, a chunk or node
 /// does not match its id).
@@ -92,6 +93,7 @@ fn store(e: &StoreError) -> Option<u8> {
         StoreError::UnknownRepo(_) | StoreError::UnknownRevision(_) => Some(NOT_FOUND),
         StoreError::Corrupt { .. } | StoreError::Verify { .. } | StoreError::Format(_) => Some(CORRUPT),
         StoreError::BadRange { .. } | StoreError::CaseClash { .. } => Some(USAGE),
+        StoreError::Backend(ferry_store::BackendError::Unavailable(_)) => Some(TRANSIENT),
         _ => None,
     }
 }

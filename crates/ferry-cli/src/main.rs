@@ -18,7 +18,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use ferry_store::Store;
 
 use crate::commands::*;
 use crate::output::{finish, ErrorReport};
@@ -52,7 +51,10 @@ verification.";
 #[derive(Subcommand)]
 enum Command {
     /// Create an empty store.
-    Init,
+    Init(init::BackendArgs),
+    /// Make a new store directory from a bucket alone (the directory of a
+    /// store on a bucket was lost).
+    Rebuild(init::BackendArgs),
     /// Record the files under a directory as a new revision of a repository.
     Commit(commit::Args),
     /// Show the history of a branch.
@@ -135,9 +137,10 @@ fn store_path(store: Option<PathBuf>) -> Result<PathBuf> {
 fn run(cli: Cli) -> Result<ExitCode> {
     let path = store_path(cli.store)?;
     let json = cli.json;
-    let open = || Store::open(&path);
+    let open = || init::open(&path);
     match cli.command {
-        Command::Init => finish(json, init::run(&path)?),
+        Command::Init(args) => finish(json, init::run(&path, &args)?),
+        Command::Rebuild(args) => finish(json, init::rebuild(&path, &args)?),
         Command::Commit(args) => finish(json, commit::run(&open()?, args, json)?),
         Command::Log(args) => finish(json, log::run(&open()?, args)?),
         Command::Ls(args) => finish(json, ls::run(&open()?, args)?),

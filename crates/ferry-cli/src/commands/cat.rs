@@ -49,7 +49,7 @@ pub fn run(store: &Path, args: Args) -> Result<ExitCode> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     match &args.hub {
         Some(hub) => from_hub(hub, &args, range, &mut out)?,
-        None => from_store(&Store::open(store)?, &args, range, &mut out)?,
+        None => from_store(&super::init::open(store)?, &args, range, &mut out)?,
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use ferry_store::Store;
 use ferry_transfer::mirror::MirrorReport;
 use serde::Serialize;
 
@@ -169,7 +168,7 @@ struct Follow {
 
 pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
     start_logging(args.log);
-    let store = Arc::new(Store::open(path)?);
+    let store = Arc::new(super::init::open(path)?);
     let follow = args.mirror_of.map(|hub| Follow { options: args.net.options(&hub), hub, patterns: patterns(args.repos), interval: args.mirror_interval });
     let identity = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => ferry_net::tls::Identity::from_pem(cert, key)?,

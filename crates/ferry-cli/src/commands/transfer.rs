@@ -4,7 +4,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
-use ferry_store::Store;
 use serde::Serialize;
 
 use crate::net::{runtime, NetArgs};
@@ -74,14 +73,14 @@ impl Report for Transferred {
 }
 
 pub fn push(store: &Path, args: PushArgs, json: bool) -> Result<Transferred> {
-    let store = Arc::new(Store::open(store)?);
+    let store = Arc::new(super::init::open(store)?);
     let PushArgs { hub, repo, branch, net } = args;
     let opts = ferry_transfer::PushOptions { repo, branch };
     transfer(json, "pushed", &hub, &net, async |client, bar| ferry_transfer::push(client, &store, &opts, bar).await)
 }
 
 pub fn pull(store: &Path, args: PullArgs, json: bool) -> Result<Transferred> {
-    let store = Arc::new(Store::open(store)?);
+    let store = Arc::new(super::init::open(store)?);
     let PullArgs { hub, repo, branch, include, net } = args;
     let opts = ferry_transfer::PullOptions { repo, branch, include };
     transfer(json, "pulled", &hub, &net, async |client, bar| ferry_transfer::pull(client, &store, &opts, bar).await)

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# A store on a bucket against the embedded store, on a real Garage node on
+# loopback: commit a new model (v1), commit its fine-tune (v2, a quarter of
+# the layers changed), export v2, and rebuild the store's directory from
+# the bucket. The bound a bucket store is up against is how fast the object
+# store takes one big PUT (curl with SigV4, the same bytes as v1), so that
+# is measured in the same run.
+#
+#   bench/bucket.sh [--size-gib N] [--quick] [--keep] [--json]
+#
+#   --size-gib N  size of each generated model file (default 2)
+#   --quick       256 MiB files instead
+#   --keep        keep the work directory
+#   --json        print only the JSON lines (one object per measurement)
+#
+# Needs Garage (scripts/garage-bin builds it once) and about 5 x the model
+# size free under $FERRY_BENCH_DIR (default $HOME).
+set -euo pipefail
+
+name=bucket.sh min_mib=8 help_lines=2,16p
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+bench_args "$@"
+bench_tools /usr/bin/time:time curl:curl
+export FERRY_GARAGE="$("$root/scripts/garage-bin")"
+bench_build
+bench_workdir ferry-bucket
+
+log "generating two ${size_mib} MiB safetensors models in $work"
+"$gen" model --size-mib "$size_mib" --seed 1 --out "$work/v1/model.safetensors"
+"$gen" model --size-mib "$size_mib" --seed 1 --changed-fraction 0.25 --out "$work/v2/model.safetensors"
+file_bytes=$(stat -c %s "$work/v1/model.safetensors")
+
+log "starting Garage"
+coproc GARAGE { "$CARGO_TARGET_DIR/release/ferry-garage-node"; }
+bench_cleanup() { exec {GARAGE[1]}>&- 2>/dev/null || true; wait "$GARAGE_PID" 2>/dev/null || true; }
+read -r garage_json <&"${GARAGE[0]}"
+g() { echo "$garage_json" | sed -E "s/.*\"$1\":\"([^\"]*)\".*/\1/"; }
+endpoint=$(g endpoint) region=$(g region) bucket=$(g bucket)
+export AWS_ACCESS_KEY_ID=$(g access_key_id) AWS_SECRET_ACCESS_KEY=$(g secret_access_key)
+
+results=()
+step() { # name cmd...: times it, keeps "name seconds rss"
+  local n=$1; shift
+  timed_step "$n" "$@"
+  results+=("$n $wall $rss")
+  log "  $n: $wall s, peak RSS $((rss / 1024)) MiB"
+}
+
+log "reference: one PUT of v1's bytes"
+step put curl -sf --aws-sigv4 "aws:amz:$region:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -T "$work/v1/model.safetensors" "$endpoint/$bucket/reference.bin"
+
+address="s3://$bucket/bench"
+backend=(--backend "$address" --s3-endpoint "$endpoint" --s3-region "$region")
+"$ferry" --store "$work/embedded" init > /dev/null
+"$ferry" --store "$work/bucket" init "${backend[@]}" > /dev/null
+for kind in embedded bucket; do
+  log "$kind store"
+  step "$kind-commit-v1" "$ferry" --store "$work/$kind" --json commit bench/model "$work/v1" -m v1
+  step "$kind-commit-v2" "$ferry" --store "$work/$kind" --json commit bench/model "$work/v2" -m v2
+  step "$kind-export-v2" "$ferry" --store "$work/$kind" --json export bench/model "$work/out-$kind"
+  cmp "$work/out-$kind/model.safetensors" "$work/v2/model.safetensors"
+done
+rm -rf "$work/bucket"
+step rebuild "$ferry" --store "$work/rebuilt" --json rebuild "${backend[@]}"
+step rebuilt-export-v2 "$ferry" --store "$work/rebuilt" --json export bench/model "$work/out-rebuilt"
+cmp "$work/out-rebuilt/model.safetensors" "$work/v2/model.safetensors"
+
+get() { local want=$1 r; for r in "${results[@]}"; do set -- $r; [ "$1" = "$want" ] && { echo "$2"; return; }; done; }
+mibs() { awk -v b="$file_bytes" -v s="$1" 'BEGIN { printf "%.0f", b / 1048576 / s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; }
+
+for r in "${results[@]}"; do
+  set -- $r
+  echo "{\"bench\":\"bucket\",\"step\":\"$1\",\"seconds\":$2,\"peak_rss_kib\":$3,\"file_bytes\":$file_bytes,\"mib_per_s\":$(mibs "$2")}"
+done
+if [ "$json_only" = 0 ]; then
+  put=$(get put)
+  echo
+  echo "bucket.sh: ${size_mib} MiB model, Garage single node on loopback ($fstype)"
+  printf '  %-16s %10s %10s %12s\n' step embedded bucket "bucket/emb."
+  for s in commit-v1 commit-v2 export-v2; do
+    e=$(get "embedded-$s") b=$(get "bucket-$s")
+    printf '  %-16s %8s MiB/s %6s MiB/s %8s x\n' "$s" "$(mibs "$e")" "$(mibs "$b")" "$(ratio "$b" "$e")"
+  done
+  echo "  one PUT of v1 (curl): $(mibs "$put") MiB/s; bucket commit-v1 at $(ratio "$(get bucket-commit-v1)" "$put") x of it"
+  echo "  rebuild from the bucket: $(get rebuild) s; export after it: $(mibs "$(get rebuilt-export-v2)") MiB/s"
+fi

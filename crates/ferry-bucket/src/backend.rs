@@ -1,0 +1,571 @@
+//! `BucketBackend`: chunk records and tree nodes in packs, and the store's
+//! journal, in an object-store bucket that is the source of truth.
+//!
+//! Keys under the address's prefix (`protocol/store.md` §7):
+//! `ferry-bucket` (marks a bucket ferry made), `writer` (the lease of the
+//! one store that writes it), `packs/<32 hex>` and
+//! `journal/<seq, 20 digits>-<n, 6 digits>`.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+
+use ferry_core::Id;
+use ferry_store::{BackendError, ChunkBackend, IndexEntry, JournalEntry, Location, RecordVisitor, Recovered, RecoveryVisitor, VerifiedRecord};
+
+use crate::config::BucketConfig;
+use ferry_store::pack::{self, Kind, PackWriter};
+
+/// The marker object: its presence says the prefix holds a ferry bucket.
+const MARKER: &str = "ferry-bucket";
+const MARKER_TEXT: &[u8] = b"ferry bucket, format 1\n";
+/// How long a writer's lease lasts without renewal; it renews every third.
+const LEASE: Duration = Duration::from_secs(30);
+/// Uploads above this size go as multipart uploads of parts this large.
+const PART: usize = 8 << 20;
+/// Parts of one upload, and packs of one read, in flight at once.
+const PARALLEL: usize = 8;
+/// Recently uploaded packs kept in memory for reads (a pull right after a
+/// push reads what the push just wrote).
+const RECENT_PACKS: usize = 2;
+/// Bytes read from a pack's end to find its index in one request.
+const TAIL_GUESS: u64 = 64 << 10;
+
+/// A pack's name: 8 bytes naming the writer's run, 8 counting its packs.
+type PackName = [u8; 16];
+
+fn pack_location(name: &PackName, offset: u32, len: u32) -> Location {
+    let mut b = [0u8; 24];
+    b[..16].copy_from_slice(name);
+    b[16..20].copy_from_slice(&offset.to_le_bytes());
+    b[20..].copy_from_slice(&len.to_le_bytes());
+    Location::new(&b).expect("24 bytes is a valid location")
+}
+
+fn parse_location(loc: &Location) -> Option<(PackName, Range<usize>)> {
+    let b = loc.as_bytes();
+    if b.len() != 24 {
+        return None;
+    }
+    let offset = u32::from_le_bytes(b[16..20].try_into().ok()?) as usize;
+    let len = u32::from_le_bytes(b[20..].try_into().ok()?) as usize;
+    Some((b[..16].try_into().ok()?, offset..offset + len))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable(e.to_string())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// The pack being filled, and sealed packs not uploaded yet (a failed
+/// upload is retried at the next `sync`; their records stay readable).
+struct Writing {
+    name: PackName,
+    pack: PackWriter,
+    unsent: Vec<(PackName, Arc<Vec<u8>>)>,
+}
+
+/// The one store allowed to write a bucket: `writer` holds this holder's
+/// id and when its lease ends.
+struct Lease {
+    holder: String,
+    /// Unix seconds until which this process may write; 0 once it learns
+    /// another writer took over.
+    valid_until: AtomicU64,
+}
+
+pub struct BucketBackend {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    rt: tokio::runtime::Runtime,
+    pack_size: u64,
+    run: [u8; 8],
+    packs_made: AtomicU64,
+    writing: Mutex<Writing>,
+    /// Only one `sync` uploads at a time.
+    syncing: Mutex<()>,
+    recent: Mutex<VecDeque<(PackName, Arc<Vec<u8>>)>>,
+    /// The key of the newest journal entry: (branch move, entries after it).
+    journal_pos: Mutex<(u64, u32)>,
+    lease: Arc<Lease>,
+}
+
+impl BucketBackend {
+    /// Starts a new bucket: refused if the address already holds one.
+    /// `holder` names the writer (the same name may take its own lease
+    /// back at once after a crash).
+    pub fn create(config: &BucketConfig, holder: &str) -> Result<BucketBackend, BackendError> {
+        let b = Self::connect(config, holder)?;
+        let marker = b.key(MARKER);
+        let store = b.store.clone();
+        let exists = b.wait(async move { store.head(&marker).await });
+        match exists {
+            Ok(_) => return Err(BackendError::Other(format!("{} already holds a ferry bucket; rebuild a store from it with `ferry rebuild`", config.address))),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        b.take_lease()?;
+        let (store, marker) = (b.store.clone(), b.key(MARKER));
+        b.wait(async move { store.put(&marker, PutPayload::from_static(MARKER_TEXT)).await }).map_err(unavailable)?;
+        Ok(b)
+    }
+
+    /// Opens a bucket ferry made, as its writer.
+    pub fn open(config: &BucketConfig, holder: &str) -> Result<BucketBackend, BackendError> {
+        let b = Self::connect(config, holder)?;
+        let (store, marker) = (b.store.clone(), b.key(MARKER));
+        match b.wait(async move { store.head(&marker).await }) {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => return Err(BackendError::Other(format!("{} holds no ferry bucket", config.address))),
+            Err(e) => return Err(unavailable(e)),
+        }
+        b.take_lease()?;
+        Ok(b)
+    }
+
+    fn connect(config: &BucketConfig, holder: &str) -> Result<BucketBackend, BackendError> {
+        // HTTPS needs a process-wide rustls provider; another part of ferry
+        // may have installed the same one already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (store, prefix) = config.connect()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ferry-bucket")
+            .enable_all()
+            .build()
+            .map_err(|e| BackendError::Other(format!("starting the bucket's I/O threads: {e}")))?;
+        let seed = format!("{holder}:{}:{:?}", std::process::id(), SystemTime::now());
+        let run: [u8; 8] = blake3::hash(seed.as_bytes()).as_bytes()[..8].try_into().expect("8 bytes");
+        let b = BucketBackend {
+            store,
+            prefix,
+            rt,
+            pack_size: config.pack_size,
+            run,
+            packs_made: AtomicU64::new(0),
+            writing: Mutex::new(Writing { name: [0; 16], pack: PackWriter::default(), unsent: Vec::new() }),
+            syncing: Mutex::new(()),
+            recent: Mutex::new(VecDeque::new()),
+            journal_pos: Mutex::new((0, 0)),
+            lease: Arc::new(Lease { holder: holder.to_owned(), valid_until: AtomicU64::new(0) }),
+        };
+        b.writing().name = b.next_pack_name();
+        Ok(b)
+    }
+
+    fn key(&self, name: &str) -> ObjectPath {
+        self.prefix.clone().join(name)
+    }
+
+    fn pack_key(&self, name: &PackName) -> ObjectPath {
+        self.key("packs").join(hex::encode(name).as_str())
+    }
+
+    fn journal_key(&self, seq: u64, n: u32) -> ObjectPath {
+        self.key("journal").join(format!("{seq:020}-{n:06}").as_str())
+    }
+
+    fn next_pack_name(&self) -> PackName {
+        let mut name = [0u8; 16];
+        name[..8].copy_from_slice(&self.run);
+        name[8..].copy_from_slice(&self.packs_made.fetch_add(1, Ordering::SeqCst).to_be_bytes());
+        name
+    }
+
+    fn writing(&self) -> std::sync::MutexGuard<'_, Writing> {
+        self.writing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the bucket's own runtime and waits for it: the store
+    /// calls the backend from plain threads and from inside other runtimes
+    /// alike.
+    fn wait<T: Send + 'static>(&self, f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv().expect("the bucket's runtime lives as long as the backend")
+    }
+
+    /// Takes the writer's lease, refusing if another holder's is still
+    /// valid, and keeps renewing it. Garage has no conditional writes, so
+    /// two writers starting within one round trip of each other could both
+    /// take it; the renewal notices the loser within a third of a lease.
+    fn take_lease(&self) -> Result<(), BackendError> {
+        let key = self.key("writer");
+        let store = self.store.clone();
+        let read_key = key.clone();
+        let current = self.wait(async move { read_lease(&*store, &read_key).await })?;
+        if let Some((holder, until)) = current {
+            if holder != self.lease.holder && until > now_secs() {
+                return Err(BackendError::Unavailable(format!(
+                    "another store writes this bucket ({holder}, lease valid for {} s more); one writer per bucket",
+                    until - now_secs()
+                )));
+            }
+        }
+        let (store, lease) = (self.store.clone(), self.lease.clone());
+        self.wait(async move { renew(&*store, &key, &lease).await })?;
+        let (store, lease, key) = (self.store.clone(), Arc::downgrade(&self.lease), self.key("writer"));
+        self.rt.spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                let Some(lease) = lease.upgrade() else { return };
+                match read_lease(&*store, &key).await {
+                    Ok(Some((holder, _))) if holder != lease.holder => {
+                        lease.valid_until.store(0, Ordering::SeqCst);
+                        tracing::error!(%holder, "another store took over this bucket: this one stops writing");
+                        return;
+                    }
+                    Ok(_) => {
+                        if let Err(e) = renew(&*store, &key, &lease).await {
+                            tracing::warn!(error = %e, "renewing the bucket lease failed; retrying");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading the bucket lease failed; retrying"),
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn check_lease(&self) -> Result<(), BackendError> {
+        // A margin for clocks and for the journal write itself.
+        if now_secs() + 5 >= self.lease.valid_until.load(Ordering::SeqCst) {
+            return Err(BackendError::Unavailable("this store no longer holds the bucket's writer lease; nothing more is written".into()));
+        }
+        Ok(())
+    }
+
+    /// Uploads sealed packs, oldest first, whole or in parts.
+    fn upload(&self, packs: Vec<(PackName, Arc<Vec<u8>>)>) -> Result<(), BackendError> {
+        for (name, bytes) in packs {
+            let (store, key, data) = (self.store.clone(), self.pack_key(&name), bytes.clone());
+            self.wait(async move { put_pack(&*store, &key, data).await }).map_err(unavailable)?;
+            let mut w = self.writing();
+            w.unsent.retain(|(n, _)| *n != name);
+            drop(w);
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.push_back((name, bytes));
+            while recent.len() > RECENT_PACKS {
+                recent.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    /// A record's bytes if its pack is still in memory.
+    fn in_memory(&self, name: &PackName, range: &Range<usize>) -> Option<Vec<u8>> {
+        {
+            let w = self.writing();
+            if w.name == *name {
+                return w.pack.bytes().get(range.clone()).map(<[u8]>::to_vec);
+            }
+            if let Some((_, b)) = w.unsent.iter().find(|(n, _)| n == name) {
+                return b.get(range.clone()).map(<[u8]>::to_vec);
+            }
+        }
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().find(|(n, _)| n == name).and_then(|(_, b)| b.get(range.clone()).map(<[u8]>::to_vec))
+    }
+
+    /// Every pack's key and size.
+    fn list_packs(&self) -> Result<Vec<(ObjectPath, u64)>, BackendError> {
+        let (store, prefix) = (self.store.clone(), self.key("packs"));
+        self.wait(async move { store.list(Some(&prefix)).map_ok(|m| (m.location, m.size)).try_collect::<Vec<_>>().await }).map_err(unavailable)
+    }
+}
+
+async fn read_lease(store: &dyn ObjectStore, key: &ObjectPath) -> Result<Option<(String, u64)>, BackendError> {
+    match store.get(key).await {
+        Ok(r) => {
+            let text = r.bytes().await.map_err(unavailable)?;
+            let text = String::from_utf8_lossy(&text);
+            let mut words = text.split_whitespace();
+            let holder = words.next().unwrap_or_default().to_owned();
+            let until = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            Ok(Some((holder, until)))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+async fn renew(store: &dyn ObjectStore, key: &ObjectPath, lease: &Lease) -> Result<(), BackendError> {
+    let until = now_secs() + LEASE.as_secs();
+    store.put(key, PutPayload::from(format!("{} {until}\n", lease.holder).into_bytes())).await.map_err(unavailable)?;
+    lease.valid_until.store(until, Ordering::SeqCst);
+    Ok(())
+}
+
+async fn put_pack(store: &dyn ObjectStore, key: &ObjectPath, data: Arc<Vec<u8>>) -> object_store::Result<()> {
+    if data.len() <= PART {
+        store.put(key, PutPayload::from(Bytes::from(data.to_vec()))).await?;
+        return Ok(());
+    }
+    let mut upload = WriteMultipart::new_with_chunk_size(store.put_multipart(key).await?, PART);
+    for part in data.chunks(PART) {
+        upload.wait_for_capacity(PARALLEL).await?;
+        upload.write(part);
+    }
+    upload.finish().await?;
+    Ok(())
+}
+
+/// A pack's index from its end: one ranged read when the index is small,
+/// a second when it is not.
+async fn read_index(store: &dyn ObjectStore, key: &ObjectPath, size: u64) -> Result<Vec<pack::Entry>, BackendError> {
+    let corrupt = |e: ferry_core::FormatError| BackendError::Other(format!("pack {key}: {e}"));
+    let start = size.saturating_sub(TAIL_GUESS);
+    let mut tail = store.get_range(key, start..size).await.map_err(unavailable)?;
+    if tail.len() < pack::FOOTER_LEN {
+        return Err(BackendError::Other(format!("pack {key}: {} bytes, too short for a pack", size)));
+    }
+    let need = (pack::index_len(&tail[tail.len() - pack::FOOTER_LEN..], size).map_err(corrupt)? + pack::FOOTER_LEN) as u64;
+    if need > tail.len() as u64 {
+        tail = store.get_range(key, size - need..size).await.map_err(unavailable)?;
+    }
+    pack::decode_index(&tail, size).map_err(corrupt)
+}
+
+impl ChunkBackend for BucketBackend {
+    fn name(&self) -> &'static str {
+        "bucket"
+    }
+
+    fn put(&self, records: &[VerifiedRecord]) -> Result<Vec<Location>, BackendError> {
+        let mut w = self.writing();
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            if w.pack.len() as u64 + r.record().len() as u64 >= pack::MAX_PACK_LEN {
+                return Err(BackendError::Other("a pack reached the format's size limit before the store synced".into()));
+            }
+            let (offset, len) = w.pack.add_record(r.id(), r.record(), r.raw_len() as u32, r.codec());
+            out.push(pack_location(&w.name, offset, len));
+        }
+        Ok(out)
+    }
+
+    fn put_nodes(&self, nodes: &[(Id, Vec<u8>)]) -> Result<(), BackendError> {
+        let mut w = self.writing();
+        for (id, enc) in nodes {
+            w.pack.add_node(*id, enc.clone());
+        }
+        Ok(())
+    }
+
+    fn deferred(&self) -> Option<u64> {
+        Some(self.pack_size)
+    }
+
+    fn sync(&self) -> Result<(), BackendError> {
+        let _one = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+        let unsent = {
+            let mut w = self.writing();
+            if !w.pack.is_empty() {
+                let sealed = std::mem::take(&mut w.pack).seal();
+                let name = std::mem::replace(&mut w.name, self.next_pack_name());
+                w.unsent.push((name, Arc::new(sealed)));
+            }
+            w.unsent.clone()
+        };
+        self.upload(unsent)
+    }
+
+    fn get_many(&self, wanted: &[(Id, &Location)]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; wanted.len()];
+        // Per pack: the ranges to read and where each answer goes.
+        let mut remote: HashMap<PackName, (Vec<Range<u64>>, Vec<usize>)> = HashMap::new();
+        for (i, (_, loc)) in wanted.iter().enumerate() {
+            let Some((name, range)) = parse_location(loc) else { continue };
+            match self.in_memory(&name, &range) {
+                Some(bytes) => out[i] = Some(bytes),
+                None => {
+                    let slot = remote.entry(name).or_default();
+                    slot.0.push(range.start as u64..range.end as u64);
+                    slot.1.push(i);
+                }
+            }
+        }
+        if remote.is_empty() {
+            return Ok(out);
+        }
+        let store = self.store.clone();
+        let reads: Vec<(ObjectPath, Vec<Range<u64>>, Vec<usize>)> =
+            remote.into_iter().map(|(name, (ranges, slots))| (self.pack_key(&name), ranges, slots)).collect();
+        // `get_ranges` coalesces nearby ranges of one pack into one request;
+        // packs are read in parallel.
+        let fetched = self.wait(async move {
+            futures_util::stream::iter(reads)
+                .map(|(key, ranges, slots)| {
+                    let store = store.clone();
+                    async move {
+                        match store.get_ranges(&key, &ranges).await {
+                            Ok(bytes) => Ok(slots.into_iter().zip(bytes).collect::<Vec<_>>()),
+                            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+                            Err(e) => Err(unavailable(e)),
+                        }
+                    }
+                })
+                .buffer_unordered(PARALLEL)
+                .try_collect::<Vec<_>>()
+                .await
+        })?;
+        for (slot, bytes) in fetched.into_iter().flatten() {
+            out[slot] = Some(bytes.to_vec());
+        }
+        Ok(out)
+    }
+
+    fn for_each(&self, visit: &mut RecordVisitor<'_>) -> Result<(), BackendError> {
+        for (key, size) in self.list_packs()? {
+            let Some(name) = key.filename().and_then(|f| hex::decode(f).ok()).and_then(|n| PackName::try_from(n).ok()) else { continue };
+            let store = self.store.clone();
+            let k = key.clone();
+            let data = self.wait(async move { store.get(&k).await?.bytes().await }).map_err(unavailable)?;
+            let entries = pack::decode_index(&data, size).map_err(|e| BackendError::Other(format!("pack {key}: {e}")))?;
+            for e in entries.iter().filter(|e| e.kind == Kind::Record) {
+                let range = e.offset as usize..(e.offset + e.len) as usize;
+                visit(e.id, &pack_location(&name, e.offset, e.len), &data[range])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&self, _gone: &[(Id, Location)]) -> Result<(), BackendError> {
+        Err(BackendError::Other("deleting records from packs is not supported yet".into()))
+    }
+
+    fn reclaim(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn journal(&self, entry: &JournalEntry) -> Result<(), BackendError> {
+        self.check_lease()?;
+        let mut pos = self.journal_pos.lock().unwrap_or_else(|p| p.into_inner());
+        let next = match &entry.branch {
+            Some(m) => (m.seq, 0),
+            None => (pos.0, pos.1 + 1),
+        };
+        let (store, key, bytes) = (self.store.clone(), self.journal_key(next.0, next.1), entry.encode());
+        self.wait(async move {
+            // Where the store has conditional writes, a second writer's
+            // entry under the same key fails here instead of replacing ours.
+            let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+            match store.put_opts(&key, PutPayload::from(bytes.clone()), create).await {
+                Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+                    store.put(&key, PutPayload::from(bytes)).await.map(|_| ())
+                }
+                Err(object_store::Error::AlreadyExists { .. }) => Err(object_store::Error::Generic {
+                    store: "bucket",
+                    source: format!("journal entry {key} already exists: another store writes this bucket").into(),
+                }),
+                other => other.map(|_| ()),
+            }
+        })
+        .map_err(unavailable)?;
+        *pos = next;
+        Ok(())
+    }
+
+    fn recover(&self, visit: &mut RecoveryVisitor<'_>) -> Result<(), BackendError> {
+        let packs = self.list_packs()?;
+        let store = self.store.clone();
+        // Each pack: its index, then its nodes (one range: nodes follow the
+        // records).
+        let read = self.wait(async move {
+            futures_util::stream::iter(packs)
+                .map(|(key, size)| {
+                    let store = store.clone();
+                    async move {
+                        let entries = read_index(&*store, &key, size).await?;
+                        let nodes: Vec<&pack::Entry> = entries.iter().filter(|e| e.kind == Kind::Node).collect();
+                        let bytes = match (nodes.first(), nodes.last()) {
+                            (Some(first), Some(last)) => {
+                                store.get_range(&key, first.offset as u64..(last.offset + last.len) as u64).await.map_err(unavailable)?
+                            }
+                            _ => Bytes::new(),
+                        };
+                        let name = key.filename().and_then(|f| hex::decode(f).ok()).and_then(|n| PackName::try_from(n).ok());
+                        Ok::<_, BackendError>((name, entries, bytes))
+                    }
+                })
+                .buffer_unordered(PARALLEL)
+                .try_collect::<Vec<_>>()
+                .await
+        })?;
+        for (name, entries, node_bytes) in read {
+            let Some(name) = name else { continue };
+            let base = entries.iter().find(|e| e.kind == Kind::Node).map_or(0, |e| e.offset as usize);
+            for e in entries {
+                match e.kind {
+                    Kind::Record => visit(Recovered::Chunk(
+                        e.id,
+                        IndexEntry { codec: e.codec, raw_len: e.raw_len, stored_len: e.len, location: pack_location(&name, e.offset, e.len) },
+                    ))?,
+                    Kind::Node => {
+                        let at = e.offset as usize - base;
+                        visit(Recovered::Node(e.id, node_bytes[at..at + e.len as usize].to_vec()))?
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn journal_after(&self, after_seq: u64, visit: &mut RecoveryVisitor<'_>) -> Result<(), BackendError> {
+        let (store, prefix, offset) = (self.store.clone(), self.key("journal"), self.journal_key(after_seq, 0));
+        let mut keys = self
+            .wait(async move { store.list_with_offset(Some(&prefix), &offset).map_ok(|m| m.location).try_collect::<Vec<_>>().await })
+            .map_err(unavailable)?;
+        keys.sort();
+        let mut pos = (after_seq, 0);
+        let store = self.store.clone();
+        let fetch = keys.clone();
+        // Fetched in parallel, handed over in order.
+        let entries = self.wait(async move {
+            futures_util::stream::iter(fetch)
+                .map(|key| {
+                    let store = store.clone();
+                    async move { store.get(&key).await?.bytes().await }
+                })
+                .buffered(PARALLEL)
+                .try_collect::<Vec<_>>()
+                .await
+        });
+        let entries = entries.map_err(unavailable)?;
+        for (key, bytes) in keys.iter().zip(entries) {
+            let parsed = key.filename().and_then(|f| {
+                let (seq, n) = f.split_once('-')?;
+                Some((seq.parse::<u64>().ok()?, n.parse::<u32>().ok()?))
+            });
+            let Some(at) = parsed else { continue };
+            let entry = JournalEntry::decode(&bytes).map_err(|e| BackendError::Other(format!("journal entry {key}: {e}")))?;
+            pos = pos.max(at);
+            visit(Recovered::Journal(entry))?;
+        }
+        let mut p = self.journal_pos.lock().unwrap_or_else(|p| p.into_inner());
+        *p = (*p).max(pos);
+        Ok(())
+    }
+}
+
+impl Drop for BucketBackend {
+    fn drop(&mut self) {
+        // Give the lease back so the next writer need not wait it out.
+        if self.lease.valid_until.load(Ordering::SeqCst) != 0 {
+            let (store, key) = (self.store.clone(), self.key("writer"));
+            let _ = self.wait(async move { tokio::time::timeout(Duration::from_secs(5), store.delete(&key)).await });
+        }
+    }
+}
