@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -32,6 +32,9 @@ const LEASE: Duration = Duration::from_secs(30);
 const PART: usize = 8 << 20;
 /// Parts of one upload, and packs of one read, in flight at once.
 const PARALLEL: usize = 8;
+/// Sealed packs uploading in the background at once, beyond which the
+/// writer waits.
+const UPLOADS_AHEAD: usize = 2;
 /// Recently uploaded packs kept in memory for reads (a pull right after a
 /// push reads what the push just wrote).
 const RECENT_PACKS: usize = 2;
@@ -67,12 +70,39 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
-/// The pack being filled, and sealed packs not uploaded yet (a failed
-/// upload is retried at the next `sync`; their records stay readable).
+/// The pack being filled, and sealed packs not uploaded yet: uploading in
+/// the background, or failed and retried at the next `sync`. Their records
+/// stay readable from here.
 struct Writing {
     name: PackName,
     pack: PackWriter,
     unsent: Vec<(PackName, Arc<Vec<u8>>)>,
+    uploading: usize,
+}
+
+/// What the upload tasks share with the backend.
+struct Packs {
+    writing: Mutex<Writing>,
+    /// Signalled whenever an upload ends.
+    upload_ended: Condvar,
+    /// Recently uploaded packs, for reads.
+    recent: Mutex<VecDeque<(PackName, Arc<Vec<u8>>)>>,
+}
+
+impl Packs {
+    fn writing(&self) -> MutexGuard<'_, Writing> {
+        self.writing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A pack is in the bucket: no longer unsent, kept among the recent.
+    fn uploaded(&self, name: PackName, bytes: Arc<Vec<u8>>) {
+        self.writing().unsent.retain(|(n, _)| *n != name);
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push_back((name, bytes));
+        while recent.len() > RECENT_PACKS {
+            recent.pop_front();
+        }
+    }
 }
 
 /// The one store allowed to write a bucket: `writer` holds this holder's
@@ -91,10 +121,9 @@ pub struct BucketBackend {
     pack_size: u64,
     run: [u8; 8],
     packs_made: AtomicU64,
-    writing: Mutex<Writing>,
+    packs: Arc<Packs>,
     /// Only one `sync` uploads at a time.
     syncing: Mutex<()>,
-    recent: Mutex<VecDeque<(PackName, Arc<Vec<u8>>)>>,
     /// The key of the newest journal entry: (branch move, entries after it).
     journal_pos: Mutex<(u64, u32)>,
     lease: Arc<Lease>,
@@ -153,9 +182,12 @@ impl BucketBackend {
             pack_size: config.pack_size,
             run,
             packs_made: AtomicU64::new(0),
-            writing: Mutex::new(Writing { name: [0; 16], pack: PackWriter::default(), unsent: Vec::new() }),
+            packs: Arc::new(Packs {
+                writing: Mutex::new(Writing { name: [0; 16], pack: PackWriter::default(), unsent: Vec::new(), uploading: 0 }),
+                upload_ended: Condvar::new(),
+                recent: Mutex::new(VecDeque::new()),
+            }),
             syncing: Mutex::new(()),
-            recent: Mutex::new(VecDeque::new()),
             journal_pos: Mutex::new((0, 0)),
             lease: Arc::new(Lease { holder: holder.to_owned(), valid_until: AtomicU64::new(0) }),
         };
@@ -182,8 +214,8 @@ impl BucketBackend {
         name
     }
 
-    fn writing(&self) -> std::sync::MutexGuard<'_, Writing> {
-        self.writing.lock().unwrap_or_else(|p| p.into_inner())
+    fn writing(&self) -> MutexGuard<'_, Writing> {
+        self.packs.writing()
     }
 
     /// Runs `f` on the bucket's own runtime and waits for it: the store
@@ -247,21 +279,48 @@ impl BucketBackend {
         Ok(())
     }
 
-    /// Uploads sealed packs, oldest first, whole or in parts.
+    /// Uploads sealed packs, oldest first, whole or in parts, and waits.
     fn upload(&self, packs: Vec<(PackName, Arc<Vec<u8>>)>) -> Result<(), BackendError> {
         for (name, bytes) in packs {
             let (store, key, data) = (self.store.clone(), self.pack_key(&name), bytes.clone());
             self.wait(async move { put_pack(&*store, &key, data).await }).map_err(unavailable)?;
-            let mut w = self.writing();
-            w.unsent.retain(|(n, _)| *n != name);
-            drop(w);
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            recent.push_back((name, bytes));
-            while recent.len() > RECENT_PACKS {
-                recent.pop_front();
-            }
+            self.packs.uploaded(name, bytes);
         }
         Ok(())
+    }
+
+    /// Seals the pack being filled (if it holds anything) as unsent, and
+    /// starts the next.
+    fn seal(&self, w: &mut Writing) -> Option<(PackName, Arc<Vec<u8>>)> {
+        if w.pack.is_empty() {
+            return None;
+        }
+        let sealed = Arc::new(std::mem::take(&mut w.pack).seal());
+        let name = std::mem::replace(&mut w.name, self.next_pack_name());
+        w.unsent.push((name, sealed.clone()));
+        Some((name, sealed))
+    }
+
+    /// Uploads a sealed pack in the background, once fewer than
+    /// `UPLOADS_AHEAD` are under way (so memory stays bounded while the
+    /// writer goes on filling the next).
+    fn upload_behind<'a>(&'a self, mut w: MutexGuard<'a, Writing>, name: PackName, bytes: Arc<Vec<u8>>) {
+        while w.uploading >= UPLOADS_AHEAD {
+            w = self.packs.upload_ended.wait(w).unwrap_or_else(|p| p.into_inner());
+        }
+        w.uploading += 1;
+        drop(w);
+        let (store, key, packs) = (self.store.clone(), self.pack_key(&name), self.packs.clone());
+        self.rt.spawn(async move {
+            let result = put_pack(&*store, &key, bytes.clone()).await;
+            match result {
+                Ok(()) => packs.uploaded(name, bytes),
+                // Left unsent: the next `sync` tries again.
+                Err(e) => tracing::warn!(pack = %key, error = %e, "uploading a pack failed; it is retried at the next sync"),
+            }
+            packs.writing().uploading -= 1;
+            packs.upload_ended.notify_all();
+        });
     }
 
     /// A record's bytes if its pack is still in memory.
@@ -275,7 +334,7 @@ impl BucketBackend {
                 return b.get(range.clone()).map(<[u8]>::to_vec);
             }
         }
-        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = self.packs.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.iter().find(|(n, _)| n == name).and_then(|(_, b)| b.get(range.clone()).map(<[u8]>::to_vec))
     }
 
@@ -353,15 +412,33 @@ impl ChunkBackend for BucketBackend {
             let (offset, len) = w.pack.add_record(r.id(), r.record(), r.raw_len() as u32, r.codec());
             out.push(pack_location(&w.name, offset, len));
         }
+        if w.pack.len() as u64 >= self.pack_size {
+            if let Some((name, bytes)) = self.seal(&mut w) {
+                self.upload_behind(w, name, bytes);
+            }
+        }
         Ok(out)
     }
 
-    fn put_nodes(&self, nodes: &[(Id, Vec<u8>)]) -> Result<(), BackendError> {
+    fn put_nodes(&self, nodes: &[(Id, Vec<u8>)]) -> Result<Location, BackendError> {
         let mut w = self.writing();
         for (id, enc) in nodes {
             w.pack.add_node(*id, enc.clone());
         }
-        Ok(())
+        Ok(pack_location(&w.name, 0, 0))
+    }
+
+    fn durable(&self, location: &Location) -> bool {
+        let Some((name, _)) = parse_location(location) else { return true };
+        if name[..8] != self.run {
+            return true;
+        }
+        // Packs are numbered in the order they were filled; one is durable
+        // when it and every earlier one is in the bucket.
+        let seq = |n: &PackName| u64::from_be_bytes(n[8..].try_into().expect("8 bytes"));
+        let w = self.writing();
+        let first_unsent = w.unsent.iter().map(|(n, _)| seq(n)).chain([seq(&w.name)]).min().unwrap_or(u64::MAX);
+        seq(&name) < first_unsent
     }
 
     fn deferred(&self) -> Option<u64> {
@@ -372,10 +449,11 @@ impl ChunkBackend for BucketBackend {
         let _one = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
         let unsent = {
             let mut w = self.writing();
-            if !w.pack.is_empty() {
-                let sealed = std::mem::take(&mut w.pack).seal();
-                let name = std::mem::replace(&mut w.name, self.next_pack_name());
-                w.unsent.push((name, Arc::new(sealed)));
+            self.seal(&mut w);
+            // Uploads under way finish first; what is left failed, or was
+            // just sealed.
+            while w.uploading > 0 {
+                w = self.packs.upload_ended.wait(w).unwrap_or_else(|p| p.into_inner());
             }
             w.unsent.clone()
         };

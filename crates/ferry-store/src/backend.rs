@@ -158,19 +158,28 @@ pub trait ChunkBackend: Send + Sync {
 
     /// None when a record is durable no later than the index entries the
     /// store writes after `put` (the embedded backend). Some(bytes) when
-    /// records are durable only once `sync` returns (object storage, which
-    /// uploads packs): the store then keeps their index entries, and the
-    /// tree nodes written with them, in memory until `sync` has returned,
-    /// and calls `sync` whenever about that many bytes wait.
+    /// records are durable only later (object storage, which uploads packs
+    /// in the background and at `sync`): the store then keeps their index
+    /// entries, and the tree nodes written with them, in memory until
+    /// `durable` says their records are, checking once about that many
+    /// bytes wait, and writes them all after `sync`.
     fn deferred(&self) -> Option<u64> {
         None
     }
 
-    /// Keeps tree nodes beside the records, durable at the next `sync`, for
-    /// a backend that is the source of truth (the store keeps its own copy
-    /// in its database either way).
-    fn put_nodes(&self, _nodes: &[(Id, Vec<u8>)]) -> Result<(), BackendError> {
-        Ok(())
+    /// For a deferred backend: whether the record at `location` (or the
+    /// nodes `put_nodes` placed there) survives a crash now. Once true for
+    /// a location it stays true, and it is true for every location handed
+    /// out before it, so what a durable node names is durable too.
+    fn durable(&self, _location: &Location) -> bool {
+        true
+    }
+
+    /// Keeps tree nodes beside the records, for a backend that is the
+    /// source of truth, and says where (for `durable`); the store keeps its
+    /// own copy in its database either way.
+    fn put_nodes(&self, _nodes: &[(Id, Vec<u8>)]) -> Result<Location, BackendError> {
+        Ok(Location::default())
     }
 
     /// Keeps a synced metadata write (revisions, a branch move) before the

@@ -445,8 +445,9 @@ impl Store {
                     write(&self.db, batch, Durability::Buffered)
                 }
                 Some(p) => {
-                    if p.add_entries(entries) {
-                        self.settle(p)?;
+                    p.add_entries(entries);
+                    if p.full() {
+                        self.settle(p, Some(&|loc: &Location| self.backend.durable(loc)))?;
                     }
                     Ok(())
                 }
@@ -470,8 +471,8 @@ impl Store {
                 write(&self.db, batch, Durability::Buffered)
             }
             Some(p) => {
-                self.backend.put_nodes(&nodes)?;
-                p.add_nodes(&nodes);
+                let at = self.backend.put_nodes(&nodes)?;
+                p.add_nodes(nodes, at);
                 Ok(())
             }
         })
@@ -483,16 +484,19 @@ impl Store {
         f()
     }
 
-    /// Makes the deferred backend's records durable, then writes the index
-    /// entries and nodes that waited for them. The caller holds
+    /// Writes the index entries and nodes that waited for a deferred
+    /// backend: those whose records are durable by `only`, or (None) all,
+    /// after making every record durable. The caller holds
     /// `unlogged_writes` (either way).
-    fn settle(&self, p: &pending::Pending) -> Result<()> {
+    fn settle(&self, p: &pending::Pending, only: pending::Filter<'_>) -> Result<()> {
         let _one = p.settling.lock().unwrap_or_else(|p| p.into_inner());
-        let (entries, nodes) = p.snapshot();
+        let (entries, nodes) = p.snapshot(only);
         if entries.is_empty() && nodes.is_empty() {
             return Ok(());
         }
-        self.backend.sync()?;
+        if only.is_none() {
+            self.backend.sync()?;
+        }
         let mut batch = WriteBatch::default();
         self.index.batch_put(&mut batch, entries.iter().cloned());
         let trees = self.cf(CF_TREES);
@@ -510,7 +514,7 @@ impl Store {
         // Records before the entries that name them.
         match &self.pending {
             None => self.backend.sync()?,
-            Some(p) => self.settle(p)?,
+            Some(p) => self.settle(p, None)?,
         }
         flush(&self.db, &[CF_CHUNK_INDEX, CF_TREES])
     }

@@ -7,19 +7,22 @@
 //! entry or node on disk naming a lost record breaks "has node implies has
 //! subtree" after a restart), so the store keeps such entries and nodes
 //! here, answers lookups from here as well, and writes them to the database
-//! only once the backend's `sync` has returned.
+//! only once the backend says their records are durable (or `sync` has
+//! returned).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
 use ferry_core::Id;
 
+use crate::backend::Location;
 use crate::chunk_index::IndexEntry;
 
 #[derive(Default)]
 pub(crate) struct Waiting {
     pub(crate) entries: HashMap<Id, IndexEntry>,
-    pub(crate) nodes: HashMap<Id, Vec<u8>>,
+    /// Nodes, and where the backend placed its copy of them.
+    pub(crate) nodes: HashMap<Id, (Vec<u8>, Location)>,
     /// Stored bytes of the records put since the last settle.
     bytes: u64,
 }
@@ -27,12 +30,17 @@ pub(crate) struct Waiting {
 /// Waiting entries and nodes, copied out.
 pub(crate) type Snapshot = (Vec<(Id, IndexEntry)>, Vec<(Id, Vec<u8>)>);
 
+/// Which waiting entries and nodes to take: all, or those whose location
+/// passes the test.
+pub(crate) type Filter<'a> = Option<&'a dyn Fn(&Location) -> bool>;
+
 pub(crate) struct Pending {
     waiting: RwLock<Waiting>,
-    /// One settle at a time: a second would upload nothing new.
+    /// One settle at a time: a second would write the same again.
     pub(crate) settling: Mutex<()>,
-    /// Settle once this many record bytes wait (the backend's pack size).
-    pub(crate) settle_at: u64,
+    /// Look for durable records once this many bytes wait (the backend's
+    /// pack size).
+    settle_at: u64,
 }
 
 impl Pending {
@@ -48,22 +56,25 @@ impl Pending {
         self.waiting.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds entries; returns whether enough bytes wait to settle.
-    pub(crate) fn add_entries(&self, entries: impl IntoIterator<Item = (Id, IndexEntry)>) -> bool {
+    pub(crate) fn add_entries(&self, entries: impl IntoIterator<Item = (Id, IndexEntry)>) {
         let mut w = self.write();
         for (id, e) in entries {
             w.bytes += e.stored_len as u64;
             w.entries.insert(id, e);
         }
-        w.bytes >= self.settle_at
     }
 
-    pub(crate) fn add_nodes(&self, nodes: &[(Id, Vec<u8>)]) {
+    pub(crate) fn add_nodes(&self, nodes: Vec<(Id, Vec<u8>)>, at: Location) {
         let mut w = self.write();
         for (id, enc) in nodes {
             w.bytes += enc.len() as u64;
-            w.nodes.insert(*id, enc.clone());
+            w.nodes.insert(id, (enc, at.clone()));
         }
+    }
+
+    /// Whether enough bytes wait to look for durable ones.
+    pub(crate) fn full(&self) -> bool {
+        self.read().bytes >= self.settle_at
     }
 
     pub(crate) fn entry(&self, id: &Id) -> Option<IndexEntry> {
@@ -71,14 +82,17 @@ impl Pending {
     }
 
     pub(crate) fn node(&self, id: &Id) -> Option<Vec<u8>> {
-        self.read().nodes.get(id).cloned()
+        self.read().nodes.get(id).map(|n| n.0.clone())
     }
 
-    /// What waits now (a copy: lookups keep answering from here until the
-    /// database has it).
-    pub(crate) fn snapshot(&self) -> Snapshot {
+    /// What waits now, or what of it passes `only` (a copy: lookups keep
+    /// answering from here until the database has it).
+    pub(crate) fn snapshot(&self, only: Filter<'_>) -> Snapshot {
         let w = self.read();
-        (w.entries.iter().map(|(k, v)| (*k, v.clone())).collect(), w.nodes.iter().map(|(k, v)| (*k, v.clone())).collect())
+        let pass = |loc: &Location| only.is_none_or(|f| f(loc));
+        let entries = w.entries.iter().filter(|(_, e)| pass(&e.location)).map(|(k, v)| (*k, v.clone())).collect();
+        let nodes = w.nodes.iter().filter(|(_, n)| pass(&n.1)).map(|(k, n)| (*k, n.0.clone())).collect();
+        (entries, nodes)
     }
 
     /// Forgets what a settle wrote to the database.
