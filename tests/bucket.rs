@@ -192,3 +192,53 @@ fn a_three_node_garage_cluster_with_a_node_down_keeps_the_store_working() {
     assert_exports(&garage, &rebuilt, &r2, &v2);
     fsck_ok(&garage, &rebuilt);
 }
+
+#[test]
+fn a_bucket_that_is_down_or_refuses_the_credentials_fails_clearly_and_changes_nothing() {
+    let mut garage = Garage::single().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    ok(ferry_on(&garage, &store).arg("init").args(backend_args(&garage, "down")));
+    let (v1, v2) = (version(tmp.path(), 1), version(tmp.path(), 2));
+    let r1 = commit(&garage, &store, &v1, "one");
+
+    // Credentials the store refuses: a clear error, no store made.
+    let other = tmp.path().join("other");
+    let refused = fails(
+        ferry(&other)
+            .env("AWS_ACCESS_KEY_ID", garage.access_key_id())
+            .env("AWS_SECRET_ACCESS_KEY", "0".repeat(64))
+            .arg("init")
+            .args(backend_args(&garage, "other")),
+    );
+    assert_eq!(refused.status.code(), Some(5), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("backend unavailable"), "{}", stderr(&refused));
+    assert!(!other.exists(), "a store was made on a bucket that refused us");
+    let refused = fails(
+        ferry(&store)
+            .env("AWS_ACCESS_KEY_ID", garage.access_key_id())
+            .env("AWS_SECRET_ACCESS_KEY", "0".repeat(64))
+            .args(["commit", "org/model"])
+            .arg(&v2)
+            .args(["-m", "two"]),
+    );
+    assert_eq!(refused.status.code(), Some(5), "{}", stderr(&refused));
+
+    // The store is down: every command says so, as worth a retry.
+    garage.kill_node(0);
+    let started = std::time::Instant::now();
+    for args in [&["commit", "org/model", v2.to_str().unwrap(), "-m", "two"][..], &["log", "org/model"], &["fsck"]] {
+        let down = fails(ferry_on(&garage, &store).args(args));
+        assert_eq!(down.status.code(), Some(5), "{args:?}: {}", stderr(&down));
+        assert!(stderr(&down).contains("unavailable"), "{args:?}: {}", stderr(&down));
+    }
+    assert!(started.elapsed() < Duration::from_secs(150), "failing took {:?}", started.elapsed());
+
+    // Back up: nothing was half-written, and the commit goes through.
+    garage.restart_node(0).unwrap();
+    fsck_ok(&garage, &store);
+    assert_exports(&garage, &store, "main", &v1);
+    let r2 = commit(&garage, &store, &v2, "two");
+    assert_ne!(r1, r2);
+    assert_exports(&garage, &store, &r2, &v2);
+}

@@ -5,11 +5,12 @@
 //! variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, ...).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::ObjectStore;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use url::Url;
 
 use ferry_store::BackendError;
@@ -76,7 +77,12 @@ impl BucketConfig {
     pub fn connect(&self) -> Result<(Arc<dyn ObjectStore>, ObjectPath), BackendError> {
         match &self.kind {
             Kind::S3 { bucket, prefix, endpoint, region } => {
-                let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                // A store that is down fails a command within about half a
+                // minute, with the cause, rather than after object_store's
+                // default three minutes of retries.
+                let retry = RetryConfig { max_retries: 4, retry_timeout: Duration::from_secs(30), ..Default::default() };
+                let client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
+                let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry).with_client_options(client);
                 if let Some(e) = endpoint {
                     // An explicit endpoint is a store other than AWS's
                     // (Garage, MinIO, ...): path-style requests, and plain

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use ferry_net::NetError;
 use ferry_proto::ErrorCode;
-use ferry_store::StoreError;
+use ferry_store::{BackendError, StoreError};
 
 /// A failure not named below (a local I/O error, a store in use, ...).
 pub const FAILURE: u8 = 1;
@@ -47,6 +47,9 @@ fn kind(e: &(dyn std::error::Error + 'static)) -> Option<u8> {
     }
     if let Some(e) = e.downcast_ref::<StoreError>() {
         return store(e);
+    }
+    if let Some(e) = e.downcast_ref::<BackendError>() {
+        return backend(e);
     }
     if e.downcast_ref::<ferry_core::FormatError>().is_some() {
         return Some(CORRUPT);
@@ -93,7 +96,11 @@ fn store(e: &StoreError) -> Option<u8> {
         StoreError::UnknownRepo(_) | StoreError::UnknownRevision(_) => Some(NOT_FOUND),
         StoreError::Corrupt { .. } | StoreError::Verify { .. } | StoreError::Format(_) => Some(CORRUPT),
         StoreError::BadRange { .. } | StoreError::CaseClash { .. } => Some(USAGE),
-        StoreError::Backend(ferry_store::BackendError::Unavailable(_)) => Some(TRANSIENT),
+        StoreError::Backend(b) => backend(b),
         _ => None,
     }
+}
+
+fn backend(e: &BackendError) -> Option<u8> {
+    matches!(e, BackendError::Unavailable(_)).then_some(TRANSIENT)
 }
