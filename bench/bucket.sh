@@ -35,15 +35,26 @@ coproc GARAGE { "$CARGO_TARGET_DIR/release/ferry-garage-node"; }
 bench_cleanup() { exec {GARAGE[1]}>&- 2>/dev/null || true; wait "$GARAGE_PID" 2>/dev/null || true; }
 read -r garage_json <&"${GARAGE[0]}"
 g() { echo "$garage_json" | sed -E "s/.*\"$1\":\"([^\"]*)\".*/\1/"; }
-endpoint=$(g endpoint) region=$(g region) bucket=$(g bucket)
+endpoint=$(g endpoint) region=$(g region) bucket=$(g bucket) admin=$(g admin_endpoint) admin_token=$(g admin_token)
 export AWS_ACCESS_KEY_ID=$(g access_key_id) AWS_SECRET_ACCESS_KEY=$(g secret_access_key)
 
+# S3 requests Garage has answered so far, in all and by kind
+# ("PutObject:3,UploadPart:12,...").
+s3_requests() {
+  curl -sf -H "Authorization: Bearer $admin_token" "$admin/metrics" |
+    awk '/^api_s3_request_counter\{/ { match($0, /api_endpoint="[^"]*"/); k = substr($0, RSTART + 14, RLENGTH - 15); n[k] += $NF; t += $NF }
+         END { s = ""; for (k in n) s = s (s == "" ? "" : ",") k ":" n[k]; printf "%d %s\n", t, (s == "" ? "-" : s) }'
+}
+
 results=()
-step() { # name cmd...: times it, keeps "name seconds rss"
-  local n=$1; shift
+step() { # name cmd...: times it, keeps "name seconds rss requests kinds"
+  local n=$1 before after kinds; shift
+  read -r before _ < <(s3_requests)
   timed_step "$n" "$@"
-  results+=("$n $wall $rss")
-  log "  $n: $wall s, peak RSS $((rss / 1024)) MiB"
+  read -r after kinds < <(s3_requests)
+  # The metrics request itself is not an S3 request.
+  results+=("$n $wall $rss $((after - before)) $kinds")
+  log "  $n: $wall s, peak RSS $((rss / 1024)) MiB, $((after - before)) S3 requests"
 }
 
 # curl does not send the payload hash header Garage requires.
@@ -70,9 +81,12 @@ get() { local want=$1 r; for r in "${results[@]}"; do set -- $r; [ "$1" = "$want
 mibs() { awk -v b="$file_bytes" -v s="$1" 'BEGIN { printf "%.0f", b / 1048576 / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; }
 
+requests() { local want=$1 r; for r in "${results[@]}"; do set -- $r; [ "$1" = "$want" ] && { echo "$4"; return; }; done; }
+per_gib() { awk -v n="$1" -v b="$file_bytes" 'BEGIN { printf "%.0f", n / (b / 1073741824) }'; }
+
 for r in "${results[@]}"; do
   set -- $r
-  echo "{\"bench\":\"bucket\",\"step\":\"$1\",\"seconds\":$2,\"peak_rss_kib\":$3,\"file_bytes\":$file_bytes,\"mib_per_s\":$(mibs "$2")}"
+  echo "{\"bench\":\"bucket\",\"step\":\"$1\",\"seconds\":$2,\"peak_rss_kib\":$3,\"s3_requests\":$4,\"file_bytes\":$file_bytes,\"mib_per_s\":$(mibs "$2")}"
 done
 if [ "$json_only" = 0 ]; then
   put=$(get put)
@@ -85,4 +99,5 @@ if [ "$json_only" = 0 ]; then
   done
   echo "  one PUT of v1 (curl): $(mibs "$put") MiB/s; bucket commit-v1 at $(ratio "$(get bucket-commit-v1)" "$put") x of it"
   echo "  rebuild from the bucket: $(get rebuild) s; export after it: $(mibs "$(get rebuilt-export-v2)") MiB/s"
+  echo "  S3 requests per GiB of model: commit v1 $(per_gib "$(requests bucket-commit-v1)"), commit v2 $(per_gib "$(requests bucket-commit-v2)"), export v2 $(per_gib "$(requests bucket-export-v2)"), rebuild $(requests rebuild) in all"
 fi

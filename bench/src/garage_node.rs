@@ -1,6 +1,7 @@
 //! Starts a Garage store on loopback for the benchmark scripts (the same
-//! harness the tests use), prints one JSON line (endpoint, region, bucket,
-//! key) and keeps it running until its stdin closes.
+//! harness the tests use), prints one JSON line (S3 endpoint, region,
+//! bucket, key; the admin endpoint and token, for its metrics) and keeps it
+//! running until its stdin closes.
 //!
 //!     ferry-garage-node [--nodes N]
 
@@ -26,6 +27,8 @@ fn main() -> Result<()> {
         "bucket": garage.bucket(),
         "access_key_id": garage.access_key_id(),
         "secret_access_key": garage.secret_access_key(),
+        "admin_endpoint": garage.admin_endpoints()[0],
+        "admin_token": garage.admin_token(),
     });
     println!("{line}");
     // Until whoever started it closes our stdin (or exits).
