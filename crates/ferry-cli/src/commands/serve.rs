@@ -169,6 +169,9 @@ struct Follow {
 pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
     start_logging(args.log);
     let store = Arc::new(super::init::open(path)?);
+    if args.gc_every.is_some() && store.backend().deferred().is_some() {
+        anyhow::bail!("--gc-every: gc of a store whose chunks are in the {} backend is not supported yet", store.backend().name());
+    }
     let follow = args.mirror_of.map(|hub| Follow { options: args.net.options(&hub), hub, patterns: patterns(args.repos), interval: args.mirror_interval });
     let identity = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => ferry_net::tls::Identity::from_pem(cert, key)?,
