@@ -1,6 +1,7 @@
 //! Stores whose chunks, trees and journal live in a real Garage cluster on
 //! loopback, driven through the `ferry` binary: commit, export, fsck; a hub
-//! serving pushes, pulls and range reads (QUIC and HTTP) from the bucket; a
+//! serving pushes, pulls and range reads (QUIC and HTTP) from the bucket,
+//! and one following another hub into the bucket; a
 //! store rebuilt from the bucket alone; a second writer refused; `kill -9`
 //! of a commit or of the hub at any moment, and between the bucket's
 //! journal and the local write; a bucket that is down or refuses the
@@ -346,4 +347,52 @@ fn kill_9_of_a_hub_on_a_bucket_during_pushes_loses_nothing_acknowledged() {
     }
     fsck_ok(&garage, &store);
     report("bucket-hub-crash", &format!("a hub on Garage killed {iterations} times during pushes ({killed_mid_push} pushes cut short, all completed when re-run); every acknowledged revision intact, fsck clean"));
+}
+
+#[test]
+fn a_hub_on_a_bucket_follows_another_hub_and_its_copy_survives_in_the_bucket() {
+    let garage = Garage::single().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("eu")).unwrap();
+    let src = Hub::start(&tmp.path().join("eu"));
+    let (write, read) = (src.token("org/*", "write"), src.token("org/*", "read"));
+    let store = tmp.path().join("us");
+    ok(ferry_on(&garage, &store).arg("init").args(backend_args(&garage, "us")));
+    let known = tmp.path().join("us.known_hubs");
+    let mut follower = {
+        let mut c = ferry_on(&garage, &store);
+        c.args(["--json", "serve", "--listen", "127.0.0.1:0", "--mirror-of", &src.addr, "--repo", "org/*", "--mirror-interval", "1"]);
+        c.env("FERRY_TOKEN", &read).env("FERRY_KNOWN_HUBS", &known);
+        Hub::spawn(c, store.clone())
+    };
+    let laptop = tmp.path().join("laptop");
+    ok(ferry(&laptop).arg("init"));
+    let v1 = version(tmp.path(), 1);
+    let rev = {
+        let out = ok(ferry(&laptop).args(["--json", "commit", "org/model"]).arg(&v1).args(["-m", "one"]));
+        json(out.lines().last().unwrap())["revision"].as_str().unwrap().to_owned()
+    };
+    ok(client(&laptop, Some(&write)).args(["push", &src.addr, "org/model"]));
+    // The follower copies it into the bucket within a few intervals.
+    let local = follower.token("org/*", "read");
+    let reader = tmp.path().join("reader");
+    ok(ferry(&reader).arg("init"));
+    let start = std::time::Instant::now();
+    loop {
+        let out = run(client(&reader, Some(&local)).args(["--json", "pull", &follower.addr, "org/model"]));
+        if out.status.success() && json(&String::from_utf8_lossy(&out.stdout))["head"] == rev.as_str() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the follower never got {rev}: {}", stderr(&out));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Stopped as an operator would (SIGTERM): it gives its lease back, so
+    // the rebuild need not wait the lease out.
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(follower.child.id() as i32, libc::SIGTERM) };
+    assert!(follower.child.wait().unwrap().success());
+    // The copy is in the bucket: a store rebuilt from it has the revision.
+    let rebuilt = tmp.path().join("rebuilt");
+    ok(ferry_on(&garage, &rebuilt).arg("rebuild").args(backend_args(&garage, "us")));
+    assert_exports(&garage, &rebuilt, &rev, &v1);
 }

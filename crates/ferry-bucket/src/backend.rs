@@ -253,6 +253,10 @@ impl BucketBackend {
             loop {
                 tokio::time::sleep(LEASE / 3).await;
                 let Some(lease) = lease.upgrade() else { return };
+                // Given back, or lost to another store.
+                if lease.valid_until.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
                 match read_lease(&*store, &key).await {
                     Ok(Some((holder, _))) if holder != lease.holder => {
                         lease.valid_until.store(0, Ordering::SeqCst);
@@ -528,6 +532,10 @@ impl ChunkBackend for BucketBackend {
         Ok(())
     }
 
+    fn close(&self) -> Result<(), BackendError> {
+        self.release()
+    }
+
     fn journal(&self, entry: &JournalEntry) -> Result<(), BackendError> {
         self.check_lease()?;
         let mut pos = self.journal_pos.lock().unwrap_or_else(|p| p.into_inner());
@@ -638,12 +646,24 @@ impl ChunkBackend for BucketBackend {
     }
 }
 
+impl BucketBackend {
+    /// Gives the lease back (if this store still holds it), so the next
+    /// writer need not wait it out; nothing is journaled after.
+    fn release(&self) -> Result<(), BackendError> {
+        if self.lease.valid_until.swap(0, Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        let (store, key) = (self.store.clone(), self.key("writer"));
+        match self.wait(async move { tokio::time::timeout(Duration::from_secs(5), store.delete(&key)).await }) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(BackendError::Unavailable("giving the writer lease back timed out".into())),
+        }
+    }
+}
+
 impl Drop for BucketBackend {
     fn drop(&mut self) {
-        // Give the lease back so the next writer need not wait it out.
-        if self.lease.valid_until.load(Ordering::SeqCst) != 0 {
-            let (store, key) = (self.store.clone(), self.key("writer"));
-            let _ = self.wait(async move { tokio::time::timeout(Duration::from_secs(5), store.delete(&key)).await });
-        }
+        let _ = self.release();
     }
 }

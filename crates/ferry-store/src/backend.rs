@@ -191,6 +191,12 @@ pub trait ChunkBackend: Send + Sync {
         Ok(())
     }
 
+    /// The store is done writing: the backend may give up what it holds
+    /// for it (a bucket's writer lease). Later writes may fail.
+    fn close(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// Hands back every chunk's index entry and every tree node, in any
     /// order: with `journal_after(0)`, what a store's database is rebuilt
     /// from. A backend that is not the source of truth has nothing to give.

@@ -519,6 +519,14 @@ impl Store {
         flush(&self.db, &[CF_CHUNK_INDEX, CF_TREES])
     }
 
+    /// Makes everything written durable and lets the backend give up what
+    /// it holds for this store (a bucket's writer lease), for a process that
+    /// ends while others still hold the store (a hub's threads).
+    pub fn close(&self) -> Result<()> {
+        self.sync()?;
+        Ok(self.backend.close()?)
+    }
+
     /// A node waiting for a deferred backend's `sync`.
     pub(crate) fn pending_node(&self, id: &Id) -> Option<Vec<u8>> {
         self.pending.as_ref()?.node(id)

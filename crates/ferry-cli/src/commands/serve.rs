@@ -260,5 +260,8 @@ pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
         }
         anyhow::Ok(())
     })?;
+    // Stopped cleanly: give up what the backend holds for this hub (a
+    // bucket's writer lease), so a successor need not wait for it.
+    store.close()?;
     Ok(ExitCode::SUCCESS)
 }
