@@ -1,8 +1,9 @@
 //! Index entries and tree nodes waiting for a deferred backend to make
 //! their records durable.
 //!
-//! An object-storage backend gathers records into packs and uploads a pack
-//! at `sync`, so a record it has just taken may still be lost by a crash.
+//! An object-storage backend gathers records into packs and uploads them
+//! later (in the background, and at `sync`), so a record it has just taken
+//! may still be lost by a crash.
 //! Nothing may reach the store's database before the records it names (an
 //! entry or node on disk naming a lost record breaks "has node implies has
 //! subtree" after a restart), so the store keeps such entries and nodes
@@ -19,11 +20,11 @@ use crate::backend::Location;
 use crate::chunk_index::IndexEntry;
 
 #[derive(Default)]
-pub(crate) struct Waiting {
-    pub(crate) entries: HashMap<Id, IndexEntry>,
+struct Waiting {
+    entries: HashMap<Id, IndexEntry>,
     /// Nodes, and where the backend placed its copy of them.
-    pub(crate) nodes: HashMap<Id, (Vec<u8>, Location)>,
-    /// Stored bytes of the records put since the last settle.
+    nodes: HashMap<Id, (Vec<u8>, Location)>,
+    /// Bytes of the records and nodes waiting.
     bytes: u64,
 }
 
@@ -57,18 +58,28 @@ impl Pending {
     }
 
     pub(crate) fn add_entries(&self, entries: impl IntoIterator<Item = (Id, IndexEntry)>) {
-        let mut w = self.write();
+        let mut guard = self.write();
+        let w = &mut *guard;
         for (id, e) in entries {
-            w.bytes += e.stored_len as u64;
-            w.entries.insert(id, e);
+            // The same chunk put twice (two writers at once) keeps its first
+            // place: a node written after the first put may already be
+            // durable, and only the first copy is sure to be durable with
+            // it. The second copy is a record no entry names.
+            if let std::collections::hash_map::Entry::Vacant(slot) = w.entries.entry(id) {
+                w.bytes += e.stored_len as u64;
+                slot.insert(e);
+            }
         }
     }
 
     pub(crate) fn add_nodes(&self, nodes: Vec<(Id, Vec<u8>)>, at: Location) {
-        let mut w = self.write();
+        let mut guard = self.write();
+        let w = &mut *guard;
         for (id, enc) in nodes {
-            w.bytes += enc.len() as u64;
-            w.nodes.insert(id, (enc, at.clone()));
+            if let std::collections::hash_map::Entry::Vacant(slot) = w.nodes.entry(id) {
+                w.bytes += enc.len() as u64;
+                slot.insert((enc, at.clone()));
+            }
         }
     }
 
@@ -108,5 +119,29 @@ impl Pending {
                 w.bytes = w.bytes.saturating_sub(enc.len() as u64);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(pack: u8, len: u32) -> IndexEntry {
+        IndexEntry { codec: 0, raw_len: len, stored_len: len, location: Location::new(&[pack]).unwrap() }
+    }
+
+    #[test]
+    fn a_chunk_put_twice_keeps_its_first_place_and_counts_once() {
+        let p = Pending::new(100);
+        let id = Id::of_chunk(b"c");
+        p.add_entries([(id, at(1, 60))]);
+        p.add_entries([(id, at(2, 60))]);
+        assert_eq!(p.entry(&id).unwrap().location.as_bytes(), [1]);
+        assert!(!p.full(), "one chunk counted twice");
+        let first = |loc: &Location| loc.as_bytes() == [1];
+        let (entries, _) = p.snapshot(Some(&first));
+        assert_eq!(entries.len(), 1);
+        p.remove(&entries, &[]);
+        assert!(p.entry(&id).is_none());
     }
 }
