@@ -38,6 +38,13 @@ fn backend_args(garage: &Garage, prefix: &str) -> Vec<String> {
     ]
 }
 
+/// `ferry serve` on a bucket store, with extra arguments.
+fn serve_on(garage: &Garage, store: &Path, extra: &[&str]) -> Command {
+    let mut c = ferry_on(garage, store);
+    c.args(["--json", "serve", "--listen", "127.0.0.1:0"]).args(extra);
+    c
+}
+
 fn version(dir: &Path, i: u64) -> PathBuf {
     let src = dir.join(format!("v{i}"));
     std::fs::create_dir_all(src.join("sub")).unwrap();
@@ -89,14 +96,7 @@ fn a_store_on_garage_commits_serves_and_is_rebuilt_from_the_bucket_alone() {
     let laptop = tmp.path().join("laptop");
     ok(ferry(&laptop).arg("init"));
     let v3 = version(tmp.path(), 3);
-    let mut hub = Hub::spawn(
-        {
-            let mut c = ferry_on(&garage, &store);
-            c.args(["--json", "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
-            c
-        },
-        store.clone(),
-    );
+    let mut hub = Hub::spawn(serve_on(&garage, &store, &["--http", "127.0.0.1:0"]), store.clone());
     let token = hub.token("org/*", "write");
     ok(client(&laptop, Some(&token)).args(["pull", &hub.addr, "org/model"]));
     let r3 = {
@@ -199,14 +199,7 @@ fn a_three_node_garage_cluster_with_a_node_down_keeps_the_store_and_its_hub_work
     // A node killed while a hub on the bucket takes a push: the push
     // completes (two of three nodes are a quorum), or fails clearly and a
     // re-run completes; a pull then gets it back whole.
-    let mut hub = Hub::spawn(
-        {
-            let mut c = ferry_on(&garage, &store);
-            c.args(["--json", "serve", "--listen", "127.0.0.1:0"]);
-            c
-        },
-        store.clone(),
-    );
+    let mut hub = Hub::spawn(serve_on(&garage, &store, &[]), store.clone());
     let token = hub.token("org/*", "write");
     let laptop = tmp.path().join("laptop");
     ok(ferry(&laptop).arg("init"));
@@ -304,11 +297,7 @@ fn kill_9_of_a_hub_on_a_bucket_during_pushes_loses_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("hub");
     ok(ferry_on(&garage, &store).arg("init").args(backend_args(&garage, "hub-crash")));
-    let serve = || {
-        let mut c = ferry_on(&garage, &store);
-        c.args(["--json", "serve", "--listen", "127.0.0.1:0"]);
-        Hub::spawn(c, store.clone())
-    };
+    let serve = || Hub::spawn(serve_on(&garage, &store, &[]), store.clone());
     let laptop = tmp.path().join("laptop");
     ok(ferry(&laptop).arg("init"));
     let mut rng = Rng::new(0x00c4_a5e5);
@@ -360,8 +349,7 @@ fn a_hub_on_a_bucket_follows_another_hub_and_its_copy_survives_in_the_bucket() {
     ok(ferry_on(&garage, &store).arg("init").args(backend_args(&garage, "us")));
     let known = tmp.path().join("us.known_hubs");
     let mut follower = {
-        let mut c = ferry_on(&garage, &store);
-        c.args(["--json", "serve", "--listen", "127.0.0.1:0", "--mirror-of", &src.addr, "--repo", "org/*", "--mirror-interval", "1"]);
+        let mut c = serve_on(&garage, &store, &["--mirror-of", &src.addr, "--repo", "org/*", "--mirror-interval", "1"]);
         c.env("FERRY_TOKEN", &read).env("FERRY_KNOWN_HUBS", &known);
         Hub::spawn(c, store.clone())
     };
