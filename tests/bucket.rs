@@ -155,7 +155,7 @@ fn kill_9_of_a_commit_to_a_bucket_loses_nothing_acknowledged() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.below(700)));
+        std::thread::sleep(Duration::from_millis(rng.below(300)));
         let _ = child.kill();
         let out = child.wait_with_output().unwrap();
         match std::str::from_utf8(&out.stdout).ok().and_then(|s| s.lines().last()).map(json) {
@@ -317,7 +317,7 @@ fn kill_9_of_a_hub_on_a_bucket_during_pushes_loses_nothing_acknowledged() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.below(600)));
+        std::thread::sleep(Duration::from_millis(rng.below(300)));
         hub.kill();
         if !push.wait_with_output().unwrap().status.success() {
             killed_mid_push += 1;
