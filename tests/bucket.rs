@@ -53,9 +53,15 @@ fn version(dir: &Path, i: u64) -> PathBuf {
     src
 }
 
-fn commit(garage: &Garage, store: &Path, src: &Path, msg: &str) -> String {
-    let out = ok(ferry_on(garage, store).args(["--json", "commit", "org/model"]).arg(src).args(["-m", msg]));
+/// Commits `src` to org/model with `ferry` (a command on some store);
+/// returns the revision.
+fn commit_with(mut ferry: Command, src: &Path, msg: &str) -> String {
+    let out = ok(ferry.args(["--json", "commit", "org/model"]).arg(src).args(["-m", msg]));
     json(out.lines().last().unwrap())["revision"].as_str().unwrap().to_owned()
+}
+
+fn commit(garage: &Garage, store: &Path, src: &Path, msg: &str) -> String {
+    commit_with(ferry_on(garage, store), src, msg)
 }
 
 fn assert_exports(garage: &Garage, store: &Path, rev: &str, src: &Path) {
@@ -99,10 +105,7 @@ fn a_store_on_garage_commits_serves_and_is_rebuilt_from_the_bucket_alone() {
     let mut hub = Hub::spawn(serve_on(&garage, &store, &["--http", "127.0.0.1:0"]), store.clone());
     let token = hub.token("org/*", "write");
     ok(client(&laptop, Some(&token)).args(["pull", &hub.addr, "org/model"]));
-    let r3 = {
-        let out = ok(ferry(&laptop).args(["--json", "commit", "org/model"]).arg(&v3).args(["-m", "three"]));
-        json(out.lines().last().unwrap())["revision"].as_str().unwrap().to_owned()
-    };
+    let r3 = commit_with(ferry(&laptop), &v3, "three");
     ok(client(&laptop, Some(&token)).args(["push", &hub.addr, "org/model"]));
     let fresh = tmp.path().join("fresh");
     ok(ferry(&fresh).arg("init"));
@@ -207,10 +210,7 @@ fn a_three_node_garage_cluster_with_a_node_down_keeps_the_store_and_its_hub_work
     let v3 = tmp.path().join("v3");
     std::fs::create_dir_all(&v3).unwrap();
     std::fs::write(v3.join("big.bin"), noise(48 << 20, 3)).unwrap();
-    let r3 = {
-        let out = ok(ferry(&laptop).args(["--json", "commit", "org/model"]).arg(&v3).args(["-m", "three"]));
-        json(out.lines().last().unwrap())["revision"].as_str().unwrap().to_owned()
-    };
+    let r3 = commit_with(ferry(&laptop), &v3, "three");
     let push = client(&laptop, Some(&token))
         .args(["push", &hub.addr, "org/model"])
         .stdout(std::process::Stdio::null())
@@ -307,8 +307,7 @@ fn kill_9_of_a_hub_on_a_bucket_during_pushes_loses_nothing_acknowledged() {
     let iterations = std::env::var("FERRY_CRASH_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(3u64);
     for i in 0..iterations {
         let src = version(tmp.path(), 20 + i);
-        let out = ok(ferry(&laptop).args(["--json", "commit", "org/model"]).arg(&src).args(["-m", "step"]));
-        let rev = json(out.lines().last().unwrap())["revision"].as_str().unwrap().to_owned();
+        let rev = commit_with(ferry(&laptop), &src, "step");
         let mut hub = serve();
         let t = token.get_or_insert_with(|| hub.token("org/*", "write")).clone();
         let push = client(&laptop, Some(&t))
@@ -356,10 +355,7 @@ fn a_hub_on_a_bucket_follows_another_hub_and_its_copy_survives_in_the_bucket() {
     let laptop = tmp.path().join("laptop");
     ok(ferry(&laptop).arg("init"));
     let v1 = version(tmp.path(), 1);
-    let rev = {
-        let out = ok(ferry(&laptop).args(["--json", "commit", "org/model"]).arg(&v1).args(["-m", "one"]));
-        json(out.lines().last().unwrap())["revision"].as_str().unwrap().to_owned()
-    };
+    let rev = commit_with(ferry(&laptop), &v1, "one");
     ok(client(&laptop, Some(&write)).args(["push", &src.addr, "org/model"]));
     // The follower copies it into the bucket within a few intervals.
     let local = follower.token("org/*", "read");
