@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,26 @@ pub struct HubService {
     /// by all its connections while any is open (by grant and session).
     shown: Mutex<HashMap<(String, String), std::sync::Weak<Mutex<Admitted>>>>,
     /// Files whose SHA-256 is still to be computed (`with_sha256_backfill`).
-    backfill: Option<Mutex<std::sync::mpsc::Sender<Id>>>,
+    backfill: Option<Backfill>,
+}
+
+/// The SHA-256 backfill's queue and thread. Dropping it stops the thread
+/// (within one read batch) and waits for it, so the store it holds is
+/// closed before the process exits rather than beside it.
+struct Backfill {
+    queue: Mutex<Option<std::sync::mpsc::Sender<Id>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Backfill {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// What the service has done since it started, for a door's metrics.
@@ -144,24 +163,27 @@ impl HubService {
     pub fn with_sha256_backfill(mut self) -> HubService {
         let (tx, rx) = std::sync::mpsc::channel::<Id>();
         let store = self.store.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
         let spawned = std::thread::Builder::new().name("sha256-backfill".into()).spawn(move || {
             for file in rx {
-                if let Err(e) = backfill_sha256(&store, &file) {
+                if let Err(e) = backfill_sha256(&store, &file, &stopped) {
                     tracing::debug!("no SHA-256 for file {file}: {e}");
                 }
             }
         });
-        if spawned.is_ok() {
-            self.backfill = Some(Mutex::new(tx));
+        if let Ok(thread) = spawned {
+            self.backfill = Some(Backfill { queue: Mutex::new(Some(tx)), stop, thread: Some(thread) });
         }
         self
     }
 
     /// Queues the files of revision `id` that have no SHA-256 yet.
     fn queue_backfill(&self, id: &Id) {
-        let Some(tx) = &self.backfill else { return };
+        let Some(backfill) = &self.backfill else { return };
         let Ok(rev) = self.store.revision(id) else { return };
-        let tx = tx.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = backfill.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = queue.as_ref() else { return };
         for e in rev.entries {
             if matches!(self.store.sha256_of(&e.file_id), Ok(None)) {
                 let _ = tx.send(e.file_id);
@@ -709,13 +731,16 @@ impl<'a> Readable<'a> {
 
 /// Reads a stored file whole (every chunk verified) and records its
 /// SHA-256, unless it has one.
-fn backfill_sha256(store: &Store, file: &Id) -> Result<(), ferry_store::StoreError> {
+fn backfill_sha256(store: &Store, file: &Id, stop: &AtomicBool) -> Result<(), ferry_store::StoreError> {
     if store.sha256_of(file)?.is_some() {
         return Ok(());
     }
-    struct Hashing(ring::digest::Context);
-    impl std::io::Write for Hashing {
+    struct Hashing<'a>(ring::digest::Context, &'a AtomicBool);
+    impl std::io::Write for Hashing<'_> {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.1.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("the hub is stopping"));
+            }
             self.0.update(b);
             Ok(b.len())
         }
@@ -724,7 +749,7 @@ fn backfill_sha256(store: &Store, file: &Id) -> Result<(), ferry_store::StoreErr
         }
     }
     let size = store.node(file)?.size();
-    let mut h = Hashing(ring::digest::Context::new(&ring::digest::SHA256));
+    let mut h = Hashing(ring::digest::Context::new(&ring::digest::SHA256), stop);
     store.read_range(file, size, 0, size, &mut h, &())?;
     let sha: ferry_store::Sha256 = h.0.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
     store.record_sha256(file, &sha)

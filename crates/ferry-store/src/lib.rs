@@ -519,12 +519,18 @@ impl Store {
         flush(&self.db, &[CF_CHUNK_INDEX, CF_TREES])
     }
 
-    /// Makes everything written durable and lets the backend give up what
-    /// it holds for this store (a bucket's writer lease), for a process that
-    /// ends while others still hold the store (a hub's threads).
+    /// Makes everything written durable, lets the backend give up what it
+    /// holds for this store (a bucket's writer lease) and stops the
+    /// database's background work, for a process that ends while others
+    /// still hold the store (a hub's threads). Nothing is written after it.
     pub fn close(&self) -> Result<()> {
         self.sync()?;
-        Ok(self.backend.close()?)
+        self.backend.close()?;
+        // The process exits with the database still open: a flush or
+        // compaction left running would meet RocksDB's statics torn down
+        // (an abort at exit). Later writes fail instead.
+        self.db.cancel_all_background_work(true);
+        Ok(())
     }
 
     /// A node waiting for a deferred backend's `sync`.

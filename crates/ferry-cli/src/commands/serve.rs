@@ -260,8 +260,10 @@ pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
         }
         anyhow::Ok(())
     })?;
-    // Stopped cleanly: give up what the backend holds for this hub (a
-    // bucket's writer lease), so a successor need not wait for it.
+    // Stopped cleanly: the service's own threads end first (so none closes
+    // the store while the process exits), then the backend gives up what it
+    // holds for this hub (a bucket's writer lease) for a successor.
+    drop(service);
     store.close()?;
     Ok(ExitCode::SUCCESS)
 }
