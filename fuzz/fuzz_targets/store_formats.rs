@@ -1,15 +1,19 @@
 //! What a store reads back from a bucket: pack indexes
-//! (`ferry_store::pack::decode_index`) and journal entries
-//! (`ferry_store::JournalEntry::decode`). The first byte picks which.
+//! (`ferry_store::pack::decode_index`), journal entries
+//! (`ferry_store::JournalEntry::decode`) and pack announcements
+//! (`ferry_store::pack::decode_announcement`). The first byte picks which.
 #![no_main]
 
-use ferry_store::pack::{decode_index, Kind, ENTRY_LEN, FOOTER_LEN, MAGIC};
+use ferry_store::pack::{decode_announcement, decode_index, encode_announcement, Kind, ENTRY_LEN, FOOTER_LEN, MAGIC};
 use ferry_store::JournalEntry;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, data)) = data.split_first() else { return };
-    if which % 2 == 0 {
+    if which % 3 == 2 {
+        let Ok(packs) = decode_announcement(data) else { return };
+        assert_eq!(encode_announcement(&packs), data, "a decoded announcement does not re-encode to its bytes");
+    } else if which % 3 == 0 {
         let Ok(entries) = decode_index(data, data.len() as u64) else { return };
         // Every entry lies, in order, between the magic and the index.
         let data_end = data.len() - entries.len() * ENTRY_LEN - FOOTER_LEN;

@@ -4,7 +4,8 @@
 //! Keys under the address's prefix (`protocol/store.md` §7):
 //! `ferry-bucket` (marks a bucket ferry made), `writer` (the lease of the
 //! one store that writes it), `packs/<32 hex>` and
-//! `journal/<seq, 20 digits>-<n, 6 digits>`.
+//! `journal/<seq, 20 digits>-<n, 6 digits>` (journal entries, and
+//! announcements of packs now in the bucket).
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -15,13 +16,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use ferry_core::Id;
 use ferry_store::{BackendError, ChunkBackend, IndexEntry, JournalEntry, Location, RecordVisitor, Recovered, RecoveryVisitor, VerifiedRecord};
 
 use crate::config::BucketConfig;
-use ferry_store::pack::{self, Kind, PackWriter};
+use ferry_store::pack::{self, Kind, PackName, PackWriter};
 
 /// The marker object: its presence says the prefix holds a ferry bucket.
 const MARKER: &str = "ferry-bucket";
@@ -40,9 +41,8 @@ const UPLOADS_AHEAD: usize = 2;
 const RECENT_PACKS: usize = 2;
 /// Bytes read from a pack's end to find its index in one request.
 const TAIL_GUESS: u64 = 64 << 10;
-
-/// A pack's name: 8 bytes naming the writer's run, 8 counting its packs.
-type PackName = [u8; 16];
+/// Journal objects read at once by a reader of the journal.
+const JOURNAL_WINDOW: usize = 64;
 
 fn pack_location(name: &PackName, offset: u32, len: u32) -> Location {
     let mut b = [0u8; 24];
@@ -60,6 +60,11 @@ fn parse_location(loc: &Location) -> Option<(PackName, Range<usize>)> {
     let offset = u32::from_le_bytes(b[16..20].try_into().ok()?) as usize;
     let len = u32::from_le_bytes(b[20..].try_into().ok()?) as usize;
     Some((b[..16].try_into().ok()?, offset..offset + len))
+}
+
+/// A pack's number within its writer's run.
+fn pack_seq(name: &PackName) -> u64 {
+    u64::from_be_bytes(name[8..].try_into().expect("8 bytes"))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BackendError {
@@ -124,9 +129,16 @@ pub struct BucketBackend {
     packs: Arc<Packs>,
     /// Only one `sync` uploads at a time.
     syncing: Mutex<()>,
-    /// The key of the newest journal entry: (branch move, entries after it).
+    /// The key of the newest journal object written or read: (branch
+    /// move, objects after it).
     journal_pos: Mutex<(u64, u32)>,
+    /// Packs of this run numbered below this are announced in the journal
+    /// (durable); the mutex makes one announcement at a time.
+    announced: Mutex<u64>,
+    announced_below: AtomicU64,
     lease: Arc<Lease>,
+    /// A reader (a replica's backend): holds no lease, writes nothing.
+    read_only: bool,
 }
 
 impl BucketBackend {
@@ -162,6 +174,19 @@ impl BucketBackend {
         Ok(b)
     }
 
+    /// Opens a bucket ferry made as a reader: no lease, nothing written;
+    /// what a read replica serves from while another store writes.
+    pub fn open_reader(config: &BucketConfig) -> Result<BucketBackend, BackendError> {
+        let mut b = Self::connect(config, "reader")?;
+        b.read_only = true;
+        let (store, marker) = (b.store.clone(), b.key(MARKER));
+        match b.wait(async move { store.head(&marker).await }) {
+            Ok(_) => Ok(b),
+            Err(object_store::Error::NotFound { .. }) => Err(BackendError::Other(format!("{} holds no ferry bucket", config.address))),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     fn connect(config: &BucketConfig, holder: &str) -> Result<BucketBackend, BackendError> {
         // HTTPS needs a process-wide rustls provider; another part of ferry
         // may have installed the same one already.
@@ -189,7 +214,10 @@ impl BucketBackend {
             }),
             syncing: Mutex::new(()),
             journal_pos: Mutex::new((0, 0)),
+            announced: Mutex::new(0),
+            announced_below: AtomicU64::new(0),
             lease: Arc::new(Lease { holder: holder.to_owned(), valid_until: AtomicU64::new(0) }),
+            read_only: false,
         };
         b.writing().name = b.next_pack_name();
         Ok(b)
@@ -208,9 +236,14 @@ impl BucketBackend {
     }
 
     fn next_pack_name(&self) -> PackName {
+        self.pack_name(self.packs_made.fetch_add(1, Ordering::SeqCst))
+    }
+
+    /// The name of this run's pack number `seq`.
+    fn pack_name(&self, seq: u64) -> PackName {
         let mut name = [0u8; 16];
         name[..8].copy_from_slice(&self.run);
-        name[8..].copy_from_slice(&self.packs_made.fetch_add(1, Ordering::SeqCst).to_be_bytes());
+        name[8..].copy_from_slice(&seq.to_be_bytes());
         name
     }
 
@@ -276,6 +309,9 @@ impl BucketBackend {
     }
 
     fn check_lease(&self) -> Result<(), BackendError> {
+        if self.read_only {
+            return Err(BackendError::Other("this store reads its bucket as a replica: it writes nothing (write to the bucket's writer)".into()));
+        }
         // A margin for clocks and for the journal write itself.
         if now_secs() + 5 >= self.lease.valid_until.load(Ordering::SeqCst) {
             return Err(BackendError::Unavailable("this store no longer holds the bucket's writer lease; nothing more is written".into()));
@@ -385,14 +421,15 @@ async fn put_pack(store: &dyn ObjectStore, key: &ObjectPath, data: Arc<Vec<u8>>)
     Ok(())
 }
 
-/// A pack's index from its end: one ranged read when the index is small,
-/// a second when it is not.
-async fn read_index(store: &dyn ObjectStore, key: &ObjectPath, size: u64) -> Result<Vec<pack::Entry>, BackendError> {
+/// A pack's index from its end: one suffix read when the index is small
+/// (which also tells the pack's size), a second when it is not.
+async fn read_index(store: &dyn ObjectStore, key: &ObjectPath) -> Result<Vec<pack::Entry>, BackendError> {
     let corrupt = |e: ferry_core::FormatError| BackendError::Other(format!("pack {key}: {e}"));
-    let start = size.saturating_sub(TAIL_GUESS);
-    let mut tail = store.get_range(key, start..size).await.map_err(unavailable)?;
+    let got = store.get_opts(key, GetOptions { range: Some(GetRange::Suffix(TAIL_GUESS)), ..Default::default() }).await.map_err(unavailable)?;
+    let size = got.meta.size;
+    let mut tail = got.bytes().await.map_err(unavailable)?;
     if tail.len() < pack::FOOTER_LEN {
-        return Err(BackendError::Other(format!("pack {key}: {} bytes, too short for a pack", size)));
+        return Err(BackendError::Other(format!("pack {key}: {size} bytes, too short for a pack")));
     }
     let need = (pack::index_len(&tail[tail.len() - pack::FOOTER_LEN..], size).map_err(corrupt)? + pack::FOOTER_LEN) as u64;
     if need > tail.len() as u64 {
@@ -407,6 +444,9 @@ impl ChunkBackend for BucketBackend {
     }
 
     fn put(&self, records: &[VerifiedRecord]) -> Result<Vec<Location>, BackendError> {
+        if self.read_only {
+            return self.check_lease().map(|()| Vec::new());
+        }
         let mut w = self.writing();
         let mut out = Vec::with_capacity(records.len());
         for r in records {
@@ -419,6 +459,11 @@ impl ChunkBackend for BucketBackend {
         if w.pack.len() as u64 >= self.pack_size {
             if let Some((name, bytes)) = self.seal(&mut w) {
                 self.upload_behind(w, name, bytes);
+                // Packs uploaded meanwhile become durable, so their entries
+                // leave memory; one that failed is announced after `sync`.
+                if let Err(e) = self.announce() {
+                    tracing::warn!(error = %e, "announcing uploaded packs failed; retried at the next sync");
+                }
             }
         }
         Ok(out)
@@ -437,12 +482,9 @@ impl ChunkBackend for BucketBackend {
         if name[..8] != self.run {
             return true;
         }
-        // Packs are numbered in the order they were filled; one is durable
-        // when it and every earlier one is in the bucket.
-        let seq = |n: &PackName| u64::from_be_bytes(n[8..].try_into().expect("8 bytes"));
-        let w = self.writing();
-        let first_unsent = w.unsent.iter().map(|(n, _)| seq(n)).chain([seq(&w.name)]).min().unwrap_or(u64::MAX);
-        seq(&name) < first_unsent
+        // A pack is durable once the journal announces it (which it does
+        // for packs in the bucket, in the order they were filled).
+        pack_seq(&name) < self.announced_below.load(Ordering::SeqCst)
     }
 
     fn deferred(&self) -> Option<u64> {
@@ -461,7 +503,8 @@ impl ChunkBackend for BucketBackend {
             }
             w.unsent.clone()
         };
-        self.upload(unsent)
+        self.upload(unsent)?;
+        self.announce()
     }
 
     fn get_many(&self, wanted: &[(Id, &Location)]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
@@ -537,16 +580,96 @@ impl ChunkBackend for BucketBackend {
     }
 
     fn journal(&self, entry: &JournalEntry) -> Result<(), BackendError> {
+        self.write_journal(entry.branch.as_ref().map(|m| m.seq), entry.encode())
+    }
+
+    fn journal_after(&self, after_seq: u64, visit: &mut RecoveryVisitor<'_>) -> Result<(), BackendError> {
+        let start = {
+            let pos = *self.journal_pos.lock().unwrap_or_else(|p| p.into_inner());
+            pos.max((after_seq, 0))
+        };
+        let (store, prefix, offset) = (self.store.clone(), self.key("journal"), self.journal_key(start.0, start.1));
+        let mut keys = self
+            .wait(async move { store.list_with_offset(Some(&prefix), &offset).map_ok(|m| m.location).try_collect::<Vec<_>>().await })
+            .map_err(unavailable)?;
+        keys.sort();
+        let mut pos = start;
+        for window in keys.chunks(JOURNAL_WINDOW) {
+            // Fetched in parallel, with the packs that announcements name,
+            // and handed over in order.
+            let (store, fetch) = (self.store.clone(), window.to_vec());
+            let objects = self
+                .wait(async move {
+                    futures_util::stream::iter(fetch)
+                        .map(|key| {
+                            let store = store.clone();
+                            async move { store.get(&key).await?.bytes().await }
+                        })
+                        .buffered(PARALLEL)
+                        .try_collect::<Vec<_>>()
+                        .await
+                })
+                .map_err(unavailable)?;
+            let mut parsed = Vec::with_capacity(objects.len());
+            let mut announced = Vec::new();
+            for (key, bytes) in window.iter().zip(objects) {
+                let Some(at) = journal_position(key) else { continue };
+                let object = if bytes.starts_with(pack::ANNOUNCE_MAGIC) {
+                    let names = pack::decode_announcement(&bytes).map_err(|e| BackendError::Other(format!("journal object {key}: {e}")))?;
+                    announced.extend(names.iter().copied());
+                    JournalObject::Announced(names)
+                } else {
+                    JournalObject::Entry(JournalEntry::decode(&bytes).map_err(|e| BackendError::Other(format!("journal entry {key}: {e}")))?)
+                };
+                parsed.push((at, object));
+            }
+            let mut contents = self.read_packs(announced)?;
+            for (at, object) in parsed {
+                match object {
+                    JournalObject::Entry(e) => visit(Recovered::Journal(e))?,
+                    JournalObject::Announced(names) => {
+                        for name in names {
+                            for r in contents.remove(&name).unwrap_or_default() {
+                                visit(r)?;
+                            }
+                        }
+                    }
+                }
+                pos = pos.max(at);
+            }
+        }
+        let mut p = self.journal_pos.lock().unwrap_or_else(|p| p.into_inner());
+        *p = (*p).max(pos);
+        Ok(())
+    }
+}
+
+/// A journal object as read: a journal entry, or an announcement of packs.
+enum JournalObject {
+    Entry(JournalEntry),
+    Announced(Vec<PackName>),
+}
+
+/// A journal key's position: (branch move, objects after it).
+fn journal_position(key: &ObjectPath) -> Option<(u64, u32)> {
+    let (seq, n) = key.filename()?.split_once('-')?;
+    Some((seq.parse().ok()?, n.parse().ok()?))
+}
+
+impl BucketBackend {
+    /// Writes a journal object under the next key: a branch move's own
+    /// (`seq`), or the last move's with the next count. Needs the lease.
+    fn write_journal(&self, seq: Option<u64>, bytes: Vec<u8>) -> Result<(), BackendError> {
         self.check_lease()?;
         let mut pos = self.journal_pos.lock().unwrap_or_else(|p| p.into_inner());
-        let next = match &entry.branch {
-            Some(m) => (m.seq, 0),
+        let next = match seq {
+            Some(seq) => (seq, 0),
             None => (pos.0, pos.1 + 1),
         };
-        let (store, key, bytes) = (self.store.clone(), self.journal_key(next.0, next.1), entry.encode());
+        let (store, key) = (self.store.clone(), self.journal_key(next.0, next.1));
         self.wait(async move {
             // Where the store has conditional writes, a second writer's
-            // entry under the same key fails here instead of replacing ours.
+            // object under the same key fails here instead of replacing ours.
             let create = PutOptions { mode: PutMode::Create, ..Default::default() };
             match store.put_opts(&key, PutPayload::from(bytes.clone()), create).await {
                 Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
@@ -554,7 +677,7 @@ impl ChunkBackend for BucketBackend {
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => Err(object_store::Error::Generic {
                     store: "bucket",
-                    source: format!("journal entry {key} already exists: another store writes this bucket").into(),
+                    source: format!("journal object {key} already exists: another store writes this bucket").into(),
                 }),
                 other => other.map(|_| ()),
             }
@@ -564,25 +687,50 @@ impl ChunkBackend for BucketBackend {
         Ok(())
     }
 
-    fn recover(&self, visit: &mut RecoveryVisitor<'_>) -> Result<(), BackendError> {
-        let packs = self.list_packs()?;
+    /// Announces in the journal the packs of this run now in the bucket
+    /// that are not yet announced: those filled before the first one still
+    /// unsent. They are durable from then on.
+    fn announce(&self) -> Result<(), BackendError> {
+        let mut below = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+        let first_unsent = {
+            let w = self.writing();
+            w.unsent.iter().map(|(n, _)| pack_seq(n)).chain([pack_seq(&w.name)]).min().unwrap_or(0)
+        };
+        if first_unsent <= *below {
+            return Ok(());
+        }
+        let names: Vec<PackName> = (*below..first_unsent).map(|seq| self.pack_name(seq)).collect();
+        for batch in names.chunks(pack::MAX_ANNOUNCED) {
+            self.write_journal(None, pack::encode_announcement(batch))?;
+        }
+        *below = first_unsent;
+        self.announced_below.store(first_unsent, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// What the packs named hold: each one's index entries and nodes, read
+    /// with two ranged requests at most (its tail, then its nodes), packs
+    /// in parallel.
+    fn read_packs(&self, names: Vec<PackName>) -> Result<HashMap<PackName, Vec<Recovered>>, BackendError> {
+        if names.is_empty() {
+            return Ok(HashMap::new());
+        }
         let store = self.store.clone();
-        // Each pack: its index, then its nodes (one range: nodes follow the
-        // records).
+        let keyed: Vec<(PackName, ObjectPath)> = names.into_iter().map(|n| (n, self.pack_key(&n))).collect();
         let read = self.wait(async move {
-            futures_util::stream::iter(packs)
-                .map(|(key, size)| {
+            futures_util::stream::iter(keyed)
+                .map(|(name, key)| {
                     let store = store.clone();
                     async move {
-                        let entries = read_index(&*store, &key, size).await?;
+                        let entries = read_index(&*store, &key).await?;
                         let nodes: Vec<&pack::Entry> = entries.iter().filter(|e| e.kind == Kind::Node).collect();
+                        // Nodes follow the records: one range holds them all.
                         let bytes = match (nodes.first(), nodes.last()) {
                             (Some(first), Some(last)) => {
                                 store.get_range(&key, first.offset as u64..(last.offset + last.len) as u64).await.map_err(unavailable)?
                             }
                             _ => Bytes::new(),
                         };
-                        let name = key.filename().and_then(|f| hex::decode(f).ok()).and_then(|n| PackName::try_from(n).ok());
                         Ok::<_, BackendError>((name, entries, bytes))
                     }
                 })
@@ -590,59 +738,25 @@ impl ChunkBackend for BucketBackend {
                 .try_collect::<Vec<_>>()
                 .await
         })?;
+        let mut out = HashMap::with_capacity(read.len());
         for (name, entries, node_bytes) in read {
-            let Some(name) = name else { continue };
             let base = entries.iter().find(|e| e.kind == Kind::Node).map_or(0, |e| e.offset as usize);
-            for e in entries {
-                match e.kind {
-                    Kind::Record => visit(Recovered::Chunk(
+            let contents = entries
+                .into_iter()
+                .map(|e| match e.kind {
+                    Kind::Record => Recovered::Chunk(
                         e.id,
                         IndexEntry { codec: e.codec, raw_len: e.raw_len, stored_len: e.len, location: pack_location(&name, e.offset, e.len) },
-                    ))?,
+                    ),
                     Kind::Node => {
                         let at = e.offset as usize - base;
-                        visit(Recovered::Node(e.id, node_bytes[at..at + e.len as usize].to_vec()))?
+                        Recovered::Node(e.id, node_bytes[at..at + e.len as usize].to_vec())
                     }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn journal_after(&self, after_seq: u64, visit: &mut RecoveryVisitor<'_>) -> Result<(), BackendError> {
-        let (store, prefix, offset) = (self.store.clone(), self.key("journal"), self.journal_key(after_seq, 0));
-        let mut keys = self
-            .wait(async move { store.list_with_offset(Some(&prefix), &offset).map_ok(|m| m.location).try_collect::<Vec<_>>().await })
-            .map_err(unavailable)?;
-        keys.sort();
-        let mut pos = (after_seq, 0);
-        let store = self.store.clone();
-        let fetch = keys.clone();
-        // Fetched in parallel, handed over in order.
-        let entries = self.wait(async move {
-            futures_util::stream::iter(fetch)
-                .map(|key| {
-                    let store = store.clone();
-                    async move { store.get(&key).await?.bytes().await }
                 })
-                .buffered(PARALLEL)
-                .try_collect::<Vec<_>>()
-                .await
-        });
-        let entries = entries.map_err(unavailable)?;
-        for (key, bytes) in keys.iter().zip(entries) {
-            let parsed = key.filename().and_then(|f| {
-                let (seq, n) = f.split_once('-')?;
-                Some((seq.parse::<u64>().ok()?, n.parse::<u32>().ok()?))
-            });
-            let Some(at) = parsed else { continue };
-            let entry = JournalEntry::decode(&bytes).map_err(|e| BackendError::Other(format!("journal entry {key}: {e}")))?;
-            pos = pos.max(at);
-            visit(Recovered::Journal(entry))?;
+                .collect();
+            out.insert(name, contents);
         }
-        let mut p = self.journal_pos.lock().unwrap_or_else(|p| p.into_inner());
-        *p = (*p).max(pos);
-        Ok(())
+        Ok(out)
     }
 }
 

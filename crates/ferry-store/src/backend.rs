@@ -106,7 +106,7 @@ pub enum BackendError {
 pub type RecordVisitor<'a> = dyn FnMut(Id, &Location, &[u8]) -> Result<(), BackendError> + 'a;
 
 /// What a backend that is the source of truth hands back to rebuild a
-/// store's database or bring it up to date.
+/// store's database or bring it up to date (`journal_after`).
 #[derive(Debug)]
 pub enum Recovered {
     /// A stored chunk record: its index entry.
@@ -197,16 +197,13 @@ pub trait ChunkBackend: Send + Sync {
         Ok(())
     }
 
-    /// Hands back every chunk's index entry and every tree node, in any
-    /// order: with `journal_after(0)`, what a store's database is rebuilt
-    /// from. A backend that is not the source of truth has nothing to give.
-    fn recover(&self, _visit: &mut RecoveryVisitor<'_>) -> Result<(), BackendError> {
-        Err(BackendError::Other(format!("the {} backend keeps nothing a store can be rebuilt from", self.name())))
-    }
-
-    /// Journal entries written after branch move `after_seq` (0: all), in
-    /// order: what the store's database lacks after a crash between the
-    /// backend's journal and the database's write.
+    /// What the backend's journal holds after branch move `after_seq` (0:
+    /// everything), in the order it was written: journal entries, each
+    /// after the index entries and nodes it may name. What a store's
+    /// database is rebuilt from, caught up with after a crash between the
+    /// journal and the database, and followed by a read replica. A backend
+    /// may skip what it handed over before (a replica asks again and
+    /// again). One that is not the source of truth has nothing to give.
     fn journal_after(&self, _after_seq: u64, _visit: &mut RecoveryVisitor<'_>) -> Result<(), BackendError> {
         Ok(())
     }

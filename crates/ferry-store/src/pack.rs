@@ -181,6 +181,54 @@ pub fn decode_index(tail: &[u8], pack_len: u64) -> Result<Vec<Entry>, FormatErro
     Ok(out)
 }
 
+/// A pack's name: 8 bytes naming the writer's run, then its pack count
+/// (u64 big-endian).
+pub type PackName = [u8; 16];
+
+/// Starts an announcement (a journal object, not a journal entry).
+pub const ANNOUNCE_MAGIC: &[u8; 4] = b"FPKS";
+const ANNOUNCE_VERSION: u8 = 1;
+/// Packs named by one announcement (a `sync` after a long push names a few
+/// hundred at most; a writer announces as packs reach the bucket).
+pub const MAX_ANNOUNCED: usize = 1 << 16;
+
+/// The journal object that names packs now in the bucket, in the order
+/// they were filled: readers of the journal (a replica, `rebuild`, a writer
+/// catching up) learn of a pack's records and nodes from it, so no one
+/// lists the bucket's packs.
+///
+/// ```text
+/// "FPKS" | version u8 (1) | count u32 | pack name [16] x count
+/// ```
+pub fn encode_announcement(packs: &[PackName]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(9 + packs.len() * 16);
+    b.extend_from_slice(ANNOUNCE_MAGIC);
+    b.push(ANNOUNCE_VERSION);
+    b.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for p in packs {
+        b.extend_from_slice(p);
+    }
+    b
+}
+
+/// Decodes an announcement from untrusted bytes.
+pub fn decode_announcement(b: &[u8]) -> Result<Vec<PackName>, FormatError> {
+    let mut r = Reader::new("pack announcement", b);
+    if r.take(4)? != ANNOUNCE_MAGIC || r.u8()? != ANNOUNCE_VERSION {
+        return Err(invalid("pack announcement", "not an announcement of format 1"));
+    }
+    let count = r.u32()? as usize;
+    if count > MAX_ANNOUNCED || count * 16 != r.remaining() {
+        return Err(invalid("pack announcement", format!("{count} packs in {} bytes", r.remaining())));
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        out.push(r.take(16)?.try_into().expect("16 bytes"));
+    }
+    r.finish()?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +241,20 @@ mod tests {
         let pack = w.seal();
         let entries = decode_index(&pack, pack.len() as u64).unwrap();
         (pack, entries)
+    }
+
+    #[test]
+    fn an_announcement_round_trips_and_refuses_any_other_length() {
+        let names = [[1u8; 16], [2u8; 16]];
+        let b = encode_announcement(&names);
+        assert_eq!(decode_announcement(&b).unwrap(), names);
+        for cut in 0..b.len() {
+            assert!(decode_announcement(&b[..cut]).is_err());
+        }
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(decode_announcement(&longer).is_err());
+        assert!(decode_announcement(&encode_announcement(&[])).unwrap().is_empty());
     }
 
     #[test]

@@ -19,93 +19,71 @@ const BATCH: usize = 4096;
 
 impl Store {
     /// Makes a new store at `path` (which must not hold one) from what
-    /// `backend` holds alone: every chunk's index entry and tree node, then
-    /// every journal entry in order (revisions, branch moves, the change
-    /// feed). Tokens and repository visibility are not in the backend.
+    /// `backend` holds alone: its whole journal, in order (index entries,
+    /// nodes, revisions, branch moves, the change feed). Tokens and
+    /// repository visibility are not in the backend.
     pub fn rebuild(path: &Path, backend: Box<dyn ChunkBackend>, config: &str) -> Result<Store> {
         let store = Store::init_with(path, Some((backend, config)))?;
-        store.recover_objects()?;
-        store.replay_journal(0)?;
+        store.catch_up()?;
         Ok(store)
     }
 
     /// Brings the database up to date with a backend that is the source of
-    /// truth: journal entries it lacks are applied, after the chunks and
-    /// nodes they may name (uploaded, but a crash came before the database
-    /// learned of them).
-    pub(crate) fn catch_up(&self) -> Result<()> {
+    /// truth: what its journal holds after this store's last branch move
+    /// (after a crash between the backend's journal and the database's
+    /// write, or, for a read replica, what the writer did since). Returns
+    /// how many branch moves it applied.
+    pub fn catch_up(&self) -> Result<u64> {
         if self.backend.deferred().is_none() {
-            return Ok(());
+            return Ok(0);
         }
-        let mut missed = Vec::new();
-        self.backend.journal_after(self.ref_seq(), &mut |r| {
-            if let Recovered::Journal(e) = r {
-                missed.push(e);
-            }
-            Ok(())
-        })?;
-        let mut lacking = false;
-        for e in &missed {
-            lacking |= e.branch.as_ref().is_some_and(|m| m.seq > self.ref_seq());
-            for id in e.revision_ids() {
-                lacking |= !self.has_revision(&id)?;
-            }
-        }
-        if !lacking {
-            return Ok(());
-        }
-        self.recover_objects()?;
-        for e in &missed {
-            self.apply_journal_entry(e)?;
-        }
-        Ok(())
-    }
-
-    /// Writes every chunk's index entry and every tree node the backend
-    /// holds (nodes verified against their ids), then makes them durable.
-    fn recover_objects(&self) -> Result<()> {
+        let before = self.ref_seq();
         let mut chunks: Vec<(Id, crate::IndexEntry)> = Vec::new();
         let mut nodes: Vec<(Id, Vec<u8>)> = Vec::new();
         let write_out = |chunks: &mut Vec<(Id, crate::IndexEntry)>, nodes: &mut Vec<(Id, Vec<u8>)>| -> Result<()> {
+            if chunks.is_empty() && nodes.is_empty() {
+                return Ok(());
+            }
             let mut batch = WriteBatch::default();
             self.index.batch_put(&mut batch, chunks.drain(..));
             let trees = self.cf(CF_TREES);
             for (id, enc) in nodes.drain(..) {
                 batch.put_cf(trees, id.as_bytes(), enc);
             }
-            write(&self.db, batch, Durability::Buffered)
+            write(&self.db, batch, Durability::Buffered)?;
+            // Durable before a journal entry that may name them.
+            flush(&self.db, &[CF_CHUNK_INDEX, CF_TREES])
         };
         let mut failed = None;
-        let scan = self.backend.recover(&mut |r| {
-            match r {
-                Recovered::Chunk(id, entry) => chunks.push((id, entry)),
+        let scan = self.backend.journal_after(before, &mut |r| {
+            let res = match r {
+                Recovered::Chunk(id, entry) => {
+                    chunks.push((id, entry));
+                    if chunks.len() + nodes.len() >= BATCH {
+                        write_out(&mut chunks, &mut nodes)
+                    } else {
+                        Ok(())
+                    }
+                }
                 Recovered::Node(id, enc) => {
                     if node_id(&enc) != id || Node::decode(&enc).is_err() {
-                        let e = StoreError::Corrupt { what: "tree node", id, detail: "the backend's copy does not hash to its id".into() };
-                        return Err(stop(&mut failed, e));
+                        Err(StoreError::Corrupt { what: "tree node", id, detail: "the backend's copy does not hash to its id".into() })
+                    } else {
+                        nodes.push((id, enc));
+                        if chunks.len() + nodes.len() >= BATCH {
+                            write_out(&mut chunks, &mut nodes)
+                        } else {
+                            Ok(())
+                        }
                     }
-                    nodes.push((id, enc));
                 }
-                Recovered::Journal(_) => {}
-            }
-            if chunks.len() + nodes.len() >= BATCH {
-                write_out(&mut chunks, &mut nodes).map_err(|e| stop(&mut failed, e))?;
-            }
-            Ok(())
+                Recovered::Journal(e) => write_out(&mut chunks, &mut nodes).and_then(|()| self.apply_journal_entry(&e)),
+            };
+            res.map_err(|e| stop(&mut failed, e))
         });
         finish(scan, failed)?;
         write_out(&mut chunks, &mut nodes)?;
-        flush(&self.db, &[CF_CHUNK_INDEX, CF_TREES])
-    }
-
-    /// Applies every journal entry after branch move `after`, in order.
-    fn replay_journal(&self, after: u64) -> Result<()> {
-        let mut failed = None;
-        let scan = self.backend.journal_after(after, &mut |r| match r {
-            Recovered::Journal(e) => self.apply_journal_entry(&e).map_err(|e| stop(&mut failed, e)),
-            _ => Ok(()),
-        });
-        finish(scan, failed)
+        Ok(self.ref_seq() - before)
     }
 
     /// Writes a journal entry from the backend after checking that its

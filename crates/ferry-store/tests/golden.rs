@@ -1,12 +1,12 @@
 //! Checks the golden vectors in protocol/vectors/store.json: a pack of one
-//! chunk record and one tree node, and a journal entry (`protocol/store.md`
-//! §6, §7), built from core.json's encodings.
+//! chunk record and one tree node, a journal entry, and an announcement of
+//! two packs (`protocol/store.md` §6, §7), built from core.json's encodings.
 //!
 //! `FERRY_BLESS=1 cargo test -p ferry-store --test golden` rewrites the file
 //! (only ever do that for a deliberate, versioned format change).
 
 use ferry_core::Id;
-use ferry_store::pack::{decode_index, Kind, PackWriter};
+use ferry_store::pack::{decode_announcement, decode_index, encode_announcement, Kind, PackWriter};
 use ferry_store::{BranchMove, JournalEntry};
 use serde_json::{json, Value};
 
@@ -19,6 +19,10 @@ fn core_encoding(name: &str) -> (Vec<u8>, Id) {
     let e = &core["encodings"][name];
     (hex::decode(e["hex"].as_str().unwrap()).unwrap(), e["id"].as_str().unwrap().parse().unwrap())
 }
+
+/// Two packs of one writer's run: its first and its second.
+const ANNOUNCED: [[u8; 16]; 2] =
+    [[0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6, 0x07, 0x18, 0, 0, 0, 0, 0, 0, 0, 0], [0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6, 0x07, 0x18, 0, 0, 0, 0, 0, 0, 0, 1]];
 
 fn compute() -> Value {
     let (record, record_id) = core_encoding("chunk_record");
@@ -35,6 +39,7 @@ fn compute() -> Value {
     json!({
         "pack": { "record": record_id.to_hex(), "node": node_id.to_hex(), "hex": hex::encode(pack.seal()) },
         "journal_entry": { "repo": "org/model", "branch": "main", "seq": 1, "head": revision_id.to_hex(), "hex": hex::encode(journal.encode()) },
+        "announcement": { "packs": [hex::encode(ANNOUNCED[0]), hex::encode(ANNOUNCED[1])], "hex": hex::encode(encode_announcement(&ANNOUNCED)) },
     })
 }
 
@@ -62,4 +67,7 @@ fn golden_encodings_decode() {
     let entry = JournalEntry::decode(&journal).unwrap();
     assert_eq!(entry.encode(), journal);
     assert_eq!(entry.branch.unwrap().head.unwrap().to_hex(), v["journal_entry"]["head"].as_str().unwrap());
+    let announced = decode_announcement(&hex::decode(v["announcement"]["hex"].as_str().unwrap()).unwrap()).unwrap();
+    let named: Vec<String> = v["announcement"]["packs"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+    assert_eq!(announced.iter().map(hex::encode).collect::<Vec<_>>(), named);
 }
