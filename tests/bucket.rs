@@ -5,8 +5,9 @@
 //! store rebuilt from the bucket alone; a second writer refused; `kill -9`
 //! of a commit or of the hub at any moment, and between the bucket's
 //! journal and the local write; a bucket that is down or refuses the
-//! credentials; and a three-node cluster (factor 3) that keeps working with
-//! a node down. FERRY_CRASH_ITERATIONS sets the kill loops' length.
+//! credentials; a three-node cluster (factor 3) that keeps working with
+//! a node down; and a read replica serving from the bucket while the
+//! writer takes pushes. FERRY_CRASH_ITERATIONS sets the kill loops' length.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -379,4 +380,66 @@ fn a_hub_on_a_bucket_follows_another_hub_and_its_copy_survives_in_the_bucket() {
     let rebuilt = tmp.path().join("rebuilt");
     ok(ferry_on(&garage, &rebuilt).arg("rebuild").args(backend_args(&garage, "us")));
     assert_exports(&garage, &rebuilt, &rev, &v1);
+}
+
+#[test]
+fn a_read_replica_on_the_bucket_serves_pulls_while_the_writer_takes_pushes_and_sends_pushes_to_the_writer() {
+    let garage = Garage::single().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("writer");
+    ok(ferry_on(&garage, &store).arg("init").args(backend_args(&garage, "shared")));
+    let writer = Hub::spawn(serve_on(&garage, &store, &[]), store.clone());
+    let write = writer.token("org/*", "write");
+    let laptop = tmp.path().join("laptop");
+    ok(ferry(&laptop).arg("init"));
+    let v1 = version(tmp.path(), 1);
+    let r1 = commit_with(ferry(&laptop), &v1, "one");
+    ok(client(&laptop, Some(&write)).args(["push", &writer.addr, "org/model"]));
+
+    // The replica's directory is made from the bucket at its first start;
+    // from then on it reads the bucket's journal, never the writer.
+    let replica_dir = tmp.path().join("replica");
+    let mut args = vec!["--replica-of", writer.addr.as_str(), "--replica-interval", "200ms", "--http", "127.0.0.1:0"];
+    let bucket = backend_args(&garage, "shared");
+    args.extend(bucket.iter().map(String::as_str));
+    let replica = Hub::spawn(serve_on(&garage, &replica_dir, &args), replica_dir.clone());
+    let read = replica.token("org/*", "write");
+    let reader = tmp.path().join("reader");
+    ok(ferry(&reader).arg("init"));
+    ok(client(&reader, Some(&read)).args(["pull", &replica.addr, "org/model"]));
+    assert_exports(&garage, &reader, &r1, &v1);
+
+    // The writer takes a push while the replica serves pulls: the replica
+    // follows within a few intervals.
+    let v2 = version(tmp.path(), 2);
+    let r2 = commit_with(ferry(&laptop), &v2, "two");
+    let mut push = client(&laptop, Some(&write)).args(["push", &writer.addr, "org/model"]).spawn().unwrap();
+    let start = std::time::Instant::now();
+    let mut pulls = 0;
+    loop {
+        let out = run(client(&reader, Some(&read)).args(["--json", "pull", &replica.addr, "org/model"]));
+        assert!(out.status.success(), "a pull from the replica failed: {}", stderr(&out));
+        pulls += 1;
+        if json(&String::from_utf8_lossy(&out.stdout))["head"] == r2.as_str() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the replica never showed {r2}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(push.wait().unwrap().success());
+    assert!(pulls > 0);
+    assert_exports(&garage, &reader, &r2, &v2);
+    // A range read through the replica's HTTP door comes from the bucket.
+    let base = std::fs::read(v2.join("base.bin")).unwrap();
+    let url = format!("http://{}/org/model/resolve/main/base.bin", replica.http.as_deref().unwrap());
+    let curl = Command::new("curl").args(["-sf", "-H", &format!("Authorization: Bearer {read}"), "-r", "3000000-3999999", &url]).output().unwrap();
+    assert!(curl.status.success() && curl.stdout == base[3_000_000..4_000_000], "a ranged GET through the replica's HTTP door differs");
+
+    // A push to the replica is refused, naming the hub that writes.
+    let v3 = version(tmp.path(), 3);
+    commit_with(ferry(&laptop), &v3, "three");
+    let refused = fails(client(&laptop, Some(&read)).args(["push", &replica.addr, "org/model"]));
+    assert!(stderr(&refused).contains("read replica") && stderr(&refused).contains(&writer.addr), "{}", stderr(&refused));
+    // The writer still holds the bucket: the replica took no lease.
+    ok(client(&laptop, Some(&write)).args(["push", &writer.addr, "org/model"]));
 }

@@ -67,7 +67,7 @@ enum Command {
     /// store, or with --hub straight from a hub.
     Cat(cat::Args),
     /// Run a hub: serve this store over QUIC and TLS-over-TCP on one port.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Copy the branches of one hub's repositories to another hub, moving
     /// only what the destination lacks; revisions keep their ids.
     Mirror(mirror::Args),
@@ -146,7 +146,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ls(args) => finish(json, ls::run(&open()?, args)?),
         Command::Export(args) => finish(json, export::run(&open()?, args, json)?),
         Command::Cat(args) => cat::run(&path, args),
-        Command::Serve(args) => serve::run(&path, args, json),
+        Command::Serve(args) => serve::run(&path, *args, json),
         Command::Mirror(args) => mirror::run(args, json),
         Command::Push(args) => finish(json, transfer::push(&path, args, json)?),
         Command::Pull(args) => finish(json, transfer::pull(&path, args, json)?),

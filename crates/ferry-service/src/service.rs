@@ -37,10 +37,15 @@ pub struct HubService {
     counters: Counters,
     /// What the sessions a client names in its Hellos were shown, shared
     /// by all its connections while any is open (by grant and session).
-    shown: Mutex<HashMap<(String, String), std::sync::Weak<Mutex<Admitted>>>>,
+    shown: Mutex<HashMap<(String, String), SharedAdmitted>>,
     /// Files whose SHA-256 is still to be computed (`with_sha256_backfill`).
     backfill: Option<Backfill>,
+    /// For a read replica: the hub that writes, where writers are sent.
+    replica_of: Option<String>,
 }
+
+/// What one client's connections were shown, while any is open.
+type SharedAdmitted = std::sync::Weak<Mutex<Admitted>>;
 
 /// The SHA-256 backfill's queue and thread. Dropping it stops the thread
 /// (within one read batch) and waits for it, so the store it holds is
@@ -93,7 +98,15 @@ impl HubService {
             counters: Counters::default(),
             shown: Mutex::new(HashMap::new()),
             backfill: None,
+            replica_of: None,
         }
+    }
+
+    /// Makes this a read replica's service: every write is refused with
+    /// the address of `writer`, the hub that writes the store's bucket.
+    pub fn replica_of(mut self, writer: String) -> HubService {
+        self.replica_of = Some(writer);
+        self
     }
 
     /// Sets how many failed tokens an address may present per minute.
@@ -328,7 +341,10 @@ impl Session {
     pub fn check_write(&self, repo: &str) -> Result<()> {
         ferry_core::names::check_repo_name(repo).map_err(|e| ServiceError::new(ErrorCode::BadRequest, e.to_string()))?;
         if self.can_write(repo)? {
-            return Ok(());
+            return match &self.service.replica_of {
+                Some(writer) => Err(ServiceError::new(ErrorCode::Forbidden, format!("this hub is a read replica: push to {writer}, the hub that writes"))),
+                None => Ok(()),
+            };
         }
         if self.can_read(repo)? && self.store().repo(repo).is_ok() {
             return Err(ServiceError::new(ErrorCode::Forbidden, format!("you may read {repo} but not write to it (a write token is needed)")));

@@ -31,7 +31,7 @@ pub struct BackendArgs {
 
 impl BackendArgs {
     /// The bucket's full address, settings included (what the store keeps).
-    fn address(&self) -> Option<String> {
+    pub(crate) fn address(&self) -> Option<String> {
         let base = self.backend.as_ref()?;
         let mut settings = Vec::new();
         if let Some(e) = &self.s3_endpoint {
@@ -105,6 +105,23 @@ pub fn rebuild(path: &Path, args: &BackendArgs) -> Result<Rebuilt> {
 pub fn open(path: &Path) -> Result<Store> {
     let holder = holder(path);
     Ok(Store::open_with(path, &|name, config| ferry_bucket::open_backend(name, config, &holder))?)
+}
+
+/// Opens the store at `path` as a read replica of its bucket: the bucket
+/// is read, never written, and no lease is taken. A directory that does not
+/// hold a store yet is made from the bucket `args` names.
+pub fn open_replica(path: &Path, args: &BackendArgs) -> Result<Store> {
+    let reader = |config: &str| -> Result<Box<dyn ferry_store::ChunkBackend>, ferry_store::BackendError> {
+        Ok(Box::new(BucketBackend::open_reader(&BucketConfig::parse(config)?)?))
+    };
+    let store = match args.address() {
+        Some(address) if !Store::exists_at(path) => Store::rebuild(path, reader(&address)?, &address)?,
+        _ => Store::open_with(path, &|name, config| if name == "bucket" { reader(config).map(Some) } else { Ok(None) })?,
+    };
+    if store.backend().deferred().is_none() {
+        anyhow::bail!("a read replica serves a store on a bucket; {} keeps its chunks in the {} backend", path.display(), store.backend().name());
+    }
+    Ok(store)
 }
 
 fn describe(store: &Store) -> String {

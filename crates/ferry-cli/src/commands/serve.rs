@@ -35,6 +35,19 @@ pub struct Args {
     /// followed hub, and the wait before retrying a failed pass.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     mirror_interval: Duration,
+    /// Serve as a read replica of the store's bucket, whose writer is the
+    /// hub HUB (where pushes are sent): pulls, range reads and the HTTP
+    /// door read the bucket, and the bucket's journal is followed every
+    /// --replica-interval. With --backend, a directory that holds no store
+    /// yet is made from the bucket.
+    #[arg(long, value_name = "HUB", conflicts_with_all = ["mirror_of", "gc_every"])]
+    replica_of: Option<String>,
+    /// With --replica-of: how often the bucket's journal is read for what
+    /// the writer did.
+    #[arg(long, value_parser = parse_duration, default_value = "1s", requires = "replica_of")]
+    replica_interval: Duration,
+    #[command(flatten)]
+    backend: super::init::BackendArgs,
     #[command(flatten)]
     net: NetArgs,
     /// Reclaim unreachable data inside the hub this often (e.g. 30m, 6h;
@@ -168,7 +181,13 @@ struct Follow {
 
 pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
     start_logging(args.log);
-    let store = Arc::new(super::init::open(path)?);
+    if args.backend.backend.is_some() && args.replica_of.is_none() {
+        anyhow::bail!("--backend: serve takes it only with --replica-of (a hub's own store names its bucket at init)");
+    }
+    let store = Arc::new(match &args.replica_of {
+        Some(_) => super::init::open_replica(path, &args.backend)?,
+        None => super::init::open(path)?,
+    });
     if args.gc_every.is_some() && store.backend().deferred().is_some() {
         anyhow::bail!("--gc-every: gc of a store whose chunks are in the {} backend is not supported yet", store.backend().name());
     }
@@ -181,7 +200,11 @@ pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
     // An unreadable access file stops the hub before it listens.
     access.current()?;
     // Pushed and mirrored files get the SHA-256 the HTTP door names them by.
-    let service = Arc::new(ferry_service::HubService::new(store.clone(), access).with_sha256_backfill());
+    let service = ferry_service::HubService::new(store.clone(), access);
+    let service = Arc::new(match &args.replica_of {
+        Some(writer) => service.replica_of(writer.clone()),
+        None => service.with_sha256_backfill(),
+    });
     let listening = |addr: SocketAddr, http: Option<SocketAddr>| Listening {
         listen: addr.to_string(),
         http: http.map(|a| a.to_string()),
@@ -247,9 +270,25 @@ pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
             ferry_http::serve(service.clone(), opts, async move { drop(stop_rx.await) }).await
         };
         let mut http_door = std::pin::pin!(http_door);
+        // A replica reads what the writer did from the bucket's journal.
+        let replicating = async {
+            if args.replica_of.is_none() {
+                return std::future::pending::<std::convert::Infallible>().await;
+            }
+            loop {
+                tokio::time::sleep(args.replica_interval).await;
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || store.catch_up()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => stderr_line(&format!("ferry: reading the bucket's journal: {e}; retrying")),
+                    Err(e) => stderr_line(&format!("ferry: reading the bucket's journal stopped: {e}; retrying")),
+                }
+            }
+        };
         tokio::select! {
             served = serving => served?,
             never = follower => match never {},
+            never = replicating => match never {},
             res = &mut http_door => res?,
             _ = term.recv() => {
                 let _ = stop_tx.send(());
