@@ -26,7 +26,15 @@ enc = core["encodings"]
 rec = bytes.fromhex(enc["chunk_record"]["hex"])
 seed("chunk_record", rec)
 seed("chunk_record", bytes.fromhex(enc["chunk_record"]["id"]) + rec)  # id || record
+seed("chunk_record", bytes.fromhex(enc["planes_record"]["hex"]))
 seed("tree_node", bytes.fromhex(enc["node"]["hex"]))
+
+# chunking: a buffer-size byte, then a file; the golden safetensors header
+# over a little data (its offsets run past the end), and plain bytes.
+st = core["safetensors"]["input"]["header"].encode()
+filler = b"".join(hashlib.sha256(bytes([i])).digest() for i in range(128))
+seed("chunking", b"\x05" + len(st).to_bytes(8, "little") + st + filler)
+seed("chunking", b"\x40" + filler)
 seed("revision", bytes.fromhex(enc["revision"]["hex"]))
 
 # revision: paths in both cases, for the case-clash rule (a clash, and none).

@@ -28,7 +28,7 @@ fn engine(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.sample_size(10);
-    g.bench_function("fastcdc_cut_64MiB", |b| b.iter(|| ferry_core::chunking::cut(&data, true)));
+    g.bench_function("fastcdc_cut_64MiB", |b| b.iter(|| ferry_core::chunking::Chunker::new(&data).cut(&data, true)));
     let chunks = ferry_core::chunking::chunk_all(&data);
     g.bench_function("blake3_chunks_64MiB", |b| {
         b.iter(|| chunks.iter().map(|&(o, l)| std::hint::black_box(Id::of_chunk(&data[o..o + l]))).fold(0u8, |x, id| x ^ id.as_bytes()[0]))

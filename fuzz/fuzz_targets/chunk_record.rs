@@ -1,4 +1,5 @@
-//! Stored/wire chunk records: `ferry_core::codec::decode` and `decode_verified`.
+//! Stored/wire chunk records: `ferry_core::codec::decode` and `decode_verified`
+//! (every codec, byte planes among them).
 //!
 //! Input: a chunk record. When the input is at least 32 bytes long its first
 //! 32 bytes are also tried as the claimed id of the rest.
@@ -20,7 +21,7 @@ fn check_record(rec: &[u8]) -> Option<Vec<u8>> {
             assert!(raw.len() <= MAX_CHUNK);
             match h.codec {
                 codec::CODEC_RAW => assert_eq!(&raw[..], &rec[HEADER_LEN..], "raw codec must return the payload"),
-                codec::CODEC_ZSTD => {}
+                codec::CODEC_ZSTD | codec::CODEC_PLANES => {}
                 c => panic!("decode accepted unknown codec {c}"),
             }
             // The id of what was decoded verifies; any other id does not.
@@ -31,9 +32,11 @@ fn check_record(rec: &[u8]) -> Option<Vec<u8>> {
             assert!(codec::decode_verified(&other, rec).is_err());
             // What we decoded we can store again, and read back.
             if raw.len() <= 64 * 1024 {
-                let again = Encoder::new(DEFAULT_ZSTD_LEVEL).encode(raw);
-                assert!(again.len() <= MAX_RECORD_LEN);
-                assert_eq!(codec::decode_verified(&id, &again).as_ref(), Ok(raw), "re-encoded chunk does not round-trip");
+                for width in [0, 2, 4, 8] {
+                    let again = Encoder::new(DEFAULT_ZSTD_LEVEL).encode_hinted(raw, width);
+                    assert!(again.len() <= MAX_RECORD_LEN);
+                    assert_eq!(codec::decode_verified(&id, &again).as_ref(), Ok(raw), "re-encoded chunk does not round-trip");
+                }
             }
         }
         _ => {}

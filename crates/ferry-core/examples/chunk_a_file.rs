@@ -35,10 +35,11 @@ fn chunk_file(data: &[u8]) -> Chunked {
     let (mut chunk_ids, mut chunk_sizes, mut record_bytes) = (Vec::new(), Vec::new(), 0);
     // `start` is where the unconsumed bytes begin, `read` how far we have read.
     let (mut start, mut read) = (0, 0);
+    let mut chunker = chunking::Chunker::new(&data[..data.len().min(ferry_core::safetensors::LAYOUT_PREFIX)]);
     while start < data.len() {
         read = (read + (1 << 20)).min(data.len());
         let eof = read == data.len();
-        let cuts = chunking::cut(&data[start..read], eof);
+        let cuts = chunker.cut(&data[start..read], eof);
         let mut chunk_start = start;
         for end in cuts.ends {
             let raw = &data[chunk_start..start + end];

@@ -10,8 +10,9 @@
 //! `protocol/vectors/core.json` holds golden vectors that this crate's tests
 //! check. A file's journey through the crate:
 //!
-//! 1. [`chunking::cut`] (or [`chunking::chunk_all`]) finds its chunk
-//!    boundaries;
+//! 1. a [`chunking::Chunker`] (or [`chunking::chunk_all`]) finds its chunk
+//!    boundaries, by content, or by tensor for a safetensors file
+//!    ([`safetensors`]);
 //! 2. [`Id::of_chunk`] names each chunk, and [`codec::Encoder`] turns it into
 //!    the record that is stored and sent;
 //! 3. [`tree::TreeBuilder`] (or [`tree::build`]) groups the chunk ids into
@@ -28,6 +29,7 @@ pub mod codec;
 pub mod id;
 pub mod names;
 pub mod revision;
+pub mod safetensors;
 pub mod time;
 pub mod tree;
 

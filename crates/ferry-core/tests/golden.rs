@@ -1,11 +1,12 @@
 //! Checks the golden vectors in protocol/vectors/core.json: chunk
-//! boundaries, chunk ids, tree nodes and file ids for fixed inputs, and the
-//! encodings of a node, a chunk record and a revision.
+//! boundaries, chunk ids, tree nodes and file ids for fixed inputs (a
+//! safetensors file among them), and the encodings of a node, chunk records
+//! (zstd and byte planes) and a revision.
 //!
 //! `FERRY_BLESS=1 cargo test -p ferry-core --test golden` rewrites the file
 //! (only ever do that for a deliberate, versioned format change).
 
-use ferry_core::chunking::chunk_all;
+use ferry_core::chunking::{chunk_all, chunk_all_with_widths};
 use ferry_core::revision::{Entry, Revision};
 use ferry_core::tree::{build, Node};
 use ferry_core::{codec, Id};
@@ -24,6 +25,36 @@ fn chunk_vector(seed: u64, len: usize) -> Value {
         "file_id": root.id.to_hex(),
         "size": root.size,
     })
+}
+
+/// The header of the safetensors vector; its data is xorshift64 bytes.
+const SAFETENSORS_HEADER: &str = r#"{"__metadata__":{"format":"pt"},"embed":{"dtype":"BF16","shape":[100000],"data_offsets":[0,200000]},"norm":{"dtype":"F32","shape":[256],"data_offsets":[200000,201024]},"w":{"dtype":"BF16","shape":[65536],"data_offsets":[201024,332096]}}"#;
+
+/// The safetensors vector's bytes: the header length, the header, then
+/// 332 096 xorshift64 bytes (seed 7) of tensor data.
+fn safetensors_file() -> Vec<u8> {
+    let mut f = (SAFETENSORS_HEADER.len() as u64).to_le_bytes().to_vec();
+    f.extend_from_slice(SAFETENSORS_HEADER.as_bytes());
+    f.extend_from_slice(&xorshift64_bytes(332_096, 7));
+    f
+}
+
+fn safetensors_vector() -> Value {
+    let data = safetensors_file();
+    let chunks = chunk_all_with_widths(&data);
+    let leaves: Vec<(Id, u64)> = chunks.iter().map(|&(o, l, _)| (Id::of_chunk(&data[o..o + l]), l as u64)).collect();
+    let (root, _) = build(&leaves);
+    json!({
+        "input": { "header": SAFETENSORS_HEADER, "data": { "generator": "xorshift64", "seed": 7, "len": 332_096 } },
+        "chunks": chunks.iter().zip(&leaves).map(|(&(o, l, w), (id, _))| json!({ "offset": o, "len": l, "width": w, "id": id.to_hex() })).collect::<Vec<_>>(),
+        "file_id": root.id.to_hex(),
+        "size": root.size,
+    })
+}
+
+/// bf16-like bytes: a random low byte, a high byte of four values.
+fn planes_input() -> Vec<u8> {
+    xorshift64_bytes(512, 9).iter().enumerate().map(|(i, &b)| if i % 2 == 1 { 0x3c + (b & 3) } else { b }).collect()
 }
 
 fn tree_vector(n: u64) -> Value {
@@ -47,6 +78,8 @@ fn encodings() -> Value {
     };
     let raw = b"ferry ferry ferry ferry ferry ferry ferry ferry ferry ferry ferry ferry";
     let record = codec::Encoder::new(codec::DEFAULT_ZSTD_LEVEL).encode(raw);
+    let planes_raw = planes_input();
+    let planes = codec::Encoder::new(codec::DEFAULT_ZSTD_LEVEL).encode_hinted(&planes_raw, 2);
     let rev = Revision::new(
         vec![],
         "ada".into(),
@@ -58,6 +91,13 @@ fn encodings() -> Value {
     json!({
         "node": { "hex": hex::encode(node.encode()), "id": node.id().to_hex() },
         "chunk_record": { "raw_utf8": std::str::from_utf8(raw).expect("ascii"), "id": Id::of_chunk(raw).to_hex(), "hex": hex::encode(&record) },
+        "planes_record": {
+            "raw": "512 xorshift64 bytes (seed 9), every odd-indexed byte b replaced by 0x3c + (b & 3)",
+            "raw_hex": hex::encode(&planes_raw),
+            "width": 2,
+            "id": Id::of_chunk(&planes_raw).to_hex(),
+            "hex": hex::encode(&planes),
+        },
         "revision": { "hex": hex::encode(rev.encode()), "id": rev.id().to_hex() },
     })
 }
@@ -66,6 +106,7 @@ fn compute() -> Value {
     json!({
         "chunking": { "min": ferry_core::chunking::MIN_CHUNK, "avg": ferry_core::chunking::AVG_CHUNK, "max": ferry_core::chunking::MAX_CHUNK },
         "files": [chunk_vector(1, 0), chunk_vector(1, 1000), chunk_vector(2, 300_000), chunk_vector(3, 1 << 20)],
+        "safetensors": safetensors_vector(),
         "trees": [tree_vector(1), tree_vector(40), tree_vector(5000)],
         "encodings": encodings(),
     })
@@ -94,4 +135,8 @@ fn golden_encodings_decode() {
     assert_eq!(codec::decode_verified(&id, &rec).unwrap(), e["chunk_record"]["raw_utf8"].as_str().unwrap().as_bytes());
     let rev = hex::decode(e["revision"]["hex"].as_str().unwrap()).unwrap();
     assert_eq!(Revision::decode(&rev).unwrap().encode(), rev);
+    let planes = hex::decode(e["planes_record"]["hex"].as_str().unwrap()).unwrap();
+    assert_eq!(planes[0], codec::CODEC_PLANES);
+    let id: Id = e["planes_record"]["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(codec::decode_verified(&id, &planes).unwrap(), hex::decode(e["planes_record"]["raw_hex"].as_str().unwrap()).unwrap());
 }

@@ -25,12 +25,13 @@ pub struct VerifiedRecord {
 impl VerifiedRecord {
     /// Hashes and encodes raw chunk bytes.
     pub fn encode(raw: &[u8], encoder: &mut Encoder) -> VerifiedRecord {
-        Self::encode_with_id(Id::of_chunk(raw), raw, encoder)
+        Self::encode_with_id(Id::of_chunk(raw), raw, 0, encoder)
     }
 
-    /// Encodes raw bytes whose id the caller has just computed from them.
-    pub(crate) fn encode_with_id(id: Id, raw: &[u8], encoder: &mut Encoder) -> VerifiedRecord {
-        let record = encoder.encode(raw);
+    /// Encodes raw bytes whose id the caller has just computed from them;
+    /// `width`: the chunker's element width hint (0 if none).
+    pub(crate) fn encode_with_id(id: Id, raw: &[u8], width: u8, encoder: &mut Encoder) -> VerifiedRecord {
+        let record = encoder.encode_hinted(raw, width);
         let header = codec::read_header(&record).expect("encoder writes valid headers");
         VerifiedRecord { id, header, record }
     }

@@ -1,8 +1,9 @@
 //! Writing: the streaming ingest pipeline and revision commits.
 //!
 //! A file is read once, in 8 MiB segments, through four stages that run at
-//! the same time: read → cut (FastCDC) → hash, look up, compress (rayon, on
-//! every core) → write (RocksDB batch, tree building). Each stage holds at
+//! the same time: read → cut (FastCDC, or by tensor for safetensors) →
+//! hash, look up, compress (rayon, on every core) → write (RocksDB batch,
+//! tree building). Each stage holds at
 //! most two segments, so memory is bounded whatever the file size.
 //!
 //! Segment buffers are recycled from the hash stage back to the reader, and
@@ -29,6 +30,8 @@ use crate::{Result, Store, StoreError};
 
 /// Bytes read from a file at a time.
 pub const SEGMENT_LEN: usize = 8 << 20;
+// The first segment decides how the file is cut.
+const _: () = assert!(SEGMENT_LEN >= ferry_core::safetensors::LAYOUT_PREFIX);
 
 /// Rough size of one RocksDB write batch of chunk records.
 const WRITE_BATCH_BYTES: usize = 1 << 20;
@@ -107,6 +110,8 @@ struct Segment {
     start: usize,
     len: usize,
     ends: Vec<usize>,
+    /// Each chunk's element width, for the codec.
+    widths: Vec<u8>,
 }
 
 impl Segment {
@@ -176,6 +181,7 @@ impl WriteSession<'_> {
             });
             s.spawn(move || {
                 let mut tail: Vec<u8> = Vec::new();
+                let mut chunker: Option<chunking::Chunker> = None;
                 for msg in raw_rx {
                     let Raw { mut buf, eof } = match msg {
                         Ok(x) => x,
@@ -194,10 +200,11 @@ impl WriteSession<'_> {
                         buf = std::mem::take(&mut tail);
                         0
                     };
-                    let cuts = chunking::cut(&buf[start..], eof);
+                    // The first segment holds the file's first SEGMENT_LEN bytes (or all of it).
+                    let cuts = chunker.get_or_insert_with(|| chunking::Chunker::new(&buf[start..])).cut(&buf[start..], eof);
                     tail.clear();
                     tail.extend_from_slice(&buf[start + cuts.consumed..]);
-                    let seg = Segment { buf, start, len: cuts.consumed, ends: cuts.ends };
+                    let seg = Segment { buf, start, len: cuts.consumed, ends: cuts.ends, widths: cuts.widths };
                     if seg_tx.send(Ok(seg)).is_err() {
                         return;
                     }
@@ -379,7 +386,7 @@ fn hash_and_encode(store: &Store, seg: &Segment) -> Result<Hashed> {
         .par_iter()
         .map(|&i| {
             let (a, b) = ranges[i];
-            ENCODER.with_borrow_mut(|enc| VerifiedRecord::encode_with_id(ids[i].0, &data[a..b], enc))
+            ENCODER.with_borrow_mut(|enc| VerifiedRecord::encode_with_id(ids[i].0, &data[a..b], seg.widths[i], enc))
         })
         .collect();
     Ok(Hashed { ids, records, bytes: data.len() as u64 })

@@ -377,3 +377,25 @@ fn a_repository_or_branch_whose_name_differs_only_in_case_from_an_existing_one_i
     commit_bytes(&store, "org/m", &[("a", b"2")], "m2");
     store.update_branch("org/m", "Dev", Some(r), None).unwrap();
 }
+
+#[test]
+fn a_safetensors_file_is_stored_as_byte_planes_and_its_moved_tensors_cost_nothing() {
+    use ferry_testkit::{bf16_weights, safetensors_file};
+    let store = TempStore::new();
+    let (a, b, norm) = (bf16_weights(400_000, 1), bf16_weights(300_000, 2), bf16_weights(1024, 3));
+    let v1 = safetensors_file("", &[("a", &a), ("norm", &norm), ("b", &b)]);
+    // Another shard layout: a longer header, the tensors in another order.
+    let v2 = safetensors_file("resharded", &[("b", &b), ("norm", &norm), ("a", &a)]);
+    let s = store.write_session();
+    let first = s.ingest(Cursor::new(v1.clone()), &()).unwrap();
+    let moved = s.ingest(Cursor::new(v2.clone()), &()).unwrap();
+    drop(s);
+    // Byte planes: the exponent bytes shrink, the mantissa bytes do not.
+    assert!(first.stored_bytes * 100 < first.size * 75, "stored {} of {}", first.stored_bytes, first.size);
+    assert!(moved.new_bytes < 40_000, "moving two tensors stored {} new bytes", moved.new_bytes);
+    let r1 = commit_bytes(&store, "org/m", &[("model.safetensors", &v1)], "v1");
+    let r2 = commit_bytes(&store, "org/m", &[("model.safetensors", &v2)], "v2");
+    assert_eq!(read_all(&store, &r1, "model.safetensors"), v1);
+    assert_eq!(read_all(&store, &r2, "model.safetensors"), v2);
+    assert!(store.fsck(&|_| {}).unwrap().problems.is_empty());
+}

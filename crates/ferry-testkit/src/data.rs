@@ -65,6 +65,41 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     (0..len).map(|_| rng.byte()).collect()
 }
 
+/// `count` bf16 values (little-endian) drawn like trained weights: normal,
+/// standard deviation 0.02. The high byte (sign and exponent) takes few
+/// values, the low byte is near random, as in real models.
+pub fn bf16_weights(count: usize, seed: u64) -> Vec<u8> {
+    let mut rng = StarRng::new(seed);
+    let mut out = Vec::with_capacity(count * 2);
+    for _ in 0..count {
+        let (u1, u2) = (1.0 - rng.unit(), rng.unit());
+        let v = (0.02 * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32;
+        out.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes());
+    }
+    out
+}
+
+/// A safetensors file: the header (with `note` in its `__metadata__`), then
+/// the BF16 tensors (name, bytes) in the order given.
+pub fn safetensors_file(note: &str, tensors: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut at = 0;
+    let entries: Vec<String> = tensors
+        .iter()
+        .map(|(name, data)| {
+            let e = format!(r#""{name}":{{"dtype":"BF16","shape":[{}],"data_offsets":[{at},{}]}}"#, data.len() / 2, at + data.len());
+            at += data.len();
+            e
+        })
+        .collect();
+    let header = format!(r#"{{"__metadata__":{{"note":"{note}"}},{}}}"#, entries.join(","));
+    let mut f = (header.len() as u64).to_le_bytes().to_vec();
+    f.extend_from_slice(header.as_bytes());
+    for (_, data) in tensors {
+        f.extend_from_slice(data);
+    }
+    f
+}
+
 /// The input generator protocol/vectors/core.json names (`"generator":
 /// "xorshift64"`): xorshift64 started at `seed` itself, one byte per step
 /// from bits 32..40 of the state. Golden vectors depend on every byte.
