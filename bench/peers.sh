@@ -15,7 +15,7 @@
 #   --json        print only the JSON lines
 #
 # Scenarios (ferry-gen scenario; each version's ground truth from the
-# generator): rename, partial, header, full, adapter, dataset, reshard,
+# generator): rename, partial, header, full, small-step, adapter, dataset, reshard,
 # checkpoints (10 versions). Systems, each version after the one before:
 #   ferry    commit into a store, then push to a `ferry serve` on 127.0.0.1
 #   rsync    upload to an rsync daemon on 127.0.0.1 (--no-whole-file) over
@@ -44,7 +44,7 @@ name=peers.sh min_mib=16 help_lines=2,40p quick_mib=128
 # shellcheck source-path=SCRIPTDIR
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 size_mib=128 label="" out_dir="$root/bench/results"
-scenarios=(rename partial header full adapter dataset reshard checkpoints)
+scenarios=(rename partial header full small-step adapter dataset reshard checkpoints)
 bench_arg() {
   case "$1" in
     --full) size_mib=1024 label=full bench_shift=1 ;;
@@ -56,7 +56,7 @@ bench_arg() {
 bench_args "$@"
 [ -n "$label" ] || { [ "$size_mib" = 128 ] && label=quick || label="${size_mib}-mib"; }
 for s in "${scenarios[@]}"; do
-  case "$s" in rename|partial|header|full|adapter|dataset|reshard|checkpoints) ;; *) echo "$name: unknown scenario $s" >&2; exit 2 ;; esac
+  case "$s" in rename|partial|header|full|small-step|adapter|dataset|reshard|checkpoints) ;; *) echo "$name: unknown scenario $s" >&2; exit 2 ;; esac
 done
 
 bench_tools rsync:rsync casync:casync restic:restic borg:borgbackup zstd:zstd b3sum:b3sum /usr/bin/time:time /usr/bin/python3:python3

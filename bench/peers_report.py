@@ -20,8 +20,8 @@ import os
 import statistics
 import sys
 
-SCENARIOS = ["initial", "rename", "partial", "header", "full", "adapter", "dataset", "reshard", "checkpoints"]
-SAME_V0 = ["rename", "partial", "header", "full", "adapter", "checkpoints"]
+SCENARIOS = ["initial", "rename", "partial", "header", "full", "small-step", "adapter", "dataset", "reshard", "checkpoints"]
+SAME_V0 = ["rename", "partial", "header", "full", "small-step", "adapter", "checkpoints"]
 PEERS = ["rsync", "casync", "restic", "borg", "zstd", "whole"]
 SYSTEMS = ["ferry", "ferry-disk"] + PEERS + ["b3sum", "dd"]
 LABELS = {

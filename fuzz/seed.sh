@@ -27,6 +27,9 @@ rec = bytes.fromhex(enc["chunk_record"]["hex"])
 seed("chunk_record", rec)
 seed("chunk_record", bytes.fromhex(enc["chunk_record"]["id"]) + rec)  # id || record
 seed("chunk_record", bytes.fromhex(enc["planes_record"]["hex"]))
+# split byte (base length / 4), the base, then a delta record against it
+base = bytes.fromhex(enc["planes_record"]["raw_hex"])
+seed("chunk_record", bytes([len(base) // 4]) + base + bytes.fromhex(enc["delta_record"]["hex"]))
 seed("tree_node", bytes.fromhex(enc["node"]["hex"]))
 
 # chunking: a buffer-size byte, then a file; the golden safetensors header

@@ -46,6 +46,8 @@ pub enum Scenario {
     Reshard,
     /// v0…v9: checkpoints of a training run, each one step from the last.
     Checkpoints,
+    /// v1: every tensor takes a tiny step; bf16 rounding hides most of it.
+    SmallStep,
 }
 
 impl Scenario {
@@ -66,6 +68,8 @@ pub enum Step {
     Adapter,
     /// One training step, from the previous version's values.
     Train,
+    /// One tiny step ([`weights::SMALL_STEP`]) of every value.
+    Nudge,
 }
 
 pub enum FileSpec {
@@ -168,6 +172,7 @@ pub fn plan(scenario: Scenario, tensors: &[Tensor], layers: u64, seed: u64, chec
             vec![v0, Version { files: single(natural.clone(), m), step: Step::Same }]
         }
         Scenario::Full => vec![v0, same_file(Step::FineTuneAll)],
+        Scenario::SmallStep => vec![v0, same_file(Step::Nudge)],
         Scenario::Adapter => vec![v0, same_file(Step::Adapter)],
         Scenario::Reshard => {
             let mut shuffled = natural.clone();
@@ -290,7 +295,7 @@ pub fn write_models(tensors: &[Tensor], seed: u64, versions: &[Version], out: &P
                             let changes = match v.step {
                                 Step::Same => false,
                                 Step::FineTuneFrom(l) => t.layer.is_some_and(|x| x >= l),
-                                Step::FineTuneAll | Step::Train => true,
+                                Step::FineTuneAll | Step::Train | Step::Nudge => true,
                                 Step::Adapter => t.attention,
                             };
                             match v.step {
@@ -303,6 +308,9 @@ pub fn write_models(tensors: &[Tensor], seed: u64, versions: &[Version], out: &P
                                 }
                                 Step::Train => {
                                     weights::training_step(&mut vals, &mut Rng::stream(&[seed, i as u64, k as u64, TAG_TRAIN]), weights::CHECKPOINT_STEP)
+                                }
+                                Step::Nudge => {
+                                    weights::training_step(&mut vals, &mut Rng::stream(&[seed, i as u64, k as u64, TAG_TRAIN]), weights::SMALL_STEP)
                                 }
                                 Step::Same => {}
                             }
@@ -429,7 +437,7 @@ mod tests {
 
     #[test]
     fn tensor_truth_matches_the_files() {
-        for (s, versions) in [(Scenario::Partial, 2), (Scenario::Full, 2), (Scenario::Adapter, 2), (Scenario::Checkpoints, 4)] {
+        for (s, versions) in [(Scenario::Partial, 2), (Scenario::Full, 2), (Scenario::SmallStep, 2), (Scenario::Adapter, 2), (Scenario::Checkpoints, 4)] {
             let (dir, truth) = run(s, versions);
             assert_eq!(truth.len(), versions);
             for (k, t) in truth.iter().enumerate().skip(1) {

@@ -276,13 +276,13 @@ mod tests {
     fn large_tensors_are_cut_into_pieces_from_their_own_start() {
         let f = safetensors("", &[("norm", 2048, 1), ("embed", 5 * PIECE + 10_000, 2), ("w", 3 * PIECE + MIN_CHUNK, 3), ("bias", 100, 4)]);
         let layout = Layout::parse(&f).expect("layout");
-        let embed = layout.tensors[1];
+        let embed = &layout.tensors[1];
         let chunks = chunk_all_with_widths(&f);
         let inside: Vec<_> = chunks.iter().filter(|c| c.0 as u64 >= embed.start && ((c.0 + c.1) as u64) <= embed.start + embed.len).collect();
         // 5 pieces, the last with the 10 000-byte remainder
         assert_eq!(inside.iter().map(|c| c.1).collect::<Vec<_>>(), vec![PIECE, PIECE, PIECE, PIECE, PIECE + 10_000]);
         assert!(inside.iter().all(|c| c.2 == 2));
-        let w = layout.tensors[2];
+        let w = &layout.tensors[2];
         let lens: Vec<usize> = chunks.iter().filter(|c| c.0 as u64 >= w.start && ((c.0 + c.1) as u64) <= w.start + w.len).map(|c| c.1).collect();
         assert_eq!(lens, vec![PIECE, PIECE, PIECE, MIN_CHUNK]);
         assert!(chunks.iter().any(|c| c.0 as u64 == embed.start), "a cut at the tensor's start");

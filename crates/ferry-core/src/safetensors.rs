@@ -25,8 +25,10 @@ pub const MAX_HEADER_LEN: usize = 4 << 20;
 pub const LAYOUT_PREFIX: usize = 8 + MAX_HEADER_LEN;
 
 /// One tensor's bytes in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tensor {
+    /// Its name in the header.
+    pub name: String,
     /// Offset of its first byte from the start of the file.
     pub start: u64,
     /// Its length in bytes.
@@ -89,7 +91,7 @@ impl Layout {
             let start = data_start.checked_add(begin)?;
             start.checked_add(len)?;
             if len > 0 {
-                tensors.push(Tensor { start, len, width });
+                tensors.push(Tensor { name: e.name, start, len, width });
             }
         }
         tensors.sort_unstable_by_key(|t| t.start);
@@ -102,6 +104,7 @@ impl Layout {
 
 /// One tensor's entry, as the header gives it.
 struct Entry {
+    name: String,
     dtype: String,
     shape: Vec<u64>,
     data_offsets: [u64; 2],
@@ -135,10 +138,10 @@ impl<'de> Deserialize<'de> for Header {
                         continue;
                     }
                     let f: EntryFields = map.next_value()?;
-                    if !names.insert(name) {
+                    if !names.insert(name.clone()) {
                         return Err(de::Error::custom("a tensor is named twice"));
                     }
-                    out.push(Entry { dtype: f.dtype, shape: f.shape, data_offsets: f.data_offsets });
+                    out.push(Entry { name, dtype: f.dtype, shape: f.shape, data_offsets: f.data_offsets });
                 }
                 Ok(Header(out))
             }
@@ -165,7 +168,7 @@ mod tests {
         let l = Layout::parse(&file(h, 24)).expect("a safetensors file");
         let d = 8 + h.len() as u64;
         assert_eq!(l.data_start, d);
-        assert_eq!(l.tensors, vec![Tensor { start: d, len: 8, width: 4 }, Tensor { start: d + 8, len: 16, width: 2 }]);
+        assert_eq!(l.tensors, vec![Tensor { name: "a".into(), start: d, len: 8, width: 4 }, Tensor { name: "b".into(), start: d + 8, len: 16, width: 2 }]);
     }
 
     #[test]

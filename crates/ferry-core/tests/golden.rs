@@ -80,6 +80,9 @@ fn encodings() -> Value {
     let record = codec::Encoder::new(codec::DEFAULT_ZSTD_LEVEL).encode(raw);
     let planes_raw = planes_input();
     let planes = codec::Encoder::new(codec::DEFAULT_ZSTD_LEVEL).encode_hinted(&planes_raw, 2);
+    // The same chunk a little changed: every 16th value's low byte plus one.
+    let nudged: Vec<u8> = planes_raw.iter().enumerate().map(|(i, &b)| if i % 32 == 0 { b.wrapping_add(1) } else { b }).collect();
+    let delta = codec::Encoder::new(codec::DEFAULT_ZSTD_LEVEL).encode_delta(&nudged, 2, &Id::of_chunk(&planes_raw), &planes_raw).expect("a delta pays");
     let rev = Revision::new(
         vec![],
         "ada".into(),
@@ -97,6 +100,13 @@ fn encodings() -> Value {
             "width": 2,
             "id": Id::of_chunk(&planes_raw).to_hex(),
             "hex": hex::encode(&planes),
+        },
+        "delta_record": {
+            "raw": "the planes_record chunk with the byte at every index divisible by 32 plus one (wrapping); its base is that chunk",
+            "raw_hex": hex::encode(&nudged),
+            "base": Id::of_chunk(&planes_raw).to_hex(),
+            "id": Id::of_chunk(&nudged).to_hex(),
+            "hex": hex::encode(&delta),
         },
         "revision": { "hex": hex::encode(rev.encode()), "id": rev.id().to_hex() },
     })
@@ -138,5 +148,11 @@ fn golden_encodings_decode() {
     let planes = hex::decode(e["planes_record"]["hex"].as_str().unwrap()).unwrap();
     assert_eq!(planes[0], codec::CODEC_PLANES);
     let id: Id = e["planes_record"]["id"].as_str().unwrap().parse().unwrap();
-    assert_eq!(codec::decode_verified(&id, &planes).unwrap(), hex::decode(e["planes_record"]["raw_hex"].as_str().unwrap()).unwrap());
+    let base = hex::decode(e["planes_record"]["raw_hex"].as_str().unwrap()).unwrap();
+    assert_eq!(codec::decode_verified(&id, &planes).unwrap(), base);
+    let delta = hex::decode(e["delta_record"]["hex"].as_str().unwrap()).unwrap();
+    assert_eq!(codec::delta_base(&delta).unwrap(), Some(id));
+    let raw = codec::decode_delta(&delta, &base).unwrap();
+    assert_eq!(raw, hex::decode(e["delta_record"]["raw_hex"].as_str().unwrap()).unwrap());
+    assert_eq!(Id::of_chunk(&raw).to_hex(), e["delta_record"]["id"].as_str().unwrap());
 }
