@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&ckpt)?;
     let model = weights(24 << 20, 1);
     std::fs::write(ckpt.join("model.safetensors"), &model)?;
-    let opts = CommitOptions { message: "step 1000".into(), author: "example".into(), time: 1_700_000_000, follow_symlinks: false };
+    let opts = CommitOptions { message: "step 1000".into(), author: "example".into(), time: 1_700_000_000, follow_symlinks: false, base: None };
     let committed = store.write_session().commit_dir("org/model", "main", &ckpt, &opts, &())?;
     println!("committed {} into the bucket: {} chunks", committed.revision.short(), committed.totals.new_chunks);
     drop(store);

@@ -746,7 +746,7 @@ impl BucketBackend {
                 .map(|e| match e.kind {
                     Kind::Record => Recovered::Chunk(
                         e.id,
-                        IndexEntry { codec: e.codec, raw_len: e.raw_len, stored_len: e.len, location: pack_location(&name, e.offset, e.len) },
+                        IndexEntry { codec: e.codec, raw_len: e.raw_len, stored_len: e.len, base: None, location: pack_location(&name, e.offset, e.len) },
                     ),
                     Kind::Node => {
                         let at = e.offset as usize - base;

@@ -62,6 +62,7 @@ struct Span {
 /// Cuts one file as it streams past, by the rule of `protocol/tree.md`.
 #[derive(Debug, Clone)]
 pub struct Chunker {
+    layout: Option<Layout>,
     spans: Vec<Span>,
     span: usize,
     /// File offset of the next buffer's first byte.
@@ -74,7 +75,8 @@ impl Chunker {
     /// whole file if it is shorter (the layout is decided from them).
     pub fn new(prefix: &[u8]) -> Chunker {
         let mut spans = Vec::new();
-        if let Some(layout) = Layout::parse(prefix) {
+        let layout = Layout::parse(prefix);
+        if let Some(layout) = &layout {
             let mut at = 0;
             for t in layout.tensors.iter().filter(|t| t.len >= PIECE as u64) {
                 if at < t.start {
@@ -85,7 +87,12 @@ impl Chunker {
             }
         }
         spans.push(Span { end: u64::MAX, tensor: None });
-        Chunker { spans, span: 0, pos: 0 }
+        Chunker { layout, spans, span: 0, pos: 0 }
+    }
+
+    /// The file's safetensors layout, if it was cut by one.
+    pub fn layout(&self) -> Option<&Layout> {
+        self.layout.as_ref()
     }
 
     /// Finds the chunk boundaries in `buf`, which holds the file's bytes

@@ -428,6 +428,21 @@ pub fn delta_base(record: &[u8]) -> Result<Option<Id>, FormatError> {
     crate::Reader::new("chunk record", &record[HEADER_LEN..]).id().map(Some)
 }
 
+/// The element width a byte-plane or delta record (codec 2 or 3) was
+/// encoded with, for re-encoding its chunk alone; 0 for other records.
+pub fn element_width(record: &[u8]) -> u8 {
+    let at = match record.first() {
+        Some(&CODEC_PLANES) => HEADER_LEN,
+        Some(&CODEC_DELTA) => HEADER_LEN + 32,
+        _ => return 0,
+    };
+    record.get(at).copied().filter(|w| matches!(w, 2 | 4 | 8)).unwrap_or(0)
+}
+
+/// Longest chain of delta records a reader follows: a delta, its base, the
+/// base's base, ... (`protocol/tree.md`, section 3).
+pub const MAX_DELTA_CHAIN: usize = 8;
+
 /// Decodes a delta record (codec 3) against `base`, the raw bytes of the
 /// chunk it names (which the caller has verified against that id). The
 /// result is not verified here: check it against the record's chunk id.

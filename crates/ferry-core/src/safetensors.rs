@@ -59,6 +59,12 @@ pub fn dtype_width(dtype: &str) -> u8 {
 }
 
 impl Layout {
+    /// The tensor whose bytes include file offset `at`.
+    pub fn tensor_at(&self, at: u64) -> Option<&Tensor> {
+        let i = self.tensors.partition_point(|t| t.start <= at).checked_sub(1)?;
+        Some(&self.tensors[i]).filter(|t| at < t.start + t.len)
+    }
+
     /// The layout of the file that starts with `prefix`, or None if the
     /// file is not (a believable) safetensors file. `prefix` must hold the
     /// first [`LAYOUT_PREFIX`] bytes of the file, or all of it if shorter.

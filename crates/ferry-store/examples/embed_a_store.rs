@@ -12,7 +12,7 @@ use ferry_store::{CommitOptions, RevisionSpec, Store};
 use ferry_testkit::noise as weights;
 
 fn commit(store: &Store, dir: &Path, message: &str) -> Result<ferry_store::Committed, Box<dyn std::error::Error>> {
-    let opts = CommitOptions { message: message.into(), author: "example".into(), time: 1_700_000_000, follow_symlinks: false };
+    let opts = CommitOptions { message: message.into(), author: "example".into(), time: 1_700_000_000, follow_symlinks: false, base: None };
     Ok(store.write_session().commit_dir("org/model", "main", dir, &opts, &())?)
 }
 

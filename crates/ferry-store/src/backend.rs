@@ -36,8 +36,16 @@ impl VerifiedRecord {
         VerifiedRecord { id, header, record }
     }
 
+    /// A record this process's encoder just made from raw bytes that hash
+    /// to `id` (a delta among them, which decodes only against its base).
+    pub(crate) fn encoded(id: Id, record: Vec<u8>) -> VerifiedRecord {
+        let header = codec::read_header(&record).expect("encoder writes valid headers");
+        VerifiedRecord { id, header, record }
+    }
+
     /// Checks a record that came from outside: it must decode, within its
-    /// limits, to bytes that hash to `id`.
+    /// limits, to bytes that hash to `id`. A delta record is refused (its
+    /// base may not be here); senders send records that decode alone.
     pub fn verify(id: Id, record: Vec<u8>) -> Result<VerifiedRecord, FormatError> {
         codec::decode_verified(&id, &record)?;
         let header = codec::read_header(&record)?;
@@ -52,6 +60,11 @@ impl VerifiedRecord {
     /// The chunk's length before encoding.
     pub fn raw_len(&self) -> u64 {
         self.header.raw_len as u64
+    }
+
+    /// For a delta record, the chunk it is decoded against.
+    pub fn base(&self) -> Option<Id> {
+        codec::delta_base(&self.record).ok().flatten()
     }
 
     /// The codec the record is encoded with (`protocol/tree.md`).

@@ -205,11 +205,19 @@ impl Store {
             // left in another pack) is not the indexed one.
             let entries: Vec<Option<IndexEntry>> =
                 self.index_entries(&ids)?.into_iter().zip(batch.iter()).map(|(e, b)| e.filter(|e| e.location == b.1)).collect();
-            let results: Vec<Option<String>> = batch
+            // Deltas are checked after the batch, their chains read and every
+            // link verified.
+            let is_delta = |rec: &[u8]| rec.first() == Some(&codec::CODEC_DELTA);
+            let mut results: Vec<Option<String>> = batch
                 .par_iter()
                 .zip(&entries)
                 .map(|((id, _, rec), entry)| {
                     let entry = entry.as_ref()?;
+                    if is_delta(rec) {
+                        let base = codec::delta_base(rec).ok().flatten();
+                        return (entry.base != base || entry.stored_len as usize != rec.len())
+                            .then(|| format!("chunk {id}: index entry disagrees with the delta record"));
+                    }
                     match codec::decode_verified(id, rec) {
                         Ok(raw) if entry.raw_len as usize == raw.len() && entry.stored_len as usize == rec.len() => None,
                         Ok(_) => Some(format!("chunk {id}: index entry disagrees with the record")),
@@ -217,6 +225,18 @@ impl Store {
                     }
                 })
                 .collect();
+            let deltas: Vec<(Id, u32)> =
+                batch.iter().zip(&entries).filter_map(|((id, _, rec), e)| Some((*id, e.as_ref().filter(|_| is_delta(rec))?.raw_len))).collect();
+            if !deltas.is_empty() {
+                let ids: Vec<Id> = deltas.iter().map(|d| d.0).collect();
+                for ((id, raw_len), got) in deltas.iter().zip(self.chunks_decoded(&ids, 0)) {
+                    results.push(match got {
+                        Ok((raw, _)) if raw.len() == *raw_len as usize => None,
+                        Ok(_) => Some(format!("chunk {id}: index entry disagrees with the record")),
+                        Err(e) => Some(format!("chunk {id} is corrupt: {e}")),
+                    });
+                }
+            }
             let present = entries.iter().filter(|e| e.is_some()).count() as u64;
             matched += present;
             rep.chunks_checked += present;
@@ -305,6 +325,7 @@ impl Store {
         // Git LFS objects are kept through their repositories.
         stack.extend(self.lfs_roots()?);
         self.mark_trees(&mut stack, &mut nodes, &mut chunks)?;
+        self.mark_delta_bases(&mut chunks, &pins)?;
         // Sweep top-down: revisions and nodes in one synced batch, then
         // chunks. At every moment in between, and after a kill at any point,
         // each stored revision still has its trees and each stored node its
@@ -419,6 +440,25 @@ impl Store {
         }
         each(&mut batch)?;
         Ok(scan)
+    }
+
+    /// Adds to `chunks` the base of every kept delta record, and the bases
+    /// of those, so a kept chunk can always be decoded.
+    fn mark_delta_bases(&self, chunks: &mut HashSet<Id>, pins: &Pins) -> Result<()> {
+        let mut frontier = Vec::new();
+        for item in self.index.iter() {
+            let Ok((id, entry)) = item? else { continue };
+            if let Some(base) = entry.base {
+                if (chunks.contains(&id) || pins.chunks.contains(&Pins::chunk_key(&id))) && chunks.insert(base) {
+                    frontier.push(base);
+                }
+            }
+        }
+        while !frontier.is_empty() {
+            let bases: Vec<Id> = self.index_entries(&frontier)?.into_iter().flatten().filter_map(|e| e.base).collect();
+            frontier = bases.into_iter().filter(|b| chunks.insert(*b)).collect();
+        }
+        Ok(())
     }
 
     /// Marks the nodes on `stack` and everything below them (emptying it).

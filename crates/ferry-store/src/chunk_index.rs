@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use ferry_core::codec::CODEC_DELTA;
 use ferry_core::Id;
 use rocksdb::{IteratorMode, WriteBatch, DB};
 
@@ -20,6 +21,9 @@ pub struct IndexEntry {
     pub raw_len: u32,
     /// The record's length as stored.
     pub stored_len: u32,
+    /// For a delta record (codec 3), the chunk it is decoded against: gc
+    /// keeps it as long as this chunk, without reading the record.
+    pub base: Option<Id>,
     /// Where the backend keeps the record.
     pub location: Location,
 }
@@ -30,7 +34,7 @@ const FIXED: usize = 9;
 impl IndexEntry {
     /// The entry for a record the backend stored at `location`.
     pub fn of(record: &VerifiedRecord, location: Location) -> IndexEntry {
-        IndexEntry { codec: record.codec(), raw_len: record.raw_len() as u32, stored_len: record.record().len() as u32, location }
+        IndexEntry { codec: record.codec(), raw_len: record.raw_len() as u32, stored_len: record.record().len() as u32, base: record.base(), location }
     }
 
     /// The entry as stored (`protocol/store.md` §2).
@@ -39,6 +43,9 @@ impl IndexEntry {
         b.push(self.codec);
         b.extend_from_slice(&self.raw_len.to_le_bytes());
         b.extend_from_slice(&self.stored_len.to_le_bytes());
+        if let Some(base) = &self.base {
+            b.extend_from_slice(base.as_bytes());
+        }
         b.extend_from_slice(self.location.as_bytes());
         b
     }
@@ -49,11 +56,13 @@ impl IndexEntry {
         if b.len() < FIXED {
             return None;
         }
+        let (base, location) = if b[0] == CODEC_DELTA { (Some(Id::from_slice(b.get(FIXED..FIXED + 32)?)?), &b[FIXED + 32..]) } else { (None, &b[FIXED..]) };
         Some(IndexEntry {
             codec: b[0],
             raw_len: u32::from_le_bytes(b[1..5].try_into().ok()?),
             stored_len: u32::from_le_bytes(b[5..9].try_into().ok()?),
-            location: Location::new(&b[FIXED..])?,
+            base,
+            location: Location::new(location)?,
         })
     }
 }
@@ -106,5 +115,24 @@ impl ChunkIndex {
                 _ => Err(k),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_a_delta_names_its_base() {
+        let loc = Location::new(b"pack-7").unwrap();
+        let plain = IndexEntry { codec: 1, raw_len: 65536, stored_len: 40000, base: None, location: loc.clone() };
+        assert_eq!(plain.encode().len(), FIXED + 6);
+        assert_eq!(IndexEntry::decode(&plain.encode()), Some(plain));
+        let delta = IndexEntry { codec: CODEC_DELTA, raw_len: 65536, stored_len: 9000, base: Some(Id::of_chunk(b"base")), location: loc };
+        let enc = delta.encode();
+        assert_eq!(&enc[FIXED..FIXED + 32], Id::of_chunk(b"base").as_bytes());
+        assert_eq!(IndexEntry::decode(&enc), Some(delta));
+        // A delta entry too short to hold its base is corrupt.
+        assert_eq!(IndexEntry::decode(&enc[..FIXED + 31]), None);
     }
 }

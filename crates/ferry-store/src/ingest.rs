@@ -11,21 +11,23 @@
 //! unfinished tail of the previous segment (always shorter than `MAX_CHUNK`)
 //! into that headroom instead of copying the new segment after the tail.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::RwLockReadGuard;
+use std::sync::{Arc, RwLockReadGuard};
 
 use crossbeam_channel::bounded;
 use ferry_core::chunking;
 use ferry_core::codec::{Encoder, DEFAULT_ZSTD_LEVEL};
 use ferry_core::revision::{Entry, Revision};
+use ferry_core::safetensors::Layout;
 use ferry_core::tree::{Node, TreeBuilder};
 use ferry_core::Id;
 use rayon::prelude::*;
 
 use crate::backend::VerifiedRecord;
+use crate::bases::DeltaBases;
 use crate::{Result, Store, StoreError};
 
 /// Bytes read from a file at a time.
@@ -112,6 +114,10 @@ struct Segment {
     ends: Vec<usize>,
     /// Each chunk's element width, for the codec.
     widths: Vec<u8>,
+    /// File offset of `buf[start]`.
+    offset: u64,
+    /// The file's safetensors layout, if it was cut by one.
+    layout: Option<Arc<Layout>>,
 }
 
 impl Segment {
@@ -161,7 +167,17 @@ impl WriteSession<'_> {
 
     /// Chunks, hashes, compresses and stores everything `reader` yields, and
     /// returns the file id. Nothing is durable until a revision is committed.
-    pub fn ingest<R: Read + Send>(&self, mut reader: R, progress: &dyn IngestProgress) -> Result<Ingested> {
+    pub fn ingest<R: Read + Send>(&self, reader: R, progress: &dyn IngestProgress) -> Result<Ingested> {
+        self.ingest_against(reader, None, progress)
+    }
+
+    /// [`WriteSession::ingest`], storing each new tensor piece as a delta
+    /// against the same piece in `bases` where that is smaller (and the
+    /// base's chain is short enough).
+    pub fn ingest_against<R: Read + Send>(&self, mut reader: R, bases: Option<&mut DeltaBases>, progress: &dyn IngestProgress) -> Result<Ingested> {
+        // Deltas name their base only in the local index; a store on a
+        // bucket keeps records that decode alone.
+        let mut bases = bases.filter(|b| !b.is_empty() && store_keeps_deltas(self.store));
         let store = self.store;
         let (raw_tx, raw_rx) = bounded::<io::Result<Raw>>(1);
         let (seg_tx, seg_rx) = bounded::<io::Result<Segment>>(2);
@@ -182,6 +198,8 @@ impl WriteSession<'_> {
             s.spawn(move || {
                 let mut tail: Vec<u8> = Vec::new();
                 let mut chunker: Option<chunking::Chunker> = None;
+                let mut layout = None;
+                let mut offset = 0;
                 for msg in raw_rx {
                     let Raw { mut buf, eof } = match msg {
                         Ok(x) => x,
@@ -201,10 +219,16 @@ impl WriteSession<'_> {
                         0
                     };
                     // The first segment holds the file's first SEGMENT_LEN bytes (or all of it).
-                    let cuts = chunker.get_or_insert_with(|| chunking::Chunker::new(&buf[start..])).cut(&buf[start..], eof);
+                    let chunker = chunker.get_or_insert_with(|| {
+                        let c = chunking::Chunker::new(&buf[start..]);
+                        layout = c.layout().cloned().map(Arc::new);
+                        c
+                    });
+                    let cuts = chunker.cut(&buf[start..], eof);
                     tail.clear();
                     tail.extend_from_slice(&buf[start + cuts.consumed..]);
-                    let seg = Segment { buf, start, len: cuts.consumed, ends: cuts.ends, widths: cuts.widths };
+                    let seg = Segment { buf, start, len: cuts.consumed, ends: cuts.ends, widths: cuts.widths, offset, layout: layout.clone() };
+                    offset += cuts.consumed as u64;
                     if seg_tx.send(Ok(seg)).is_err() {
                         return;
                     }
@@ -213,7 +237,7 @@ impl WriteSession<'_> {
             s.spawn(move || {
                 for seg in seg_rx {
                     let res = seg.map_err(|e| StoreError::Io { path: PathBuf::from("<input>"), source: e }).and_then(|seg| {
-                        let h = hash_and_encode(store, &seg);
+                        let h = hash_and_encode(store, &seg, bases.as_deref_mut());
                         let _ = free_tx.try_send(seg.buf);
                         h
                     });
@@ -326,12 +350,16 @@ impl WriteSession<'_> {
         ferry_core::names::check_branch_name(branch)?;
         let head = self.store.branch(repo, branch)?;
         let files = list_files(dir, opts.follow_symlinks)?;
+        let mut bases = match opts.base.or(head) {
+            Some(rev) if store_keeps_deltas(self.store) => Some(self.store.delta_bases(&self.store.revision(&rev)?)?),
+            _ => None,
+        };
         progress.start(files.iter().map(|f| f.size).sum());
         let mut totals = Ingested::default();
         let mut entries = Vec::with_capacity(files.len());
         for f in &files {
             let file = File::open(&f.full).map_err(|e| StoreError::io(&f.full, e))?;
-            let got = self.ingest(file, progress).map_err(|e| match e {
+            let got = self.ingest_against(file, bases.as_mut(), progress).map_err(|e| match e {
                 StoreError::Io { source, .. } => StoreError::io(&f.full, source),
                 e => e,
             })?;
@@ -358,14 +386,23 @@ pub struct CommitOptions {
     pub time: i64,
     /// Store the content of symlinked files instead of refusing symlinks.
     pub follow_symlinks: bool,
+    /// The revision whose tensors new tensor pieces are stored as deltas
+    /// against (None: the branch's head, if it has one).
+    pub base: Option<Id>,
 }
 
 thread_local! {
     /// One zstd context per thread, kept across segments and files.
-    static ENCODER: std::cell::RefCell<Encoder> = std::cell::RefCell::new(Encoder::new(DEFAULT_ZSTD_LEVEL));
+    pub(crate) static ENCODER: std::cell::RefCell<Encoder> = std::cell::RefCell::new(Encoder::new(DEFAULT_ZSTD_LEVEL));
 }
 
-fn hash_and_encode(store: &Store, seg: &Segment) -> Result<Hashed> {
+/// Whether new records may be deltas: only where the index, which names
+/// each delta's base for gc, is the only index (not a bucket's packs).
+fn store_keeps_deltas(store: &Store) -> bool {
+    store.backend.deferred().is_none()
+}
+
+fn hash_and_encode(store: &Store, seg: &Segment, bases: Option<&mut DeltaBases>) -> Result<Hashed> {
     let data = seg.data();
     let mut start = 0;
     let ranges: Vec<(usize, usize)> = seg
@@ -382,14 +419,63 @@ fn hash_and_encode(store: &Store, seg: &Segment) -> Result<Hashed> {
     let present = store.has_chunks(&just_ids)?;
     let mut seen = HashSet::new();
     let missing: Vec<usize> = (0..ids.len()).filter(|&i| !present[i] && seen.insert(ids[i].0)).collect();
+    let base_of = match (bases, &seg.layout) {
+        (Some(bases), Some(layout)) => find_bases(store, bases, layout, seg, &ranges, &missing)?,
+        _ => HashMap::new(),
+    };
     let records: Vec<VerifiedRecord> = missing
         .par_iter()
         .map(|&i| {
             let (a, b) = ranges[i];
-            ENCODER.with_borrow_mut(|enc| VerifiedRecord::encode_with_id(ids[i].0, &data[a..b], seg.widths[i], enc))
+            let (raw, width) = (&data[a..b], seg.widths[i]);
+            ENCODER.with_borrow_mut(|enc| {
+                if let Some((base_id, base)) = base_of.get(&i) {
+                    if let Some(delta) = enc.encode_delta(raw, width, base_id, base) {
+                        // Byte planes alone are tried only when the delta is
+                        // not clearly better.
+                        if delta.len() <= raw.len() / 2 || delta.len() < enc.encode_hinted(raw, width).len() {
+                            return VerifiedRecord::encoded(ids[i].0, delta);
+                        }
+                    }
+                }
+                VerifiedRecord::encode_with_id(ids[i].0, raw, width, enc)
+            })
         })
         .collect();
     Ok(Hashed { ids, records, bytes: data.len() as u64 })
+}
+
+/// For each missing tensor piece of the segment that has a base whose
+/// delta chain leaves room for one more link: the base's id and raw bytes
+/// (read in one batch).
+fn find_bases(
+    store: &Store,
+    bases: &mut DeltaBases,
+    layout: &Layout,
+    seg: &Segment,
+    ranges: &[(usize, usize)],
+    missing: &[usize],
+) -> Result<HashMap<usize, (Id, Vec<u8>)>> {
+    let mut wanted: Vec<(usize, Id)> = Vec::new();
+    for &i in missing.iter().filter(|&&i| seg.widths[i] > 1) {
+        let (a, b) = ranges[i];
+        let at = seg.offset + a as u64;
+        let Some(t) = layout.tensor_at(at) else { continue };
+        if let Some(base) = bases.piece(store, &t.name, t.len, seg.widths[i], at - t.start, (b - a) as u64)? {
+            wanted.push((i, base));
+        }
+    }
+    let ids: Vec<Id> = wanted.iter().map(|w| w.1).collect();
+    let mut out = HashMap::with_capacity(wanted.len());
+    // A base that cannot be read only means this piece is stored whole.
+    for ((i, id), got) in wanted.into_iter().zip(store.chunks_decoded(&ids, 0)) {
+        if let Ok((raw, chain)) = got {
+            if chain < ferry_core::codec::MAX_DELTA_CHAIN {
+                out.insert(i, (id, raw));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A file found under the directory being committed.

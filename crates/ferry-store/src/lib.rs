@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod bases;
 mod check;
 mod chunk_index;
 mod error;
@@ -38,6 +39,7 @@ mod rocks_backend;
 mod write;
 
 pub use backend::{BackendError, ChunkBackend, Location, RecordVisitor, Recovered, RecoveryVisitor, VerifiedRecord};
+pub use bases::DeltaBases;
 pub use check::{abort_at, FsckReport, GcReport, PinHandle, Pins, Stats};
 pub use chunk_index::IndexEntry;
 pub use error::StoreError;
@@ -48,6 +50,7 @@ pub use read::ReadProgress;
 pub use refs::{BranchUpdate, RepoInfo, RevisionSpec};
 pub use rocks_backend::RocksBackend;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
@@ -396,9 +399,27 @@ impl Store {
         Ok(entries)
     }
 
-    /// The stored records of chunks, in the order asked, as they travel on
-    /// the wire (unverified here: whoever stores one verifies it).
+    /// The records of chunks, in the order asked, as they travel on the
+    /// wire (unverified here: whoever stores one verifies it). A delta
+    /// record is sent as a record that decodes alone (its base may not be
+    /// on the other side).
     pub fn chunk_records(&self, ids: &[Id]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut records = self.stored_records(ids)?;
+        let deltas: Vec<usize> = (0..ids.len()).filter(|&i| records[i].as_ref().is_some_and(|r| r.first() == Some(&codec::CODEC_DELTA))).collect();
+        if deltas.is_empty() {
+            return Ok(records);
+        }
+        let delta_ids: Vec<Id> = deltas.iter().map(|&i| ids[i]).collect();
+        let raws = self.chunks_verified(&delta_ids);
+        for (&i, raw) in deltas.iter().zip(raws) {
+            let (raw, width) = (raw?, records[i].as_deref().map_or(0, codec::element_width));
+            records[i] = Some(crate::ingest::ENCODER.with_borrow_mut(|enc| enc.encode_hinted(&raw, width)));
+        }
+        Ok(records)
+    }
+
+    /// The records of chunks as stored, in the order asked.
+    fn stored_records(&self, ids: &[Id]) -> Result<Vec<Option<Vec<u8>>>> {
         let entries = self.index_entries(ids)?;
         let wanted: Vec<(Id, &Location)> = ids.iter().zip(&entries).filter_map(|(id, e)| Some((*id, &e.as_ref()?.location))).collect();
         let mut found = self.backend.get_many(&wanted)?.into_iter();
@@ -413,18 +434,50 @@ impl Store {
     /// The raw bytes of several chunks, each verified against its id: one
     /// batched index lookup and one backend read, decoded in parallel.
     pub(crate) fn chunks_verified(&self, ids: &[Id]) -> Vec<Result<Vec<u8>>> {
+        self.chunks_decoded(ids, 0).into_iter().map(|r| r.map(|d| d.0)).collect()
+    }
+
+    /// The raw bytes of several chunks, each verified against its id, with
+    /// the length of its delta chain (1 for a record that decodes alone).
+    /// The bases of delta records are read the same way, a batch per link,
+    /// each verified against its own id before a delta is applied to it;
+    /// `depth` is how many links above these chunks the read started.
+    pub(crate) fn chunks_decoded(&self, ids: &[Id], depth: usize) -> Vec<Result<(Vec<u8>, usize)>> {
         use rayon::prelude::*;
-        let records = match self.chunk_records(ids) {
+        let records = match self.stored_records(ids) {
             Ok(r) => r,
             // Name the unreadable ones, one at a time.
-            Err(_) if ids.len() > 1 => return ids.iter().map(|id| self.chunk(id)).collect(),
+            Err(_) if ids.len() > 1 => return ids.iter().map(|id| self.chunks_decoded(std::slice::from_ref(id), depth).pop().expect("one answer")).collect(),
             Err(e) => return ids.iter().map(|id| Err(StoreError::Corrupt { what: "chunk", id: *id, detail: format!("unreadable: {e}") })).collect(),
+        };
+        let corrupt = |id: &Id, detail: String| StoreError::Corrupt { what: "chunk", id: *id, detail };
+        let bases: Vec<Option<Id>> = records.iter().map(|r| r.as_deref().and_then(|r| codec::delta_base(r).ok().flatten())).collect();
+        let mut base_ids: Vec<Id> = bases.iter().flatten().copied().collect();
+        base_ids.sort_unstable();
+        base_ids.dedup();
+        let base_raws: HashMap<Id, std::result::Result<(Vec<u8>, usize), String>> = if base_ids.is_empty() || depth + 1 >= codec::MAX_DELTA_CHAIN {
+            HashMap::new()
+        } else {
+            base_ids.iter().copied().zip(self.chunks_decoded(&base_ids, depth + 1).into_iter().map(|r| r.map_err(|e| e.to_string()))).collect()
         };
         ids.par_iter()
             .zip(records)
-            .map(|(id, record)| {
+            .zip(&bases)
+            .map(|((id, record), base)| {
                 let record = record.ok_or(StoreError::MissingChunk(*id))?;
-                codec::decode_verified(id, &record).map_err(|e| StoreError::Corrupt { what: "chunk", id: *id, detail: e.to_string() })
+                let (raw, chain) = match base {
+                    None => (codec::decode(&record).map_err(|e| corrupt(id, e.to_string()))?, 1),
+                    Some(b) => match base_raws.get(b) {
+                        None => return Err(corrupt(id, format!("its delta chain is longer than {} records", codec::MAX_DELTA_CHAIN))),
+                        Some(Err(e)) => return Err(corrupt(id, format!("its delta base {b} cannot be read: {e}"))),
+                        Some(Ok((base_raw, chain))) => (codec::decode_delta(&record, base_raw).map_err(|e| corrupt(id, e.to_string()))?, chain + 1),
+                    },
+                };
+                let actual = Id::of_chunk(&raw);
+                if actual != *id {
+                    return Err(corrupt(id, ferry_core::FormatError::HashMismatch { what: "chunk", id: *id, actual }.to_string()));
+                }
+                Ok((raw, chain))
             })
             .collect()
     }

@@ -127,7 +127,7 @@ mod tests {
     use super::*;
 
     fn at(pack: u8, len: u32) -> IndexEntry {
-        IndexEntry { codec: 0, raw_len: len, stored_len: len, location: Location::new(&[pack]).unwrap() }
+        IndexEntry { codec: 0, raw_len: len, stored_len: len, base: None, location: Location::new(&[pack]).unwrap() }
     }
 
     #[test]

@@ -79,6 +79,21 @@ pub fn bf16_weights(count: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// bf16 `weights` each moved by `step` × N(0, 1) (computed in f32, rounded
+/// to nearest): a fine-tune's or a training step's change.
+pub fn bf16_nudged(weights: &[u8], step: f32, seed: u64) -> Vec<u8> {
+    let mut rng = StarRng::new(seed);
+    weights
+        .chunks_exact(2)
+        .flat_map(|c| {
+            let (u1, u2) = (1.0 - rng.unit(), rng.unit());
+            let n = ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32;
+            let v = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) + step * n;
+            (((v.to_bits() + 0x8000) >> 16) as u16).to_le_bytes()
+        })
+        .collect()
+}
+
 /// A safetensors file: the header (with `note` in its `__metadata__`), then
 /// the BF16 tensors (name, bytes) in the order given.
 pub fn safetensors_file(note: &str, tensors: &[(&str, &[u8])]) -> Vec<u8> {

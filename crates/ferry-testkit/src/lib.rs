@@ -19,7 +19,7 @@ mod store;
 #[cfg(feature = "transfer")]
 pub mod transfer;
 
-pub use data::{bf16_weights, noise, safetensors_file, xorshift64_bytes, Rng, StarRng};
+pub use data::{bf16_nudged, bf16_weights, noise, safetensors_file, xorshift64_bytes, Rng, StarRng};
 #[cfg(feature = "garage")]
 pub use garage::Garage;
 #[cfg(feature = "store")]

@@ -28,6 +28,11 @@ pub struct Args {
     /// Store the content of symlinked files instead of refusing symlinks.
     #[arg(long)]
     follow_symlinks: bool,
+    /// Store changed tensors as deltas against this revision's tensors of
+    /// the same name (REPO@BRANCH, REPO@REVISION; default: the branch's
+    /// head), e.g. the base model of a fine-tune's first upload.
+    #[arg(long, value_name = "REPO@REV")]
+    base: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -62,9 +67,10 @@ impl Report for Committed {
 }
 
 pub fn run(store: &Store, args: Args, json: bool) -> Result<Committed> {
-    let Args { repo, dir, message, branch, author, follow_symlinks } = args;
+    let Args { repo, dir, message, branch, author, follow_symlinks, base } = args;
     let author = author.or_else(default_author).unwrap_or_else(|| "unknown".into());
-    let opts = ferry_store::CommitOptions { message, author, time: super::unix_now(), follow_symlinks };
+    let base = base.map(|b| store.resolve(&ferry_store::RevisionSpec::parse(&b)?).map(|(id, _)| id)).transpose()?;
+    let opts = ferry_store::CommitOptions { message, author, time: super::unix_now(), follow_symlinks, base };
     let bar = progress::Ingest::new(json);
     let started = std::time::Instant::now();
     let c = store.write_session().commit_dir(&repo, &branch, &dir, &opts, &bar)?;
