@@ -43,13 +43,15 @@ impl<R: Read> Read for Sha256Reader<R> {
 impl Session {
     /// Stores a file read from `reader` for `repo` (which the caller must
     /// be able to write), keeping it from gc until the session ends, and
-    /// records its SHA-256.
+    /// records its SHA-256. Its tensors are stored as deltas against the
+    /// same tensors of the repository's `main` head where that is smaller.
     pub fn store_file(&self, repo: &str, reader: impl Read + Send) -> Result<StoredFile> {
         self.check_write(repo)?;
         let store = self.store();
+        let mut bases = self.service.delta_bases(repo)?;
         let session = store.write_session();
         let mut hashing = Sha256Reader { inner: reader, hash: ring::digest::Context::new(&ring::digest::SHA256) };
-        let ingested = session.ingest(&mut hashing, &())?;
+        let ingested = session.ingest_against(&mut hashing, bases.as_mut(), &())?;
         self.pins.with(|p| p.node(ingested.file_id));
         let sha256: Sha256 = hashing.hash.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
         drop(session);

@@ -42,7 +42,13 @@ pub struct HubService {
     backfill: Option<Backfill>,
     /// For a read replica: the hub that writes, where writers are sent.
     replica_of: Option<String>,
+    /// The tensors of recently written repositories' `main` heads, which
+    /// uploaded files are stored as deltas against (by repository).
+    bases: Mutex<HashMap<String, (Id, ferry_store::DeltaBases)>>,
 }
+
+/// Repositories whose delta bases are kept between uploads.
+const BASES_KEPT: usize = 16;
 
 /// What one client's connections were shown, while any is open.
 type SharedAdmitted = std::sync::Weak<Mutex<Admitted>>;
@@ -99,7 +105,27 @@ impl HubService {
             shown: Mutex::new(HashMap::new()),
             backfill: None,
             replica_of: None,
+            bases: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// What files uploaded to `repo` are stored as deltas against: the
+    /// tensors of its `main` head (read once per head, kept for a few
+    /// repositories).
+    pub(crate) fn delta_bases(&self, repo: &str) -> Result<Option<ferry_store::DeltaBases>> {
+        let Some(head) = self.store.branch(repo, "main")? else { return Ok(None) };
+        let mut kept = self.bases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((id, bases)) = kept.get(repo) {
+            if *id == head {
+                return Ok(Some(bases.clone()));
+            }
+        }
+        let bases = self.store.delta_bases(&self.store.revision(&head)?)?;
+        if kept.len() >= BASES_KEPT {
+            kept.clear();
+        }
+        kept.insert(repo.to_owned(), (head, bases.clone()));
+        Ok(Some(bases))
     }
 
     /// Makes this a read replica's service: every write is refused with

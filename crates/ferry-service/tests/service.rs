@@ -107,3 +107,30 @@ fn a_bad_token_is_refused_and_repeated_failures_lock_the_address_out() {
         assert_eq!(h.service.authenticate("fy_nope_nope", peer).await.unwrap_err().code, ErrorCode::RateLimited);
     });
 }
+
+#[test]
+fn an_uploaded_fine_tune_is_stored_as_deltas_against_the_repositorys_main() {
+    use ferry_testkit::{bf16_nudged, bf16_weights, safetensors_file};
+    let h = hub();
+    let t = token(&h, "org/*", Scope::Write);
+    let s = rt().block_on(session(&h, &t));
+    let base: Vec<Vec<u8>> = (0..2).map(|i| bf16_weights(1 << 20, i)).collect();
+    let tuned: Vec<Vec<u8>> = base.iter().enumerate().map(|(i, w)| bf16_nudged(w, 0.002, 10 + i as u64)).collect();
+    let file = |t: &[Vec<u8>]| safetensors_file("", &[("a", &t[0]), ("b", &t[1])]);
+    let stored_bytes = || h.service.store().stats().unwrap().stored_bytes;
+    let upload = |bytes: Vec<u8>, parent: Option<Id>| {
+        let f = s.store_file("org/m", Cursor::new(bytes)).unwrap();
+        let e = Entry { path: "model.safetensors".into(), file_id: f.file_id, size: f.size, executable: false };
+        s.commit_files("org/m", "main", parent, "upload", vec![e]).unwrap().0
+    };
+    let v1 = upload(file(&base), None);
+    let before = stored_bytes();
+    let v2_bytes = file(&tuned);
+    let v2 = upload(v2_bytes.clone(), Some(v1));
+    let grew = stored_bytes() - before;
+    assert!(grew * 100 < v2_bytes.len() as u64 * 60, "the fine-tune took {grew} of {} bytes", v2_bytes.len());
+    let mut out = Vec::new();
+    let rev = h.service.store().revision(&v2).unwrap();
+    h.service.store().read_file(&rev.entries[0], &mut out, &()).unwrap();
+    assert_eq!(out, v2_bytes);
+}

@@ -9,6 +9,7 @@
 //! to that offset.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ferry_core::chunking::PIECE;
 use ferry_core::revision::Revision;
@@ -31,16 +32,19 @@ struct BaseTensor {
 
 /// The tensors of a parent revision that new tensor pieces may be stored
 /// against, by name.
-#[derive(Debug, Default)]
+///
+/// Cheap to clone: clones share the tensors, each keeps its own place in
+/// the trees.
+#[derive(Debug, Default, Clone)]
 pub struct DeltaBases {
-    tensors: HashMap<String, BaseTensor>,
+    tensors: Arc<HashMap<String, BaseTensor>>,
     /// The last leaf node visited: a tensor's pieces are looked up in order,
     /// so most lookups land in the same leaf as the one before.
     leaf: Option<Leaf>,
 }
 
 /// A height-1 node's chunks with their file offsets.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Leaf {
     file: Id,
     chunks: Vec<(Child, u64)>,
@@ -92,7 +96,7 @@ impl Store {
                 }
             }
         }
-        Ok(DeltaBases { tensors, leaf: None })
+        Ok(DeltaBases { tensors: Arc::new(tensors), leaf: None })
     }
 
     /// The leaf node of file `root` that holds byte `at`, with its chunks'
