@@ -361,30 +361,39 @@ fn exit_codes_tell_a_conflict_from_not_found_from_a_hub_that_cannot_be_reached()
 }
 
 #[test]
-fn a_fine_tune_stored_as_deltas_pushes_and_pulls_as_records_that_decode_alone() {
+fn a_fine_tune_travels_to_the_hub_as_deltas_and_pulls_back_exactly() {
     use ferry_testkit::{bf16_nudged, bf16_weights, safetensors_file};
     let tmp = tempfile::tempdir().unwrap();
-    let hub = Hub::start(tmp.path());
+    let mut hub = Hub::start(tmp.path());
     let token = hub.token("org/*", "write");
     let src = tmp.path().join("src");
     let base: Vec<Vec<u8>> = (0..3).map(|i| bf16_weights(1 << 20, i)).collect();
     let named = |t: &[Vec<u8>]| safetensors_file("", &[("a", &t[0]), ("b", &t[1]), ("c", &t[2])]);
     write(&src, "model.safetensors", &named(&base));
     let a = local_with(tmp.path(), "a", &src);
+    ok(client(&a, Some(&token)).args(["push", &hub.addr, "org/m"]));
+
     let tuned: Vec<Vec<u8>> = base.iter().enumerate().map(|(i, t)| bf16_nudged(t, 0.002, 10 + i as u64)).collect();
     write(&src, "model.safetensors", &named(&tuned));
     let c = json(&ok(ferry(&a).args(["--json", "commit", "org/m"]).arg(&src).args(["-m", "tuned"])));
+    let size = c["bytes"].as_u64().unwrap();
     // Deltas against the first version: well under byte planes' ~69%.
-    assert!(c["stored_bytes"].as_u64().unwrap() * 100 < c["bytes"].as_u64().unwrap() * 60, "{c}");
+    assert!(c["stored_bytes"].as_u64().unwrap() * 100 < size * 60, "{c}");
+    // The hub holds the bases, so the deltas travel as they are.
+    let p = json(&ok(client(&a, Some(&token)).args(["--json", "push", &hub.addr, "org/m"])));
+    assert!(p["wire_bytes_sent"].as_u64().unwrap() * 100 < size * 60, "{p}");
 
-    ok(client(&a, Some(&token)).args(["push", &hub.addr, "org/m"]));
     let b = tmp.path().join("b");
     ok(ferry(&b).arg("init"));
     ok(client(&b, Some(&token)).args(["pull", &hub.addr, "org/m"]));
     let out = tmp.path().join("out");
     ok(ferry(&b).args(["export", "org/m"]).arg(&out));
     assert_eq!(read_tree(&out), read_tree(&src));
-    for store in [&a, &b] {
+    hub.kill();
+    for store in [&a, &b, &hub.store] {
         assert_eq!(json(&ok(ferry(store).args(["--json", "fsck"])))["ok"], true);
     }
+    // The hub stored the deltas it was sent.
+    let stats = json(&ok(ferry(&hub.store).args(["--json", "stats"])));
+    assert!(stats["stored_bytes"].as_u64().unwrap() * 100 < size * (69 + 60), "{stats}");
 }

@@ -1,6 +1,6 @@
 //! The hub service and the sessions of its callers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,7 @@ use ferry_core::Id;
 use ferry_proto::frame::Batcher;
 use ferry_proto::message::MAX_REPOS;
 use ferry_proto::{ErrorCode, RepoRefs};
-use ferry_store::{GcReport, PinHandle, Store, VerifiedRecord};
+use ferry_store::{GcReport, PinHandle, Store};
 
 use crate::access::{repo_glob, Authorizer, Grant};
 use crate::admitted::Admitted;
@@ -505,12 +505,10 @@ impl Session {
     /// not written again.
     pub fn put_chunks(&self, repo: &str, chunks: Vec<(Id, Vec<u8>)>) -> Result<()> {
         self.check_write(repo)?;
-        let mut verified = Vec::with_capacity(chunks.len());
-        for (id, rec) in chunks {
-            verified.push(VerifiedRecord::verify(id, rec)?);
-        }
         let store = self.store();
+        // Held from verifying on: a delta's base must stay until it is stored.
         let session = store.write_session();
+        let mut verified = store.verify_records(chunks)?;
         // Another caller may have sent the same chunks meanwhile.
         let ids: Vec<Id> = verified.iter().map(|r| r.id()).collect();
         let mut present = store.has_chunks(&ids)?.into_iter();
@@ -599,6 +597,22 @@ impl Session {
     /// asked, a batch at a time. Records are read in batched lookups. A
     /// chunk the session was not shown the way to is "not on this hub".
     pub fn chunks(&self, repo: &str, ids: &[Id], emit: &mut dyn FnMut(Vec<(Id, Vec<u8>)>) -> Result<()>) -> Result<()> {
+        self.chunks_keeping(repo, ids, &HashSet::new(), emit)
+    }
+
+    /// For each chunk, the base its record here is a delta against (None:
+    /// it decodes alone), so a sender can ask a receiver for the bases.
+    pub fn chunk_bases(&self, repo: &str, ids: &[Id]) -> Result<Vec<Option<Id>>> {
+        self.check_read(repo)?;
+        if let Some(id) = ids.iter().find(|id| !self.is_admitted(|a| a.has_chunk(id))) {
+            return Err(ServiceError::new(ErrorCode::NotFound, format!("chunk {id} is not on this hub")));
+        }
+        Ok(self.store().chunk_bases(ids)?)
+    }
+
+    /// [`Session::chunks`], sending as they are the deltas whose base is in
+    /// `kept` (the receiver holds it).
+    pub fn chunks_keeping(&self, repo: &str, ids: &[Id], kept: &HashSet<Id>, emit: &mut dyn FnMut(Vec<(Id, Vec<u8>)>) -> Result<()>) -> Result<()> {
         self.check_read(repo)?;
         let missing = |id: &Id| ServiceError::new(ErrorCode::NotFound, format!("chunk {id} is not on this hub"));
         if let Some(id) = ids.iter().find(|id| !self.is_admitted(|a| a.has_chunk(id))) {
@@ -606,7 +620,7 @@ impl Session {
         }
         let mut out = Batcher::default();
         for group in ids.chunks(READ_BATCH) {
-            for (id, rec) in group.iter().zip(self.store().chunk_records(group)?) {
+            for (id, rec) in group.iter().zip(self.store().chunk_records_keeping(group, kept)?) {
                 let rec = rec.ok_or_else(|| missing(id))?;
                 let len = rec.len();
                 if let Some(batch) = out.push((*id, rec), len) {

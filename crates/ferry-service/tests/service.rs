@@ -134,3 +134,29 @@ fn an_uploaded_fine_tune_is_stored_as_deltas_against_the_repositorys_main() {
     h.service.store().read_file(&rev.entries[0], &mut out, &()).unwrap();
     assert_eq!(out, v2_bytes);
 }
+
+#[test]
+fn a_delta_whose_base_the_hub_lacks_is_refused_by_name_and_one_it_holds_is_verified() {
+    use ferry_core::codec::{decode_delta, Encoder};
+    use ferry_testkit::{bf16_nudged, bf16_weights};
+    let h = hub();
+    let t = token(&h, "org/*", Scope::Write);
+    let s = rt().block_on(session(&h, &t));
+    let base = bf16_weights(32 * 1024, 1);
+    let new = bf16_nudged(&base, 0.002, 2);
+    let (base_id, new_id) = (Id::of_chunk(&base), Id::of_chunk(&new));
+    let delta = Encoder::new(1).encode_delta(&new, 2, &base_id, &base).unwrap();
+    assert_eq!(decode_delta(&delta, &base).unwrap(), new);
+    let err = s.put_chunks("org/m", vec![(new_id, delta.clone())]).unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadRequest);
+    assert!(err.to_string().contains(&base_id.to_hex()), "{err}");
+    assert!(!h.service.store().has_chunks(&[new_id]).unwrap()[0]);
+    // With the base on the hub, the same delta is decoded against it; one
+    // that claims another chunk's id fails verification.
+    s.put_chunks("org/m", vec![(base_id, Encoder::new(1).encode_hinted(&base, 2))]).unwrap();
+    let mut wrong = new_id;
+    wrong.0[0] ^= 1;
+    assert!(s.put_chunks("org/m", vec![(wrong, delta.clone())]).is_err());
+    s.put_chunks("org/m", vec![(new_id, delta)]).unwrap();
+    assert_eq!(h.service.store().chunk(&new_id).unwrap(), new);
+}

@@ -50,7 +50,7 @@ pub use read::ReadProgress;
 pub use refs::{BranchUpdate, RepoInfo, RevisionSpec};
 pub use rocks_backend::RocksBackend;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
@@ -404,8 +404,16 @@ impl Store {
     /// record is sent as a record that decodes alone (its base may not be
     /// on the other side).
     pub fn chunk_records(&self, ids: &[Id]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.chunk_records_keeping(ids, &HashSet::new())
+    }
+
+    /// [`Store::chunk_records`], but a delta whose base is in `kept` (the
+    /// receiver said it holds it) is sent as it is.
+    pub fn chunk_records_keeping(&self, ids: &[Id], kept: &HashSet<Id>) -> Result<Vec<Option<Vec<u8>>>> {
         let mut records = self.stored_records(ids)?;
-        let deltas: Vec<usize> = (0..ids.len()).filter(|&i| records[i].as_ref().is_some_and(|r| r.first() == Some(&codec::CODEC_DELTA))).collect();
+        // Deltas whose base the receiver may lack go re-encoded.
+        let resend = |r: &Vec<u8>| r.first() == Some(&codec::CODEC_DELTA) && codec::delta_base(r).ok().flatten().is_none_or(|b| !kept.contains(&b));
+        let deltas: Vec<usize> = (0..ids.len()).filter(|&i| records[i].as_ref().is_some_and(resend)).collect();
         if deltas.is_empty() {
             return Ok(records);
         }
@@ -416,6 +424,55 @@ impl Store {
             records[i] = Some(crate::ingest::ENCODER.with_borrow_mut(|enc| enc.encode_hinted(&raw, width)));
         }
         Ok(records)
+    }
+
+    /// For each chunk, the base its stored record is a delta against (None
+    /// for a record that decodes alone, or a chunk not stored): one batched
+    /// index lookup.
+    pub fn chunk_bases(&self, ids: &[Id]) -> Result<Vec<Option<Id>>> {
+        Ok(self.index_entries(ids)?.into_iter().map(|e| e.and_then(|e| e.base)).collect())
+    }
+
+    /// Verifies records that came from elsewhere: each must decode to bytes
+    /// that hash to its id. A delta is decoded against this store's own copy
+    /// of its base (which must be stored: the sender asked), and is kept as
+    /// a delta only if its chain here stays within `MAX_DELTA_CHAIN`;
+    /// otherwise it is stored as a record that decodes alone.
+    pub fn verify_records(&self, records: Vec<(Id, Vec<u8>)>) -> Result<Vec<VerifiedRecord>> {
+        let bases: Vec<Option<Id>> = records.iter().map(|(_, r)| codec::delta_base(r).ok().flatten()).collect();
+        let mut base_ids: Vec<Id> = bases.iter().flatten().copied().collect();
+        base_ids.sort_unstable();
+        base_ids.dedup();
+        let decoded: HashMap<Id, Result<(Vec<u8>, usize)>> = base_ids.iter().copied().zip(self.chunks_decoded(&base_ids, 0)).collect();
+        let mut out = Vec::with_capacity(records.len());
+        for ((id, record), base) in records.into_iter().zip(bases) {
+            let Some(base) = base else {
+                out.push(VerifiedRecord::verify(id, record)?);
+                continue;
+            };
+            let (base_raw, chain) = match decoded.get(&base) {
+                Some(Ok(b)) => (&b.0, b.1),
+                Some(Err(StoreError::MissingChunk(_))) | None => {
+                    return Err(
+                        ferry_core::invalid("chunk record", format!("chunk {id} is a delta against chunk {base}, which this store does not hold")).into()
+                    )
+                }
+                Some(Err(e)) => {
+                    return Err(StoreError::Corrupt { what: "chunk", id: base, detail: format!("the base of an incoming delta cannot be read: {e}") })
+                }
+            };
+            let raw = codec::decode_delta(&record, base_raw)?;
+            let actual = Id::of_chunk(&raw);
+            if actual != id {
+                return Err(ferry_core::FormatError::HashMismatch { what: "chunk", id, actual }.into());
+            }
+            out.push(if chain < codec::MAX_DELTA_CHAIN {
+                VerifiedRecord::encoded(id, record)
+            } else {
+                crate::ingest::ENCODER.with_borrow_mut(|enc| VerifiedRecord::encode_with_id(id, &raw, codec::element_width(&record), enc))
+            });
+        }
+        Ok(out)
     }
 
     /// The records of chunks as stored, in the order asked.

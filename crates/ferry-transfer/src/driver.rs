@@ -1,6 +1,7 @@
 //! Drives `ferry_proto::transfer` against real ends: push, pull and mirror
 //! are all [`run`] with a different source and sink.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -98,7 +99,17 @@ async fn execute<S: Source, K: Sink>(source: &S, sink: &K, repo: &str, branch: &
         Request::SinkHasNodes(ids) => Response::Bitmap(sink.has_nodes(repo, ids).await?),
         Request::SinkHasChunks(ids) => Response::Bitmap(sink.has_chunks(repo, ids).await?),
         Request::MoveChunks(ids) => {
-            let records = source.records(repo, ids).await?;
+            // Deltas travel as they are where the sink holds their base.
+            let mut bases: Vec<Id> = source.delta_bases(repo, ids.clone()).await?.into_iter().flatten().collect();
+            bases.sort_unstable();
+            bases.dedup();
+            let kept = if bases.is_empty() {
+                HashSet::new()
+            } else {
+                let has = sink.has_chunks(repo, bases.clone()).await?;
+                bases.into_iter().zip(has).filter(|b| b.1).map(|b| b.0).collect()
+            };
+            let records = source.records(repo, ids, kept).await?;
             let stored_bytes = records.iter().map(|r| r.1.len() as u64).sum();
             sink.put_records(repo, records).await?;
             Response::Moved { stored_bytes }

@@ -30,8 +30,15 @@ pub trait Source: Sync {
     fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<bool>>> + Send;
     /// Encoded nodes, in the order asked.
     fn nodes(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
-    /// Chunk records as stored (compressed), in the order asked.
-    fn records(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<(Id, Vec<u8>)>>> + Send;
+    /// Chunk records as stored (compressed), in the order asked; a delta
+    /// goes as it is only if its base is in `kept` (the sink holds it),
+    /// otherwise as a record that decodes alone.
+    fn records(&self, repo: &str, ids: Vec<Id>, kept: HashSet<Id>) -> impl Future<Output = Result<Vec<(Id, Vec<u8>)>>> + Send;
+    /// For each chunk, the base of its delta record (None: it decodes
+    /// alone). A source that never sends deltas answers None for all.
+    fn delta_bases(&self, _repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<Option<Id>>>> + Send {
+        std::future::ready(Ok(vec![None; ids.len()]))
+    }
 }
 
 /// Where a transfer writes to.
@@ -139,8 +146,11 @@ impl Source for Local {
     async fn nodes(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<Vec<u8>>> {
         collect(|emit| self.session.nodes(repo, &ids, emit))
     }
-    async fn records(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<(Id, Vec<u8>)>> {
-        collect(|emit| self.session.chunks(repo, &ids, emit))
+    async fn records(&self, repo: &str, ids: Vec<Id>, kept: HashSet<Id>) -> Result<Vec<(Id, Vec<u8>)>> {
+        collect(|emit| self.session.chunks_keeping(repo, &ids, &kept, emit))
+    }
+    async fn delta_bases(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<Option<Id>>> {
+        blocking(|| self.session.chunk_bases(repo, &ids))
     }
 }
 
@@ -229,7 +239,8 @@ impl Source for Client {
         }
         Ok(out)
     }
-    async fn records(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<(Id, Vec<u8>)>> {
+    // A hub sends records that decode alone.
+    async fn records(&self, repo: &str, ids: Vec<Id>, _kept: HashSet<Id>) -> Result<Vec<(Id, Vec<u8>)>> {
         let want: HashSet<Id> = ids.iter().copied().collect();
         let mut out = Vec::with_capacity(ids.len());
         for m in self.request(&Message::GetChunks { repo: repo.into(), ids: ids.clone() }).await? {
