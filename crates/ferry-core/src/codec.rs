@@ -257,23 +257,24 @@ fn budget(raw_len: usize) -> usize {
 macro_rules! per_element {
     ($w:expr, $a:expr, $b:expr, $out:expr, |$x:ident, $y:ident| $f:expr) => {{
         $out.clear();
+        $out.resize($a.len(), 0);
         match $w {
             2 => {
-                for (p, q) in $a.chunks_exact(2).zip($b.chunks_exact(2)) {
+                for ((p, q), o) in $a.chunks_exact(2).zip($b.chunks_exact(2)).zip($out.chunks_exact_mut(2)) {
                     let ($x, $y) = (u16::from_le_bytes([p[0], p[1]]), u16::from_le_bytes([q[0], q[1]]));
-                    $out.extend_from_slice(&($f).to_le_bytes());
+                    o.copy_from_slice(&($f).to_le_bytes());
                 }
             }
             4 => {
-                for (p, q) in $a.chunks_exact(4).zip($b.chunks_exact(4)) {
+                for ((p, q), o) in $a.chunks_exact(4).zip($b.chunks_exact(4)).zip($out.chunks_exact_mut(4)) {
                     let ($x, $y) = (u32::from_le_bytes(p.try_into().expect("4 bytes")), u32::from_le_bytes(q.try_into().expect("4 bytes")));
-                    $out.extend_from_slice(&($f).to_le_bytes());
+                    o.copy_from_slice(&($f).to_le_bytes());
                 }
             }
             _ => {
-                for (p, q) in $a.chunks_exact(8).zip($b.chunks_exact(8)) {
+                for ((p, q), o) in $a.chunks_exact(8).zip($b.chunks_exact(8)).zip($out.chunks_exact_mut(8)) {
                     let ($x, $y) = (u64::from_le_bytes(p.try_into().expect("8 bytes")), u64::from_le_bytes(q.try_into().expect("8 bytes")));
-                    $out.extend_from_slice(&($f).to_le_bytes());
+                    o.copy_from_slice(&($f).to_le_bytes());
                 }
             }
         }

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLockReadGuard};
 
 use crossbeam_channel::bounded;
 use ferry_core::chunking;
-use ferry_core::codec::{Encoder, DEFAULT_ZSTD_LEVEL};
+use ferry_core::codec::{Encoder, DEFAULT_ZSTD_LEVEL, MAX_DELTA_CHAIN};
 use ferry_core::revision::{Entry, Revision};
 use ferry_core::safetensors::Layout;
 use ferry_core::tree::{Node, TreeBuilder};
@@ -432,8 +432,8 @@ fn hash_and_encode(store: &Store, seg: &Segment, bases: Option<&mut DeltaBases>)
                 if let Some((base_id, base)) = base_of.get(&i) {
                     if let Some(delta) = enc.encode_delta(raw, width, base_id, base) {
                         // Byte planes alone are tried only when the delta is
-                        // not clearly better.
-                        if delta.len() <= raw.len() / 2 || delta.len() < enc.encode_hinted(raw, width).len() {
+                        // not clearly better (they keep about 2/3 of weights).
+                        if delta.len() <= raw.len() * 5 / 8 || delta.len() < enc.encode_hinted(raw, width).len() {
                             return VerifiedRecord::encoded(ids[i].0, delta);
                         }
                     }
@@ -467,10 +467,27 @@ fn find_bases(
     }
     let ids: Vec<Id> = wanted.iter().map(|w| w.1).collect();
     let mut out = HashMap::with_capacity(wanted.len());
+    // A piece whose base's chain is full is stored against the record
+    // half way down that chain: a few versions further back (a somewhat
+    // larger delta), and a chain of half the limit again. Versions in a
+    // row then cost a delta over one step, and one in every half-limit a
+    // delta over a few, never a whole record.
+    const HALF: usize = MAX_DELTA_CHAIN / 2;
+    let mut rebased: Vec<(usize, Id)> = Vec::new();
     // A base that cannot be read only means this piece is stored whole.
     for ((i, id), got) in wanted.into_iter().zip(store.chunks_decoded(&ids, 0)) {
-        if let Ok((raw, chain)) = got {
-            if chain < ferry_core::codec::MAX_DELTA_CHAIN {
+        if let Ok((raw, below)) = got {
+            if below.len() + 1 < MAX_DELTA_CHAIN {
+                out.insert(i, (id, raw));
+            } else if below.len() >= HALF {
+                rebased.push((i, below[below.len() - HALF]));
+            }
+        }
+    }
+    let further: Vec<Id> = rebased.iter().map(|r| r.1).collect();
+    for ((i, id), got) in rebased.into_iter().zip(store.chunks_decoded(&further, 0)) {
+        if let Ok((raw, below)) = got {
+            if below.len() < HALF {
                 out.insert(i, (id, raw));
             }
         }

@@ -443,7 +443,7 @@ impl Store {
         let mut base_ids: Vec<Id> = bases.iter().flatten().copied().collect();
         base_ids.sort_unstable();
         base_ids.dedup();
-        let decoded: HashMap<Id, Result<(Vec<u8>, usize)>> = base_ids.iter().copied().zip(self.chunks_decoded(&base_ids, 0)).collect();
+        let decoded: HashMap<Id, Result<(Vec<u8>, Vec<Id>)>> = base_ids.iter().copied().zip(self.chunks_decoded(&base_ids, 0)).collect();
         let mut out = Vec::with_capacity(records.len());
         for ((id, record), base) in records.into_iter().zip(bases) {
             let Some(base) = base else {
@@ -451,7 +451,7 @@ impl Store {
                 continue;
             };
             let (base_raw, chain) = match decoded.get(&base) {
-                Some(Ok(b)) => (&b.0, b.1),
+                Some(Ok(b)) => (&b.0, b.1.len() + 1),
                 Some(Err(StoreError::MissingChunk(_))) | None => {
                     return Err(
                         ferry_core::invalid("chunk record", format!("chunk {id} is a delta against chunk {base}, which this store does not hold")).into()
@@ -495,11 +495,12 @@ impl Store {
     }
 
     /// The raw bytes of several chunks, each verified against its id, with
-    /// the length of its delta chain (1 for a record that decodes alone).
+    /// the chunks its record's delta chain went through (its base, the
+    /// base's base, ...; none for a record that decodes alone).
     /// The bases of delta records are read the same way, a batch per link,
     /// each verified against its own id before a delta is applied to it;
     /// `depth` is how many links above these chunks the read started.
-    pub(crate) fn chunks_decoded(&self, ids: &[Id], depth: usize) -> Vec<Result<(Vec<u8>, usize)>> {
+    pub(crate) fn chunks_decoded(&self, ids: &[Id], depth: usize) -> Vec<Result<(Vec<u8>, Vec<Id>)>> {
         use rayon::prelude::*;
         let records = match self.stored_records(ids) {
             Ok(r) => r,
@@ -512,7 +513,7 @@ impl Store {
         let mut base_ids: Vec<Id> = bases.iter().flatten().copied().collect();
         base_ids.sort_unstable();
         base_ids.dedup();
-        let base_raws: HashMap<Id, std::result::Result<(Vec<u8>, usize), String>> = if base_ids.is_empty() || depth + 1 >= codec::MAX_DELTA_CHAIN {
+        let base_raws: HashMap<Id, std::result::Result<(Vec<u8>, Vec<Id>), String>> = if base_ids.is_empty() || depth + 1 >= codec::MAX_DELTA_CHAIN {
             HashMap::new()
         } else {
             base_ids.iter().copied().zip(self.chunks_decoded(&base_ids, depth + 1).into_iter().map(|r| r.map_err(|e| e.to_string()))).collect()
@@ -523,11 +524,14 @@ impl Store {
             .map(|((id, record), base)| {
                 let record = record.ok_or(StoreError::MissingChunk(*id))?;
                 let (raw, chain) = match base {
-                    None => (codec::decode(&record).map_err(|e| corrupt(id, e.to_string()))?, 1),
+                    None => (codec::decode(&record).map_err(|e| corrupt(id, e.to_string()))?, Vec::new()),
                     Some(b) => match base_raws.get(b) {
                         None => return Err(corrupt(id, format!("its delta chain is longer than {} records", codec::MAX_DELTA_CHAIN))),
                         Some(Err(e)) => return Err(corrupt(id, format!("its delta base {b} cannot be read: {e}"))),
-                        Some(Ok((base_raw, chain))) => (codec::decode_delta(&record, base_raw).map_err(|e| corrupt(id, e.to_string()))?, chain + 1),
+                        Some(Ok((base_raw, below))) => {
+                            let raw = codec::decode_delta(&record, base_raw).map_err(|e| corrupt(id, e.to_string()))?;
+                            (raw, std::iter::once(*b).chain(below.iter().copied()).collect())
+                        }
                     },
                 };
                 let actual = Id::of_chunk(&raw);
