@@ -309,9 +309,7 @@ pub fn write_models(tensors: &[Tensor], seed: u64, versions: &[Version], out: &P
                                 Step::Train => {
                                     weights::training_step(&mut vals, &mut Rng::stream(&[seed, i as u64, k as u64, TAG_TRAIN]), weights::CHECKPOINT_STEP)
                                 }
-                                Step::Nudge => {
-                                    weights::training_step(&mut vals, &mut Rng::stream(&[seed, i as u64, k as u64, TAG_TRAIN]), weights::SMALL_STEP)
-                                }
+                                Step::Nudge => weights::training_step(&mut vals, &mut Rng::stream(&[seed, i as u64, k as u64, TAG_TRAIN]), weights::SMALL_STEP),
                                 Step::Same => {}
                             }
                             if k == 0 || changes {

@@ -60,6 +60,10 @@ use ferry_core::{codec, Id};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
 use write::{flush, write, Durability};
 
+/// A chunk's raw bytes, and the chunks its record's delta chain went
+/// through (its base, the base's base, ...; none if it decodes alone).
+pub(crate) type Decoded = (Vec<u8>, Vec<Id>);
+
 /// The store's result type.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -443,7 +447,7 @@ impl Store {
         let mut base_ids: Vec<Id> = bases.iter().flatten().copied().collect();
         base_ids.sort_unstable();
         base_ids.dedup();
-        let decoded: HashMap<Id, Result<(Vec<u8>, Vec<Id>)>> = base_ids.iter().copied().zip(self.chunks_decoded(&base_ids, 0)).collect();
+        let decoded: HashMap<Id, Result<Decoded>> = base_ids.iter().copied().zip(self.chunks_decoded(&base_ids, 0)).collect();
         let mut out = Vec::with_capacity(records.len());
         for ((id, record), base) in records.into_iter().zip(bases) {
             let Some(base) = base else {
@@ -500,7 +504,7 @@ impl Store {
     /// The bases of delta records are read the same way, a batch per link,
     /// each verified against its own id before a delta is applied to it;
     /// `depth` is how many links above these chunks the read started.
-    pub(crate) fn chunks_decoded(&self, ids: &[Id], depth: usize) -> Vec<Result<(Vec<u8>, Vec<Id>)>> {
+    pub(crate) fn chunks_decoded(&self, ids: &[Id], depth: usize) -> Vec<Result<Decoded>> {
         use rayon::prelude::*;
         let records = match self.stored_records(ids) {
             Ok(r) => r,
@@ -513,7 +517,7 @@ impl Store {
         let mut base_ids: Vec<Id> = bases.iter().flatten().copied().collect();
         base_ids.sort_unstable();
         base_ids.dedup();
-        let base_raws: HashMap<Id, std::result::Result<(Vec<u8>, Vec<Id>), String>> = if base_ids.is_empty() || depth + 1 >= codec::MAX_DELTA_CHAIN {
+        let base_raws: HashMap<Id, std::result::Result<Decoded, String>> = if base_ids.is_empty() || depth + 1 >= codec::MAX_DELTA_CHAIN {
             HashMap::new()
         } else {
             base_ids.iter().copied().zip(self.chunks_decoded(&base_ids, depth + 1).into_iter().map(|r| r.map_err(|e| e.to_string()))).collect()
