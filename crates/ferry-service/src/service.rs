@@ -508,7 +508,12 @@ impl Session {
         let store = self.store();
         // Held from verifying on: a delta's base must stay until it is stored.
         let session = store.write_session();
-        let mut verified = store.verify_records(chunks)?;
+        // A record that fails to decode or verify is the sender's fault,
+        // answered as the wire says (Corrupt for a hash mismatch).
+        let mut verified = store.verify_records(chunks).map_err(|e| match e {
+            ferry_store::StoreError::Format(f) => ServiceError::from(f),
+            e => e.into(),
+        })?;
         // Another caller may have sent the same chunks meanwhile.
         let ids: Vec<Id> = verified.iter().map(|r| r.id()).collect();
         let mut present = store.has_chunks(&ids)?.into_iter();
