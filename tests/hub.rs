@@ -361,7 +361,7 @@ fn exit_codes_tell_a_conflict_from_not_found_from_a_hub_that_cannot_be_reached()
 }
 
 #[test]
-fn a_fine_tune_travels_to_the_hub_as_deltas_and_pulls_back_exactly() {
+fn a_fine_tune_travels_as_deltas_to_the_hub_and_to_a_reader_that_holds_its_base() {
     use ferry_testkit::{bf16_nudged, bf16_weights, safetensors_file};
     let tmp = tempfile::tempdir().unwrap();
     let mut hub = Hub::start(tmp.path());
@@ -372,6 +372,9 @@ fn a_fine_tune_travels_to_the_hub_as_deltas_and_pulls_back_exactly() {
     write(&src, "model.safetensors", &named(&base));
     let a = local_with(tmp.path(), "a", &src);
     ok(client(&a, Some(&token)).args(["push", &hub.addr, "org/m"]));
+    let b = tmp.path().join("b");
+    ok(ferry(&b).arg("init"));
+    ok(client(&b, Some(&token)).args(["pull", &hub.addr, "org/m"]));
 
     let tuned: Vec<Vec<u8>> = base.iter().enumerate().map(|(i, t)| bf16_nudged(t, 0.002, 10 + i as u64)).collect();
     write(&src, "model.safetensors", &named(&tuned));
@@ -383,14 +386,22 @@ fn a_fine_tune_travels_to_the_hub_as_deltas_and_pulls_back_exactly() {
     let p = json(&ok(client(&a, Some(&token)).args(["--json", "push", &hub.addr, "org/m"])));
     assert!(p["wire_bytes_sent"].as_u64().unwrap() * 100 < size * 60, "{p}");
 
-    let b = tmp.path().join("b");
-    ok(ferry(&b).arg("init"));
-    ok(client(&b, Some(&token)).args(["pull", &hub.addr, "org/m"]));
+    // A reader that holds the first version, and proves it, is sent the
+    // deltas too.
+    let pulled = json(&ok(client(&b, Some(&token)).args(["--json", "pull", &hub.addr, "org/m"])));
+    assert!(pulled["wire_bytes_received"].as_u64().unwrap() * 100 < size * 60, "{pulled}");
     let out = tmp.path().join("out");
     ok(ferry(&b).args(["export", "org/m"]).arg(&out));
     assert_eq!(read_tree(&out), read_tree(&src));
+    // One that starts from nothing gets records that decode alone.
+    let c2 = tmp.path().join("c");
+    ok(ferry(&c2).arg("init"));
+    ok(client(&c2, Some(&token)).args(["pull", &hub.addr, "org/m"]));
+    let out2 = tmp.path().join("out2");
+    ok(ferry(&c2).args(["export", "org/m"]).arg(&out2));
+    assert_eq!(read_tree(&out2), read_tree(&src));
     hub.kill();
-    for store in [&a, &b, &hub.store] {
+    for store in [&a, &b, &c2, &hub.store] {
         assert_eq!(json(&ok(ferry(store).args(["--json", "fsck"])))["ok"], true);
     }
     // The hub stored the deltas it was sent.

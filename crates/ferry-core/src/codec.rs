@@ -440,6 +440,15 @@ pub fn element_width(record: &[u8]) -> u8 {
     record.get(at).copied().filter(|w| matches!(w, 2 | 4 | 8)).unwrap_or(0)
 }
 
+/// Proof that whoever sends it holds a chunk's bytes (not just its id):
+/// BLAKE3 in derive-key mode over the raw bytes. A reader names the delta
+/// bases it holds with these, and a hub sends deltas only against bases
+/// so proven (`protocol/wire.md`, "Deltas"): a delta and the chunk's bytes
+/// give away the base's bytes.
+pub fn base_proof(raw: &[u8]) -> [u8; 32] {
+    *blake3::Hasher::new_derive_key("ferry 2026-12 delta base proof v1").update(raw).finalize().as_bytes()
+}
+
 /// Longest chain of delta records a reader follows: a delta, its base, the
 /// base's base, ... (`protocol/tree.md`, section 3).
 pub const MAX_DELTA_CHAIN: usize = 8;

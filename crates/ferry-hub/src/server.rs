@@ -544,7 +544,7 @@ async fn respond<W: AsyncWrite + Unpin>(session: &Arc<Session>, req: Message, w:
         // A failure shows in the listing that follows.
         let _ = session.wait_for_change(*feed, *since, Duration::from_millis(u64::from(*wait_ms))).await;
     }
-    if matches!(req, Message::GetHistory { .. } | Message::GetNodes { .. } | Message::GetChunks { .. }) {
+    if matches!(req, Message::GetHistory { .. } | Message::GetNodes { .. } | Message::GetChunks { .. } | Message::GetChunksAgainst { .. }) {
         return respond_a_frame_at_a_time(session, req, w).await;
     }
     let frames = {
@@ -587,6 +587,7 @@ async fn respond_a_frame_at_a_time<W: AsyncWrite + Unpin>(session: &Arc<Session>
             }
             Message::GetNodes { repo, ids } => session.nodes(&repo, &ids, &mut |nodes| send(Message::Nodes { nodes })),
             Message::GetChunks { repo, ids } => session.chunks(&repo, &ids, &mut |chunks| send(Message::Chunks { chunks })),
+            Message::GetChunksAgainst { repo, ids, held } => session.chunks_against(&repo, &ids, &held, &mut |chunks| send(Message::Chunks { chunks })),
             other => Err(ServiceError::internal(format!("frame type {:#04x} is not answered a frame at a time", other.tag()))),
         };
         let _ = tx.blocking_send(match res {
@@ -616,6 +617,9 @@ fn answer(session: &Session, req: Message) -> Result<Option<Message>, ServiceErr
         Message::HaveRevisions { repo, ids } => bitmap(session.have_revisions(&repo, &ids)?),
         Message::HaveNodes { repo, ids } => bitmap(session.have_nodes(&repo, &ids)?),
         Message::HaveChunks { repo, ids } => bitmap(session.have_chunks(&repo, &ids)?),
+        Message::GetChunkBases { repo, ids } => {
+            Message::ChunkBases { bases: session.chunk_bases(&repo, &ids)?.into_iter().map(Option::unwrap_or_default).collect() }
+        }
         Message::PutChunks { repo, chunks } => {
             session.put_chunks(&repo, chunks)?;
             return Ok(None);

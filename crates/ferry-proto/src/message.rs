@@ -224,6 +224,33 @@ pub enum Message {
         /// Chunk ids, at most [`MAX_IDS`].
         ids: Vec<Id>,
     },
+    /// Client: for each chunk, the base its record on the hub is a delta
+    /// against (→ one `ChunkBases`), so the client can say which of those
+    /// bases it holds before asking for the records.
+    GetChunkBases {
+        /// The repository.
+        repo: String,
+        /// Chunk ids, at most [`MAX_IDS`].
+        ids: Vec<Id>,
+    },
+    /// Hub: one id per chunk asked, in the order asked: the base of its
+    /// delta record, or all zeros for a record that decodes alone.
+    ChunkBases {
+        /// The bases, at most [`MAX_IDS`].
+        bases: Vec<Id>,
+    },
+    /// Client: these chunk records, as `GetChunks`, except that a record
+    /// may be a delta against a chunk in `held`, each named with the proof
+    /// that the client holds its bytes (`ferry_core::codec::base_proof`)
+    /// (→ `Chunks` frames).
+    GetChunksAgainst {
+        /// The repository.
+        repo: String,
+        /// Chunk ids, at most [`MAX_IDS`].
+        ids: Vec<Id>,
+        /// Chunks the client holds, with their proofs, at most [`MAX_IDS`].
+        held: Vec<(Id, [u8; 32])>,
+    },
     /// Hub: chunk records with their ids.
     Chunks {
         /// Each chunk's id and its record, at most [`MAX_RECORD_LEN`] bytes.
@@ -348,6 +375,12 @@ pub mod tag {
     pub const CHUNKS: u8 = 0x31;
     /// [`Message::PutChunks`](super::Message::PutChunks).
     pub const PUT_CHUNKS: u8 = 0x32;
+    /// [`Message::GetChunkBases`](super::Message::GetChunkBases).
+    pub const GET_CHUNK_BASES: u8 = 0x33;
+    /// [`Message::ChunkBases`](super::Message::ChunkBases).
+    pub const CHUNK_BASES: u8 = 0x34;
+    /// [`Message::GetChunksAgainst`](super::Message::GetChunksAgainst).
+    pub const GET_CHUNKS_AGAINST: u8 = 0x35;
     /// [`Message::ListRepos`](super::Message::ListRepos).
     pub const LIST_REPOS: u8 = 0x15;
     /// [`Message::Repos`](super::Message::Repos).
@@ -462,6 +495,9 @@ impl Message {
             Message::GetChunks { .. } => GET_CHUNKS,
             Message::Chunks { .. } => CHUNKS,
             Message::PutChunks { .. } => PUT_CHUNKS,
+            Message::GetChunkBases { .. } => GET_CHUNK_BASES,
+            Message::ChunkBases { .. } => CHUNK_BASES,
+            Message::GetChunksAgainst { .. } => GET_CHUNKS_AGAINST,
             Message::UpdateBranch { .. } => UPDATE_BRANCH,
             Message::ListRepos { .. } => LIST_REPOS,
             Message::Repos { .. } => REPOS,
@@ -506,9 +542,20 @@ impl Message {
             | Message::HaveNodes { repo, ids }
             | Message::HaveChunks { repo, ids }
             | Message::GetNodes { repo, ids }
-            | Message::GetChunks { repo, ids } => {
+            | Message::GetChunks { repo, ids }
+            | Message::GetChunkBases { repo, ids } => {
                 put_str(&mut o, repo);
                 put_ids(&mut o, ids);
+            }
+            Message::ChunkBases { bases } => put_ids(&mut o, bases),
+            Message::GetChunksAgainst { repo, ids, held } => {
+                put_str(&mut o, repo);
+                put_ids(&mut o, ids);
+                o.extend_from_slice(&(held.len() as u32).to_le_bytes());
+                for (id, proof) in held {
+                    o.extend_from_slice(id.as_bytes());
+                    o.extend_from_slice(proof);
+                }
             }
             Message::Bitmap { bits } => {
                 o.extend_from_slice(&(bits.len() as u32).to_le_bytes());
@@ -616,6 +663,14 @@ impl Message {
             HAVE_CHUNKS => Message::HaveChunks { repo: name(&mut r)?, ids: get_ids(&mut r)? },
             GET_NODES => Message::GetNodes { repo: name(&mut r)?, ids: get_ids(&mut r)? },
             GET_CHUNKS => Message::GetChunks { repo: name(&mut r)?, ids: get_ids(&mut r)? },
+            GET_CHUNK_BASES => Message::GetChunkBases { repo: name(&mut r)?, ids: get_ids(&mut r)? },
+            CHUNK_BASES => Message::ChunkBases { bases: get_ids(&mut r)? },
+            GET_CHUNKS_AGAINST => {
+                let (repo, ids) = (name(&mut r)?, get_ids(&mut r)?);
+                let n = count(&mut r, "held chunk list", MAX_IDS, 64)?;
+                let held = (0..n).map(|_| Ok((r.id()?, r.take(32)?.try_into().expect("32 bytes")))).collect::<Result<_, FormatError>>()?;
+                Message::GetChunksAgainst { repo, ids, held }
+            }
             BITMAP => {
                 let n = r.u32()? as usize;
                 if n > MAX_IDS {
@@ -691,6 +746,9 @@ mod tests {
             Message::Nodes { nodes: vec![vec![1, 0, 0]] },
             Message::PutNodes { repo: "org/m".into(), nodes: vec![vec![1, 0, 0]] },
             Message::GetChunks { repo: "org/m".into(), ids: vec![a] },
+            Message::GetChunkBases { repo: "org/m".into(), ids: vec![a, b] },
+            Message::ChunkBases { bases: vec![Id::default(), a] },
+            Message::GetChunksAgainst { repo: "org/m".into(), ids: vec![b], held: vec![(a, [7; 32])] },
             Message::Chunks { chunks: vec![(a, vec![0, 1, 0, 0, 0, b'a'])] },
             Message::PutChunks { repo: "org/m".into(), chunks: vec![(a, vec![0, 1, 0, 0, 0, b'a'])] },
             Message::UpdateBranch { repo: "org/m".into(), branch: "main".into(), expected: Some(a), new: b, revisions: vec![] },

@@ -31,6 +31,12 @@ fn samples() -> Vec<(&'static str, Message)> {
         ("Nodes: one blob of 11 bytes", Message::Nodes { nodes: vec![node.clone()] }),
         ("PutNodes org/m: one blob of 11 bytes", Message::PutNodes { repo: "org/m".into(), nodes: vec![node] }),
         ("GetChunks org/m [BLAKE3('a')]", Message::GetChunks { repo: "org/m".into(), ids: vec![a] }),
+        ("GetChunkBases org/m [BLAKE3('a'), BLAKE3('b')]", Message::GetChunkBases { repo: "org/m".into(), ids: vec![a, b] }),
+        ("ChunkBases [none, BLAKE3('a')]", Message::ChunkBases { bases: vec![Id::default(), a] }),
+        (
+            "GetChunksAgainst org/m [BLAKE3('b')] held [BLAKE3('a') with proof base_proof('a')]",
+            Message::GetChunksAgainst { repo: "org/m".into(), ids: vec![b], held: vec![(a, ferry_core::codec::base_proof(b"a"))] },
+        ),
         ("Chunks: raw record of 'a'", Message::Chunks { chunks: vec![(a, rec_a.clone())] }),
         ("PutChunks org/m: raw record of 'a'", Message::PutChunks { repo: "org/m".into(), chunks: vec![(a, rec_a)] }),
         (
@@ -73,7 +79,7 @@ fn golden_frames_decode_and_reencode() {
     let stored: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(stored.len(), samples().len());
     let tags: std::collections::HashSet<u8> = samples().iter().map(|(_, m)| m.tag()).collect();
-    assert_eq!(tags.len(), 22, "every message type has a golden frame");
+    assert_eq!(tags.len(), 25, "every message type has a golden frame");
     for (v, (meaning, m)) in stored.iter().zip(samples()) {
         assert_eq!(v["meaning"], meaning);
         let bytes = hex::decode(v["hex"].as_str().unwrap()).unwrap();

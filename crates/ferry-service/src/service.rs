@@ -615,6 +615,20 @@ impl Session {
         Ok(self.store().chunk_bases(ids)?)
     }
 
+    /// [`Session::chunks`] for a reader that holds some chunks: a delta is
+    /// sent as it is when its base is among `held` with a proof that
+    /// matches the hub's copy (`codec::base_proof`), since the reader can
+    /// then learn nothing from it it does not know. A wrong proof only
+    /// means records that decode alone.
+    pub fn chunks_against(&self, repo: &str, ids: &[Id], held: &[(Id, [u8; 32])], emit: &mut dyn FnMut(Vec<(Id, Vec<u8>)>) -> Result<()>) -> Result<()> {
+        self.check_read(repo)?;
+        let held_ids: Vec<Id> = held.iter().map(|h| h.0).collect();
+        let raws = self.store().chunks_verified(&held_ids);
+        let kept: HashSet<Id> =
+            held.iter().zip(raws).filter_map(|((id, proof), raw)| raw.ok().filter(|raw| ferry_core::codec::base_proof(raw) == *proof).map(|_| *id)).collect();
+        self.chunks_keeping(repo, ids, &kept, emit)
+    }
+
     /// [`Session::chunks`], sending as they are the deltas whose base is in
     /// `kept` (the receiver holds it).
     pub fn chunks_keeping(&self, repo: &str, ids: &[Id], kept: &HashSet<Id>, emit: &mut dyn FnMut(Vec<(Id, Vec<u8>)>) -> Result<()>) -> Result<()> {

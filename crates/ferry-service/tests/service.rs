@@ -160,3 +160,51 @@ fn a_delta_whose_base_the_hub_lacks_is_refused_by_name_and_one_it_holds_is_verif
     s.put_chunks("org/m", vec![(new_id, delta)]).unwrap();
     assert_eq!(h.service.store().chunk(&new_id).unwrap(), new);
 }
+
+#[test]
+fn a_reader_gets_a_delta_only_against_a_base_it_proves_it_holds() {
+    use ferry_core::codec::{base_proof, decode_verified, CODEC_DELTA};
+    use ferry_testkit::{bf16_nudged, bf16_weights, safetensors_file};
+    let h = hub();
+    let t = token(&h, "org/*", Scope::Write);
+    let s = rt().block_on(session(&h, &t));
+    let base = bf16_weights(1 << 20, 1);
+    let upload = |bytes: Vec<u8>, parent: Option<Id>| {
+        let f = s.store_file("org/m", Cursor::new(bytes)).unwrap();
+        let e = Entry { path: "model.safetensors".into(), file_id: f.file_id, size: f.size, executable: false };
+        s.commit_files("org/m", "main", parent, "upload", vec![e]).unwrap().0
+    };
+    let v1 = upload(safetensors_file("", &[("w", &base)]), None);
+    upload(safetensors_file("", &[("w", &bf16_nudged(&base, 0.002, 2))]), Some(v1));
+    // A chunk of the fine-tune stored as a delta, and its base.
+    let store = h.service.store();
+    let mut stack = vec![store.revision(&store.branch("org/m", "main").unwrap().unwrap()).unwrap().entries[0].file_id];
+    let mut chunks = Vec::new();
+    while let Some(n) = stack.pop() {
+        let node = store.node(&n).unwrap();
+        for c in node.children {
+            if node.height == 1 {
+                chunks.push(c.id)
+            } else {
+                stack.push(c.id)
+            }
+        }
+    }
+    let (x, y) = chunks.iter().zip(store.chunk_bases(&chunks).unwrap()).find_map(|(x, b)| Some((*x, b?))).expect("a delta");
+    // (This process's own session: what a reader was shown is tested apart.)
+    let own = h.service.session(Grant::Trusted);
+    let get = |held: Vec<(Id, [u8; 32])>| {
+        let mut got = Vec::new();
+        own.chunks_against("org/m", &[x], &held, &mut |b| {
+            got.extend(b);
+            Ok(())
+        })
+        .unwrap();
+        got.pop().unwrap().1
+    };
+    // A wrong proof (the id alone is not the bytes): a record that decodes alone.
+    let alone = get(vec![(y, *y.as_bytes())]);
+    assert_eq!(decode_verified(&x, &alone).unwrap(), store.chunk(&x).unwrap());
+    let delta = get(vec![(y, base_proof(&store.chunk(&y).unwrap()))]);
+    assert_eq!(delta[0], CODEC_DELTA);
+}

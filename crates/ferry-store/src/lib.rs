@@ -494,7 +494,7 @@ impl Store {
 
     /// The raw bytes of several chunks, each verified against its id: one
     /// batched index lookup and one backend read, decoded in parallel.
-    pub(crate) fn chunks_verified(&self, ids: &[Id]) -> Vec<Result<Vec<u8>>> {
+    pub fn chunks_verified(&self, ids: &[Id]) -> Vec<Result<Vec<u8>>> {
         self.chunks_decoded(ids, 0).into_iter().map(|r| r.map(|d| d.0)).collect()
     }
 

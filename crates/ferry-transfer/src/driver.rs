@@ -1,7 +1,6 @@
 //! Drives `ferry_proto::transfer` against real ends: push, pull and mirror
 //! are all [`run`] with a different source and sink.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -103,13 +102,15 @@ async fn execute<S: Source, K: Sink>(source: &S, sink: &K, repo: &str, branch: &
             let mut bases: Vec<Id> = source.delta_bases(repo, ids.clone()).await?.into_iter().flatten().collect();
             bases.sort_unstable();
             bases.dedup();
-            let kept = if bases.is_empty() {
-                HashSet::new()
+            let held = if bases.is_empty() {
+                Vec::new()
             } else {
                 let has = sink.has_chunks(repo, bases.clone()).await?;
-                bases.into_iter().zip(has).filter(|b| b.1).map(|b| b.0).collect()
+                let kept: Vec<Id> = bases.into_iter().zip(has).filter(|b| b.1).map(|b| b.0).collect();
+                let proofs = if kept.is_empty() { Vec::new() } else { sink.base_proofs(repo, kept.clone()).await? };
+                kept.into_iter().zip(proofs).collect()
             };
-            let records = source.records(repo, ids, kept).await?;
+            let records = source.records(repo, ids, held).await?;
             let stored_bytes = records.iter().map(|r| r.1.len() as u64).sum();
             sink.put_records(repo, records).await?;
             Response::Moved { stored_bytes }

@@ -31,9 +31,10 @@ pub trait Source: Sync {
     /// Encoded nodes, in the order asked.
     fn nodes(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
     /// Chunk records as stored (compressed), in the order asked; a delta
-    /// goes as it is only if its base is in `kept` (the sink holds it),
-    /// otherwise as a record that decodes alone.
-    fn records(&self, repo: &str, ids: Vec<Id>, kept: HashSet<Id>) -> impl Future<Output = Result<Vec<(Id, Vec<u8>)>>> + Send;
+    /// goes as it is only if its base is in `held` (the sink holds it,
+    /// with the sink's proof of that), otherwise as a record that decodes
+    /// alone.
+    fn records(&self, repo: &str, ids: Vec<Id>, held: Vec<(Id, [u8; 32])>) -> impl Future<Output = Result<Vec<(Id, Vec<u8>)>>> + Send;
     /// For each chunk, the base of its delta record (None: it decodes
     /// alone). A source that never sends deltas answers None for all.
     fn delta_bases(&self, _repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<Option<Id>>>> + Send {
@@ -49,6 +50,13 @@ pub trait Sink: Sync {
     fn has_nodes(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<bool>>> + Send;
     /// Which of these chunks the sink holds.
     fn has_chunks(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<bool>>> + Send;
+    /// For chunks the sink holds, proofs that it does
+    /// (`ferry_core::codec::base_proof`), for a source that sends deltas
+    /// only against proven bases. A sink that cannot prove answers zeros
+    /// (its source needs none: it is the one sending to a hub).
+    fn base_proofs(&self, _repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<[u8; 32]>>> + Send {
+        std::future::ready(Ok(vec![[0; 32]; ids.len()]))
+    }
     /// Verifies and stores chunk records; none is stored if one fails.
     fn put_records(&self, repo: &str, records: Vec<(Id, Vec<u8>)>) -> impl Future<Output = Result<()>> + Send;
     /// Stores encoded nodes, each after its children.
@@ -146,7 +154,10 @@ impl Source for Local {
     async fn nodes(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<Vec<u8>>> {
         collect(|emit| self.session.nodes(repo, &ids, emit))
     }
-    async fn records(&self, repo: &str, ids: Vec<Id>, kept: HashSet<Id>) -> Result<Vec<(Id, Vec<u8>)>> {
+    // Local records go to a hub, which decodes deltas against its own
+    // bases: no proofs needed.
+    async fn records(&self, repo: &str, ids: Vec<Id>, held: Vec<(Id, [u8; 32])>) -> Result<Vec<(Id, Vec<u8>)>> {
+        let kept: HashSet<Id> = held.into_iter().map(|h| h.0).collect();
         collect(|emit| self.session.chunks_keeping(repo, &ids, &kept, emit))
     }
     async fn delta_bases(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<Option<Id>>> {
@@ -163,6 +174,10 @@ impl Sink for Local {
     }
     async fn has_chunks(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
         blocking(|| self.session.have_chunks(repo, &ids))
+    }
+    async fn base_proofs(&self, _repo: &str, ids: Vec<Id>) -> Result<Vec<[u8; 32]>> {
+        let raws = tokio::task::block_in_place(|| self.store().chunks_verified(&ids));
+        raws.into_iter().map(|raw| Ok(ferry_core::codec::base_proof(&raw?))).collect()
     }
     async fn put_records(&self, repo: &str, records: Vec<(Id, Vec<u8>)>) -> Result<()> {
         blocking(|| self.session.put_chunks(repo, records))
@@ -239,11 +254,28 @@ impl Source for Client {
         }
         Ok(out)
     }
-    // A hub sends records that decode alone.
-    async fn records(&self, repo: &str, ids: Vec<Id>, _kept: HashSet<Id>) -> Result<Vec<(Id, Vec<u8>)>> {
+    async fn delta_bases(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<Option<Id>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for m in self.request(&Message::GetChunkBases { repo: repo.into(), ids: ids.clone() }).await? {
+            match m {
+                Message::ChunkBases { bases } => out.extend(bases.into_iter().map(|b| Some(b).filter(|b| *b != Id::default()))),
+                other => return Err(unexpected("ChunkBases", &other)),
+            }
+        }
+        if out.len() != ids.len() {
+            return Err(Error::Protocol(format!("asked for the bases of {} chunks, got {}", ids.len(), out.len())));
+        }
+        Ok(out)
+    }
+    async fn records(&self, repo: &str, ids: Vec<Id>, held: Vec<(Id, [u8; 32])>) -> Result<Vec<(Id, Vec<u8>)>> {
         let want: HashSet<Id> = ids.iter().copied().collect();
         let mut out = Vec::with_capacity(ids.len());
-        for m in self.request(&Message::GetChunks { repo: repo.into(), ids: ids.clone() }).await? {
+        let req = if held.is_empty() {
+            Message::GetChunks { repo: repo.into(), ids: ids.clone() }
+        } else {
+            Message::GetChunksAgainst { repo: repo.into(), ids: ids.clone(), held }
+        };
+        for m in self.request(&req).await? {
             match m {
                 Message::Chunks { chunks } => {
                     for (id, rec) in chunks {

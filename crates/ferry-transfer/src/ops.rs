@@ -1,7 +1,7 @@
 //! Push, pull and remote range reads: a local store and a hub connection
 //! as the two ends of one transfer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ferry_core::revision::{revision_id, Revision};
@@ -197,7 +197,7 @@ pub async fn read_range(hub: &Client, repo: &str, rev: &str, path: &str, range: 
     }
     for batch in chunks.chunks(GET_BATCH) {
         let ids: Vec<Id> = batch.iter().map(|c| c.0).collect();
-        let by_id: HashMap<Id, Vec<u8>> = hub.records(repo, ids, HashSet::new()).await?.into_iter().collect();
+        let by_id: HashMap<Id, Vec<u8>> = hub.records(repo, ids, Vec::new()).await?.into_iter().collect();
         for (cid, lo, size) in batch {
             let raw = ferry_core::codec::decode_verified(cid, &by_id[cid])?;
             if raw.len() as u64 != *size {
