@@ -47,6 +47,14 @@ pub struct HubService {
     bases: Mutex<HashMap<String, (Id, ferry_store::DeltaBases)>>,
 }
 
+/// The answer for a chunk the hub does not hold or the caller may not read.
+fn chunk_not_here(id: &Id) -> ServiceError {
+    ServiceError::new(ErrorCode::NotFound, format!("chunk {id} is not on this hub"))
+}
+
+/// Bases whose proofs are checked at a time (each decoded whole).
+const PROOF_BATCH: usize = 16;
+
 /// Repositories whose delta bases are kept between uploads.
 const BASES_KEPT: usize = 16;
 
@@ -608,11 +616,18 @@ impl Session {
     /// For each chunk, the base its record here is a delta against (None:
     /// it decodes alone), so a sender can ask a receiver for the bases.
     pub fn chunk_bases(&self, repo: &str, ids: &[Id]) -> Result<Vec<Option<Id>>> {
-        self.check_read(repo)?;
-        if let Some(id) = ids.iter().find(|id| !self.is_admitted(|a| a.has_chunk(id))) {
-            return Err(ServiceError::new(ErrorCode::NotFound, format!("chunk {id} is not on this hub")));
-        }
+        self.check_chunks_readable(repo, ids)?;
         Ok(self.store().chunk_bases(ids)?)
+    }
+
+    /// The caller may read `repo` and was shown the way to every chunk of
+    /// `ids`; a chunk it was not is "not on this hub".
+    fn check_chunks_readable(&self, repo: &str, ids: &[Id]) -> Result<()> {
+        self.check_read(repo)?;
+        match ids.iter().find(|id| !self.is_admitted(|a| a.has_chunk(id))) {
+            Some(id) => Err(chunk_not_here(id)),
+            None => Ok(()),
+        }
     }
 
     /// [`Session::chunks`] for a reader that holds some chunks: a delta is
@@ -621,26 +636,32 @@ impl Session {
     /// then learn nothing from it it does not know. A wrong proof only
     /// means records that decode alone.
     pub fn chunks_against(&self, repo: &str, ids: &[Id], held: &[(Id, [u8; 32])], emit: &mut dyn FnMut(Vec<(Id, Vec<u8>)>) -> Result<()>) -> Result<()> {
-        self.check_read(repo)?;
-        let held_ids: Vec<Id> = held.iter().map(|h| h.0).collect();
-        let raws = self.store().chunks_verified(&held_ids);
-        let kept: HashSet<Id> =
-            held.iter().zip(raws).filter_map(|((id, proof), raw)| raw.ok().filter(|raw| ferry_core::codec::base_proof(raw) == *proof).map(|_| *id)).collect();
+        self.check_chunks_readable(repo, ids)?;
+        // Only the bases of the chunks asked for are worth checking, a few
+        // at a time: a reader naming thousands of big chunks costs the hub
+        // one small batch of memory.
+        let bases: HashSet<Id> = self.store().chunk_bases(ids)?.into_iter().flatten().collect();
+        let wanted: Vec<&(Id, [u8; 32])> = held.iter().filter(|h| bases.contains(&h.0)).collect();
+        let mut kept = HashSet::new();
+        for batch in wanted.chunks(PROOF_BATCH) {
+            let ids: Vec<Id> = batch.iter().map(|h| h.0).collect();
+            for ((id, proof), raw) in batch.iter().map(|h| (h.0, h.1)).zip(self.store().chunks_verified(&ids)) {
+                if raw.is_ok_and(|raw| ferry_core::codec::base_proof(&raw) == proof) {
+                    kept.insert(id);
+                }
+            }
+        }
         self.chunks_keeping(repo, ids, &kept, emit)
     }
 
     /// [`Session::chunks`], sending as they are the deltas whose base is in
     /// `kept` (the receiver holds it).
     pub fn chunks_keeping(&self, repo: &str, ids: &[Id], kept: &HashSet<Id>, emit: &mut dyn FnMut(Vec<(Id, Vec<u8>)>) -> Result<()>) -> Result<()> {
-        self.check_read(repo)?;
-        let missing = |id: &Id| ServiceError::new(ErrorCode::NotFound, format!("chunk {id} is not on this hub"));
-        if let Some(id) = ids.iter().find(|id| !self.is_admitted(|a| a.has_chunk(id))) {
-            return Err(missing(id));
-        }
+        self.check_chunks_readable(repo, ids)?;
         let mut out = Batcher::default();
         for group in ids.chunks(READ_BATCH) {
             for (id, rec) in group.iter().zip(self.store().chunk_records_keeping(group, kept)?) {
-                let rec = rec.ok_or_else(|| missing(id))?;
+                let rec = rec.ok_or_else(|| chunk_not_here(id))?;
                 let len = rec.len();
                 if let Some(batch) = out.push((*id, rec), len) {
                     emit(batch)?;
