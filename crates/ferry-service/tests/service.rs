@@ -178,18 +178,7 @@ fn a_reader_gets_a_delta_only_against_a_base_it_proves_it_holds() {
     upload(safetensors_file("", &[("w", &bf16_nudged(&base, 0.002, 2))]), Some(v1));
     // A chunk of the fine-tune stored as a delta, and its base.
     let store = h.service.store();
-    let mut stack = vec![store.revision(&store.branch("org/m", "main").unwrap().unwrap()).unwrap().entries[0].file_id];
-    let mut chunks = Vec::new();
-    while let Some(n) = stack.pop() {
-        let node = store.node(&n).unwrap();
-        for c in node.children {
-            if node.height == 1 {
-                chunks.push(c.id)
-            } else {
-                stack.push(c.id)
-            }
-        }
-    }
+    let chunks = ferry_testkit::chunks_of(store, store.revision(&store.branch("org/m", "main").unwrap().unwrap()).unwrap().entries[0].file_id);
     let (x, y) = chunks.iter().zip(store.chunk_bases(&chunks).unwrap()).find_map(|(x, b)| Some((*x, b?))).expect("a delta");
     // (This process's own session: what a reader was shown is tested apart.)
     let own = h.service.session(Grant::Trusted);

@@ -437,19 +437,7 @@ fn a_fine_tune_is_stored_as_deltas_against_its_parent_and_reads_back_exactly() {
     assert!(store.fsck(&|_| {}).unwrap().problems.is_empty());
     // What goes on the wire decodes alone, a delta's base being no
     // business of the receiver.
-    let rev = store.revision(&tuned.revision).unwrap();
-    let mut ids = Vec::new();
-    let mut stack = vec![rev.entries[0].file_id];
-    while let Some(n) = stack.pop() {
-        let node = store.node(&n).unwrap();
-        for c in node.children {
-            if node.height == 1 {
-                ids.push(c.id)
-            } else {
-                stack.push(c.id)
-            }
-        }
-    }
+    let ids = ferry_testkit::chunks_of(&store, store.revision(&tuned.revision).unwrap().entries[0].file_id);
     for (id, rec) in ids.iter().zip(store.chunk_records(&ids).unwrap()) {
         ferry_core::codec::decode_verified(id, &rec.unwrap()).unwrap();
     }

@@ -23,4 +23,4 @@ pub use data::{bf16_nudged, bf16_weights, noise, safetensors_file, xorshift64_by
 #[cfg(feature = "garage")]
 pub use garage::Garage;
 #[cfg(feature = "store")]
-pub use store::TempStore;
+pub use store::{chunks_of, TempStore};

@@ -3,7 +3,26 @@
 use std::ops::Deref;
 use std::path::Path;
 
+use ferry_core::Id;
 use ferry_store::Store;
+
+/// The chunk ids of file `root`'s tree, in no particular order.
+pub fn chunks_of(store: &Store, root: Id) -> Vec<Id> {
+    let mut ids = Vec::new();
+    let mut stack = vec![root];
+    while let Some(n) = stack.pop() {
+        let node = store.node(&n).unwrap_or_else(|e| panic!("read node {n}: {e}"));
+        let leaf = node.height == 1;
+        for c in node.children {
+            if leaf {
+                ids.push(c.id)
+            } else {
+                stack.push(c.id)
+            }
+        }
+    }
+    ids
+}
 
 /// A new, open store in a temporary directory that is deleted when this is
 /// dropped. Derefs to [`Store`].
