@@ -6,10 +6,12 @@
 //! codec 1: payload is one zstd frame that decompresses to raw_len bytes
 //! codec 2: payload is width:u8, then byte planes (below): a piece of a
 //!          tensor with its elements' bytes grouped by position
+//! codec 3: payload is base:id, width:u8, then the byte planes of the
+//!          piece's difference from the base chunk (a parent's piece)
 //! ```
-//! Codec 3 (delta against a parent chunk) is reserved. The same record
-//! travels on the wire, so a chunk is compressed once, by whoever first
-//! stores it.
+//! A record travels on the wire as it is stored, so a chunk is compressed
+//! once, by whoever first stores it; a delta only to a receiver that holds
+//! its base.
 //!
 //! Why byte planes: in a float tensor the byte that holds the sign and
 //! most of the exponent takes few values, the low mantissa bytes are
@@ -208,8 +210,7 @@ pub fn decode(record: &[u8]) -> Result<Vec<u8>, FormatError> {
     let payload = &record[HEADER_LEN..];
     let raw = match h.codec {
         CODEC_RAW => payload.to_vec(),
-        CODEC_ZSTD => DECOMPRESSOR
-            .with(|d| one_zstd_frame(payload).and_then(|()| d.borrow_mut().decompress(payload, h.raw_len as usize)))
+        CODEC_ZSTD => decompress_one_frame(payload, h.raw_len as usize)
             .map_err(|e| invalid("chunk record", format!("zstd payload does not decode within {} bytes: {e}", h.raw_len)))?,
         CODEC_PLANES => decode_planes(payload, h.raw_len as usize)?,
         CODEC_DELTA => {
@@ -393,9 +394,7 @@ fn read_planes<'a>(r: &mut crate::Reader<'a>, raw_len: usize) -> Result<(usize, 
         match mode {
             PLANE_RAW if len == n => planes.extend_from_slice(bytes),
             PLANE_ZSTD => {
-                let plane = DECOMPRESSOR
-                    .with(|d| one_zstd_frame(bytes).and_then(|()| d.borrow_mut().decompress(bytes, n)))
-                    .map_err(|e| bad(format!("byte plane {j} does not decode within {n} bytes: {e}")))?;
+                let plane = decompress_one_frame(bytes, n).map_err(|e| bad(format!("byte plane {j} does not decode within {n} bytes: {e}")))?;
                 if plane.len() != n {
                     return Err(bad(format!("byte plane {j} decodes to {} bytes, {n} expected", plane.len())));
                 }
@@ -455,7 +454,8 @@ pub const MAX_DELTA_CHAIN: usize = 8;
 
 /// Decodes a delta record (codec 3) against `base`, the raw bytes of the
 /// chunk it names (which the caller has verified against that id). The
-/// result is not verified here: check it against the record's chunk id.
+/// result is not verified here: [`decode_delta_verified`] checks it against
+/// the record's chunk id.
 pub fn decode_delta(record: &[u8], base: &[u8]) -> Result<Vec<u8>, FormatError> {
     let h = read_header(record)?;
     let bad = |m: String| invalid("chunk record", m);
@@ -479,6 +479,12 @@ pub fn decode_delta(record: &[u8], base: &[u8]) -> Result<Vec<u8>, FormatError> 
     Ok(raw)
 }
 
+/// Decompresses `payload`, which must be exactly one zstd frame, into at
+/// most `limit` bytes (the caller checks the length it wanted).
+fn decompress_one_frame(payload: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| one_zstd_frame(payload).and_then(|()| d.borrow_mut().decompress(payload, limit)))
+}
+
 /// The magic number that opens a (non-skippable) zstd frame.
 const ZSTD_MAGIC: u32 = 0xFD2F_B528;
 
@@ -500,7 +506,17 @@ fn one_zstd_frame(payload: &[u8]) -> std::io::Result<()> {
 /// Decodes a record and checks that its bytes hash to `id`
 /// ([`FormatError::HashMismatch`] if not).
 pub fn decode_verified(id: &Id, record: &[u8]) -> Result<Vec<u8>, FormatError> {
-    let raw = decode(record)?;
+    verified(id, decode(record)?)
+}
+
+/// [`decode_delta`], then checks that the bytes hash to `id`
+/// ([`FormatError::HashMismatch`] if not).
+pub fn decode_delta_verified(id: &Id, record: &[u8], base: &[u8]) -> Result<Vec<u8>, FormatError> {
+    verified(id, decode_delta(record, base)?)
+}
+
+/// `raw` if it hashes to `id`.
+fn verified(id: &Id, raw: Vec<u8>) -> Result<Vec<u8>, FormatError> {
     let actual = Id::of_chunk(&raw);
     if actual != *id {
         return Err(FormatError::HashMismatch { what: "chunk", id: *id, actual });

@@ -225,12 +225,13 @@ impl Store {
                     }
                 })
                 .collect();
-            let deltas: Vec<(Id, u32)> =
-                batch.iter().zip(&entries).filter_map(|((id, _, rec), e)| Some((*id, e.as_ref().filter(|_| is_delta(rec))?.raw_len))).collect();
+            let deltas: Vec<(&Id, &[u8], u32)> =
+                batch.iter().zip(&entries).filter_map(|((id, _, rec), e)| Some((id, &rec[..], e.as_ref().filter(|_| is_delta(rec))?.raw_len))).collect();
             if !deltas.is_empty() {
-                let ids: Vec<Id> = deltas.iter().map(|d| d.0).collect();
-                for ((id, raw_len), got) in deltas.iter().zip(self.chunks_decoded(&ids, 0)) {
-                    results.push(match got {
+                let bases: Vec<Option<Id>> = deltas.iter().map(|d| codec::delta_base(d.1).ok().flatten()).collect();
+                let base_bytes = self.read_bases(&bases, 1);
+                for ((id, rec, raw_len), base) in deltas.iter().zip(&bases) {
+                    results.push(match crate::decode_stored(id, rec, base.as_ref(), &base_bytes) {
                         Ok((raw, _)) if raw.len() == *raw_len as usize => None,
                         Ok(_) => Some(format!("chunk {id}: index entry disagrees with the record")),
                         Err(e) => Some(format!("chunk {id} is corrupt: {e}")),

@@ -64,6 +64,33 @@ use write::{flush, write, Durability};
 /// through (its base, the base's base, ...; none if it decodes alone).
 pub(crate) type Decoded = (Vec<u8>, Vec<Id>);
 
+/// Delta bases read for decoding, by id, or why one could not be read.
+pub(crate) type BaseBytes = HashMap<Id, Result<Decoded>>;
+
+/// Decodes the stored record of chunk `id` (a delta against `base`, whose
+/// bytes [`Store::read_bases`] put in `bases`) and verifies it against
+/// `id`: a record of this store that does not is corrupt.
+pub(crate) fn decode_stored(id: &Id, record: &[u8], base: Option<&Id>, bases: &BaseBytes) -> Result<Decoded> {
+    let corrupt = |detail: String| StoreError::Corrupt { what: "chunk", id: *id, detail };
+    let Some(b) = base else {
+        return Ok((codec::decode_verified(id, record).map_err(|e| corrupt(e.to_string()))?, Vec::new()));
+    };
+    match bases.get(b) {
+        None => Err(corrupt(format!("its delta chain is longer than {} records", codec::MAX_DELTA_CHAIN))),
+        Some(Err(e)) => Err(corrupt(format!("its delta base {b} cannot be read: {e}"))),
+        Some(Ok((base_raw, below))) => {
+            let raw = codec::decode_delta_verified(id, record, base_raw).map_err(|e| corrupt(e.to_string()))?;
+            Ok((raw, std::iter::once(*b).chain(below.iter().copied()).collect()))
+        }
+    }
+}
+
+/// A delta's chunk (`raw`) re-encoded as a record that decodes alone, as
+/// byte planes of the delta's element width.
+fn standalone(raw: &[u8], delta: &[u8]) -> Vec<u8> {
+    crate::ingest::ENCODER.with_borrow_mut(|enc| enc.encode_hinted(raw, codec::element_width(delta)))
+}
+
 /// The store's result type.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -424,8 +451,8 @@ impl Store {
         let delta_ids: Vec<Id> = deltas.iter().map(|&i| ids[i]).collect();
         let raws = self.chunks_verified(&delta_ids);
         for (&i, raw) in deltas.iter().zip(raws) {
-            let (raw, width) = (raw?, records[i].as_deref().map_or(0, codec::element_width));
-            records[i] = Some(crate::ingest::ENCODER.with_borrow_mut(|enc| enc.encode_hinted(&raw, width)));
+            let raw = raw?;
+            records[i] = records[i].as_deref().map(|delta| standalone(&raw, delta));
         }
         Ok(records)
     }
@@ -444,17 +471,14 @@ impl Store {
     /// otherwise it is stored as a record that decodes alone.
     pub fn verify_records(&self, records: Vec<(Id, Vec<u8>)>) -> Result<Vec<VerifiedRecord>> {
         let bases: Vec<Option<Id>> = records.iter().map(|(_, r)| codec::delta_base(r).ok().flatten()).collect();
-        let mut base_ids: Vec<Id> = bases.iter().flatten().copied().collect();
-        base_ids.sort_unstable();
-        base_ids.dedup();
-        let decoded: HashMap<Id, Result<Decoded>> = base_ids.iter().copied().zip(self.chunks_decoded(&base_ids, 0)).collect();
+        let base_bytes = self.read_bases(&bases, 0);
         let mut out = Vec::with_capacity(records.len());
         for ((id, record), base) in records.into_iter().zip(bases) {
             let Some(base) = base else {
                 out.push(VerifiedRecord::verify(id, record)?);
                 continue;
             };
-            let (base_raw, chain) = match decoded.get(&base) {
+            let (base_raw, chain) = match base_bytes.get(&base) {
                 Some(Ok(b)) => (&b.0, b.1.len() + 1),
                 Some(Err(StoreError::MissingChunk(_))) | None => {
                     return Err(
@@ -465,18 +489,24 @@ impl Store {
                     return Err(StoreError::Corrupt { what: "chunk", id: base, detail: format!("the base of an incoming delta cannot be read: {e}") })
                 }
             };
-            let raw = codec::decode_delta(&record, base_raw)?;
-            let actual = Id::of_chunk(&raw);
-            if actual != id {
-                return Err(ferry_core::FormatError::HashMismatch { what: "chunk", id, actual }.into());
-            }
-            out.push(if chain < codec::MAX_DELTA_CHAIN {
-                VerifiedRecord::encoded(id, record)
-            } else {
-                crate::ingest::ENCODER.with_borrow_mut(|enc| VerifiedRecord::encode_with_id(id, &raw, codec::element_width(&record), enc))
-            });
+            let raw = codec::decode_delta_verified(&id, &record, base_raw)?;
+            let record = if chain < codec::MAX_DELTA_CHAIN { record } else { standalone(&raw, &record) };
+            out.push(VerifiedRecord::encoded(id, record));
         }
         Ok(out)
+    }
+
+    /// The bytes of the distinct delta bases among `bases`, read `depth`
+    /// links below the chunks a read asked for (none at all past the
+    /// longest chain a reader follows, so deeper deltas fail to decode).
+    pub(crate) fn read_bases(&self, bases: &[Option<Id>], depth: usize) -> BaseBytes {
+        let mut ids: Vec<Id> = bases.iter().flatten().copied().collect();
+        if ids.is_empty() || depth >= codec::MAX_DELTA_CHAIN {
+            return HashMap::new();
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids.iter().copied().zip(self.chunks_decoded(&ids, depth)).collect()
     }
 
     /// The records of chunks as stored, in the order asked.
@@ -512,38 +542,12 @@ impl Store {
             Err(_) if ids.len() > 1 => return ids.iter().map(|id| self.chunks_decoded(std::slice::from_ref(id), depth).pop().expect("one answer")).collect(),
             Err(e) => return ids.iter().map(|id| Err(StoreError::Corrupt { what: "chunk", id: *id, detail: format!("unreadable: {e}") })).collect(),
         };
-        let corrupt = |id: &Id, detail: String| StoreError::Corrupt { what: "chunk", id: *id, detail };
         let bases: Vec<Option<Id>> = records.iter().map(|r| r.as_deref().and_then(|r| codec::delta_base(r).ok().flatten())).collect();
-        let mut base_ids: Vec<Id> = bases.iter().flatten().copied().collect();
-        base_ids.sort_unstable();
-        base_ids.dedup();
-        let base_raws: HashMap<Id, std::result::Result<Decoded, String>> = if base_ids.is_empty() || depth + 1 >= codec::MAX_DELTA_CHAIN {
-            HashMap::new()
-        } else {
-            base_ids.iter().copied().zip(self.chunks_decoded(&base_ids, depth + 1).into_iter().map(|r| r.map_err(|e| e.to_string()))).collect()
-        };
+        let base_bytes = self.read_bases(&bases, depth + 1);
         ids.par_iter()
             .zip(records)
             .zip(&bases)
-            .map(|((id, record), base)| {
-                let record = record.ok_or(StoreError::MissingChunk(*id))?;
-                let (raw, chain) = match base {
-                    None => (codec::decode(&record).map_err(|e| corrupt(id, e.to_string()))?, Vec::new()),
-                    Some(b) => match base_raws.get(b) {
-                        None => return Err(corrupt(id, format!("its delta chain is longer than {} records", codec::MAX_DELTA_CHAIN))),
-                        Some(Err(e)) => return Err(corrupt(id, format!("its delta base {b} cannot be read: {e}"))),
-                        Some(Ok((base_raw, below))) => {
-                            let raw = codec::decode_delta(&record, base_raw).map_err(|e| corrupt(id, e.to_string()))?;
-                            (raw, std::iter::once(*b).chain(below.iter().copied()).collect())
-                        }
-                    },
-                };
-                let actual = Id::of_chunk(&raw);
-                if actual != *id {
-                    return Err(corrupt(id, ferry_core::FormatError::HashMismatch { what: "chunk", id: *id, actual }.to_string()));
-                }
-                Ok((raw, chain))
-            })
+            .map(|((id, record), base)| decode_stored(id, &record.ok_or(StoreError::MissingChunk(*id))?, base.as_ref(), &base_bytes))
             .collect()
     }
 
