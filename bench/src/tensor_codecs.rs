@@ -76,30 +76,11 @@ fn entropy(bytes: &[u8]) -> f64 {
 }
 
 /// The floor for a delta piece: the entropy of each byte plane of its
-/// delta elements (planes recovered from a codec 3 record's decoding
-/// would be the same bytes; computing them directly keeps this tool free
-/// of the codec's internals).
-fn delta_floor(new: &[u8], base: &[u8], w: usize) -> f64 {
-    let n = new.len() / w;
-    let mut planes = vec![Vec::with_capacity(n); w];
-    for (x, y) in new.chunks_exact(w).zip(base.chunks_exact(w)) {
-        let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
-        a[..w].copy_from_slice(x);
-        b[..w].copy_from_slice(y);
-        let (a, b) = (u64::from_le_bytes(a), u64::from_le_bytes(b));
-        let bits = 8 * w as u32;
-        let top = 1u64 << (bits - 1);
-        let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
-        let ord = |v: u64| if v & top != 0 { !v & mask } else { v | top };
-        let d = ord(a).wrapping_sub(ord(b)) & mask;
-        // zigzag within `bits`
-        let signed = if d & top != 0 { d | !mask } else { d } as i64;
-        let z = ((signed << 1) ^ (signed >> 63)) as u64 & mask;
-        for (j, p) in planes.iter_mut().enumerate() {
-            p.push((z >> (8 * j)) as u8);
-        }
-    }
-    planes.iter().map(|p| entropy(p)).sum::<f64>() + (new.len() - n * w) as f64
+/// delta elements, plus the tail stored as it is.
+fn delta_floor(new: &[u8], base: &[u8], width: u8) -> f64 {
+    let planes = codec::delta_byte_planes(new, base, width);
+    let n = planes.len() / width as usize;
+    planes.chunks(n.max(1)).map(entropy).sum::<f64>() + (new.len() - planes.len()) as f64
 }
 
 fn main() -> Result<()> {
@@ -142,7 +123,7 @@ fn main() -> Result<()> {
             }
             dec_time += t1.elapsed();
             floor += match base {
-                Some(b) if width > 1 => delta_floor(chunk, b, width as usize).min(alone.len() as f64),
+                Some(b) if matches!(width, 2 | 4 | 8) => delta_floor(chunk, b, width).min(alone.len() as f64),
                 _ => alone.len() as f64,
             };
         }

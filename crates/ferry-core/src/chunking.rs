@@ -59,6 +59,12 @@ struct Span {
     tensor: Option<(u64, u8)>,
 }
 
+/// Whether the rule cuts `tensor` into fixed pieces (a large tensor)
+/// rather than leaving it to FastCDC with its neighbours.
+pub fn cut_in_pieces(tensor: &crate::safetensors::Tensor) -> bool {
+    tensor.len >= PIECE as u64
+}
+
 /// Cuts one file as it streams past, by the rule of `protocol/tree.md`.
 #[derive(Debug, Clone)]
 pub struct Chunker {
@@ -78,7 +84,7 @@ impl Chunker {
         let layout = Layout::parse(prefix);
         if let Some(layout) = &layout {
             let mut at = 0;
-            for t in layout.tensors.iter().filter(|t| t.len >= PIECE as u64) {
+            for t in layout.tensors.iter().filter(|t| cut_in_pieces(t)) {
                 if at < t.start {
                     spans.push(Span { end: t.start, tensor: None });
                 }

@@ -321,6 +321,19 @@ fn delta_elements(new: &[u8], base: &[u8], w: usize, out: &mut Vec<u8>) {
     per_element!(w, new, base, out, |x, y| x.ordered().wrapping_sub(y.ordered()).zigzag());
 }
 
+/// The byte planes a delta record (codec 3) of `new` against `base` would
+/// compress, one after another (`width` bytes per element; whole elements
+/// only): for measuring what the codec works with.
+pub fn delta_byte_planes(new: &[u8], base: &[u8], width: u8) -> Vec<u8> {
+    let w = width as usize;
+    assert!(matches!(w, 2 | 4 | 8), "delta widths are 2, 4 or 8");
+    let n = new.len().min(base.len()) / w;
+    let (mut delta, mut planes) = (Vec::new(), Vec::new());
+    delta_elements(&new[..n * w], &base[..n * w], w, &mut delta);
+    split_planes(&delta, w, &mut planes);
+    planes
+}
+
 /// The inverse of [`delta_elements`]: `new` from the delta and the base.
 fn undelta_elements(delta: &[u8], base: &[u8], w: usize, out: &mut Vec<u8>) {
     per_element!(w, delta, base, out, |d, y| y.ordered().wrapping_add(d.unzigzag()).unordered());

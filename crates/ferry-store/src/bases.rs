@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ferry_core::chunking::PIECE;
+use ferry_core::chunking::cut_in_pieces;
 use ferry_core::revision::Revision;
 use ferry_core::safetensors::{Layout, LAYOUT_PREFIX};
 use ferry_core::tree::Child;
@@ -91,7 +91,7 @@ impl Store {
             self.read_range(&e.file_id, e.size, 0, prefix_len, &mut prefix, &())?;
             let Some(layout) = Layout::parse(&prefix) else { continue };
             for t in layout.tensors {
-                if t.len >= PIECE as u64 && matches!(t.width, 2 | 4 | 8) && t.start + t.len <= e.size {
+                if cut_in_pieces(&t) && matches!(t.width, 2 | 4 | 8) && t.start + t.len <= e.size {
                     tensors.entry(t.name).or_insert(BaseTensor { file: e.file_id, start: t.start, len: t.len, width: t.width });
                 }
             }
