@@ -55,7 +55,7 @@ impl From<StoreError> for ServiceError {
         let message = match &e {
             StoreError::Conflict { .. } => format!("{e} (pull first)"),
             // The hub's own paths are no business of its clients.
-            StoreError::Io { source, .. } => source.to_string(),
+            StoreError::Io { error, .. } => error.to_string(),
             _ => e.to_string(),
         };
         let full = e.to_string();

@@ -22,13 +22,14 @@ pub enum StoreError {
         /// What it holds instead.
         found: String,
     },
-    /// Reading or writing a file outside the database failed.
-    #[error("{path}: {source}")]
+    /// Reading or writing a file outside the database failed. (The cause
+    /// is in the message, not an error source, so that it is said once.)
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// What the system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file of a kind ferry does not store (a device, a socket, a symlink).
     #[error("{path}: {kind}; ferry stores regular files only{hint}")]
@@ -127,6 +128,6 @@ impl From<crate::BackendError> for StoreError {
 
 impl StoreError {
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        StoreError::Io { path: path.to_owned(), source }
+        StoreError::Io { path: path.to_owned(), error: source }
     }
 }

@@ -1,24 +1,18 @@
 //! Writing: the streaming ingest pipeline and revision commits.
 //!
 //! A file is read once, in 8 MiB segments, through four stages that run at
-//! the same time: read → cut (FastCDC, or by tensor for safetensors) →
-//! hash, look up, compress (rayon, on every core) → write (RocksDB batch,
-//! tree building). Each stage holds at
-//! most two segments, so memory is bounded whatever the file size.
-//!
-//! Segment buffers are recycled from the hash stage back to the reader, and
-//! each starts with `MAX_CHUNK` bytes of headroom: the cutter moves the
-//! unfinished tail of the previous segment (always shorter than `MAX_CHUNK`)
-//! into that headroom instead of copying the new segment after the tail.
+//! the same time: read → cut (`cut`, FastCDC or by tensor for
+//! safetensors) → hash, look up, compress (rayon, on every core) → write
+//! (RocksDB batch, tree building). Each stage holds at most two segments,
+//! so memory is bounded whatever the file size.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLockReadGuard};
+use std::sync::RwLockReadGuard;
 
 use crossbeam_channel::bounded;
-use ferry_core::chunking;
 use ferry_core::codec::{Encoder, DEFAULT_ZSTD_LEVEL, MAX_DELTA_CHAIN};
 use ferry_core::revision::{Entry, Revision};
 use ferry_core::safetensors::Layout;
@@ -28,12 +22,8 @@ use rayon::prelude::*;
 
 use crate::backend::VerifiedRecord;
 use crate::bases::DeltaBases;
+use crate::cut::{self, Segment};
 use crate::{Result, Store, StoreError};
-
-/// Bytes read from a file at a time.
-pub const SEGMENT_LEN: usize = 8 << 20;
-// The first segment decides how the file is cut.
-const _: () = assert!(SEGMENT_LEN >= ferry_core::safetensors::LAYOUT_PREFIX);
 
 /// Rough size of one RocksDB write batch of chunk records.
 const WRITE_BATCH_BYTES: usize = 1 << 20;
@@ -101,37 +91,6 @@ pub struct WriteSession<'a> {
     _guard: RwLockReadGuard<'a, ()>,
 }
 
-/// Bytes kept free in front of every segment buffer for the previous
-/// segment's tail.
-const HEADROOM: usize = chunking::MAX_CHUNK;
-
-/// A run of whole chunks: `buf[start..start + len]`, with chunk ends
-/// relative to `start`.
-struct Segment {
-    buf: Vec<u8>,
-    start: usize,
-    len: usize,
-    ends: Vec<usize>,
-    /// Each chunk's element width, for the codec.
-    widths: Vec<u8>,
-    /// File offset of `buf[start]`.
-    offset: u64,
-    /// The file's safetensors layout, if it was cut by one.
-    layout: Option<Arc<Layout>>,
-}
-
-impl Segment {
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.start + self.len]
-    }
-}
-
-/// A buffer as the reader filled it: input bytes from `HEADROOM` on.
-struct Raw {
-    buf: Vec<u8>,
-    eof: bool,
-}
-
 struct Hashed {
     ids: Vec<(Id, u64)>,
     records: Vec<VerifiedRecord>,
@@ -144,19 +103,6 @@ impl Store {
         let guard = self.gc_guard.read().unwrap_or_else(|p| p.into_inner());
         WriteSession { store: self, _guard: guard }
     }
-}
-
-/// Appends up to `want` bytes from `r` to `buf`; true at end of input.
-fn fill(r: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
-    let target = buf.len() + want;
-    buf.reserve(want);
-    while buf.len() < target {
-        let n = r.by_ref().take((target - buf.len()) as u64).read_to_end(buf)?;
-        if n == 0 {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 impl WriteSession<'_> {
@@ -174,69 +120,19 @@ impl WriteSession<'_> {
     /// [`WriteSession::ingest`], storing each new tensor piece as a delta
     /// against the same piece in `bases` where that is smaller (and the
     /// base's chain is short enough).
-    pub fn ingest_against<R: Read + Send>(&self, mut reader: R, bases: Option<&mut DeltaBases>, progress: &dyn IngestProgress) -> Result<Ingested> {
+    pub fn ingest_against<R: Read + Send>(&self, reader: R, bases: Option<&mut DeltaBases>, progress: &dyn IngestProgress) -> Result<Ingested> {
         // Deltas name their base only in the local index; a store on a
         // bucket keeps records that decode alone.
         let mut bases = bases.filter(|b| !b.is_empty() && store_keeps_deltas(self.store));
         let store = self.store;
-        let (raw_tx, raw_rx) = bounded::<io::Result<Raw>>(1);
-        let (seg_tx, seg_rx) = bounded::<io::Result<Segment>>(2);
         let (hashed_tx, hashed_rx) = bounded::<Result<Hashed>>(2);
         // Buffers the hash stage is done with, for the reader to refill.
         let (free_tx, free_rx) = bounded::<Vec<u8>>(8);
         std::thread::scope(|s| {
-            s.spawn(move || loop {
-                let mut buf = free_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(HEADROOM + SEGMENT_LEN));
-                buf.clear();
-                buf.resize(HEADROOM, 0);
-                let res = fill(&mut reader, &mut buf, SEGMENT_LEN);
-                let stop = !matches!(res, Ok(false));
-                if raw_tx.send(res.map(|eof| Raw { buf, eof })).is_err() || stop {
-                    return;
-                }
-            });
-            s.spawn(move || {
-                let mut tail: Vec<u8> = Vec::new();
-                let mut chunker: Option<chunking::Chunker> = None;
-                let mut layout = None;
-                let mut offset = 0;
-                for msg in raw_rx {
-                    let Raw { mut buf, eof } = match msg {
-                        Ok(x) => x,
-                        Err(e) => {
-                            let _ = seg_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    // Put the previous tail right in front of the new bytes.
-                    let start = if tail.len() <= HEADROOM {
-                        let start = HEADROOM - tail.len();
-                        buf[start..HEADROOM].copy_from_slice(&tail);
-                        start
-                    } else {
-                        tail.extend_from_slice(&buf[HEADROOM..]);
-                        buf = std::mem::take(&mut tail);
-                        0
-                    };
-                    // The first segment holds the file's first SEGMENT_LEN bytes (or all of it).
-                    let chunker = chunker.get_or_insert_with(|| {
-                        let c = chunking::Chunker::new(&buf[start..]);
-                        layout = c.layout().cloned().map(Arc::new);
-                        c
-                    });
-                    let cuts = chunker.cut(&buf[start..], eof);
-                    tail.clear();
-                    tail.extend_from_slice(&buf[start + cuts.consumed..]);
-                    let seg = Segment { buf, start, len: cuts.consumed, ends: cuts.ends, widths: cuts.widths, offset, layout: layout.clone() };
-                    offset += cuts.consumed as u64;
-                    if seg_tx.send(Ok(seg)).is_err() {
-                        return;
-                    }
-                }
-            });
+            let seg_rx = cut::segments(s, reader, free_rx);
             s.spawn(move || {
                 for seg in seg_rx {
-                    let res = seg.map_err(|e| StoreError::Io { path: PathBuf::from("<input>"), source: e }).and_then(|seg| {
+                    let res = seg.map_err(|e| StoreError::Io { path: PathBuf::from("<input>"), error: e }).and_then(|seg| {
                         let h = hash_and_encode(store, &seg, bases.as_deref_mut());
                         let _ = free_tx.try_send(seg.buf);
                         h
@@ -360,7 +256,7 @@ impl WriteSession<'_> {
         for f in &files {
             let file = File::open(&f.full).map_err(|e| StoreError::io(&f.full, e))?;
             let got = self.ingest_against(file, bases.as_mut(), progress).map_err(|e| match e {
-                StoreError::Io { source, .. } => StoreError::io(&f.full, source),
+                StoreError::Io { error, .. } => StoreError::io(&f.full, error),
                 e => e,
             })?;
             if got.size != f.size {
@@ -404,16 +300,7 @@ fn store_keeps_deltas(store: &Store) -> bool {
 
 fn hash_and_encode(store: &Store, seg: &Segment, bases: Option<&mut DeltaBases>) -> Result<Hashed> {
     let data = seg.data();
-    let mut start = 0;
-    let ranges: Vec<(usize, usize)> = seg
-        .ends
-        .iter()
-        .map(|&end| {
-            let r = (start, end);
-            start = end;
-            r
-        })
-        .collect();
+    let ranges = seg.ranges();
     let ids: Vec<(Id, u64)> = ranges.par_iter().map(|&(a, b)| (Id::of_chunk(&data[a..b]), (b - a) as u64)).collect();
     let just_ids: Vec<Id> = ids.iter().map(|x| x.0).collect();
     let present = store.has_chunks(&just_ids)?;
@@ -563,6 +450,7 @@ pub fn list_files(dir: &Path, follow_symlinks: bool) -> Result<Vec<FoundFile>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cut::SEGMENT_LEN;
     use ferry_core::chunking::chunk_all;
 
     /// Hands out at most `step` bytes per read, to exercise short reads.

@@ -25,6 +25,7 @@ mod backend;
 mod bases;
 mod check;
 mod chunk_index;
+mod cut;
 mod error;
 mod file_hashes;
 mod import;
@@ -36,6 +37,7 @@ mod read;
 mod recover;
 mod refs;
 mod rocks_backend;
+pub mod scan;
 mod write;
 
 pub use backend::{BackendError, ChunkBackend, Location, RecordVisitor, Recovered, RecoveryVisitor, VerifiedRecord};

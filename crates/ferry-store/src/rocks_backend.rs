@@ -33,7 +33,7 @@ impl RocksBackend {
 /// out.
 fn backend_error(e: StoreError) -> BackendError {
     let text = match e {
-        StoreError::Io { source, .. } => source.to_string(),
+        StoreError::Io { error, .. } => error.to_string(),
         e => e.to_string(),
     };
     if text.contains("No space left") {

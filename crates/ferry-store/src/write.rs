@@ -58,7 +58,7 @@ pub(crate) fn write(db: &DB, batch: WriteBatch, durability: Durability) -> Resul
 pub(crate) fn db_error(db: &DB, e: rocksdb::Error) -> StoreError {
     if e.kind() == ErrorKind::IOError && e.to_string().contains("No space left") {
         let free = free_bytes(db.path()).map_or(String::new(), |f| format!(": {f} bytes free"));
-        StoreError::Io { path: db.path().to_owned(), source: std::io::Error::other(format!("No space left on device{free}; nothing was committed")) }
+        StoreError::Io { path: db.path().to_owned(), error: std::io::Error::other(format!("No space left on device{free}; nothing was committed")) }
     } else {
         e.into()
     }
@@ -83,7 +83,7 @@ pub(crate) fn out_of_space(db: &DB) -> StoreError {
     };
     StoreError::Io {
         path: db.path().to_owned(),
-        source: std::io::Error::other(format!("writing data failed in the background ({cause}); nothing was committed")),
+        error: std::io::Error::other(format!("writing data failed in the background ({cause}); nothing was committed")),
     }
 }
 
