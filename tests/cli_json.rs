@@ -200,12 +200,14 @@ fn hub_commands_print_what_the_document_says() {
     let src = tmp.path().join("src");
     write(&src, "model.bin", &noise(1 << 20, 3));
     ok(ferry(&local).args(["commit", "org/m"]).arg(&src).args(["-m", "one"]));
-    agrees("push and pull", &json(&ok(client(&local, Some(&eu_token)).args(["--json", "push", &eu.addr, "org/m"]))));
-    agrees("push and pull", &json(&ok(client(&copy, Some(&eu_token)).args(["--json", "pull", &eu.addr, "org/m"]))));
+    agrees("push, pull and upload", &json(&ok(client(&local, Some(&eu_token)).args(["--json", "push", &eu.addr, "org/m"]))));
+    agrees("push, pull and upload", &json(&ok(client(&copy, Some(&eu_token)).args(["--json", "pull", &eu.addr, "org/m"]))));
     let mirrored =
         json(&ok(client(&local, None).env("FERRY_FROM_TOKEN", &eu_token).env("FERRY_TO_TOKEN", &us_token).args(["--json", "mirror", &eu.addr, &us.addr])));
     assert_eq!(mirrored["branches_updated"], 1, "{mirrored}");
     agrees("mirror", &mirrored);
+    agrees("push, pull and upload", &json(&ok(client(&copy, Some(&eu_token)).args(["--json", "upload", &eu.addr, "org/up"]).arg(&src))));
+    agrees("download", &json(&ok(client(&copy, Some(&eu_token)).args(["--json", "download", &eu.addr, "org/up"]).arg(tmp.path().join("down")))));
 
     let started = Instant::now();
     let gc = loop {

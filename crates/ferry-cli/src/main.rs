@@ -42,6 +42,8 @@ const EXAMPLES: &str = "Examples:
   ferry --store ./store export org/llama-ft@main ./out
   ferry --store /srv/hub serve --listen 0.0.0.0:4433 --http 0.0.0.0:8080
   FERRY_TOKEN=fy_... ferry --store ./store push hub.example:4433 org/llama-ft
+  FERRY_TOKEN=fy_... ferry upload hub.example:4433 org/llama-ft ./checkpoint-2000 -m \"step 2000\"
+  FERRY_TOKEN=fy_... ferry download hub.example:4433 org/llama-ft ./llama-ft
   ferry completions bash > /etc/bash_completion.d/ferry
 
 Exit codes: 0 success, 1 failure, 2 usage, 3 conflict, 4 not found or
@@ -75,6 +77,13 @@ enum Command {
     Push(transfer::PushArgs),
     /// Fetch a hub's branch into the local store (only what is missing locally).
     Pull(transfer::PullArgs),
+    /// Send a directory to a hub as a new revision of a branch, with no
+    /// local store: only what the hub lacks is sent, read back from the files.
+    Upload(transfer::UploadArgs),
+    /// Write a revision's files from a hub into a directory, with no local
+    /// store: chunks already on disk (an older revision there, or --seed)
+    /// are copied, not fetched.
+    Download(transfer::DownloadArgs),
     /// Manage the hub's access tokens (works while the hub runs).
     Token {
         #[command(subcommand)]
@@ -150,6 +159,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mirror(args) => mirror::run(args, json),
         Command::Push(args) => finish(json, transfer::push(&path, args, json)?),
         Command::Pull(args) => finish(json, transfer::pull(&path, args, json)?),
+        Command::Upload(args) => finish(json, transfer::upload(args, json)?),
+        Command::Download(args) => finish(json, transfer::download(args, json)?),
         Command::Token { action } => finish(json, access::token(&path, action)?),
         Command::Visibility(args) => finish(json, access::visibility(&path, args)?),
         Command::Stats => finish(json, stats::run(&open()?)?),

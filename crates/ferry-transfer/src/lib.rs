@@ -5,8 +5,10 @@
 //! (`ferry_net::Client`) are each both, so push (store → hub), pull (hub →
 //! store) and mirror (hub → hub, or hub → this process's store) are one
 //! procedure: [`driver::run`] drives `ferry_proto::transfer` against two
-//! ends. [`ops`] holds push, pull and remote range reads, [`mirror`] every
-//! branch of many repositories, once or following a change feed.
+//! ends. [`ops`] holds push, pull and remote range reads, [`upload`] a
+//! directory to a hub with no local store (the directory is the source),
+//! [`mirror`] every branch of many repositories, once or following a
+//! change feed.
 //!
 //! Architecture invariants:
 //! - Whatever a sink stores it verifies itself: a local sink through the
@@ -20,13 +22,18 @@
 
 #![warn(missing_docs)]
 
+mod disk;
+pub mod download;
 pub mod driver;
 pub mod ends;
 mod error;
 pub mod mirror;
 pub mod ops;
+pub mod upload;
 
+pub use download::{download, DownloadOptions, Downloaded};
 pub use driver::{Direction, TransferProgress};
 pub use ends::{Listing, Local, RepoListing, Sink, Source};
 pub use error::{Error, Result};
 pub use ops::{pull, push, read_range, PullOptions, PushOptions, Transfer};
+pub use upload::{upload, Directory, UploadOptions};

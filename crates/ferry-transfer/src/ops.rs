@@ -86,7 +86,7 @@ impl Transfer {
     }
 }
 
-fn summary(client: &Client, r: &Report) -> Transfer {
+pub(crate) fn summary(client: &Client, r: &Report) -> Transfer {
     let (sent, received) = client.wire_bytes();
     Transfer { wire_bytes_sent: sent, wire_bytes_received: received, ..Transfer::from_report(client.transport(), r) }
 }
@@ -126,11 +126,7 @@ pub async fn pull(hub: &Client, store: &Arc<Store>, opts: &PullOptions, progress
     let partial = if opts.include.is_empty() {
         None
     } else {
-        let mut b = globset::GlobSetBuilder::new();
-        for g in &opts.include {
-            b.add(globset::Glob::new(g).map_err(|e| Error::Config(format!("--include {g:?}: {e}")))?);
-        }
-        let set = b.build().map_err(|e| Error::Config(e.to_string()))?;
+        let set = globs("--include", &opts.include)?;
         Some(Partial { keep: Box::new(move |p| set.is_match(p)), description: format!("include {}", opts.include.join(", ")) })
     };
     let local = store.branch(repo, branch).ok().flatten();
@@ -146,31 +142,39 @@ pub async fn pull(hub: &Client, store: &Arc<Store>, opts: &PullOptions, progress
     Ok(summary(hub, &report?))
 }
 
+/// The paths matching any of `patterns` (given with `flag`).
+pub(crate) fn globs(flag: &str, patterns: &[String]) -> Result<globset::GlobSet> {
+    let mut b = globset::GlobSetBuilder::new();
+    for g in patterns {
+        b.add(globset::Glob::new(g).map_err(|e| Error::Config(format!("{flag} {g:?}: {e}")))?);
+    }
+    b.build().map_err(|e| Error::Config(e.to_string()))
+}
+
 /// A revision of `repo` by id, verified.
-async fn revision(hub: &Client, repo: &str, id: Id) -> Result<Revision> {
+pub(crate) async fn revision(hub: &Client, repo: &str, id: Id) -> Result<Revision> {
     let found = hub.history(repo, vec![id], vec![], 1).await?;
     let bytes = found.into_iter().find(|b| revision_id(b) == id).ok_or_else(|| Error::refused(ErrorCode::NotFound, format!("no revision {id} in {repo}")))?;
     Ok(Revision::decode(&bytes)?)
 }
 
-/// Writes bytes `start..end` of `path` in `repo@rev` (a branch or a full
-/// revision id) to `out`, fetching only the nodes and chunks that cover
-/// the range. Returns the file's size.
-pub async fn read_range(hub: &Client, repo: &str, rev: &str, path: &str, range: Option<(u64, Option<u64>)>, out: &mut dyn std::io::Write) -> Result<u64> {
-    let id = match hub.refs(repo).await?.into_iter().find(|b| b.0 == rev) {
-        Some((_, id)) => id,
+/// The revision `rev` names in `repo` on the hub: a branch, or a full
+/// revision id.
+pub(crate) async fn resolve(hub: &Client, repo: &str, rev: &str) -> Result<Id> {
+    match hub.refs(repo).await?.into_iter().find(|b| b.0 == rev) {
+        Some((_, id)) => Ok(id),
         None => rev
             .parse::<Id>()
-            .map_err(|_| Error::refused(ErrorCode::NotFound, format!("{repo} has no branch {rev:?} (give a branch or a full 64-digit revision id)")))?,
-    };
-    let revision = revision(hub, repo, id).await?;
-    let entry = revision.entry(path).ok_or_else(|| Error::refused(ErrorCode::NotFound, format!("{repo}@{rev} has no file {path:?}")))?;
-    let (start, end) = range.map_or((0, entry.size), |(a, b)| (a, b.unwrap_or(entry.size)));
-    if start > end || end > entry.size {
-        return Err(Error::Config(format!("range {start}..{end} is outside {path:?} ({} bytes)", entry.size)));
+            .map_err(|_| Error::refused(ErrorCode::NotFound, format!("{repo} has no branch {rev:?} (give a branch or a full 64-digit revision id)"))),
     }
-    // Walk down level by level, keeping only children that overlap.
-    let mut level: Vec<(Id, u64)> = vec![(entry.file_id, 0)];
+}
+
+/// The chunks of the file whose tree is `root` that hold some of bytes
+/// `start..end`, each with the file offset it begins at and its size:
+/// the tree walked down level by level, every node verified, only
+/// children that overlap the range followed.
+pub(crate) async fn chunks_in_range(hub: &Client, repo: &str, root: Id, start: u64, end: u64) -> Result<Vec<(Id, u64, u64)>> {
+    let mut level: Vec<(Id, u64)> = vec![(root, 0)];
     let mut chunks: Vec<(Id, u64, u64)> = Vec::new();
     while !level.is_empty() {
         let ids: Vec<Id> = level.iter().map(|x| x.0).collect();
@@ -195,6 +199,21 @@ pub async fn read_range(hub: &Client, repo: &str, rev: &str, path: &str, range: 
         }
         level = next;
     }
+    Ok(chunks)
+}
+
+/// Writes bytes `start..end` of `path` in `repo@rev` (a branch or a full
+/// revision id) to `out`, fetching only the nodes and chunks that cover
+/// the range. Returns the file's size.
+pub async fn read_range(hub: &Client, repo: &str, rev: &str, path: &str, range: Option<(u64, Option<u64>)>, out: &mut dyn std::io::Write) -> Result<u64> {
+    let id = resolve(hub, repo, rev).await?;
+    let revision = revision(hub, repo, id).await?;
+    let entry = revision.entry(path).ok_or_else(|| Error::refused(ErrorCode::NotFound, format!("{repo}@{rev} has no file {path:?}")))?;
+    let (start, end) = range.map_or((0, entry.size), |(a, b)| (a, b.unwrap_or(entry.size)));
+    if start > end || end > entry.size {
+        return Err(Error::Config(format!("range {start}..{end} is outside {path:?} ({} bytes)", entry.size)));
+    }
+    let chunks = chunks_in_range(hub, repo, entry.file_id, start, end).await?;
     for batch in chunks.chunks(GET_BATCH) {
         let ids: Vec<Id> = batch.iter().map(|c| c.0).collect();
         let by_id: HashMap<Id, Vec<u8>> = hub.records(repo, ids, Vec::new()).await?.into_iter().collect();

@@ -93,7 +93,7 @@ pub fn run(store: &Store, args: Args, json: bool) -> Result<Committed> {
 
 /// Who commits when neither --author nor FERRY_AUTHOR says: git's
 /// `user.name` (and `user.email`), else the login name.
-fn default_author() -> Option<String> {
+pub(crate) fn default_author() -> Option<String> {
     let git = |key: &str| {
         let out = std::process::Command::new("git").args(["config", "--get", key]).stderr(std::process::Stdio::null()).output().ok()?;
         let v = String::from_utf8(out.stdout).ok()?.trim().to_owned();

@@ -1,6 +1,7 @@
-//! `ferry push` and `ferry pull`: one branch between the local store and a hub.
+//! `ferry push` and `ferry pull`: one branch between the local store and a
+//! hub; `ferry upload`: a directory to a hub's branch with no local store.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -37,6 +38,80 @@ pub struct PullArgs {
     include: Vec<String>,
     #[command(flatten)]
     net: NetArgs,
+}
+
+#[derive(clap::Args)]
+pub struct UploadArgs {
+    /// The hub (host:port).
+    hub: String,
+    /// Repository, as owner/name.
+    repo: String,
+    /// Directory whose regular files become the new revision.
+    dir: PathBuf,
+    /// Message recorded in the revision (default: "upload of DIR").
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Branch to move to the new revision (created if the hub has none).
+    #[arg(long, default_value = "main")]
+    branch: String,
+    /// Author recorded in the revision (default: FERRY_AUTHOR, else git's
+    /// user.name and user.email, else $USER).
+    #[arg(long, env = "FERRY_AUTHOR")]
+    author: Option<String>,
+    /// Upload the content of symlinked files instead of refusing symlinks.
+    #[arg(long)]
+    follow_symlinks: bool,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+#[derive(clap::Args)]
+pub struct DownloadArgs {
+    /// The hub (host:port).
+    hub: String,
+    /// Repository and revision: owner/name (the main branch), owner/name@BRANCH or owner/name@REVISION (full id).
+    repo: String,
+    /// Directory to write the files into (created if missing); chunks its files already hold are not fetched.
+    dir: PathBuf,
+    /// Another directory whose files of the same paths may hold chunks to reuse (repeatable).
+    #[arg(long)]
+    seed: Vec<PathBuf>,
+    /// Only files matching this glob (repeatable).
+    #[arg(long)]
+    include: Vec<String>,
+    /// Not files matching this glob (repeatable).
+    #[arg(long)]
+    exclude: Vec<String>,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+/// What a download wrote and fetched.
+#[derive(Serialize)]
+pub struct Downloaded {
+    #[serde(flatten)]
+    pub download: ferry_transfer::Downloaded,
+    pub seconds: f64,
+}
+
+impl Report for Downloaded {
+    fn text(&self) -> Vec<String> {
+        let d = &self.download;
+        vec![format!(
+            "downloaded {} files ({}) of revision {}: fetched {} chunks ({} raw, {} as sent, {} as deltas), reused {} chunks ({}) from disk, {} files already whole; in {:.1}s",
+            d.files,
+            progress::bytes(d.bytes),
+            d.revision.get(..12).unwrap_or(&d.revision),
+            d.chunks_fetched,
+            progress::bytes(d.raw_bytes_fetched),
+            progress::bytes(d.record_bytes_fetched),
+            d.deltas,
+            d.chunks_reused,
+            progress::bytes(d.bytes_reused),
+            d.files_unchanged,
+            self.seconds
+        )]
+    }
 }
 
 /// What a push or pull moved, and how long it took.
@@ -86,6 +161,39 @@ pub fn pull(store: &Path, args: PullArgs, json: bool) -> Result<Transferred> {
     transfer(json, "pulled", &hub, &net, async |client, bar| ferry_transfer::pull(client, &store, &opts, bar).await)
 }
 
+pub fn upload(args: UploadArgs, json: bool) -> Result<Transferred> {
+    let UploadArgs { hub, repo, dir, message, branch, author, follow_symlinks, net } = args;
+    let bar = progress::Ingest::new(json);
+    let scanned = ferry_transfer::Directory::scan(&dir, follow_symlinks, &bar);
+    bar.finish();
+    let scanned = scanned?;
+    let opts = ferry_transfer::UploadOptions {
+        repo,
+        branch,
+        message: message.unwrap_or_else(|| format!("upload of {}", dir.display())),
+        author: author.or_else(super::commit::default_author).unwrap_or_else(|| "unknown".into()),
+        time: super::unix_now(),
+    };
+    transfer(json, "uploaded", &hub, &net, async |client, bar| ferry_transfer::upload(client, &scanned, &opts, bar).await)
+}
+
+pub fn download(args: DownloadArgs, json: bool) -> Result<Downloaded> {
+    let DownloadArgs { hub, repo, dir, seed, include, exclude, net } = args;
+    let (repo, rev) = match repo.split_once('@') {
+        Some((repo, rev)) => (repo.to_owned(), rev.to_owned()),
+        None => (repo, "main".to_owned()),
+    };
+    let opts = ferry_transfer::DownloadOptions { repo, rev, dest: dir, seeds: seed, include, exclude };
+    let started = std::time::Instant::now();
+    let download = with_retries(&hub, &net, async |client| {
+        let bar = progress::Ingest::new(json);
+        let d = ferry_transfer::download(client, &opts, &bar).await;
+        bar.finish();
+        d
+    })?;
+    Ok(Downloaded { download, seconds: started.elapsed().as_secs_f64() })
+}
+
 /// Attempts at a push or pull that fails for a reason that may pass (the
 /// hub unreachable or busy, the connection lost); each resumes where the
 /// last stopped.
@@ -99,15 +207,25 @@ fn transfer(
     op: impl AsyncFn(&ferry_net::Client, &progress::Transfer) -> Result<ferry_transfer::Transfer, ferry_transfer::Error>,
 ) -> Result<Transferred> {
     let started = std::time::Instant::now();
-    let transfer = runtime()?.block_on(async {
+    let transfer = with_retries(hub, net, async |client| {
+        let bar = progress::Transfer::new(json);
+        let t = op(client, &bar).await;
+        bar.finish();
+        t
+    })?;
+    Ok(Transferred { verb, transfer, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Runs `op` on a connection to `hub`, again on a new connection after a
+/// failure that may pass (up to [`ATTEMPTS`] in all, waiting 2 s, then 4 s).
+fn with_retries<T>(hub: &str, net: &NetArgs, op: impl AsyncFn(&ferry_net::Client) -> Result<T, ferry_transfer::Error>) -> Result<T> {
+    Ok(runtime()?.block_on(async {
         let mut attempt = 1;
         loop {
             let res = async {
                 let client = crate::net::connect(&net.options(hub)).await?;
-                let bar = progress::Transfer::new(json);
-                let t = op(&client, &bar).await;
+                let t = op(&client).await;
                 client.close().await;
-                bar.finish();
                 t
             }
             .await;
@@ -121,6 +239,5 @@ fn transfer(
                 res => break res,
             }
         }
-    })?;
-    Ok(Transferred { verb, transfer, seconds: started.elapsed().as_secs_f64() })
+    })?)
 }

@@ -1,0 +1,359 @@
+//! Download: a revision's files straight from a hub into a directory, with
+//! no store on the client.
+//!
+//! Each file is built in a temporary file beside its final name and
+//! renamed into place only when whole and synced. Chunks whose bytes are
+//! already on disk are copied, not fetched: the file of the same path in
+//! the directory (the previous revision, typically) and in each seed
+//! directory is cut as a commit would cut it, and every chunk read from
+//! there is checked against its id before it is used. The hub is told
+//! which of the remaining chunks' delta bases are on disk (with a proof
+//! that they are) and sends those chunks as deltas. A temporary file left
+//! by an interrupted download keeps the chunks already written: a re-run
+//! checks them in place and fetches only the rest.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use ferry_core::codec;
+use ferry_core::revision::Entry;
+use ferry_core::Id;
+use ferry_net::Client;
+use ferry_store::scan::scan;
+use ferry_store::IngestProgress;
+use futures_util::stream::{self, StreamExt};
+
+use crate::disk::{read_at, write_at};
+use crate::ends::Source;
+use crate::ops::{chunks_in_range, globs, resolve, revision};
+use crate::{Error, Result};
+
+/// Raw bytes asked for in one request.
+const FETCH_BYTES: u64 = 4 << 20;
+/// Requests in flight at once, to keep the link busy across round trips.
+const FETCHES_IN_FLIGHT: usize = 4;
+
+/// What to download, and where.
+pub struct DownloadOptions {
+    /// The repository.
+    pub repo: String,
+    /// A branch or a full revision id.
+    pub rev: String,
+    /// The directory the files are written into (created if missing).
+    pub dest: PathBuf,
+    /// Other directories whose files of the same paths may hold chunks.
+    pub seeds: Vec<PathBuf>,
+    /// Only files matching one of these globs (none: every file).
+    pub include: Vec<String>,
+    /// Not the files matching one of these globs.
+    pub exclude: Vec<String>,
+}
+
+/// What a download did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Downloaded {
+    /// The revision written, hex.
+    pub revision: String,
+    /// Files of the revision selected.
+    pub files: u64,
+    /// Of those, files that were already whole on disk.
+    pub files_unchanged: u64,
+    /// Bytes of the selected files.
+    pub bytes: u64,
+    /// Chunks fetched from the hub.
+    pub chunks_fetched: u64,
+    /// Their raw bytes.
+    pub raw_bytes_fetched: u64,
+    /// Their bytes as they came (encoded).
+    pub record_bytes_fetched: u64,
+    /// Of the chunks fetched, those that came as deltas against bytes on disk.
+    pub deltas: u64,
+    /// Chunks copied from files on disk instead.
+    pub chunks_reused: u64,
+    /// Their bytes.
+    pub bytes_reused: u64,
+    /// Frame bytes sent.
+    pub wire_bytes_sent: u64,
+    /// Frame bytes received.
+    pub wire_bytes_received: u64,
+}
+
+/// Files on disk that may hold chunks of the file being written, by chunk.
+#[derive(Default)]
+struct Seeds {
+    files: Vec<(PathBuf, File)>,
+    chunks: HashMap<Id, (u32, u64, u32)>,
+}
+
+impl Seeds {
+    /// Cuts `path` and remembers where its chunks are; returns its file id.
+    fn add(&mut self, path: &Path) -> Result<Id> {
+        let io = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
+        let file = File::open(path).map_err(io)?;
+        let scanned = scan(&file, false, &()).map_err(io)?;
+        let index = self.files.len() as u32;
+        for c in scanned.chunks {
+            self.chunks.entry(c.id).or_insert((index, c.offset, c.len));
+        }
+        self.files.push((path.to_owned(), file));
+        Ok(scanned.file_id)
+    }
+
+    /// A chunk's bytes from disk, if some file holds them still (checked
+    /// against the id: a file that changed or rotted is not used).
+    fn read(&self, id: &Id) -> Option<Vec<u8>> {
+        let &(file, offset, len) = self.chunks.get(id)?;
+        let mut raw = vec![0; len as usize];
+        read_at(&self.files[file as usize].1, &mut raw, offset).ok()?;
+        (Id::of_chunk(&raw) == *id).then_some(raw)
+    }
+}
+
+/// Writes the files of `repo@rev` under `opts.dest`, fetching only chunks
+/// that no file on disk holds. `progress` hears the total bytes, then per
+/// piece written its bytes, the raw bytes fetched for it and their
+/// encoded size.
+pub async fn download(hub: &Client, opts: &DownloadOptions, progress: &dyn IngestProgress) -> Result<Downloaded> {
+    let repo = opts.repo.as_str();
+    let id = resolve(hub, repo, &opts.rev).await?;
+    let rev = revision(hub, repo, id).await?;
+    let include = (!opts.include.is_empty()).then(|| globs("--include", &opts.include)).transpose()?;
+    let exclude = globs("--exclude", &opts.exclude)?;
+    let entries: Vec<&Entry> = rev.entries.iter().filter(|e| include.as_ref().is_none_or(|s| s.is_match(&e.path)) && !exclude.is_match(&e.path)).collect();
+    let mut out = Downloaded { revision: id.to_hex(), files: entries.len() as u64, ..Default::default() };
+    out.bytes = entries.iter().map(|e| e.size).sum();
+    progress.start(out.bytes);
+    std::fs::create_dir_all(&opts.dest).map_err(|e| Error::Io(format!("{}: {e}", opts.dest.display())))?;
+    for entry in entries {
+        download_file(hub, repo, entry, opts, &mut out, progress).await?;
+    }
+    let (sent, received) = hub.wire_bytes();
+    out.wire_bytes_sent = sent;
+    out.wire_bytes_received = received;
+    Ok(out)
+}
+
+/// Where `path` (checked when its revision was decoded: relative, no `..`)
+/// goes under `dest`, refusing to write through a symbolic link that
+/// could lead outside it.
+fn target_of(dest: &Path, path: &str) -> Result<PathBuf> {
+    let mut at = dest.to_path_buf();
+    let parts: Vec<&str> = path.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::Io(format!("{}: a symbolic link is in the way of {path:?}; move it aside", at.display())));
+            }
+            Ok(m) if i + 1 < parts.len() && !m.is_dir() => {
+                return Err(Error::Io(format!("{}: not a directory, in the way of {path:?}", at.display())));
+            }
+            _ => {}
+        }
+    }
+    Ok(at)
+}
+
+async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadOptions, out: &mut Downloaded, progress: &dyn IngestProgress) -> Result<()> {
+    let target = target_of(&opts.dest, &entry.path)?;
+    let io = |path: &Path, e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
+    let name = target.file_name().expect("a checked path has a file name").to_string_lossy();
+    let partial = target.with_file_name(format!(".{name}.ferry-download"));
+    // What is on disk already.
+    let mut seeds = Seeds::default();
+    let candidates = std::iter::once(target.clone()).chain(opts.seeds.iter().map(|s| s.join(&entry.path)));
+    for path in candidates.filter(|p| p.is_file()) {
+        let file_id = tokio::task::block_in_place(|| seeds.add(&path))?;
+        if file_id == entry.file_id && path == target && executable(&target) == entry.executable {
+            out.files_unchanged += 1;
+            out.chunks_reused += seeds.chunks.len() as u64;
+            out.bytes_reused += entry.size;
+            progress.advance(entry.size, 0, 0);
+            return Ok(());
+        }
+    }
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    }
+    let chunks = chunks_in_range(hub, repo, entry.file_id, 0, entry.size).await?;
+    // Where each distinct chunk goes.
+    let mut places: HashMap<Id, (u64, Vec<u64>)> = HashMap::new();
+    for &(id, offset, size) in &chunks {
+        places.entry(id).or_insert((size, Vec::new())).1.push(offset);
+    }
+    let resumed = std::fs::metadata(&partial).is_ok_and(|m| m.is_file() && m.len() == entry.size);
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(!resumed).open(&partial).map_err(|e| io(&partial, e))?;
+    if !resumed {
+        file.set_len(entry.size).map_err(|e| io(&partial, e))?;
+    }
+    // Chunks to fetch, and where each goes.
+    let mut wanted: Vec<(Id, u64)> = Vec::new();
+    let mut fetch_at: HashMap<Id, Vec<u64>> = HashMap::new();
+    tokio::task::block_in_place(|| -> Result<()> {
+        for (id, (size, offsets)) in places {
+            let mut todo = offsets.clone();
+            if resumed {
+                // Chunks an interrupted run wrote already stay.
+                let mut raw = vec![0; size as usize];
+                todo.retain(|&at| read_at(&file, &mut raw, at).is_err() || Id::of_chunk(&raw) != id);
+                progress.advance(size * (offsets.len() - todo.len()) as u64, 0, 0);
+            }
+            if todo.is_empty() {
+                continue;
+            }
+            if let Some(raw) = seeds.read(&id) {
+                for &at in &todo {
+                    write_at(&file, &raw, at).map_err(|e| io(&partial, e))?;
+                }
+                out.chunks_reused += 1;
+                out.bytes_reused += size * todo.len() as u64;
+                progress.advance(size * todo.len() as u64, 0, 0);
+                continue;
+            }
+            fetch_at.insert(id, todo);
+            wanted.push((id, size));
+        }
+        Ok(())
+    })?;
+    // Fetch the rest, a few requests at a time, writing as they come.
+    let mut batches: Vec<Vec<(Id, u64)>> = Vec::new();
+    let mut bytes = 0;
+    for w in wanted {
+        if batches.is_empty() || bytes + w.1 > FETCH_BYTES {
+            batches.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += w.1;
+        batches.last_mut().expect("pushed").push(w);
+    }
+    let seeds = &seeds;
+    let mut fetched = stream::iter(batches).map(|batch| fetch(hub, repo, batch, seeds)).buffered(FETCHES_IN_FLIGHT);
+    while let Some(got) = fetched.next().await {
+        for (id, raw, record_len, delta) in got? {
+            let offsets = &fetch_at[&id];
+            tokio::task::block_in_place(|| offsets.iter().try_for_each(|&at| write_at(&file, &raw, at))).map_err(|e| io(&partial, e))?;
+            let n = raw.len() as u64 * offsets.len() as u64;
+            out.chunks_fetched += 1;
+            out.raw_bytes_fetched += raw.len() as u64;
+            out.record_bytes_fetched += record_len;
+            out.deltas += delta as u64;
+            progress.advance(n, raw.len() as u64, record_len);
+        }
+    }
+    // Whole: make it durable, then give it its name.
+    tokio::task::block_in_place(|| -> std::io::Result<()> {
+        set_executable(&file, entry.executable)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&partial, &target)?;
+        sync_dir(target.parent().unwrap_or(Path::new(".")))
+    })
+    .map_err(|e| io(&target, e))
+}
+
+/// One request's chunks, decoded and verified: (id, raw bytes, bytes as
+/// received, whether it came as a delta). Chunks whose delta base is on
+/// disk are asked for against it.
+async fn fetch(hub: &Client, repo: &str, batch: Vec<(Id, u64)>, seeds: &Seeds) -> Result<Vec<(Id, Vec<u8>, u64, bool)>> {
+    let ids: Vec<Id> = batch.iter().map(|b| b.0).collect();
+    let mut bases: HashMap<Id, Vec<u8>> = HashMap::new();
+    for base in hub.delta_bases(repo, ids.clone()).await?.into_iter().flatten() {
+        if let std::collections::hash_map::Entry::Vacant(slot) = bases.entry(base) {
+            if let Some(raw) = tokio::task::block_in_place(|| seeds.read(&base)) {
+                slot.insert(raw);
+            }
+        }
+    }
+    let held: Vec<(Id, [u8; 32])> = bases.iter().map(|(id, raw)| (*id, codec::base_proof(raw))).collect();
+    let records = hub.records(repo, ids, held).await?;
+    let sizes: HashMap<Id, u64> = batch.into_iter().collect();
+    tokio::task::block_in_place(|| {
+        records
+            .into_iter()
+            .map(|(id, record)| {
+                let base = codec::delta_base(&record)?;
+                let raw = match base {
+                    Some(b) => {
+                        let base =
+                            bases.get(&b).ok_or_else(|| Error::Protocol(format!("the hub sent chunk {id} as a delta against {b}, which was not offered")))?;
+                        codec::decode_delta_verified(&id, &record, base)?
+                    }
+                    None => codec::decode_verified(&id, &record)?,
+                };
+                if raw.len() as u64 != sizes[&id] {
+                    return Err(Error::Protocol(format!("chunk {id} has {} bytes where its tree says {}", raw.len(), sizes[&id])));
+                }
+                Ok((id, raw, record.len() as u64, base.is_some()))
+            })
+            .collect()
+    })
+}
+
+#[cfg(unix)]
+fn executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(unix)]
+fn set_executable(file: &File, on: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata()?.permissions().mode();
+    let mode = if on { mode | ((mode & 0o444) >> 2) } else { mode & !0o111 };
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+}
+
+/// Makes a rename in `dir` durable.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn executable(_: &Path) -> bool {
+    false
+}
+
+#[cfg(not(unix))]
+fn set_executable(_: &File, _: bool) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_bytes_are_used_only_while_they_still_match_their_ids() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("old.bin");
+        let data = ferry_testkit::noise(2_000_000, 1);
+        std::fs::write(&path, &data).unwrap();
+        let mut seeds = Seeds::default();
+        seeds.add(&path).unwrap();
+        let ids: Vec<Id> = seeds.chunks.keys().copied().collect();
+        assert!(ids.len() > 3);
+        assert!(ids.iter().all(|id| seeds.read(id).is_some_and(|raw| Id::of_chunk(&raw) == *id)));
+        // Rot in one place after the scan: that chunk is fetched instead.
+        let mut rotten = data.clone();
+        rotten[500_000] ^= 1;
+        std::fs::write(&path, &rotten).unwrap();
+        assert_eq!(ids.iter().filter(|id| seeds.read(id).is_none()).count(), 1);
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_symbolic_link_in_the_destination() {
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), tmp.path().join("sub")).unwrap();
+        let err = target_of(tmp.path(), "sub/model.bin").unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(target_of(tmp.path(), "a/b.bin").unwrap(), tmp.path().join("a/b.bin"));
+    }
+}
