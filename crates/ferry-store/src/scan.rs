@@ -44,6 +44,17 @@ pub struct Scanned {
 /// keeping the tree's encoded nodes if `keep_nodes`. Memory: two segments
 /// in flight, plus about 50 bytes per chunk and 40 per chunk in nodes.
 pub fn scan<R: Read + Send>(reader: R, keep_nodes: bool, progress: &dyn IngestProgress) -> io::Result<Scanned> {
+    scan_each(reader, keep_nodes, progress, &mut |_, _| Ok(()))
+}
+
+/// [`scan`], handing each chunk with its bytes (which hash to its id) to
+/// `each` as it goes, in file order.
+pub fn scan_each<R: Read + Send>(
+    reader: R,
+    keep_nodes: bool,
+    progress: &dyn IngestProgress,
+    each: &mut dyn FnMut(&ScannedChunk, &[u8]) -> io::Result<()>,
+) -> io::Result<Scanned> {
     let (free_tx, free_rx) = bounded::<Vec<u8>>(4);
     std::thread::scope(|s| {
         let segments = cut::segments(s, reader, free_rx);
@@ -63,7 +74,9 @@ pub fn scan<R: Read + Send>(reader: R, keep_nodes: bool, progress: &dyn IngestPr
             for ((id, &end), &width) in ids.into_iter().zip(&seg.ends).zip(&seg.widths) {
                 let len = end - start;
                 builder.push_chunk(id, len as u64, &mut keep);
-                chunks.push(ScannedChunk { id, offset: seg.offset + start as u64, len: len as u32, width });
+                let chunk = ScannedChunk { id, offset: seg.offset + start as u64, len: len as u32, width };
+                each(&chunk, &data[start..end])?;
+                chunks.push(chunk);
                 start = end;
             }
             out.size += seg.len as u64;

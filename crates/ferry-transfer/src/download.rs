@@ -11,6 +11,11 @@
 //! that they are) and sends those chunks as deltas. A temporary file left
 //! by an interrupted download keeps the chunks already written: a re-run
 //! checks them in place and fetches only the rest.
+//!
+//! Files are not forced to disk before their rename (as rsync, git and the
+//! Hugging Face client do not): a kill leaves every file whole or under its
+//! temporary name, and after a power loss a re-run finds any file that did
+//! not reach the disk, since it re-hashes what it keeps.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -20,9 +25,10 @@ use ferry_core::codec;
 use ferry_core::revision::Entry;
 use ferry_core::Id;
 use ferry_net::Client;
-use ferry_store::scan::scan;
+use ferry_store::scan::{scan_each, ScannedChunk};
 use ferry_store::IngestProgress;
 use futures_util::stream::{self, StreamExt};
+use rayon::prelude::*;
 
 use crate::disk::{read_at, write_at};
 use crate::ends::Source;
@@ -87,11 +93,12 @@ struct Seeds {
 }
 
 impl Seeds {
-    /// Cuts `path` and remembers where its chunks are; returns its file id.
-    fn add(&mut self, path: &Path) -> Result<Id> {
+    /// Cuts `path` and remembers where its chunks are, handing each chunk
+    /// and its bytes to `each` on the way; returns the file's id.
+    fn add(&mut self, path: &Path, each: &mut dyn FnMut(&ScannedChunk, &[u8]) -> std::io::Result<()>) -> Result<Id> {
         let io = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
         let file = File::open(path).map_err(io)?;
-        let scanned = scan(&file, false, &()).map_err(io)?;
+        let scanned = scan_each(&file, false, &(), each).map_err(io)?;
         let index = self.files.len() as u32;
         for c in scanned.chunks {
             self.chunks.entry(c.id).or_insert((index, c.offset, c.len));
@@ -160,62 +167,101 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
     let io = |path: &Path, e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
     let name = target.file_name().expect("a checked path has a file name").to_string_lossy();
     let partial = target.with_file_name(format!(".{name}.ferry-download"));
-    // What is on disk already.
-    let mut seeds = Seeds::default();
-    let candidates = std::iter::once(target.clone()).chain(opts.seeds.iter().map(|s| s.join(&entry.path)));
-    for path in candidates.filter(|p| p.is_file()) {
-        let file_id = tokio::task::block_in_place(|| seeds.add(&path))?;
-        if file_id == entry.file_id && path == target && executable(&target) == entry.executable {
-            out.files_unchanged += 1;
-            out.chunks_reused += seeds.chunks.len() as u64;
-            out.bytes_reused += entry.size;
-            progress.advance(entry.size, 0, 0);
-            return Ok(());
-        }
-    }
     if let Some(dir) = target.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     }
     let chunks = chunks_in_range(hub, repo, entry.file_id, 0, entry.size).await?;
-    // Where each distinct chunk goes.
+    // Where each distinct chunk goes, and what goes where.
     let mut places: HashMap<Id, (u64, Vec<u64>)> = HashMap::new();
+    let mut at_offset: HashMap<u64, (Id, u64)> = HashMap::with_capacity(chunks.len());
     for &(id, offset, size) in &chunks {
         places.entry(id).or_insert((size, Vec::new())).1.push(offset);
+        at_offset.insert(offset, (id, size));
     }
     let resumed = std::fs::metadata(&partial).is_ok_and(|m| m.is_file() && m.len() == entry.size);
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(!resumed).open(&partial).map_err(|e| io(&partial, e))?;
     if !resumed {
         file.set_len(entry.size).map_err(|e| io(&partial, e))?;
+    } else {
+        // Chunks an interrupted run wrote already stay (checked in place,
+        // on every core).
+        let written: Vec<(Id, u64)> = tokio::task::block_in_place(|| {
+            chunks
+                .par_iter()
+                .filter(|(id, at, size)| {
+                    let mut raw = vec![0; *size as usize];
+                    read_at(&file, &mut raw, *at).is_ok() && Id::of_chunk(&raw) == *id
+                })
+                .map(|&(id, at, _)| (id, at))
+                .collect()
+        });
+        for (id, at) in written {
+            let (size, offsets) = places.get_mut(&id).expect("listed");
+            offsets.retain(|&o| o != at);
+            progress.advance(*size, 0, 0);
+        }
     }
-    // Chunks to fetch, and where each goes.
+    // Chunks on disk: the file at the target path (the old version), then
+    // the same path in each seed directory. The scan hashes every chunk it
+    // reads, so what it hands over is verified; wanted chunks are written
+    // as they pass. The old file's chunks that sit where the new file wants
+    // them are only noted: if the file turns out unchanged nothing is
+    // written at all, else they are copied in bulk afterwards.
+    let mut seeds = Seeds::default();
+    let mut in_place: Vec<(u64, u64)> = Vec::new();
+    // Writes a chunk from disk everywhere the new file still wants it.
+    let place = |places: &mut HashMap<Id, (u64, Vec<u64>)>, c: &ScannedChunk, bytes: &[u8], out: &mut Downloaded| -> std::io::Result<()> {
+        let Some((size, offsets)) = places.get_mut(&c.id).filter(|p| !p.1.is_empty()) else { return Ok(()) };
+        for at in offsets.drain(..) {
+            write_at(&file, bytes, at)?;
+            out.bytes_reused += *size;
+            progress.advance(*size, 0, 0);
+        }
+        out.chunks_reused += 1;
+        Ok(())
+    };
+    if target.is_file() {
+        let file_id = tokio::task::block_in_place(|| {
+            seeds.add(&target, &mut |c, bytes| {
+                if at_offset.get(&c.offset) == Some(&(c.id, c.len as u64)) {
+                    in_place.push((c.offset, c.len as u64));
+                    return Ok(());
+                }
+                place(&mut places, c, bytes, out)
+            })
+        })?;
+        if file_id == entry.file_id && executable(&target) == entry.executable {
+            drop(file);
+            let _ = std::fs::remove_file(&partial);
+            out.files_unchanged += 1;
+            out.chunks_reused += chunks.len() as u64;
+            out.bytes_reused += entry.size;
+            progress.advance(entry.size, 0, 0);
+            return Ok(());
+        }
+        copy_in_place(&target, &file, &partial, &mut in_place)?;
+        for &(at, size) in &in_place {
+            let id = at_offset[&at].0;
+            let offsets = &mut places.get_mut(&id).expect("listed").1;
+            if let Some(i) = offsets.iter().position(|&o| o == at) {
+                offsets.swap_remove(i);
+                out.chunks_reused += 1;
+                out.bytes_reused += size;
+                progress.advance(size, 0, 0);
+            }
+        }
+    }
+    for seed in opts.seeds.iter().map(|s| s.join(&entry.path)).filter(|p| p.is_file()) {
+        tokio::task::block_in_place(|| seeds.add(&seed, &mut |c, bytes| place(&mut places, c, bytes, out)))?;
+    }
     let mut wanted: Vec<(Id, u64)> = Vec::new();
     let mut fetch_at: HashMap<Id, Vec<u64>> = HashMap::new();
-    tokio::task::block_in_place(|| -> Result<()> {
-        for (id, (size, offsets)) in places {
-            let mut todo = offsets.clone();
-            if resumed {
-                // Chunks an interrupted run wrote already stay.
-                let mut raw = vec![0; size as usize];
-                todo.retain(|&at| read_at(&file, &mut raw, at).is_err() || Id::of_chunk(&raw) != id);
-                progress.advance(size * (offsets.len() - todo.len()) as u64, 0, 0);
-            }
-            if todo.is_empty() {
-                continue;
-            }
-            if let Some(raw) = seeds.read(&id) {
-                for &at in &todo {
-                    write_at(&file, &raw, at).map_err(|e| io(&partial, e))?;
-                }
-                out.chunks_reused += 1;
-                out.bytes_reused += size * todo.len() as u64;
-                progress.advance(size * todo.len() as u64, 0, 0);
-                continue;
-            }
-            fetch_at.insert(id, todo);
+    for (id, (size, offsets)) in places {
+        if !offsets.is_empty() {
+            fetch_at.insert(id, offsets);
             wanted.push((id, size));
         }
-        Ok(())
-    })?;
+    }
     // Fetch the rest, a few requests at a time, writing as they come.
     let mut batches: Vec<Vec<(Id, u64)>> = Vec::new();
     let mut bytes = 0;
@@ -241,15 +287,33 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
             progress.advance(n, raw.len() as u64, record_len);
         }
     }
-    // Whole: make it durable, then give it its name.
-    tokio::task::block_in_place(|| -> std::io::Result<()> {
-        set_executable(&file, entry.executable)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&partial, &target)?;
-        sync_dir(target.parent().unwrap_or(Path::new(".")))
+    // Whole: give it its name.
+    set_executable(&file, entry.executable).map_err(|e| io(&partial, e))?;
+    drop(file);
+    std::fs::rename(&partial, &target).map_err(|e| io(&target, e))
+}
+
+/// Copies the byte ranges `ranges` (chunks that sit in the old file where
+/// the new one wants them, just verified by the scan) from `old` into the
+/// file being built, merged where they touch, on every core.
+fn copy_in_place(old: &Path, file: &File, partial: &Path, ranges: &mut [(u64, u64)]) -> Result<()> {
+    const PIECE: u64 = 8 << 20;
+    ranges.sort_unstable();
+    let mut pieces: Vec<(u64, u64)> = Vec::new();
+    for &(at, len) in ranges.iter() {
+        match pieces.last_mut() {
+            Some(last) if last.0 + last.1 == at && last.1 + len <= PIECE => last.1 += len,
+            _ => pieces.push((at, len)),
+        }
+    }
+    let old_file = File::open(old).map_err(|e| Error::Io(format!("{}: {e}", old.display())))?;
+    tokio::task::block_in_place(|| {
+        pieces.par_iter().try_for_each(|&(at, len)| {
+            let mut buf = vec![0; len as usize];
+            read_at(&old_file, &mut buf, at).map_err(|e| Error::Io(format!("{}: {e}", old.display())))?;
+            write_at(file, &buf, at).map_err(|e| Error::Io(format!("{}: {e}", partial.display())))
+        })
     })
-    .map_err(|e| io(&target, e))
 }
 
 /// One request's chunks, decoded and verified: (id, raw bytes, bytes as
@@ -270,7 +334,7 @@ async fn fetch(hub: &Client, repo: &str, batch: Vec<(Id, u64)>, seeds: &Seeds) -
     let sizes: HashMap<Id, u64> = batch.into_iter().collect();
     tokio::task::block_in_place(|| {
         records
-            .into_iter()
+            .into_par_iter()
             .map(|(id, record)| {
                 let base = codec::delta_base(&record)?;
                 let raw = match base {
@@ -304,12 +368,6 @@ fn set_executable(file: &File, on: bool) -> std::io::Result<()> {
     file.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
-/// Makes a rename in `dir` durable.
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 #[cfg(not(unix))]
 fn executable(_: &Path) -> bool {
     false
@@ -317,11 +375,6 @@ fn executable(_: &Path) -> bool {
 
 #[cfg(not(unix))]
 fn set_executable(_: &File, _: bool) -> std::io::Result<()> {
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
@@ -336,7 +389,7 @@ mod tests {
         let data = ferry_testkit::noise(2_000_000, 1);
         std::fs::write(&path, &data).unwrap();
         let mut seeds = Seeds::default();
-        seeds.add(&path).unwrap();
+        seeds.add(&path, &mut |_, _| Ok(())).unwrap();
         let ids: Vec<Id> = seeds.chunks.keys().copied().collect();
         assert!(ids.len() > 3);
         assert!(ids.iter().all(|id| seeds.read(id).is_some_and(|raw| Id::of_chunk(&raw) == *id)));
