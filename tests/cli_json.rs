@@ -208,6 +208,16 @@ fn hub_commands_print_what_the_document_says() {
     agrees("mirror", &mirrored);
     agrees("push, pull and upload", &json(&ok(client(&copy, Some(&eu_token)).args(["--json", "upload", &eu.addr, "org/up"]).arg(&src))));
     agrees("download", &json(&ok(client(&copy, Some(&eu_token)).args(["--json", "download", &eu.addr, "org/up"]).arg(tmp.path().join("down")))));
+    let config = tmp.path().join("config.toml");
+    let configured = || {
+        let mut c = client(&copy, Some(&eu_token));
+        c.env("FERRY_CONFIG", &config);
+        c
+    };
+    agrees("remote", &json(&ok(configured().args(["--json", "remote", "add", "eu", &eu.addr]))));
+    agrees("login and logout", &json(&ok(configured().args(["--json", "login", "eu"]))));
+    agrees("remote", &json(&ok(configured().args(["--json", "remote", "list"]))));
+    agrees("login and logout", &json(&ok(configured().args(["--json", "logout", "eu"]))));
 
     let started = Instant::now();
     let gc = loop {

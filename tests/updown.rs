@@ -137,3 +137,66 @@ fn a_fine_tune_downloads_as_deltas_against_the_base_on_disk() {
     assert!(n(&d, "wire_bytes_received") * 100 < size * 60, "{d}");
     assert_eq!(read_tree(&out), read_tree(&src));
 }
+
+#[test]
+fn a_named_remote_and_a_saved_token_stand_in_for_host_port_and_the_token() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let token = hub.token("org/*", "write");
+    let config = tmp.path().join("cfg/config.toml");
+    let me = tmp.path().join("no-store");
+    let cmd = || {
+        let mut c = client(&me, None);
+        c.env("FERRY_CONFIG", &config);
+        c
+    };
+    let login = |t: &str| {
+        let mut child = cmd()
+            .args(["login", "eu"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{t}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    ok(cmd().args(["remote", "add", "eu", &hub.addr]));
+    let listed = json(&ok(cmd().args(["--json", "remote", "list"])));
+    assert_eq!(listed[0]["hub"], hub.addr.as_str());
+    assert_eq!(listed[0]["logged_in"], false);
+
+    // A token the hub does not know is not saved.
+    let bad = login("fy_0000000000000000_notatoken");
+    assert!(!bad.status.success());
+    let saved = config.parent().unwrap().join("tokens/eu");
+    assert!(!saved.exists());
+    let good = login(&token);
+    assert!(good.status.success(), "{}", stderr(&good));
+    assert_eq!(std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!String::from_utf8_lossy(&good.stdout).contains(&token), "a token is never printed");
+
+    // The name replaces host:port, the saved token FERRY_TOKEN.
+    let src = tmp.path().join("src");
+    write(&src, "config.json", b"{}");
+    ok(cmd().args(["upload", "eu", "org/m"]).arg(&src));
+    let out = tmp.path().join("out");
+    ok(cmd().args(["download", "eu", "org/m"]).arg(&out));
+    assert_eq!(read_tree(&out), read_tree(&src));
+    // A token file others can read is used, with a warning.
+    std::fs::set_permissions(&saved, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let warned = run(cmd().args(["download", "eu", "org/m"]).arg(&out));
+    assert!(warned.status.success() && stderr(&warned).contains("readable by others"), "{}", stderr(&warned));
+
+    // Logged out, the private repository is out of reach.
+    ok(cmd().args(["logout", "eu"]));
+    let denied = fails(cmd().args(["download", "eu", "org/m"]).arg(&out));
+    assert_eq!(denied.status.code(), Some(4), "{}", stderr(&denied));
+    // A configuration file that does not parse is named, with the line.
+    std::fs::write(&config, "[remotes.eu]\nhub = \"a:1\"\nhubb = 3\n").unwrap();
+    let broken = fails(cmd().args(["download", "eu", "org/m"]).arg(&out));
+    assert_eq!(broken.status.code(), Some(2), "{}", stderr(&broken));
+    assert!(stderr(&broken).contains("config.toml") && stderr(&broken).contains("line 3"), "{}", stderr(&broken));
+}

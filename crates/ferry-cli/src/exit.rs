@@ -54,6 +54,9 @@ fn kind(e: &(dyn std::error::Error + 'static)) -> Option<u8> {
     if e.downcast_ref::<ferry_core::FormatError>().is_some() {
         return Some(CORRUPT);
     }
+    if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+        return Some(USAGE);
+    }
     None
 }
 

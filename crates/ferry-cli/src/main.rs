@@ -8,6 +8,7 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 mod commands;
+mod config;
 mod exit;
 mod net;
 mod output;
@@ -44,6 +45,7 @@ const EXAMPLES: &str = "Examples:
   FERRY_TOKEN=fy_... ferry --store ./store push hub.example:4433 org/llama-ft
   FERRY_TOKEN=fy_... ferry upload hub.example:4433 org/llama-ft ./checkpoint-2000 -m \"step 2000\"
   FERRY_TOKEN=fy_... ferry download hub.example:4433 org/llama-ft ./llama-ft
+  ferry remote add eu hub-eu.example:4433 && ferry login eu   # then: ferry download eu org/llama-ft ./llama-ft
   ferry completions bash > /etc/bash_completion.d/ferry
 
 Exit codes: 0 success, 1 failure, 2 usage, 3 conflict, 4 not found or
@@ -84,6 +86,16 @@ enum Command {
     /// store: chunks already on disk (an older revision there, or --seed)
     /// are copied, not fetched.
     Download(transfer::DownloadArgs),
+    /// Name hubs (in ~/.config/ferry/config.toml, or FERRY_CONFIG), so that
+    /// commands take a name instead of host:port.
+    Remote {
+        #[command(subcommand)]
+        action: remote::RemoteAction,
+    },
+    /// Check a token against a hub and save it for that remote (mode 0600).
+    Login(remote::LoginArgs),
+    /// Delete a remote's saved token.
+    Logout(remote::LogoutArgs),
     /// Manage the hub's access tokens (works while the hub runs).
     Token {
         #[command(subcommand)]
@@ -161,6 +173,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pull(args) => finish(json, transfer::pull(&path, args, json)?),
         Command::Upload(args) => finish(json, transfer::upload(args, json)?),
         Command::Download(args) => finish(json, transfer::download(args, json)?),
+        Command::Remote { action } => finish(json, remote::run(action)?),
+        Command::Login(args) => finish(json, remote::login(args)?),
+        Command::Logout(args) => finish(json, remote::logout(args)?),
         Command::Token { action } => finish(json, access::token(&path, action)?),
         Command::Visibility(args) => finish(json, access::visibility(&path, args)?),
         Command::Stats => finish(json, stats::run(&open()?)?),

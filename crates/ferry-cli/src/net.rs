@@ -22,7 +22,7 @@ pub enum Transport {
 
 #[derive(clap::Args)]
 pub struct NetArgs {
-    /// Access token (from `ferry token create` on the hub).
+    /// Access token (from `ferry token create` on the hub; default: the one `ferry login` saved for the remote).
     #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// auto tries QUIC first and falls back to TLS over TCP.
@@ -37,9 +37,21 @@ pub struct NetArgs {
 }
 
 impl NetArgs {
-    /// How to connect to `hub` with these flags.
-    pub fn options(&self, hub: &str) -> ConnectOptions {
-        let trust = match (&self.ca, &self.known_hubs) {
+    /// How to connect to `hub` (host:port, or a remote's name) with these
+    /// flags; what they leave open comes from the remote's entry in the
+    /// configuration file and its saved token.
+    pub fn options(&self, hub: &str) -> Result<ConnectOptions> {
+        let path = crate::config::path();
+        let config = crate::config::Config::load(&path)?;
+        let remote = config.remote_for(hub);
+        let token = match (&self.token, remote) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some((name, _))) => crate::config::saved_token(&path, name)?,
+            (None, None) => None,
+        };
+        let ca = self.ca.clone().or_else(|| remote.and_then(|r| r.1.ca.clone()));
+        let hub = remote.map_or(hub, |r| r.1.hub.as_str());
+        let trust = match (&ca, &self.known_hubs) {
             (Some(ca), _) => Trust::CaBundle(ca.clone()),
             (None, Some(f)) => Trust::KnownHubs(f.clone()),
             (None, None) => Trust::KnownHubs(default_known_hubs()),
@@ -49,7 +61,7 @@ impl NetArgs {
             Transport::Quic => TransportChoice::Quic,
             Transport::Tcp => TransportChoice::Tcp,
         };
-        ConnectOptions { hub: hub.into(), token: self.token.clone(), transport, trust }
+        Ok(ConnectOptions { hub: hub.into(), token, transport, trust })
     }
 }
 

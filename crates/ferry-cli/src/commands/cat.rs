@@ -74,7 +74,7 @@ fn from_store(store: &Store, args: &Args, range: Option<ByteRange>, out: &mut dy
 fn from_hub(hub: &str, args: &Args, range: Option<ByteRange>, out: &mut dyn Write) -> Result<()> {
     let spec = RevisionSpec::parse(&args.target)?;
     runtime()?.block_on(async {
-        let client = crate::net::connect(&args.net.options(hub)).await?;
+        let client = crate::net::connect(&args.net.options(hub)?).await?;
         let read = ferry_transfer::read_range(&client, &spec.repo, &spec.rev, &args.path, range.map(|r| (r.start, r.end)), out).await;
         client.close().await;
         read?;

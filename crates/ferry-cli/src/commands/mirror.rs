@@ -152,8 +152,8 @@ impl Wire {
 }
 
 pub fn run(args: Args, json: bool) -> Result<ExitCode> {
-    let mut from = args.net.options(&args.source);
-    let mut to = args.net.options(&args.destination);
+    let mut from = args.net.options(&args.source)?;
+    let mut to = args.net.options(&args.destination)?;
     from.token = args.from_token.or(from.token);
     to.token = args.to_token.or(to.token);
     let opts = MirrorOptions { patterns: patterns(args.repos), limits: Default::default() };

@@ -13,6 +13,7 @@ pub mod init;
 pub mod log;
 pub mod ls;
 pub mod mirror;
+pub mod remote;
 pub mod repos;
 pub mod serve;
 pub mod stats;

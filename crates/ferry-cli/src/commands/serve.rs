@@ -191,7 +191,10 @@ pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
     if args.gc_every.is_some() && store.backend().deferred().is_some() {
         anyhow::bail!("--gc-every: gc of a store whose chunks are in the {} backend is not supported yet", store.backend().name());
     }
-    let follow = args.mirror_of.map(|hub| Follow { options: args.net.options(&hub), hub, patterns: patterns(args.repos), interval: args.mirror_interval });
+    let follow = match args.mirror_of {
+        Some(hub) => Some(Follow { options: args.net.options(&hub)?, hub, patterns: patterns(args.repos), interval: args.mirror_interval }),
+        None => None,
+    };
     let identity = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => ferry_net::tls::Identity::from_pem(cert, key)?,
         _ => ferry_net::tls::Identity::load_or_create(store.path())?,

@@ -219,11 +219,12 @@ fn transfer(
 /// Runs `op` on a connection to `hub`, again on a new connection after a
 /// failure that may pass (up to [`ATTEMPTS`] in all, waiting 2 s, then 4 s).
 fn with_retries<T>(hub: &str, net: &NetArgs, op: impl AsyncFn(&ferry_net::Client) -> Result<T, ferry_transfer::Error>) -> Result<T> {
+    let options = net.options(hub)?;
     Ok(runtime()?.block_on(async {
         let mut attempt = 1;
         loop {
             let res = async {
-                let client = crate::net::connect(&net.options(hub)).await?;
+                let client = crate::net::connect(&options).await?;
                 let t = op(&client).await;
                 client.close().await;
                 t
