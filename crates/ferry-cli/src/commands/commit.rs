@@ -21,18 +21,33 @@ pub struct Args {
     /// Branch to move to the new revision.
     #[arg(long, default_value = "main")]
     branch: String,
-    /// Author recorded in the revision (default: FERRY_AUTHOR, else git's
-    /// user.name and user.email, else $USER).
-    #[arg(long, env = "FERRY_AUTHOR")]
-    author: Option<String>,
-    /// Store the content of symlinked files instead of refusing symlinks.
-    #[arg(long)]
-    follow_symlinks: bool,
+    #[command(flatten)]
+    source: SourceArgs,
     /// Store changed tensors as deltas against this revision's tensors of
     /// the same name (REPO@BRANCH, REPO@REVISION; default: the branch's
     /// head), e.g. the base model of a fine-tune's first upload.
     #[arg(long, value_name = "REPO@REV")]
     base: Option<String>,
+}
+
+/// Who records a directory, and how its symlinks are taken (commit and
+/// upload).
+#[derive(clap::Args)]
+pub struct SourceArgs {
+    /// Author recorded in the revision (default: FERRY_AUTHOR, else git's
+    /// user.name and user.email, else $USER).
+    #[arg(long, env = "FERRY_AUTHOR")]
+    author: Option<String>,
+    /// Record the content of symlinked files instead of refusing symlinks.
+    #[arg(long)]
+    pub follow_symlinks: bool,
+}
+
+impl SourceArgs {
+    /// The author to record.
+    pub fn author(&self) -> String {
+        self.author.clone().or_else(default_author).unwrap_or_else(|| "unknown".into())
+    }
 }
 
 #[derive(Serialize)]
@@ -67,8 +82,8 @@ impl Report for Committed {
 }
 
 pub fn run(store: &Store, args: Args, json: bool) -> Result<Committed> {
-    let Args { repo, dir, message, branch, author, follow_symlinks, base } = args;
-    let author = author.or_else(default_author).unwrap_or_else(|| "unknown".into());
+    let Args { repo, dir, message, branch, source, base } = args;
+    let (author, follow_symlinks) = (source.author(), source.follow_symlinks);
     let base = base.map(|b| store.resolve(&ferry_store::RevisionSpec::parse(&b)?).map(|(id, _)| id)).transpose()?;
     let opts = ferry_store::CommitOptions { message, author, time: super::unix_now(), follow_symlinks, base };
     let bar = progress::Ingest::new(json);
@@ -93,7 +108,7 @@ pub fn run(store: &Store, args: Args, json: bool) -> Result<Committed> {
 
 /// Who commits when neither --author nor FERRY_AUTHOR says: git's
 /// `user.name` (and `user.email`), else the login name.
-pub(crate) fn default_author() -> Option<String> {
+fn default_author() -> Option<String> {
     let git = |key: &str| {
         let out = std::process::Command::new("git").args(["config", "--get", key]).stderr(std::process::Stdio::null()).output().ok()?;
         let v = String::from_utf8(out.stdout).ok()?.trim().to_owned();

@@ -54,13 +54,8 @@ pub struct UploadArgs {
     /// Branch to move to the new revision (created if the hub has none).
     #[arg(long, default_value = "main")]
     branch: String,
-    /// Author recorded in the revision (default: FERRY_AUTHOR, else git's
-    /// user.name and user.email, else $USER).
-    #[arg(long, env = "FERRY_AUTHOR")]
-    author: Option<String>,
-    /// Upload the content of symlinked files instead of refusing symlinks.
-    #[arg(long)]
-    follow_symlinks: bool,
+    #[command(flatten)]
+    source: super::commit::SourceArgs,
     #[command(flatten)]
     net: NetArgs,
 }
@@ -162,16 +157,16 @@ pub fn pull(store: &Path, args: PullArgs, json: bool) -> Result<Transferred> {
 }
 
 pub fn upload(args: UploadArgs, json: bool) -> Result<Transferred> {
-    let UploadArgs { hub, repo, dir, message, branch, author, follow_symlinks, net } = args;
+    let UploadArgs { hub, repo, dir, message, branch, source, net } = args;
     let bar = progress::Ingest::new(json);
-    let scanned = ferry_transfer::Directory::scan(&dir, follow_symlinks, &bar);
+    let scanned = ferry_transfer::Directory::scan(&dir, source.follow_symlinks, &bar);
     bar.finish();
     let scanned = scanned?;
     let opts = ferry_transfer::UploadOptions {
         repo,
         branch,
         message: message.unwrap_or_else(|| format!("upload of {}", dir.display())),
-        author: author.or_else(super::commit::default_author).unwrap_or_else(|| "unknown".into()),
+        author: source.author(),
         time: super::unix_now(),
     };
     transfer(json, "uploaded", &hub, &net, async |client, bar| ferry_transfer::upload(client, &scanned, &opts, bar).await)
