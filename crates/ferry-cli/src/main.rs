@@ -32,6 +32,12 @@ struct Cli {
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// No progress bars and no notes on stderr: only results, warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log what the command does on stderr (-vv: in detail; FERRY_LOG=<filter> overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -131,6 +137,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    output::set_quiet(cli.quiet);
+    // `serve` sets up its own logging (info by default).
+    if cli.verbose > 0 && !matches!(cli.command, Command::Serve(_)) {
+        let level = if cli.verbose == 1 { "info" } else { "debug" };
+        let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr).init();
+    }
     // The crash tests stop a gc at a named step.
     if let Ok(point) = std::env::var("FERRY_CRASH_AT") {
         ferry_store::abort_at(point);

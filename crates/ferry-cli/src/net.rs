@@ -9,7 +9,7 @@ use anyhow::Result;
 use ferry_net::tls::Trust;
 use ferry_net::{Client, ConnectOptions, NetError, TransportChoice};
 
-use crate::output::stderr_line;
+use crate::output::note;
 
 /// How to reach a hub.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -70,7 +70,7 @@ impl NetArgs {
 pub async fn connect(opts: &ConnectOptions) -> Result<Client, NetError> {
     let client = Client::connect(opts).await?;
     if let (Some(seen), Trust::KnownHubs(file)) = (client.pinned(), &opts.trust) {
-        stderr_line(&format!("ferry: pinned {} with certificate {seen} in {}", opts.hub, file.display()));
+        note(&format!("ferry: pinned {} with certificate {seen} in {}", opts.hub, file.display()));
     }
     Ok(client)
 }

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -60,6 +61,26 @@ pub fn emit_stderr(json: bool, report: &impl Report) {
         for line in report.text() {
             stderr_line(&line);
         }
+    }
+}
+
+/// `-q`: no progress bars and no notes, only results, warnings and errors.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Sets `-q` for the whole process (once, from `main`).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Whether `-q` was given.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// A note on stderr that `-q` silences (a certificate pinned, a retry).
+pub fn note(line: &str) {
+    if !quiet() {
+        stderr_line(line);
     }
 }
 

@@ -10,7 +10,7 @@ pub fn bytes(n: u64) -> String {
 
 fn bar(json: bool, total: u64) -> ProgressBar {
     // indicatif draws nothing when stderr is not a terminal.
-    let target = if json { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+    let target = if json || crate::output::quiet() { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
     let pb = ProgressBar::with_draw_target(Some(total), target);
     pb.set_style(ProgressStyle::with_template("{bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}").expect("valid template"));
     pb

@@ -233,6 +233,7 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
         if file_id == entry.file_id && executable(&target) == entry.executable {
             drop(file);
             let _ = std::fs::remove_file(&partial);
+            tracing::info!(path = %entry.path, "already whole");
             out.files_unchanged += 1;
             out.chunks_reused += chunks.len() as u64;
             out.bytes_reused += entry.size;
@@ -287,6 +288,7 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
             progress.advance(n, raw.len() as u64, record_len);
         }
     }
+    tracing::info!(path = %entry.path, bytes = entry.size, fetched = fetch_at.len(), "file written; renaming into place");
     // Whole: give it its name.
     set_executable(&file, entry.executable).map_err(|e| io(&partial, e))?;
     drop(file);

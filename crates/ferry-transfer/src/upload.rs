@@ -93,6 +93,7 @@ impl Directory {
                 return Err(changed(&f.full));
             }
             let index = dir.files.len() as u32;
+            tracing::info!(path = %f.rel, bytes = scanned.size, chunks = scanned.chunks.len(), "scanned");
             for c in scanned.chunks {
                 dir.chunks.entry(c.id).or_insert(Place { file: index, offset: c.offset, len: c.len, width: c.width });
             }

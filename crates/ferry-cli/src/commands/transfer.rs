@@ -228,7 +228,7 @@ fn with_retries<T>(hub: &str, net: &NetArgs, op: impl AsyncFn(&ferry_net::Client
             match res {
                 Err(e) if attempt < ATTEMPTS && crate::exit::is_transient(&e) => {
                     let wait = std::time::Duration::from_secs(1 << attempt);
-                    crate::output::stderr_line(&format!("ferry: {e}; retrying in {}s (attempt {} of {ATTEMPTS})", wait.as_secs(), attempt + 1));
+                    crate::output::note(&format!("ferry: {e}; retrying in {}s (attempt {} of {ATTEMPTS})", wait.as_secs(), attempt + 1));
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
