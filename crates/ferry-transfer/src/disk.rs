@@ -1,8 +1,74 @@
-//! Positioned reads and writes of files, on every platform the client
-//! builds for.
+//! Chunks on disk: where a scan found each chunk in which file, read back
+//! and checked against its id (an upload's source, a download's seeds),
+//! and positioned reads and writes on every platform the client builds for.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::path::{Path, PathBuf};
+
+use ferry_core::Id;
+use ferry_store::scan::ScannedChunk;
+
+/// Where a scanned chunk's bytes are.
+#[derive(Clone, Copy)]
+struct Place {
+    file: u32,
+    offset: u64,
+    len: u32,
+    width: u8,
+}
+
+/// Files that were scanned, and where each chunk they hold is (the first
+/// place found).
+#[derive(Default)]
+pub(crate) struct OnDisk {
+    files: Vec<(PathBuf, File)>,
+    chunks: HashMap<Id, Place>,
+}
+
+/// Why a chunk could not be read back from its file.
+pub(crate) enum Unreadable<'a> {
+    /// Reading the file failed.
+    Io(&'a Path, io::Error),
+    /// Its bytes there no longer hash to its id: the file changed.
+    Changed(&'a Path),
+}
+
+impl OnDisk {
+    /// Remembers the chunks a scan of `file` (at `path`) found.
+    pub fn add(&mut self, path: PathBuf, file: File, chunks: &[ScannedChunk]) {
+        let index = self.files.len() as u32;
+        for c in chunks {
+            self.chunks.entry(c.id).or_insert(Place { file: index, offset: c.offset, len: c.len, width: c.width });
+        }
+        self.files.push((path, file));
+    }
+
+    /// The element width the scan gave a chunk (None: no file holds it).
+    pub fn width(&self, id: &Id) -> Option<u8> {
+        self.chunks.get(id).map(|p| p.width)
+    }
+
+    /// A chunk's bytes read back from its file and checked against its id
+    /// (None: no file holds it).
+    pub fn read(&self, id: &Id) -> Option<Result<Vec<u8>, Unreadable<'_>>> {
+        let place = self.chunks.get(id)?;
+        let (path, file) = &self.files[place.file as usize];
+        let mut raw = vec![0; place.len as usize];
+        Some(match read_at(file, &mut raw, place.offset) {
+            Err(e) => Err(Unreadable::Io(path, e)),
+            Ok(()) if Id::of_chunk(&raw) != *id => Err(Unreadable::Changed(path)),
+            Ok(()) => Ok(raw),
+        })
+    }
+
+    /// The chunks known, for tests.
+    #[cfg(test)]
+    pub fn ids(&self) -> Vec<Id> {
+        self.chunks.keys().copied().collect()
+    }
+}
 
 /// Fills `buf` from `file` at `offset`.
 #[cfg(unix)]

@@ -2,7 +2,7 @@
 //! no store on the client.
 //!
 //! Each file is built in a temporary file beside its final name and
-//! renamed into place only when whole and synced. Chunks whose bytes are
+//! renamed into place only when whole. Chunks whose bytes are
 //! already on disk are copied, not fetched: the file of the same path in
 //! the directory (the previous revision, typically) and in each seed
 //! directory is cut as a commit would cut it, and every chunk read from
@@ -30,7 +30,7 @@ use ferry_store::IngestProgress;
 use futures_util::stream::{self, StreamExt};
 use rayon::prelude::*;
 
-use crate::disk::{read_at, write_at};
+use crate::disk::{read_at, write_at, OnDisk};
 use crate::ends::Source;
 use crate::ops::{chunks_in_range, globs, resolve, revision};
 use crate::{Error, Result};
@@ -85,12 +85,9 @@ pub struct Downloaded {
     pub wire_bytes_received: u64,
 }
 
-/// Files on disk that may hold chunks of the file being written, by chunk.
+/// Files on disk that may hold chunks of the file being written.
 #[derive(Default)]
-struct Seeds {
-    files: Vec<(PathBuf, File)>,
-    chunks: HashMap<Id, (u32, u64, u32)>,
-}
+struct Seeds(OnDisk);
 
 impl Seeds {
     /// Cuts `path` and remembers where its chunks are, handing each chunk
@@ -99,21 +96,14 @@ impl Seeds {
         let io = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
         let file = File::open(path).map_err(io)?;
         let scanned = scan_each(&file, false, &(), each).map_err(io)?;
-        let index = self.files.len() as u32;
-        for c in scanned.chunks {
-            self.chunks.entry(c.id).or_insert((index, c.offset, c.len));
-        }
-        self.files.push((path.to_owned(), file));
+        self.0.add(path.to_owned(), file, &scanned.chunks);
         Ok(scanned.file_id)
     }
 
     /// A chunk's bytes from disk, if some file holds them still (checked
     /// against the id: a file that changed or rotted is not used).
     fn read(&self, id: &Id) -> Option<Vec<u8>> {
-        let &(file, offset, len) = self.chunks.get(id)?;
-        let mut raw = vec![0; len as usize];
-        read_at(&self.files[file as usize].1, &mut raw, offset).ok()?;
-        (Id::of_chunk(&raw) == *id).then_some(raw)
+        self.0.read(id)?.ok()
     }
 }
 
@@ -398,7 +388,7 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let mut seeds = Seeds::default();
         seeds.add(&path, &mut |_, _| Ok(())).unwrap();
-        let ids: Vec<Id> = seeds.chunks.keys().copied().collect();
+        let ids = seeds.0.ids();
         assert!(ids.len() > 3);
         assert!(ids.iter().all(|id| seeds.read(id).is_some_and(|raw| Id::of_chunk(&raw) == *id)));
         // Rot in one place after the scan: that chunk is fetched instead.

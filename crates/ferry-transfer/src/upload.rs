@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::PathBuf;
 
 use ferry_core::revision::{Entry, Revision};
 use ferry_core::Id;
@@ -19,7 +18,7 @@ use ferry_store::scan::{encode_chunk, scan};
 use ferry_store::IngestProgress;
 use rayon::prelude::*;
 
-use crate::disk::read_at;
+use crate::disk::{OnDisk, Unreadable};
 use crate::driver::{run, BranchPlan, Direction, TransferProgress};
 use crate::ends::Source;
 use crate::ops::{revision, summary, Transfer};
@@ -39,23 +38,13 @@ pub struct UploadOptions {
     pub time: i64,
 }
 
-/// Where a scanned chunk's bytes are on disk.
-#[derive(Clone, Copy)]
-struct Place {
-    file: u32,
-    offset: u64,
-    len: u32,
-    width: u8,
-}
-
 /// A scanned directory: its files' entries, their trees, and where each
 /// chunk's bytes are. Scanned once; each attempt at sending it makes the
 /// revision afresh on the branch's head of the moment.
 pub struct Directory {
     entries: Vec<Entry>,
     nodes: HashMap<Id, Vec<u8>>,
-    chunks: HashMap<Id, Place>,
-    files: Vec<(PathBuf, File)>,
+    on_disk: OnDisk,
 }
 
 /// A directory as the source of a transfer: one revision over it, on
@@ -83,7 +72,7 @@ impl Directory {
     pub fn scan(path: &std::path::Path, follow_symlinks: bool, progress: &dyn IngestProgress) -> Result<Directory> {
         let found = ferry_store::list_files(path, follow_symlinks)?;
         progress.start(found.iter().map(|f| f.size).sum());
-        let mut dir = Directory { entries: Vec::with_capacity(found.len()), nodes: HashMap::new(), chunks: HashMap::new(), files: Vec::new() };
+        let mut dir = Directory { entries: Vec::with_capacity(found.len()), nodes: HashMap::new(), on_disk: OnDisk::default() };
         for f in found {
             let io = |e: std::io::Error| Error::Io(format!("{}: {e}", f.full.display()));
             let file = File::open(&f.full).map_err(io)?;
@@ -92,14 +81,10 @@ impl Directory {
             if stamp(&file).map_err(io)? != before || scanned.size != before.0 {
                 return Err(changed(&f.full));
             }
-            let index = dir.files.len() as u32;
             tracing::info!(path = %f.rel, bytes = scanned.size, chunks = scanned.chunks.len(), "scanned");
-            for c in scanned.chunks {
-                dir.chunks.entry(c.id).or_insert(Place { file: index, offset: c.offset, len: c.len, width: c.width });
-            }
+            dir.on_disk.add(f.full, file, &scanned.chunks);
             dir.nodes.extend(scanned.nodes);
             dir.entries.push(Entry { path: f.rel, file_id: scanned.file_id, size: scanned.size, executable: f.executable });
-            dir.files.push((f.full, file));
         }
         Ok(dir)
     }
@@ -116,14 +101,12 @@ impl Directory {
 
     /// A chunk's bytes read back from its file, checked against its id.
     fn chunk(&self, id: &Id) -> Result<Vec<u8>> {
-        let place = self.chunks.get(id).ok_or_else(|| Error::Protocol(format!("the hub asked for chunk {id}, which is not in the upload")))?;
-        let (path, file) = &self.files[place.file as usize];
-        let mut raw = vec![0; place.len as usize];
-        read_at(file, &mut raw, place.offset).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-        if Id::of_chunk(&raw) != *id {
-            return Err(changed(path));
+        match self.on_disk.read(id) {
+            None => Err(Error::Protocol(format!("the hub asked for chunk {id}, which is not in the upload"))),
+            Some(Ok(raw)) => Ok(raw),
+            Some(Err(Unreadable::Io(path, e))) => Err(Error::Io(format!("{}: {e}", path.display()))),
+            Some(Err(Unreadable::Changed(path))) => Err(changed(path)),
         }
-        Ok(raw)
     }
 }
 
@@ -145,7 +128,7 @@ impl Source for DirectorySource<'_> {
             ids.par_iter()
                 .map(|id| {
                     let raw = self.dir.chunk(id)?;
-                    Ok((*id, encode_chunk(&raw, self.dir.chunks[id].width)))
+                    Ok((*id, encode_chunk(&raw, self.dir.on_disk.width(id).expect("read above"))))
                 })
                 .collect()
         })
@@ -195,7 +178,7 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let dir = Directory::scan(tmp.path(), false, &()).unwrap();
         assert_eq!((dir.files(), dir.bytes()), (1, data.len() as u64));
-        let ids: Vec<Id> = dir.chunks.keys().copied().collect();
+        let ids = dir.on_disk.ids();
         for id in &ids {
             assert_eq!(Id::of_chunk(&dir.chunk(id).unwrap()), *id);
         }
