@@ -140,9 +140,7 @@ fn main() -> ExitCode {
     output::set_quiet(cli.quiet);
     // `serve` sets up its own logging (info by default).
     if cli.verbose > 0 && !matches!(cli.command, Command::Serve(_)) {
-        let level = if cli.verbose == 1 { "info" } else { "debug" };
-        let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr).init();
+        output::start_logging(output::LogFormat::Text, if cli.verbose == 1 { "info" } else { "debug" });
     }
     // The crash tests stop a gc at a named step.
     if let Ok(point) = std::env::var("FERRY_CRASH_AT") {

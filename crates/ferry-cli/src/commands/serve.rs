@@ -89,24 +89,8 @@ pub struct Args {
     /// How the hub logs on stderr (requests of the HTTP door, failures):
     /// text, or json (one object per line). What is logged: FERRY_LOG, in
     /// tracing's filter syntax (default "info").
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log: LogFormat,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Logs to stderr, filtered by FERRY_LOG.
-fn start_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-    };
+    #[arg(long, value_enum, default_value_t = crate::output::LogFormat::Text)]
+    log: crate::output::LogFormat,
 }
 
 /// The first line: where the hub listens and which certificate it shows.
@@ -180,7 +164,7 @@ struct Follow {
 }
 
 pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
-    start_logging(args.log);
+    crate::output::start_logging(args.log, "info");
     if args.backend.backend.is_some() && args.replica_of.is_none() {
         anyhow::bail!("--backend: serve takes it only with --replica-of (a hub's own store names its bucket at init)");
     }

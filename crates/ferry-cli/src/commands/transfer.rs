@@ -174,10 +174,7 @@ pub fn upload(args: UploadArgs, json: bool) -> Result<Transferred> {
 
 pub fn download(args: DownloadArgs, json: bool) -> Result<Downloaded> {
     let DownloadArgs { hub, repo, dir, seed, include, exclude, net } = args;
-    let (repo, rev) = match repo.split_once('@') {
-        Some((repo, rev)) => (repo.to_owned(), rev.to_owned()),
-        None => (repo, "main".to_owned()),
-    };
+    let ferry_store::RevisionSpec { repo, rev } = ferry_store::RevisionSpec::parse(&repo)?;
     let opts = ferry_transfer::DownloadOptions { repo, rev, dest: dir, seeds: seed, include, exclude };
     let started = std::time::Instant::now();
     let download = with_retries(&hub, &net, async |client| {
