@@ -93,6 +93,35 @@ fn deleting_a_branch_and_gc_reclaims_its_chunks() {
 }
 
 #[test]
+fn a_tag_keeps_an_old_revision_from_gc_and_deleting_the_repository_reclaims_everything() {
+    let (tmp, store) = init();
+    let src = tmp.path().join("src");
+    let v1 = noise(3 << 20, 5);
+    write(&src, "w", &v1);
+    ok(ferry(&store).args(["commit", "org/m"]).arg(&src).args(["-m", "v1"]));
+    ok(ferry(&store).args(["tag", "create", "org/m", "v1"]));
+    write(&src, "w", &noise(3 << 20, 6));
+    ok(ferry(&store).args(["commit", "org/m"]).arg(&src).args(["-m", "v2"]));
+    let branches = json(&ok(ferry(&store).args(["--json", "branch", "list", "org/m"])));
+    assert_eq!(branches.as_array().unwrap().len(), 1, "a tag is listed as a branch: {branches}");
+    assert_eq!(json(&ok(ferry(&store).args(["--json", "tag", "list", "org/m"])))[0]["tag"], "v1");
+    // The tag is the only thing that keeps v1; the branch moved on.
+    ok(ferry(&store).args(["branch", "create", "org/m", "tmp", "main"]));
+    ok(ferry(&store).args(["branch", "delete", "org/m", "tmp"]));
+    ok(ferry(&store).arg("gc"));
+    assert_eq!(run(ferry(&store).args(["cat", "org/m@v1", "w"])).stdout, v1);
+    assert_eq!(fails(ferry(&store).args(["tag", "create", "org/m", "v1"])).status.code(), Some(3));
+
+    let deleted = json(&ok(ferry(&store).args(["--json", "repo", "delete", "org/m"])));
+    assert_eq!(deleted["deleted"].as_array().unwrap().len(), 2, "{deleted}");
+    assert_eq!(json(&ok(ferry(&store).args(["--json", "repos"]))).as_array().unwrap().len(), 0);
+    let gc = json(&ok(ferry(&store).args(["--json", "gc"])));
+    assert!(gc["bytes_removed"].as_u64().unwrap() >= 6 << 20, "{gc}");
+    assert_eq!(fails(ferry(&store).args(["ls", "org/m"])).status.code(), Some(4));
+    assert_eq!(json(&ok(ferry(&store).args(["--json", "fsck"])))["ok"], true);
+}
+
+#[test]
 fn special_files_and_symlinks_are_refused_by_name() {
     let (tmp, store) = init();
     let src = tmp.path().join("src");

@@ -170,9 +170,12 @@ fn local_commands_print_what_the_document_says() {
     agrees("branch create", &json(&ok(ferry(&store).args(["--json", "branch", "create", "org/m", "old", revision]))));
     agrees("branch list", &json(&ok(ferry(&store).args(["--json", "branch", "list", "org/m"]))));
     agrees("branch delete", &json(&ok(ferry(&store).args(["--json", "branch", "delete", "org/m", "old"]))));
+    agrees("tag create and tag delete", &json(&ok(ferry(&store).args(["--json", "tag", "create", "org/m", "v1"]))));
+    agrees("tag list", &json(&ok(ferry(&store).args(["--json", "tag", "list", "org/m"]))));
+    agrees("tag create and tag delete", &json(&ok(ferry(&store).args(["--json", "tag", "delete", "org/m", "v1"]))));
     agrees("gc", &json(&ok(ferry(&store).args(["--json", "gc"]))));
 
-    let created = json(&ok(ferry(&store).args(["--json", "token", "create", "--repo", "org/*", "--scope", "read"])));
+    let created = json(&ok(ferry(&store).args(["--json", "token", "create", "--repo", "org/*", "--scope", "read", "--name", "ci", "--expires", "30d"])));
     agrees("token create", &created);
     let tokens = json(&ok(ferry(&store).args(["--json", "token", "list"])));
     agrees("token list", &tokens);
@@ -218,6 +221,11 @@ fn hub_commands_print_what_the_document_says() {
     agrees("login and logout", &json(&ok(configured().args(["--json", "login", "eu"]))));
     agrees("remote", &json(&ok(configured().args(["--json", "remote", "list"]))));
     agrees("login and logout", &json(&ok(configured().args(["--json", "logout", "eu"]))));
+    let admin = eu.token("org/*", "admin");
+    agrees("repo delete", &json(&ok(client(&copy, Some(&admin)).args(["--json", "repo", "delete", "org/up", "--hub", &eu.addr]))));
+    let audit = json(&ok(ferry(&eu_store).args(["--json", "audit"])));
+    assert_eq!(audit.as_array().unwrap().len(), 3, "{audit}");
+    agrees("audit", &audit);
 
     let started = Instant::now();
     let gc = loop {

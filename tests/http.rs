@@ -353,7 +353,7 @@ fn git_lfs_pushes_and_pulls_objects_through_the_door() {
 #[test]
 fn the_rest_api_serves_a_hub_server_that_keeps_its_bytes_in_ferry() {
     let dir = tempfile::tempdir().unwrap();
-    let (_hub, http, token) = empty_hub(dir.path());
+    let (hub, http, token) = empty_hub(dir.path());
     let auth = format!("Authorization: Bearer {token}");
     let api = |path: &str| format!("http://{http}/v1{path}");
     let body = |a: &Answer| json(&String::from_utf8_lossy(&a.body));
@@ -409,11 +409,15 @@ fn the_rest_api_serves_a_hub_server_that_keeps_its_bytes_in_ferry() {
     assert_eq!(commit(Some(&first_id), serde_json::json!({}), serde_json::json!(["w.bin"])).status, 409);
     let unknown = "0".repeat(64);
     assert_eq!(commit(rev["id"].as_str(), serde_json::json!({ "x": unknown }), serde_json::json!([])).status, 422);
+    // Deleting the repository takes an admin token.
+    assert_eq!(curl(&["-X", "DELETE", "-H", &auth, &api("/repos/org/app")]).status, 403);
     // Deleting the branch from its head.
     let del = curl(&["-X", "DELETE", "-H", &auth, &api(&format!("/repos/org/app/branches/main?expected={}", rev["id"].as_str().unwrap()))]);
     assert_eq!(del.status, 204, "{}", String::from_utf8_lossy(&del.body));
     let gone = curl(&["-H", &auth, &api("/repos/org/app/revisions/main")]);
     assert_eq!(gone.status, 404);
+    let admin = format!("Authorization: Bearer {}", hub.token("org/*", "admin"));
+    assert_eq!(curl(&["-X", "DELETE", "-H", &admin, &api("/repos/org/app")]).status, 404, "the repository outlived its last branch");
     // Errors are JSON with a stable code.
     assert_eq!(body(&curl(&["-H", "Authorization: Bearer wrong", &api("/repos")]))["code"], "unauthorized");
 }

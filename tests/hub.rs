@@ -408,3 +408,67 @@ fn a_fine_tune_travels_as_deltas_to_the_hub_and_to_a_reader_that_holds_its_base(
     let stats = json(&ok(ferry(&hub.store).args(["--json", "stats"])));
     assert!(stats["stored_bytes"].as_u64().unwrap() * 100 < size * (69 + 60), "{stats}");
 }
+
+#[test]
+fn tags_and_repository_deletion_need_the_right_scope_and_every_move_is_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let named = |name: &str, scope: &str, extra: &[&str]| {
+        ok(ferry(&hub.store).args(["token", "create", "--repo", "org/*", "--scope", scope, "--name", name]).args(extra)).trim().to_owned()
+    };
+    let writer = named("ci", "write", &["--expires", "1h"]);
+    let admin = named("ops", "admin", &[]);
+    let reader = named("reader", "read", &[]);
+    let brief = named("brief", "read", &["--expires", "1s"]);
+    let src = tmp.path().join("src");
+    write(&src, "f", b"weights v1");
+    let a = local_with(tmp.path(), "a", &src);
+    ok(client(&a, Some(&writer)).args(["push", &hub.addr, "org/m"]));
+
+    // A writer tags; the tag reads as a revision; it never moves.
+    let tag = |tok: &str, args: &[&str]| client(&a, Some(tok)).arg("tag").args(args).args(["--hub", &hub.addr]).output().unwrap();
+    assert!(tag(&writer, &["create", "org/m", "v1"]).status.success());
+    let listed = json(&ok(client(&a, Some(&reader)).args(["--json", "tag", "list", "org/m", "--hub", &hub.addr])));
+    assert_eq!(listed[0]["tag"], "v1");
+    assert_eq!(ok(client(&a, Some(&reader)).args(["cat", "org/m@v1", "f", "--hub", &hub.addr])), "weights v1");
+    assert_eq!(tag(&writer, &["create", "org/m", "v1"]).status.code(), Some(3), "a tag was created twice");
+    // Deleting a tag or a repository takes an admin token.
+    let refused = tag(&writer, &["delete", "org/m", "v1"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("admin"), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert_eq!(refused.status.code(), Some(4));
+    let refused = fails(client(&a, Some(&writer)).args(["repo", "delete", "org/m", "--hub", &hub.addr]));
+    assert!(stderr(&refused).contains("admin"), "{}", stderr(&refused));
+    let unseen = stderr(&fails(client(&a, Some(&reader)).args(["repo", "delete", "org/m", "--hub", &hub.addr])));
+    assert!(unseen.contains("may read") || unseen.contains("not write"), "{unseen}");
+    assert!(tag(&admin, &["delete", "org/m", "v1"]).status.success());
+    let gone = json(&ok(client(&a, Some(&admin)).args(["--json", "repo", "delete", "org/m", "--hub", &hub.addr])));
+    assert_eq!(gone["deleted"][0]["branch"], "main");
+    let b = tmp.path().join("b");
+    ok(ferry(&b).arg("init"));
+    assert_eq!(fails(client(&b, Some(&admin)).args(["pull", &hub.addr, "org/m"])).status.code(), Some(4));
+
+    // Tokens are listed with names and last use, never with hashes; an
+    // expired one is refused.
+    let tokens = ok(ferry(&hub.store).args(["--json", "token", "list"]));
+    assert!(!tokens.contains("hash"), "{tokens}");
+    let tokens = json(&tokens);
+    let ci = tokens.as_array().unwrap().iter().find(|t| t["name"] == "ci").unwrap();
+    assert!(ci["last_used"].as_i64().is_some() && ci["expires"].as_i64().is_some(), "{ci}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let expired = stderr(&fails(client(&b, Some(&brief)).args(["pull", &hub.addr, "org/x"])));
+    assert!(expired.contains("token is not valid"), "{expired}");
+
+    // The audit log names every move: who, from where, what.
+    let audit = json(&ok(ferry(&hub.store).args(["--json", "audit", "--repo", "org/*"])));
+    let rows: Vec<(String, String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["address"], "127.0.0.1", "{e}");
+            (e["action"].as_str().unwrap().into(), e["branch"].as_str().unwrap().into(), e["token_name"].as_str().unwrap_or("?").into())
+        })
+        .collect();
+    let want = [("move", "main", "ci"), ("move", "tags/v1", "ci"), ("delete", "tags/v1", "ops"), ("delete-repo", "main", "ops")];
+    assert_eq!(rows, want.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned())));
+}

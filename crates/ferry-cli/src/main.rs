@@ -122,6 +122,16 @@ enum Command {
         #[command(subcommand)]
         action: branch::BranchAction,
     },
+    /// Manage tags: names that pin a revision (locally or on a hub).
+    Tag(tag::Args),
+    /// Delete a repository (locally or on a hub).
+    Repo {
+        #[command(subcommand)]
+        action: repos::RepoAction,
+    },
+    /// Show the hub's audit log: who moved or deleted which branch, tag or
+    /// repository, from where and when.
+    Audit(audit::Args),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -194,6 +204,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gc => finish(json, gc::run(&open()?)?),
         Command::Repos => finish(json, repos::run(&open()?)?),
         Command::Branch { action } => finish(json, branch::run(&open()?, action)?),
+        Command::Tag(args) => finish(json, tag::run(&path, args)?),
+        Command::Repo { action } => finish(json, repos::repo(&path, action)?),
+        Command::Audit(args) => finish(json, audit::run(&path, args)?),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "ferry", &mut script);

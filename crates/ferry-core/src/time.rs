@@ -1,5 +1,10 @@
-//! Timestamps as people and the Hub's clients read them (pure: the clock
-//! is the caller's).
+//! Timestamps as people and the Hub's clients read them, and the one
+//! place ferry reads the wall clock.
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
 
 /// `secs` (Unix seconds) as `YYYY-MM-DDTHH:MM:SS.000Z`, the form the
 /// Hugging Face Hub's API uses.

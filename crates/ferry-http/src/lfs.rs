@@ -13,7 +13,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -169,7 +169,7 @@ impl Door {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    ferry_core::time::unix_now() as u64
 }
 
 /// `PUT .../info/lfs/objects/{oid}?...`: an object's bytes, stored as they

@@ -106,6 +106,7 @@ pub fn router(service: Arc<HubService>, tls: bool) -> Router {
         .route(&format!("{v1}/files/{{rev}}/{{*path}}"), get(hf::resolve_file).head(hf::resolve_file))
         .route(&format!("{v1}/files"), post(rest::upload))
         .route(&format!("{v1}/commits"), post(rest::commit))
+        .route(v1, axum::routing::delete(rest::delete_repo))
         .route(&format!("{v1}/branches/{{branch}}"), axum::routing::delete(rest::delete_branch));
     r = r.route("/api/repos/create", post(upload::create_repo)).route("/api/validate-yaml", post(upload::validate_yaml));
     for prefix in ["", "/datasets"] {
@@ -216,7 +217,7 @@ impl Caller {
         } else {
             door.service.authenticate(&self.token, self.peer).await.map_err(error::service_error(Missing::Repo))?
         };
-        Ok(door.service.session(grant))
+        Ok(door.service.session(grant).from_address(self.peer))
     }
 }
 

@@ -237,6 +237,18 @@ pub(crate) async fn commit(
     Ok(Json(v).into_response())
 }
 
+/// `DELETE /v1/repos/{owner}/{name}`: the repository with every branch and
+/// tag (an admin token).
+pub(crate) async fn delete_repo(State(door): State<Arc<Door>>, caller: Caller, Path(p): Path<Vec<(String, String)>>) -> Result<Response, HttpError> {
+    let repo = repo_of(&p)?;
+    let session = caller.session(&door).await?;
+    blocking(move || {
+        session.delete_repo(&repo).map_err(service_error(Missing::Repo))?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
 #[derive(Deserialize)]
 pub(crate) struct DeleteParams {
     expected: String,

@@ -255,7 +255,7 @@ async fn quic_connection(hub: Arc<Door>, incoming: quinn::Incoming, place: Hands
             return Ok(());
         }
     };
-    let session = Arc::new(open_session(&hub, grant, key));
+    let session = Arc::new(open_session(&hub, grant, key, peer));
     let frames = Budget::connection();
     let activity = Arc::new(Activity::new());
     let revoked = {
@@ -385,7 +385,7 @@ async fn tcp_session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let outcome = handshake(hub, peer, started, &mut r, w, || true).await;
     drop(place);
     let Ok((grant, _slot, key)) = outcome else { return Ok(()) };
-    let session = Arc::new(open_session(hub, grant, key));
+    let session = Arc::new(open_session(hub, grant, key, peer));
     let frames = Budget::connection();
     let revoked = session_revoked(&session);
     tokio::pin!(revoked);
@@ -531,11 +531,12 @@ fn session_key(client: &str) -> Option<String> {
     ((16..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_hexdigit())).then(|| key.to_owned())
 }
 
-fn open_session(hub: &Door, grant: Grant, key: Option<String>) -> Session {
+fn open_session(hub: &Door, grant: Grant, key: Option<String>, peer: IpAddr) -> Session {
     match key {
         Some(k) => hub.service.shared_session(grant, &k),
         None => hub.service.session(grant),
     }
+    .from_address(peer)
 }
 
 /// Answers one request: zero or more data frames, then `Done` or `Error`.
@@ -634,6 +635,14 @@ fn answer(session: &Session, req: Message) -> Result<Option<Message>, ServiceErr
         }
         Message::UpdateBranch { repo, branch, expected, new, revisions } => {
             session.update_branch(&repo, &branch, expected, new, &revisions)?;
+            return Ok(None);
+        }
+        Message::DeleteBranch { repo, branch, expected } => {
+            session.delete_branch(&repo, &branch, expected)?;
+            return Ok(None);
+        }
+        Message::DeleteRepo { repo } => {
+            session.delete_repo(&repo)?;
             return Ok(None);
         }
         Message::Hello { .. } => return Err(ServiceError::new(ErrorCode::BadRequest, "Hello was already exchanged on this connection")),

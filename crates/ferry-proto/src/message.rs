@@ -322,6 +322,23 @@ pub enum Message {
         /// Encoded revisions, parents first.
         revisions: Vec<Vec<u8>>,
     },
+    /// Client: delete `branch` if it is at `expected` (→ `Done`, or `Error`
+    /// with [`ErrorCode::Conflict`] if it is elsewhere). A tag (`tags/...`)
+    /// needs an admin token.
+    DeleteBranch {
+        /// The repository.
+        repo: String,
+        /// The branch or tag to delete.
+        branch: String,
+        /// Where it must be now.
+        expected: Id,
+    },
+    /// Client: delete a repository with every branch and tag (→ `Done`);
+    /// needs an admin token.
+    DeleteRepo {
+        /// The repository.
+        repo: String,
+    },
 }
 
 /// A repository and its branch heads, as listed by `Repos`.
@@ -389,6 +406,10 @@ pub mod tag {
     pub const UPDATE_BRANCH: u8 = 0x40;
     /// [`Message::PutRevisions`](super::Message::PutRevisions).
     pub const PUT_REVISIONS: u8 = 0x41;
+    /// [`Message::DeleteBranch`](super::Message::DeleteBranch).
+    pub const DELETE_BRANCH: u8 = 0x42;
+    /// [`Message::DeleteRepo`](super::Message::DeleteRepo).
+    pub const DELETE_REPO: u8 = 0x43;
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -502,6 +523,8 @@ impl Message {
             Message::ListRepos { .. } => LIST_REPOS,
             Message::Repos { .. } => REPOS,
             Message::PutRevisions { .. } => PUT_REVISIONS,
+            Message::DeleteBranch { .. } => DELETE_BRANCH,
+            Message::DeleteRepo { .. } => DELETE_REPO,
         }
     }
 
@@ -613,6 +636,12 @@ impl Message {
                 put_str(&mut o, repo);
                 put_blobs(&mut o, revisions);
             }
+            Message::DeleteBranch { repo, branch, expected } => {
+                put_str(&mut o, repo);
+                put_str(&mut o, branch);
+                o.extend_from_slice(expected.as_bytes());
+            }
+            Message::DeleteRepo { repo } => put_str(&mut o, repo),
         }
         o
     }
@@ -714,6 +743,8 @@ impl Message {
                 Message::Repos { more, changes_only, hub, seq, repos }
             }
             PUT_REVISIONS => Message::PutRevisions { repo: name(&mut r)?, revisions: get_blobs(&mut r, "revision", MAX_REVISIONS, MAX_FRAME_LEN)? },
+            DELETE_BRANCH => Message::DeleteBranch { repo: name(&mut r)?, branch: name(&mut r)?, expected: r.id()? },
+            DELETE_REPO => Message::DeleteRepo { repo: name(&mut r)? },
             other => return Err(invalid("frame", format!("unknown frame type {other:#04x}"))),
         };
         r.finish()?;
@@ -761,6 +792,8 @@ mod tests {
                 repos: vec![RepoRefs { name: "org/m".into(), public: false, branches: vec![("main".into(), a)] }],
             },
             Message::PutRevisions { repo: "org/m".into(), revisions: vec![b"FRV1".to_vec()] },
+            Message::DeleteBranch { repo: "org/m".into(), branch: "tags/v1".into(), expected: a },
+            Message::DeleteRepo { repo: "org/m".into() },
         ]
     }
 

@@ -66,6 +66,11 @@ fn samples() -> Vec<(&'static str, Message)> {
             },
         ),
         ("PutRevisions org/m: one blob 'FRV1'", Message::PutRevisions { repo: "org/m".into(), revisions: vec![b"FRV1".to_vec()] }),
+        (
+            "DeleteBranch org/m tags/v1 if at BLAKE3('a')",
+            Message::DeleteBranch { repo: "org/m".into(), branch: "tags/v1".into(), expected: a },
+        ),
+        ("DeleteRepo org/m", Message::DeleteRepo { repo: "org/m".into() }),
     ]
 }
 
@@ -79,7 +84,7 @@ fn golden_frames_decode_and_reencode() {
     let stored: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(stored.len(), samples().len());
     let tags: std::collections::HashSet<u8> = samples().iter().map(|(_, m)| m.tag()).collect();
-    assert_eq!(tags.len(), 25, "every message type has a golden frame");
+    assert_eq!(tags.len(), 27, "every message type has a golden frame");
     for (v, (meaning, m)) in stored.iter().zip(samples()) {
         assert_eq!(v["meaning"], meaning);
         let bytes = hex::decode(v["hex"].as_str().unwrap()).unwrap();

@@ -133,7 +133,7 @@ impl Session {
             crate::Grant::Anonymous => "anonymous".to_owned(),
             crate::Grant::Trusted => "hub".to_owned(),
         };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let now = ferry_core::time::unix_now();
         let revision = Revision::new(expected.into_iter().collect(), author, now, message.to_owned(), entries)
             .map_err(|e| ServiceError::new(ErrorCode::BadRequest, e.to_string()))?;
         let bytes = revision.encode();
@@ -143,11 +143,29 @@ impl Session {
         Ok((id, revision))
     }
 
-    /// Deletes `branch` of `repo` if it is still at `expected`.
+    /// Deletes `branch` of `repo` if it is still at `expected` (a tag
+    /// only with an admin token).
     pub fn delete_branch(&self, repo: &str, branch: &str, expected: Id) -> Result<()> {
         self.check_write(repo)?;
+        if ferry_store::is_tag(branch) {
+            self.check_admin(repo, "deleting a tag")?;
+        }
         self.store().update_branch(repo, branch, Some(expected), None)?;
-        Ok(())
+        self.audit("delete", repo, branch, Some(expected), None)
+    }
+
+    /// Deletes `repo` with its branches and tags (admin only); returns the
+    /// branches deleted with their heads.
+    pub fn delete_repo(&self, repo: &str) -> Result<Vec<(String, Id)>> {
+        self.check_admin(repo, "deleting the repository")?;
+        let deleted = match self.store().delete_repo(repo) {
+            Err(ferry_store::StoreError::UnknownRepo(_)) => return Err(ServiceError::repo_not_found(repo)),
+            other => other?,
+        };
+        for (branch, head) in &deleted {
+            self.audit("delete-repo", repo, branch, Some(*head), None)?;
+        }
+        Ok(deleted)
     }
 
     fn file_size(&self, file: &Id) -> Result<u64> {

@@ -26,11 +26,13 @@
 
 pub mod access;
 mod admitted;
+mod audit;
 mod error;
 mod files;
 mod service;
 
-pub use access::{Access, AccessFile, Authorizer, Grant, Scope, TokenRecord};
+pub use access::{Access, AccessFile, Authorizer, Grant, Scope, TokenRecord, TokenSpec, TokenUse};
+pub use audit::{audit_path, read_audit_log, AuditEntry};
 pub use error::ServiceError;
 pub use files::StoredFile;
 pub use service::{address_block, Counters, HubService, RepoPage, ReposQuery, Session};

@@ -14,6 +14,7 @@ use ferry_proto::{ErrorCode, RepoRefs};
 use ferry_store::{GcReport, PinHandle, Store};
 
 use crate::access::{repo_glob, Authorizer, Grant};
+use crate::audit::{AuditEntry, AuditLog};
 use crate::admitted::Admitted;
 use crate::ServiceError;
 
@@ -45,6 +46,8 @@ pub struct HubService {
     /// The tensors of recently written repositories' `main` heads, which
     /// uploaded files are stored as deltas against (by repository).
     bases: Mutex<HashMap<String, (Id, ferry_store::DeltaBases)>>,
+    /// Where branch moves through a door are recorded.
+    audit: AuditLog,
 }
 
 /// The answer for a chunk the hub does not hold or the caller may not read.
@@ -105,6 +108,7 @@ impl HubService {
     /// A service over `store`, deciding access with `authorizer`.
     pub fn new(store: Arc<Store>, authorizer: Arc<dyn Authorizer>) -> HubService {
         HubService {
+            audit: AuditLog::new(store.path()),
             store,
             authorizer,
             failures: Mutex::new(HashMap::new()),
@@ -175,7 +179,7 @@ impl HubService {
     /// A session for a caller that authenticated as `grant`. What the
     /// session pins stays safe from gc until it is dropped.
     pub fn session(self: &Arc<Self>, grant: Grant) -> Session {
-        Session { pins: self.store.pin(), service: self.clone(), grant, admitted: Arc::new(Mutex::new(Admitted::default())) }
+        Session { pins: self.store.pin(), service: self.clone(), grant, admitted: Arc::new(Mutex::new(Admitted::default())), peer: None }
     }
 
     /// A session that shares what it is shown (what it may read by id)
@@ -200,7 +204,7 @@ impl HubService {
                 a
             }
         };
-        Session { pins: self.store.pin(), service: self.clone(), grant, admitted }
+        Session { pins: self.store.pin(), service: self.clone(), grant, admitted, peer: None }
     }
 
     /// Computes, one file at a time on a thread of its own, the SHA-256 of
@@ -335,9 +339,35 @@ pub struct Session {
     grant: Grant,
     pub(crate) pins: PinHandle,
     admitted: Arc<Mutex<Admitted>>,
+    /// Where the caller connected from, for the audit log.
+    peer: Option<IpAddr>,
 }
 
 impl Session {
+    /// The session of a caller that connected from `peer`.
+    pub fn from_address(mut self, peer: IpAddr) -> Session {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// Records a change of `repo`'s refs made through a door in the audit
+    /// log (this process's own, a pull's or a mirror's, are not).
+    pub(crate) fn audit(&self, action: &str, repo: &str, branch: &str, old: Option<Id>, new: Option<Id>) -> Result<()> {
+        if self.grant == Grant::Trusted {
+            return Ok(());
+        }
+        self.service.audit.record(&AuditEntry {
+            time: ferry_core::time::unix_now(),
+            action: action.into(),
+            repo: repo.into(),
+            branch: branch.into(),
+            old: old.map(|i| i.to_string()),
+            new: new.map(|i| i.to_string()),
+            token: crate::audit::who(&self.grant),
+            address: self.peer.map(|p| p.to_string()),
+        })
+    }
+
     /// Who the caller is.
     pub fn grant(&self) -> &Grant {
         &self.grant
@@ -384,6 +414,16 @@ impl Session {
             return Err(ServiceError::new(ErrorCode::Forbidden, format!("you may read {repo} but not write to it (a write token is needed)")));
         }
         Err(ServiceError::repo_not_found(repo))
+    }
+
+    /// Refuses what only an admin may do in `repo` (delete it or its tags,
+    /// move a tag): "forbidden" to one who may read it, else "not found".
+    pub fn check_admin(&self, repo: &str, what: &str) -> Result<()> {
+        self.check_write(repo)?;
+        if self.service.authorizer.can_administer(&self.grant, repo)? {
+            return Ok(());
+        }
+        Err(ServiceError::new(ErrorCode::Forbidden, format!("{what} in {repo} needs an admin token")))
     }
 
     /// A repository's branches, and whether it is public.
@@ -555,10 +595,13 @@ impl Session {
     /// compare-and-swap.
     pub fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: &[Vec<u8>]) -> Result<()> {
         self.check_write(repo)?;
+        if ferry_store::is_tag(branch) && expected.is_some() {
+            self.check_admin(repo, "moving a tag")?;
+        }
         let revs = decode_revisions(revisions)?;
         self.store().write_session().publish(repo, branch, expected, new, &revs)?;
         self.service.queue_backfill(&new);
-        Ok(())
+        self.audit("move", repo, branch, expected, Some(new))
     }
 
     /// Encoded revisions breadth-first from `from`, stopping at `until`,

@@ -72,6 +72,21 @@ impl Store {
         Ok(v.and_then(|v| Id::from_slice(&v)))
     }
 
+    /// Lets go of every Git LFS object of `repo` (a deleted repository).
+    pub(crate) fn forget_lfs_objects(&self, repo: &str) -> Result<()> {
+        let prefix = key(b'r', &[repo.as_bytes(), b"\0"]);
+        let cf = self.cf(CF_FILE_SHA256);
+        let mut batch = WriteBatch::default();
+        for item in self.db.prefix_iterator_cf(cf, &prefix) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            batch.delete_cf(cf, &k);
+        }
+        write(&self.db, batch, Durability::Synced)
+    }
+
     /// Every LFS object's file: roots for gc.
     pub(crate) fn lfs_roots(&self) -> Result<Vec<Id>> {
         let mut out = Vec::new();

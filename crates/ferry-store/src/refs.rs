@@ -15,6 +15,16 @@ use crate::{Result, Store, StoreError, CF_BRANCHES, CF_REF_LOG, CF_REPOS, CF_REV
 const REF_LOG_KEEP: u64 = 1_000_000;
 const REF_LOG_TRIM_EVERY: u64 = 4096;
 
+/// Tags are branches under this prefix (`tags/v1.0`): they travel and
+/// pin what they name as branches do; hubs let writers create them and only
+/// admins move or delete them.
+pub const TAG_PREFIX: &str = "tags/";
+
+/// Whether a branch name is a tag's.
+pub fn is_tag(branch: &str) -> bool {
+    branch.starts_with(TAG_PREFIX)
+}
+
 /// Key of a branch: repository, NUL, branch name (neither may contain NUL).
 pub(crate) fn branch_key(repo: &str, branch: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(repo.len() + 1 + branch.len());
@@ -48,8 +58,9 @@ impl RepoInfo {
     }
 }
 
-/// What `repo@rev` names: a branch (default `main`), or a revision id or a
-/// unique prefix of one (at least 8 hex digits).
+/// What `repo@rev` names: a branch (default `main`), a tag (`v1` for
+/// `tags/v1`), or a revision id or a unique prefix of one (at least 8 hex
+/// digits).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevisionSpec {
     /// The repository.
@@ -98,6 +109,21 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Deletes a repository: every branch and tag (each a move to nothing,
+    /// journaled and in the change feed), its Git LFS objects, and its
+    /// record, which goes with its last branch. What only it reached is
+    /// reclaimed by the next gc. Returns the branches deleted with their
+    /// heads. A repository that gains a branch meanwhile survives with it.
+    pub fn delete_repo(&self, repo: &str) -> Result<Vec<(String, Id)>> {
+        self.repo(repo)?;
+        let branches = self.branches(repo)?;
+        self.forget_lfs_objects(repo)?;
+        for (branch, head) in &branches {
+            self.update_branch(repo, branch, Some(*head), None)?;
+        }
+        Ok(branches)
     }
 
     /// Every branch of every repository: (repo, branch, head).
@@ -181,6 +207,10 @@ impl Store {
             }
             if m.head.is_some() && self.db.get_pinned_cf(self.cf(CF_REPOS), &m.repo)?.is_none() {
                 batch.put_cf(self.cf(CF_REPOS), &m.repo, RepoInfo::new_record(m.created));
+            }
+            // A repository exists while it has a branch.
+            if m.head.is_none() && self.branches(&m.repo)?.iter().all(|(b, _)| *b == m.branch) {
+                batch.delete_cf(self.cf(CF_REPOS), &m.repo);
             }
             batch.put_cf(self.cf(CF_REF_LOG), m.seq.to_be_bytes(), m.repo.as_bytes());
         }
@@ -314,6 +344,9 @@ impl Store {
     pub fn resolve(&self, spec: &RevisionSpec) -> Result<(Id, Revision)> {
         self.repo(&spec.repo)?;
         if let Some(id) = self.branch(&spec.repo, &spec.rev)? {
+            return Ok((id, self.revision(&id)?));
+        }
+        if let Some(id) = self.branch(&spec.repo, &format!("{TAG_PREFIX}{}", spec.rev))? {
             return Ok((id, self.revision(&id)?));
         }
         let hex = spec.rev.to_ascii_lowercase();

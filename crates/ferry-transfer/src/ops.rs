@@ -9,7 +9,7 @@ use ferry_core::tree::{node_id, Node};
 use ferry_core::Id;
 use ferry_net::Client;
 use ferry_proto::transfer::{Limits, Partial, Report};
-use ferry_proto::ErrorCode;
+use ferry_proto::{ErrorCode, Message};
 use ferry_store::Store;
 
 use crate::driver::{run, BranchPlan, Direction, TransferProgress};
@@ -158,15 +158,44 @@ pub(crate) async fn revision(hub: &Client, repo: &str, id: Id) -> Result<Revisio
     Ok(Revision::decode(&bytes)?)
 }
 
-/// The revision `rev` names in `repo` on the hub: a branch, or a full
-/// revision id.
+/// The revision `rev` names in `repo` on the hub: a branch, a tag (`v1`
+/// for `tags/v1`), or a full revision id.
 pub(crate) async fn resolve(hub: &Client, repo: &str, rev: &str) -> Result<Id> {
-    match hub.refs(repo).await?.into_iter().find(|b| b.0 == rev) {
-        Some((_, id)) => Ok(id),
-        None => rev
-            .parse::<Id>()
-            .map_err(|_| Error::refused(ErrorCode::NotFound, format!("{repo} has no branch {rev:?} (give a branch or a full 64-digit revision id)"))),
+    let refs = hub.refs(repo).await?;
+    let tag = format!("{}{rev}", ferry_store::TAG_PREFIX);
+    match refs.iter().find(|b| b.0 == rev).or_else(|| refs.iter().find(|b| b.0 == tag)) {
+        Some((_, id)) => Ok(*id),
+        None => rev.parse::<Id>().map_err(|_| {
+            Error::refused(ErrorCode::NotFound, format!("{repo} has no branch or tag {rev:?} (give a branch, a tag or a full 64-digit revision id)"))
+        }),
     }
+}
+
+/// Creates tag `name` (the branch `tags/<name>`) of `repo` on the hub at
+/// the revision `rev` names; returns that revision.
+pub async fn create_tag(hub: &Client, repo: &str, rev: &str, name: &str) -> Result<Id> {
+    let id = resolve(hub, repo, rev).await?;
+    let tag = format!("{}{name}", ferry_store::TAG_PREFIX);
+    hub.request(&Message::UpdateBranch { repo: repo.into(), branch: tag, expected: None, new: id, revisions: Vec::new() }).await?;
+    Ok(id)
+}
+
+/// Deletes branch (or tag, `tags/...`) `branch` of `repo` on the hub,
+/// wherever it is now; returns the head it had.
+pub async fn delete_branch(hub: &Client, repo: &str, branch: &str) -> Result<Id> {
+    let Some((_, head)) = hub.refs(repo).await?.into_iter().find(|b| b.0 == branch) else {
+        return Err(Error::refused(ErrorCode::NotFound, format!("{repo} has no branch {branch:?}")));
+    };
+    hub.request(&Message::DeleteBranch { repo: repo.into(), branch: branch.into(), expected: head }).await?;
+    Ok(head)
+}
+
+/// Deletes `repo` on the hub with every branch and tag; returns them as
+/// they were.
+pub async fn delete_repo(hub: &Client, repo: &str) -> Result<Vec<(String, Id)>> {
+    let refs = hub.refs(repo).await?;
+    hub.request(&Message::DeleteRepo { repo: repo.into() }).await?;
+    Ok(refs)
 }
 
 /// The chunks of the file whose tree is `root` that hold some of bytes

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use ferry_service::AccessFile;
+use ferry_service::{AccessFile, TokenSpec, TokenUse};
 use serde::Serialize;
 
 use crate::output::Report;
@@ -13,8 +13,12 @@ use crate::output::Report;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// Pull and read.
     Read,
+    /// Push, move and delete branches, create tags.
     Write,
+    /// Write, and delete repositories and tags, forget revisions.
+    Admin,
 }
 
 impl Scope {
@@ -22,6 +26,7 @@ impl Scope {
         match self {
             Scope::Read => "read",
             Scope::Write => "write",
+            Scope::Admin => "admin",
         }
     }
 }
@@ -31,6 +36,7 @@ impl From<Scope> for ferry_service::Scope {
         match s {
             Scope::Read => ferry_service::Scope::Read,
             Scope::Write => ferry_service::Scope::Write,
+            Scope::Admin => ferry_service::Scope::Admin,
         }
     }
 }
@@ -40,6 +46,7 @@ impl From<ferry_service::Scope> for Scope {
         match s {
             ferry_service::Scope::Read => Scope::Read,
             ferry_service::Scope::Write => Scope::Write,
+            ferry_service::Scope::Admin => Scope::Admin,
         }
     }
 }
@@ -67,15 +74,22 @@ pub enum TokenAction {
         /// Repository glob the token covers, e.g. 'org/*'.
         #[arg(long)]
         repo: String,
-        /// read: pull and read; write: push as well.
+        /// What the token may do there.
         #[arg(long, value_enum)]
         scope: Scope,
+        /// A name to know it by (list and revoke take it).
+        #[arg(long)]
+        name: Option<String>,
+        /// Stop working after this long, e.g. 90d, 12h, 2w (default: never).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<std::time::Duration>,
     },
-    /// List tokens (ids, patterns, scopes; never secrets).
+    /// List tokens: names, patterns, scopes, expiry and last use (never
+    /// secrets or their hashes).
     List,
-    /// Revoke a token by id.
+    /// Revoke a token by id or name.
     Revoke {
-        /// The token's id, as `token list` shows it.
+        /// The token's id or name, as `token list` shows them.
         id: String,
     },
 }
@@ -93,18 +107,27 @@ pub struct VisibilityArgs {
 pub struct TokenCreated {
     /// The secret, shown this once.
     pub token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub repo: String,
     pub scope: Scope,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
 }
 
-/// A token as listed: never its secret, only the secret's hash.
+/// A token as listed: never its secret, nor anything derived from it.
 #[derive(Serialize)]
 pub struct TokenInfo {
     pub id: String,
-    pub hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub repo: String,
     pub scope: Scope,
     pub created: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -124,7 +147,20 @@ impl Report for TokenReport {
     fn text(&self) -> Vec<String> {
         match self {
             TokenReport::Created(c) => vec![c.token.clone()],
-            TokenReport::List(tokens) => tokens.iter().map(|t| format!("{}  {:<5}  {}", t.id, t.scope.name(), t.repo)).collect(),
+            TokenReport::List(tokens) => {
+                let now = super::unix_now();
+                let mut lines = vec![format!("{:<16}  {:<12}  {:<5}  {:<20}  {:<12}  {}", "ID", "NAME", "SCOPE", "REPOSITORIES", "EXPIRES", "LAST USED")];
+                lines.extend(tokens.iter().map(|t| {
+                    let expires = match t.expires {
+                        None => "never".to_owned(),
+                        Some(e) if e <= now => "expired".to_owned(),
+                        Some(e) => format!("in {}", crate::progress::age(e - now)),
+                    };
+                    let used = t.last_used.map_or("never".to_owned(), |u| format!("{} ago", crate::progress::age(now - u)));
+                    format!("{:<16}  {:<12}  {:<5}  {:<20}  {:<12}  {}", t.id, t.name.as_deref().unwrap_or("-"), t.scope.name(), t.repo, expires, used)
+                }));
+                lines
+            }
             TokenReport::Revoked(r) => vec![format!("revoked token {}", r.revoked)],
         }
     }
@@ -144,21 +180,32 @@ impl Report for VisibilitySet {
 
 pub fn token(store: &Path, action: TokenAction) -> Result<TokenReport> {
     Ok(match action {
-        TokenAction::Create { repo, scope } => {
-            let token = AccessFile::edit(store, |access| access.create_token(&repo, scope.into(), super::unix_now()))?;
-            TokenReport::Created(TokenCreated { token, repo, scope })
+        TokenAction::Create { repo, scope, name, expires } => {
+            let now = super::unix_now();
+            let expires = expires.map(|d| now.saturating_add(d.as_secs().min(i64::MAX as u64) as i64));
+            let spec = TokenSpec { repo: repo.clone(), scope: scope.into(), name: name.clone().unwrap_or_default(), expires };
+            let token = AccessFile::edit(store, |access| access.create(spec, now))?;
+            TokenReport::Created(TokenCreated { token, name, repo, scope, expires })
         }
-        TokenAction::List => TokenReport::List(
-            AccessFile::of_store(store)?
-                .tokens
-                .into_iter()
-                .map(|t| TokenInfo { id: t.id, hash: t.hash, repo: t.repo, scope: t.scope.into(), created: t.created })
-                .collect(),
-        ),
-        TokenAction::Revoke { id } => {
-            AccessFile::edit(store, |access| access.revoke(&id))?;
-            TokenReport::Revoked(TokenRevoked { revoked: id })
+        TokenAction::List => {
+            let used = TokenUse::of_store(store);
+            TokenReport::List(
+                AccessFile::of_store(store)?
+                    .tokens
+                    .into_iter()
+                    .map(|t| TokenInfo {
+                        last_used: used.0.get(&t.id).copied(),
+                        id: t.id,
+                        name: Some(t.name).filter(|n| !n.is_empty()),
+                        repo: t.repo,
+                        scope: t.scope.into(),
+                        created: t.created,
+                        expires: t.expires,
+                    })
+                    .collect(),
+            )
         }
+        TokenAction::Revoke { id } => TokenReport::Revoked(TokenRevoked { revoked: AccessFile::edit(store, |access| access.revoke(&id))? }),
     })
 }
 

@@ -74,8 +74,8 @@ pub fn run(store: &Store, action: BranchAction) -> Result<BranchReport> {
     Ok(match action {
         BranchAction::List { repo } => {
             store.repo(&repo)?;
-            let branches = store.branches(&repo)?;
-            BranchReport::List(branches.into_iter().map(|(branch, id)| BranchHead { branch, revision: id.to_hex() }).collect())
+            let branches = store.branches(&repo)?.into_iter().filter(|(b, _)| !ferry_store::is_tag(b));
+            BranchReport::List(branches.map(|(branch, id)| BranchHead { branch, revision: id.to_hex() }).collect())
         }
         BranchAction::Create { repo, branch, from } => {
             let (id, _) = store.resolve(&RevisionSpec { repo: repo.clone(), rev: from })?;

@@ -52,7 +52,7 @@ impl Report for History {
 }
 
 /// `2026-12-02 14:05:09 UTC` (the JSON keeps Unix seconds).
-fn human_time(secs: i64) -> String {
+pub fn human_time(secs: i64) -> String {
     let iso = ferry_core::time::utc_iso8601(secs);
     format!("{} {} UTC", &iso[..10], &iso[11..19])
 }

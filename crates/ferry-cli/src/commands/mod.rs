@@ -3,6 +3,7 @@
 //! typed result for `crate::output`.
 
 pub mod access;
+pub mod audit;
 pub mod branch;
 pub mod cat;
 pub mod commit;
@@ -17,9 +18,7 @@ pub mod remote;
 pub mod repos;
 pub mod serve;
 pub mod stats;
+pub mod tag;
 pub mod transfer;
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
+pub use ferry_core::time::unix_now;
