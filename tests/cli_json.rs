@@ -173,6 +173,9 @@ fn local_commands_print_what_the_document_says() {
     agrees("tag create and tag delete", &json(&ok(ferry(&store).args(["--json", "tag", "create", "org/m", "v1"]))));
     agrees("tag list", &json(&ok(ferry(&store).args(["--json", "tag", "list", "org/m"]))));
     agrees("tag create and tag delete", &json(&ok(ferry(&store).args(["--json", "tag", "delete", "org/m", "v1"]))));
+    let forget = json(&ok(ferry(&store).args(["--json", "forget", "org/m", "--keep-last", "1", "--dry-run"])));
+    assert!(!forget["forgotten"].as_array().unwrap().is_empty(), "{forget}");
+    agrees("forget", &forget);
     agrees("gc", &json(&ok(ferry(&store).args(["--json", "gc"]))));
 
     let created = json(&ok(ferry(&store).args(["--json", "token", "create", "--repo", "org/*", "--scope", "read", "--name", "ci", "--expires", "30d"])));

@@ -472,3 +472,55 @@ fn tags_and_repository_deletion_need_the_right_scope_and_every_move_is_audited()
     let want = [("move", "main", "ci"), ("move", "tags/v1", "ci"), ("delete", "tags/v1", "ops"), ("delete-repo", "main", "ops")];
     assert_eq!(rows, want.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned())));
 }
+
+#[test]
+fn forgetting_on_a_hub_takes_an_admin_token_and_forgotten_revisions_travel_without_their_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::start(tmp.path());
+    let (writer, admin) = (hub.token("org/*", "write"), hub.token("org/*", "admin"));
+    let commits = |store: &Path, repo: &str, n: u64| {
+        ok(ferry(store).arg("init"));
+        let src = tmp.path().join(format!("src-{repo}").replace('/', "-"));
+        for i in 0..n {
+            write(&src, "w", &ferry_testkit::noise(1 << 20, i + 40));
+            ok(ferry(store).args(["commit", repo]).arg(&src).args(["-m", &format!("step {i}")]));
+        }
+    };
+    let flags = |store: &Path, repo: &str| -> Vec<bool> {
+        let log = json(&ok(ferry(store).args(["--json", "log", repo])));
+        log.as_array().unwrap().iter().map(|e| e["forgotten"].as_bool().unwrap()).collect()
+    };
+    let a = tmp.path().join("a");
+    commits(&a, "org/m", 4);
+    ok(client(&a, Some(&writer)).args(["push", &hub.addr, "org/m"]));
+
+    // Only an admin forgets what the hub holds.
+    let refused = fails(client(&a, Some(&writer)).args(["forget", "org/m", "--keep-last", "1", "--hub", &hub.addr]));
+    assert!(stderr(&refused).contains("admin"), "{}", stderr(&refused));
+    let forgot = json(&ok(client(&a, Some(&admin)).args(["--json", "forget", "org/m", "--keep-last", "2", "--hub", &hub.addr])));
+    assert_eq!((forgot["forgotten"].as_array().unwrap().len(), forgot["kept"].as_u64()), (2, Some(2)), "{forgot}");
+
+    // A fresh pull gets the whole history; the forgotten revisions come
+    // without their files.
+    let b = tmp.path().join("b");
+    ok(ferry(&b).arg("init"));
+    let pulled = json(&ok(client(&b, Some(&admin)).args(["--json", "pull", &hub.addr, "org/m"])));
+    assert!(pulled["raw_bytes_moved"].as_u64().unwrap() <= (2 << 20) + 4096, "{pulled}");
+    assert_eq!(flags(&b, "org/m"), [false, false, true, true]);
+    assert_eq!(json(&ok(ferry(&b).args(["--json", "fsck"])))["ok"], true);
+
+    // What a local store forgot travels with a push, without its files.
+    let c = tmp.path().join("c");
+    commits(&c, "org/n", 3);
+    ok(ferry(&c).args(["forget", "org/n", "--keep-last", "1"]));
+    ok(ferry(&c).arg("gc"));
+    ok(client(&c, Some(&writer)).args(["push", &hub.addr, "org/n"]));
+    let d = tmp.path().join("d");
+    ok(ferry(&d).arg("init"));
+    ok(client(&d, Some(&writer)).args(["pull", &hub.addr, "org/n"]));
+    assert_eq!(flags(&d, "org/n"), [false, true, true]);
+
+    let audit = json(&ok(ferry(&hub.store).args(["--json", "audit"])));
+    let forgets = audit.as_array().unwrap().iter().filter(|e| e["action"] == "forget").count();
+    assert_eq!(forgets, 2, "only the admin's forgetting is audited: {audit}");
+}

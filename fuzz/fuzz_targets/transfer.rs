@@ -137,7 +137,7 @@ fn check(req: &Request, limits: &Limits, nodes_fetched: &HashSet<Id>) {
             ids(from, MAX_IDS);
             assert!(from.len() <= *max as usize);
         }
-        Request::SourceHasRevisions(v) | Request::SinkHasRevisions(v) => ids(v, MAX_IDS),
+        Request::SourceHasRevisions(v) | Request::SinkHasRevisions(v) | Request::SourceForgotten(v) | Request::SinkForget(v) => ids(v, MAX_IDS),
         Request::SinkHasNodes(v) | Request::SinkHasChunks(v) | Request::SourceNodes(v) => ids(v, limits.ask_batch),
         Request::MoveChunks(v) => ids(v, limits.move_batch_chunks),
         Request::SinkPutNodes(nodes) => {

@@ -129,6 +129,9 @@ enum Command {
         #[command(subcommand)]
         action: repos::RepoAction,
     },
+    /// Retention: forget the revisions no --keep rule keeps (their files
+    /// go at the next gc; the history stays), locally or on a hub.
+    Forget(forget::Args),
     /// Show the hub's audit log: who moved or deleted which branch, tag or
     /// repository, from where and when.
     Audit(audit::Args),
@@ -206,6 +209,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Branch { action } => finish(json, branch::run(&open()?, action)?),
         Command::Tag(args) => finish(json, tag::run(&path, args)?),
         Command::Repo { action } => finish(json, repos::repo(&path, action)?),
+        Command::Forget(args) => finish(json, forget::run(&path, args)?),
         Command::Audit(args) => finish(json, audit::run(&path, args)?),
         Command::Completions { shell } => {
             let mut script = Vec::new();

@@ -645,6 +645,11 @@ fn answer(session: &Session, req: Message) -> Result<Option<Message>, ServiceErr
             session.delete_repo(&repo)?;
             return Ok(None);
         }
+        Message::GetForgotten { repo, ids } => Message::Bitmap { bits: session.forgotten(&repo, &ids)? },
+        Message::Forget { repo, ids } => {
+            session.forget(&repo, &ids)?;
+            return Ok(None);
+        }
         Message::Hello { .. } => return Err(ServiceError::new(ErrorCode::BadRequest, "Hello was already exchanged on this connection")),
         other => return Err(ServiceError::new(ErrorCode::BadRequest, format!("frame type {:#04x} is not a request", other.tag()))),
     }))

@@ -103,6 +103,10 @@ fn answer(source: &End, sink: &mut End, request: Request) -> Result<Response> {
         Request::SourceNodes(ids) => {
             Response::Nodes(ids.iter().map(|id| source.nodes.get(id).cloned().ok_or("node not on the source")).collect::<Result<_, _>>()?)
         }
+        // These ends never forget a revision (retention), so every revision
+        // comes with its files.
+        Request::SourceForgotten(ids) => bitmap(&ids, &|_| false),
+        Request::SinkForget(_) => return Err("the source forgot nothing".into()),
         Request::SinkHasRevisions(ids) => bitmap(&ids, &|id| sink.revisions.contains_key(id)),
         Request::SinkHasNodes(ids) => bitmap(&ids, &|id| sink.nodes.contains_key(id)),
         Request::SinkHasChunks(ids) => bitmap(&ids, &|id| sink.chunks.contains_key(id)),

@@ -339,6 +339,24 @@ pub enum Message {
         /// The repository.
         repo: String,
     },
+    /// Client: which of these revisions of `repo` the hub forgot, keeping
+    /// their records but not their files (→ `Bitmap`).
+    GetForgotten {
+        /// The repository.
+        repo: String,
+        /// Revision ids, at most [`MAX_IDS`].
+        ids: Vec<Id>,
+    },
+    /// Client: forget these revisions of `repo` (→ `Done`): their files no
+    /// longer keep their data from gc. Forgetting one in the repository's
+    /// history needs an admin token; a writer may name revisions it is
+    /// about to send that its source forgot.
+    Forget {
+        /// The repository.
+        repo: String,
+        /// Revision ids, at most [`MAX_IDS`].
+        ids: Vec<Id>,
+    },
 }
 
 /// A repository and its branch heads, as listed by `Repos`.
@@ -410,6 +428,10 @@ pub mod tag {
     pub const DELETE_BRANCH: u8 = 0x42;
     /// [`Message::DeleteRepo`](super::Message::DeleteRepo).
     pub const DELETE_REPO: u8 = 0x43;
+    /// [`Message::GetForgotten`](super::Message::GetForgotten).
+    pub const GET_FORGOTTEN: u8 = 0x17;
+    /// [`Message::Forget`](super::Message::Forget).
+    pub const FORGET: u8 = 0x44;
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -525,6 +547,8 @@ impl Message {
             Message::PutRevisions { .. } => PUT_REVISIONS,
             Message::DeleteBranch { .. } => DELETE_BRANCH,
             Message::DeleteRepo { .. } => DELETE_REPO,
+            Message::GetForgotten { .. } => GET_FORGOTTEN,
+            Message::Forget { .. } => FORGET,
         }
     }
 
@@ -642,6 +666,10 @@ impl Message {
                 o.extend_from_slice(expected.as_bytes());
             }
             Message::DeleteRepo { repo } => put_str(&mut o, repo),
+            Message::GetForgotten { repo, ids } | Message::Forget { repo, ids } => {
+                put_str(&mut o, repo);
+                put_ids(&mut o, ids);
+            }
         }
         o
     }
@@ -745,6 +773,8 @@ impl Message {
             PUT_REVISIONS => Message::PutRevisions { repo: name(&mut r)?, revisions: get_blobs(&mut r, "revision", MAX_REVISIONS, MAX_FRAME_LEN)? },
             DELETE_BRANCH => Message::DeleteBranch { repo: name(&mut r)?, branch: name(&mut r)?, expected: r.id()? },
             DELETE_REPO => Message::DeleteRepo { repo: name(&mut r)? },
+            GET_FORGOTTEN => Message::GetForgotten { repo: name(&mut r)?, ids: get_ids(&mut r)? },
+            FORGET => Message::Forget { repo: name(&mut r)?, ids: get_ids(&mut r)? },
             other => return Err(invalid("frame", format!("unknown frame type {other:#04x}"))),
         };
         r.finish()?;
@@ -794,6 +824,8 @@ mod tests {
             Message::PutRevisions { repo: "org/m".into(), revisions: vec![b"FRV1".to_vec()] },
             Message::DeleteBranch { repo: "org/m".into(), branch: "tags/v1".into(), expected: a },
             Message::DeleteRepo { repo: "org/m".into() },
+            Message::GetForgotten { repo: "org/m".into(), ids: vec![a, b] },
+            Message::Forget { repo: "org/m".into(), ids: vec![a] },
         ]
     }
 

@@ -9,13 +9,16 @@
 //!    stopping at the sink's head (`until`), and ask the sink which of them
 //!    it already has. The sink's head must be an ancestor of the source's
 //!    head: otherwise the histories diverged and nothing moves.
-//! 2. **Trees.** Compare the file trees of the revisions the sink lacks,
-//!    top-down ([`TreeDiff`]); chunks found missing start moving at once,
-//!    several batches in flight, while the comparison goes on.
+//! 2. **Trees.** Ask the source which of the revisions the sink lacks it
+//!    forgot (their records stay, their files are gone: retention). Compare
+//!    the file trees of the others, top-down ([`TreeDiff`]); chunks found
+//!    missing start moving at once, several batches in flight, while the
+//!    comparison goes on.
 //! 3. **Nodes.** Store the nodes the sink lacked, children first, once all
 //!    chunks are there (so the sink never has a node without its subtree).
-//! 4. **Branch.** Store the revisions, parents first, and move the sink's
-//!    branch from the head it had to the source's head by compare-and-swap.
+//! 4. **Branch.** Tell the sink which revisions come without their files,
+//!    store the revisions, parents first, and move the sink's branch from
+//!    the head it had to the source's head by compare-and-swap.
 //!
 //! The driver loop: call [`Transfer::poll`] until it says `Wait`, start every
 //! request it returned (concurrently, in any order), and hand each answer to
@@ -120,6 +123,9 @@ pub enum Request {
     },
     /// Source: which of these revisions it has (→ `Bitmap`).
     SourceHasRevisions(Vec<Id>),
+    /// Source: which of these revisions it forgot, keeping their records
+    /// but not their files (→ `Bitmap`).
+    SourceForgotten(Vec<Id>),
     /// Source: these encoded nodes, in this order (→ `Nodes`).
     SourceNodes(Vec<Id>),
     /// Sink: which of these revisions it has (→ `Bitmap`).
@@ -136,6 +142,9 @@ pub enum Request {
     /// Sink: store these encoded revisions, parents first, without moving a
     /// branch (→ `Stored`).
     SinkPutRevisions(Vec<Vec<u8>>),
+    /// Sink: the revisions about to be stored that the source forgot:
+    /// store them without their files (→ `Stored`).
+    SinkForget(Vec<Id>),
     /// Sink: store `revisions` (parents first) and move the branch from
     /// `expected` to `new` by compare-and-swap (→ `Stored`).
     SinkUpdateBranch {
@@ -244,6 +253,8 @@ pub struct Report {
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 enum Phase {
     History,
+    /// Which revisions to send the source forgot.
+    Forgotten,
     Trees,
     Nodes,
     Revisions,
@@ -256,6 +267,7 @@ enum Pending {
     SourceHasHead,
     SinkHasSourceHead,
     SinkHasRevisions(Vec<Id>),
+    SourceForgotten(Vec<Id>),
     Diff(Step),
     Move { ids: Vec<Id>, raw: u64 },
     Stored,
@@ -283,6 +295,13 @@ pub struct Transfer {
     /// Set once the source is known to lack the sink's head.
     diverged: bool,
     sink_has_source_head: Option<bool>,
+    // Forgotten.
+    /// The revisions to send, once the walk is over.
+    to_send: Vec<Id>,
+    /// Of those, the ones not yet asked about.
+    forgotten_unasked: Vec<Id>,
+    /// Of those, the ones the source forgot: sent without their files.
+    forgotten: Vec<Id>,
     // Trees.
     diff: TreeDiff,
     /// Encoded nodes the sink lacks, as fetched from the source.
@@ -324,6 +343,9 @@ impl Transfer {
             source_has_sink_head: None,
             diverged: false,
             sink_has_source_head: None,
+            to_send: Vec::new(),
+            forgotten_unasked: Vec::new(),
+            forgotten: Vec::new(),
             diff: TreeDiff::default(),
             nodes: HashMap::new(),
             move_queue: VecDeque::new(),
@@ -372,6 +394,17 @@ impl Transfer {
                     }
                     self.finish_history()?;
                 }
+                Phase::Forgotten => {
+                    if !self.forgotten_unasked.is_empty() {
+                        let n = self.forgotten_unasked.len().min(MAX_IDS);
+                        let ids: Vec<Id> = self.forgotten_unasked.drain(..n).collect();
+                        return Ok(self.issue(Pending::SourceForgotten(ids.clone()), Request::SourceForgotten(ids)));
+                    }
+                    if !self.pending.is_empty() {
+                        return Ok(Poll::Wait);
+                    }
+                    self.start_trees();
+                }
                 Phase::Trees => {
                     if let Some(p) = self.poll_trees() {
                         return Ok(p);
@@ -400,6 +433,13 @@ impl Transfer {
                 Phase::Revisions => {
                     if !self.pending.is_empty() {
                         return Ok(Poll::Wait);
+                    }
+                    // The sink learns what the source forgot before it is
+                    // sent those revisions without their files.
+                    if !self.forgotten.is_empty() {
+                        let n = self.forgotten.len().min(MAX_IDS);
+                        let ids: Vec<Id> = self.forgotten.drain(..n).collect();
+                        return Ok(self.issue(Pending::Stored, Request::SinkForget(ids)));
                     }
                     // Everything but the last frame's worth goes ahead on
                     // its own; the last batch moves the branch.
@@ -525,8 +565,19 @@ impl Transfer {
                 return Err(TransferError::Diverged { sink_head, sink_has_source_head });
             }
         }
-        let to_send: Vec<Id> = self.received.keys().filter(|id| !self.on_sink.contains(id)).copied().collect();
-        self.diff = TreeDiff::new(to_send.iter().flat_map(|id| self.received[id].1.entries.iter().map(|e| e.file_id)));
+        self.to_send = self.received.keys().filter(|id| !self.on_sink.contains(id)).copied().collect();
+        self.forgotten_unasked = self.to_send.clone();
+        self.phase = Phase::Forgotten;
+        Ok(())
+    }
+
+    /// Compares the trees of the revisions to send, but for those the
+    /// source forgot, and orders the revisions parents first.
+    fn start_trees(&mut self) {
+        let to_send = std::mem::take(&mut self.to_send);
+        let forgotten: HashSet<Id> = self.forgotten.iter().copied().collect();
+        let with_files = to_send.iter().filter(|id| !forgotten.contains(id));
+        self.diff = TreeDiff::new(with_files.flat_map(|id| self.received[id].1.entries.iter().map(|e| e.file_id)));
         self.report.revisions = to_send.len() as u64;
         for id in parents_first(&to_send, |id| &self.received[id].1.parents) {
             let (bytes, _) = self.received.remove(&id).expect("received");
@@ -534,7 +585,6 @@ impl Transfer {
         }
         self.received.clear();
         self.phase = Phase::Trees;
-        Ok(())
     }
 
     fn poll_trees(&mut self) -> Option<Poll> {
@@ -603,6 +653,14 @@ impl Transfer {
                 if !self.diverged {
                     self.sink_has_revisions(&ids, &bits);
                 }
+            }
+            Pending::SourceForgotten(ids) => {
+                let bits = bitmap(response, ids.len())?;
+                // The head is what the sink's branch will name: it must come whole.
+                if ids.iter().zip(&bits).any(|(id, gone)| *gone && *id == self.cfg.source_head) {
+                    return Err(TransferError::Protocol(format!("the source forgot its own head {}", self.cfg.source_head)));
+                }
+                self.forgotten.extend(ids.iter().zip(bits).filter(|x| x.1).map(|x| *x.0));
             }
             Pending::Diff(Step::AskNodes(ids)) => self.diff.nodes_known(&ids, &bitmap(response, ids.len())?)?,
             Pending::Diff(Step::AskChunks(ids)) => {

@@ -71,6 +71,8 @@ fn samples() -> Vec<(&'static str, Message)> {
             Message::DeleteBranch { repo: "org/m".into(), branch: "tags/v1".into(), expected: a },
         ),
         ("DeleteRepo org/m", Message::DeleteRepo { repo: "org/m".into() }),
+        ("GetForgotten org/m: BLAKE3('a'), BLAKE3('b')", Message::GetForgotten { repo: "org/m".into(), ids: vec![a, b] }),
+        ("Forget org/m: BLAKE3('a')", Message::Forget { repo: "org/m".into(), ids: vec![a] }),
     ]
 }
 
@@ -84,7 +86,7 @@ fn golden_frames_decode_and_reencode() {
     let stored: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(stored.len(), samples().len());
     let tags: std::collections::HashSet<u8> = samples().iter().map(|(_, m)| m.tag()).collect();
-    assert_eq!(tags.len(), 27, "every message type has a golden frame");
+    assert_eq!(tags.len(), 29, "every message type has a golden frame");
     for (v, (meaning, m)) in stored.iter().zip(samples()) {
         assert_eq!(v["meaning"], meaning);
         let bytes = hex::decode(v["hex"].as_str().unwrap()).unwrap();

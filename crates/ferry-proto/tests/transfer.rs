@@ -88,6 +88,34 @@ fn a_second_version_moves_only_its_new_chunks() {
 }
 
 #[test]
+fn revisions_the_source_forgot_travel_without_their_files_and_are_forgotten_on_the_sink() {
+    let mut src = End::default();
+    let files: Vec<Vec<(Id, u64)>> = (0..3).map(|k| (k * 1000..k * 1000 + 50).map(chunk).collect()).collect();
+    let r1 = src.commit(vec![], std::slice::from_ref(&files[0]), 1);
+    let r2 = src.commit(vec![r1], std::slice::from_ref(&files[1]), 2);
+    src.commit(vec![r2], std::slice::from_ref(&files[2]), 3);
+    // Retention forgot r1 and r2, and gc took their files.
+    for r in [r1, r2] {
+        for e in src.revision(&r).entries {
+            src.nodes.remove(&e.file_id);
+        }
+        src.forgotten.insert(r);
+    }
+    for order in [&[0u8][..], &[2, 7, 1, 8]] {
+        let mut sink = End::default();
+        let (rep, tally) = go(&src, &mut sink, order);
+        let rep = rep.unwrap();
+        assert_eq!((rep.revisions, tally.moved.len()), (3, 50), "only the head's files move");
+        assert_eq!(sink.forgotten, HashSet::from([r1, r2]));
+        assert_eq!(sink.revisions.len(), 3);
+    }
+    // A source that claims to have forgotten its own head is refused.
+    src.forgotten.insert(src.branch.unwrap());
+    let (rep, _) = go(&src, &mut End::default(), &[0]);
+    assert!(matches!(rep, Err(TransferError::Protocol(_))), "{rep:?}");
+}
+
+#[test]
 fn a_sink_ahead_or_diverged_is_refused_and_nothing_moves() {
     let mut src = End::default();
     let r1 = src.commit(vec![], &[file(1, 50, 1000)], 1);
@@ -149,12 +177,16 @@ fn hostile_answers_are_refused() {
     t.answer(tag, Response::Revisions(vec![src.revisions[&r1].clone()])).unwrap();
     let Ok(Poll::Request(tag, Request::SinkHasRevisions(ids))) = t.poll() else { panic!() };
     t.answer(tag, Response::Bitmap(vec![false; ids.len()])).unwrap();
+    let Ok(Poll::Request(tag, Request::SourceForgotten(ids))) = t.poll() else { panic!() };
+    t.answer(tag, Response::Bitmap(vec![false; ids.len()])).unwrap();
     let Ok(Poll::Request(tag, Request::SinkHasNodes(ids))) = t.poll() else { panic!() };
     assert!(t.answer(tag, Response::Bitmap(vec![false; ids.len() + 1])).is_err(), "wrong bitmap length");
     let mut t2 = Transfer::new(Config { source_head: r1, sink_head: None, sink_hints: vec![], partial: None, limits: Limits::default() });
     let Ok(Poll::Request(tag, _)) = t2.poll() else { panic!() };
     t2.answer(tag, Response::Revisions(vec![src.revisions[&r1].clone()])).unwrap();
     let Ok(Poll::Request(tag, _)) = t2.poll() else { panic!() };
+    t2.answer(tag, Response::Bitmap(vec![false])).unwrap();
+    let Ok(Poll::Request(tag, Request::SourceForgotten(_))) = t2.poll() else { panic!() };
     t2.answer(tag, Response::Bitmap(vec![false])).unwrap();
     let Ok(Poll::Request(tag, Request::SinkHasNodes(ids))) = t2.poll() else { panic!() };
     t2.answer(tag, Response::Bitmap(vec![false; ids.len()])).unwrap();

@@ -1,5 +1,5 @@
-//! The hub's audit log: every branch and tag moved or deleted and every
-//! repository deleted through a door, with who did it (the token's id),
+//! The hub's audit log: every branch and tag moved or deleted, every
+//! repository deleted and every revision forgotten through a door, with who did it (the token's id),
 //! from where and when. One JSON object per line in
 //! `<store>/hub-audit.jsonl`, appended and synced after the change and
 //! before the caller is told it happened; `ferry audit` reads it.
@@ -17,12 +17,12 @@ use crate::{Grant, ServiceError};
 pub struct AuditEntry {
     /// Unix seconds.
     pub time: i64,
-    /// `move` (a branch or tag created or moved), `delete` (one deleted)
-    /// or `delete-repo`.
+    /// `move` (a branch or tag created or moved), `delete` (one deleted),
+    /// `delete-repo`, or `forget` (a revision, in `old`).
     pub action: String,
     /// The repository.
     pub repo: String,
-    /// The branch or tag (`tags/...`); empty for `delete-repo`.
+    /// The branch or tag (`tags/...`); empty for `forget`.
     #[serde(default)]
     pub branch: String,
     /// The head before, hex (None: the branch was created).

@@ -168,6 +168,40 @@ impl Session {
         Ok(deleted)
     }
 
+    /// Which of these revisions `repo` forgot; a revision outside the
+    /// repository's history answers false, as one it never held.
+    pub fn forgotten(&self, repo: &str, ids: &[Id]) -> Result<Vec<bool>> {
+        self.check_read(repo)?;
+        let gone = self.store().forgotten(repo, ids)?;
+        ids.iter().zip(gone).map(|(id, gone)| Ok(gone && self.admit_revision(repo, id)?)).collect()
+    }
+
+    /// Forgets revisions of `repo`: their records stay, their files no
+    /// longer keep data from gc. One in the repository's history needs an
+    /// admin token, and a branch or tag head is never forgotten; a writer
+    /// may name revisions it is about to send that its source forgot.
+    pub fn forget(&self, repo: &str, ids: &[Id]) -> Result<()> {
+        self.check_write(repo)?;
+        let heads: Vec<Id> = self.store().branches(repo)?.into_iter().map(|b| b.1).collect();
+        if let Some(head) = ids.iter().find(|id| heads.contains(id)) {
+            return Err(ServiceError::new(ErrorCode::BadRequest, format!("{} is the head of a branch or tag of {repo}: delete that first", head.short())));
+        }
+        let mut in_history = Vec::new();
+        for id in ids {
+            if self.admit_revision(repo, id)? {
+                in_history.push(*id);
+            }
+        }
+        if !in_history.is_empty() {
+            self.check_admin(repo, "forgetting revisions")?;
+        }
+        self.store().mark_forgotten(repo, ids, ferry_core::time::unix_now())?;
+        for id in in_history {
+            self.audit("forget", repo, "", Some(id), None)?;
+        }
+        Ok(())
+    }
+
     fn file_size(&self, file: &Id) -> Result<u64> {
         Ok(self.store().node(file)?.size())
     }

@@ -585,7 +585,7 @@ impl Session {
     pub fn put_revisions(&self, repo: &str, revisions: &[Vec<u8>]) -> Result<()> {
         self.check_write(repo)?;
         let revs = decode_revisions(revisions)?;
-        self.store().write_session().put_revisions(&revs)?;
+        self.store().write_session().put_revisions(repo, &revs)?;
         // Nothing reaches them until the branch moves: keep them till then.
         self.pins.with(|p| revisions.iter().for_each(|b| p.revision(revision_id(b))));
         Ok(())

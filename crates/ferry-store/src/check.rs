@@ -145,7 +145,8 @@ impl Store {
             }
         }
         // Every revision hashes to its id, decodes, and names stored files
-        // of the sizes it gives.
+        // of the sizes it gives (files a forgotten revision may have lost).
+        let forgotten = self.forgotten_anywhere()?;
         for item in self.db.iterator_cf(self.cf(CF_REVISIONS), IteratorMode::Start) {
             let (k, v) = item?;
             rep.revisions_checked += 1;
@@ -155,6 +156,13 @@ impl Store {
                 continue;
             }
             match Revision::decode(&v) {
+                Ok(rev) if forgotten.contains(&id) => {
+                    for p in &rev.parents {
+                        if !self.has_revision(p)? {
+                            rep.problems.push(format!("revision {id}: parent {p} is missing"));
+                        }
+                    }
+                }
                 Ok(rev) => {
                     let roots: Vec<Id> = rev.entries.iter().map(|e| e.file_id).collect();
                     for (e, ok) in rev.entries.iter().zip(self.has_nodes(&roots)?) {
@@ -310,17 +318,29 @@ impl Store {
         let mut revs: HashSet<Id> = HashSet::new();
         let mut nodes: HashSet<Id> = HashSet::new();
         let mut chunks: HashSet<Id> = HashSet::new();
-        let mut todo: Vec<Id> = self.all_branches()?.into_iter().map(|b| b.2).collect();
-        todo.extend(pins.revisions.iter().copied());
+        // Each repository walks its own history: a revision it forgot keeps
+        // its record but not its files, unless another repository (or a
+        // pin) still holds it.
+        let mut todo: Vec<(Option<String>, Id)> = self.all_branches()?.into_iter().map(|b| (Some(b.0), b.2)).collect();
+        todo.extend(pins.revisions.iter().map(|r| (None, *r)));
+        let mut walked: HashSet<(Option<String>, Id)> = HashSet::new();
+        let mut with_files: HashSet<Id> = HashSet::new();
         let mut stack: Vec<Id> = Vec::new();
-        while let Some(rid) = todo.pop() {
-            if !revs.insert(rid) {
+        while let Some((repo, rid)) = todo.pop() {
+            if !walked.insert((repo.clone(), rid)) {
                 continue;
             }
+            revs.insert(rid);
             let rev = self.revision(&rid)?;
-            todo.extend(rev.parents.iter().copied());
-            stack.extend(rev.entries.iter().map(|e| e.file_id));
-            self.mark_trees(&mut stack, &mut nodes, &mut chunks)?;
+            todo.extend(rev.parents.iter().map(|p| (repo.clone(), *p)));
+            let forgotten = match &repo {
+                Some(r) => self.is_forgotten(r, &rid)?,
+                None => false,
+            };
+            if !forgotten && with_files.insert(rid) {
+                stack.extend(rev.entries.iter().map(|e| e.file_id));
+                self.mark_trees(&mut stack, &mut nodes, &mut chunks)?;
+            }
         }
         stack.extend(pins.nodes.iter().copied());
         // Git LFS objects are kept through their repositories.

@@ -61,8 +61,8 @@ impl WriteSession<'_> {
     /// same checks as `publish`: parents stored or earlier in the list,
     /// every file tree stored and of the size its entry says, all data
     /// durable first.
-    pub fn put_revisions(&self, revisions: &[Revision]) -> Result<()> {
-        let encoded = self.check_revisions(revisions)?;
+    pub fn put_revisions(&self, repo: &str, revisions: &[Revision]) -> Result<()> {
+        let encoded = self.check_revisions(repo, revisions)?;
         let store = self.store();
         store.sync()?;
         store.store_revisions(encoded.into_iter().map(|(_, enc)| enc).collect())
@@ -70,8 +70,9 @@ impl WriteSession<'_> {
 
     /// Encodes revisions after checking that each one's parents are stored
     /// or come earlier, and that its file trees are stored and as large as
-    /// its entries say.
-    fn check_revisions(&self, revisions: &[Revision]) -> Result<Vec<(Id, Vec<u8>)>> {
+    /// its entries say (unless `repo` forgot it: then its files need not
+    /// be here).
+    fn check_revisions(&self, repo: &str, revisions: &[Revision]) -> Result<Vec<(Id, Vec<u8>)>> {
         let store = self.store();
         let mut known: HashSet<Id> = HashSet::new();
         let mut encoded = Vec::with_capacity(revisions.len());
@@ -81,15 +82,17 @@ impl WriteSession<'_> {
                     return Err(StoreError::Incomplete(format!("parent {p} of a new revision is neither stored nor sent")));
                 }
             }
-            let roots: Vec<Id> = rev.entries.iter().map(|e| e.file_id).collect();
-            for (e, ok) in rev.entries.iter().zip(store.has_nodes(&roots)?) {
-                if !ok {
-                    return Err(StoreError::Incomplete(format!("file {:?} (tree {}) has not been stored", e.path, e.file_id.short())));
-                }
-            }
-            store.check_entry_sizes(rev)?;
             let enc = rev.encode();
             let id = ferry_core::revision::revision_id(&enc);
+            if !store.is_forgotten(repo, &id)? {
+                let roots: Vec<Id> = rev.entries.iter().map(|e| e.file_id).collect();
+                for (e, ok) in rev.entries.iter().zip(store.has_nodes(&roots)?) {
+                    if !ok {
+                        return Err(StoreError::Incomplete(format!("file {:?} (tree {}) has not been stored", e.path, e.file_id.short())));
+                    }
+                }
+                store.check_entry_sizes(rev)?;
+            }
             known.insert(id);
             encoded.push((id, enc));
         }
@@ -105,7 +108,7 @@ impl WriteSession<'_> {
         ferry_core::names::check_repo_name(repo)?;
         ferry_core::names::check_branch_name(branch)?;
         let store = self.store();
-        let encoded = self.check_revisions(revisions)?;
+        let encoded = self.check_revisions(repo, revisions)?;
         if !encoded.iter().any(|(id, _)| *id == new) && !store.has_revision(&new)? {
             return Err(StoreError::Incomplete(format!("new head {new} of branch {branch:?} is neither stored nor sent")));
         }

@@ -36,6 +36,7 @@ mod pending;
 mod read;
 mod recover;
 mod refs;
+mod retention;
 mod rocks_backend;
 pub mod scan;
 mod write;
@@ -49,6 +50,7 @@ pub use file_hashes::Sha256;
 pub use ingest::{list_files, CommitOptions, Committed, FoundFile, IngestProgress, Ingested, WriteSession};
 pub use journal::{BranchMove, JournalEntry, MAX_JOURNAL_LEN, MAX_JOURNAL_REVISIONS};
 pub use read::ReadProgress;
+pub use retention::{keep, Candidate, KeepRules};
 pub use refs::{is_tag, BranchUpdate, RepoInfo, RevisionSpec, TAG_PREFIX};
 pub use rocks_backend::RocksBackend;
 
@@ -114,7 +116,9 @@ pub(crate) const CF_REPOS: &str = "repos";
 pub(crate) const CF_REF_LOG: &str = "ref_log";
 /// Files' SHA-256 and the Git LFS objects of repositories (`file_hashes`).
 pub(crate) const CF_FILE_SHA256: &str = "file_sha256";
-const ALL_CFS: [&str; 9] = [CF_META, CF_CHUNK_INDEX, CF_CHUNKS, CF_TREES, CF_REVISIONS, CF_BRANCHES, CF_REPOS, CF_REF_LOG, CF_FILE_SHA256];
+/// Revisions each repository forgot (`retention`).
+pub(crate) const CF_FORGOTTEN: &str = "forgotten";
+const ALL_CFS: [&str; 10] = [CF_META, CF_CHUNK_INDEX, CF_CHUNKS, CF_TREES, CF_REVISIONS, CF_BRANCHES, CF_REPOS, CF_REF_LOG, CF_FILE_SHA256, CF_FORGOTTEN];
 
 /// Makes a store's backend from its name and config (see
 /// [`Store::open_with`]); None for a backend the caller does not know.

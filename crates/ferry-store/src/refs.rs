@@ -342,6 +342,15 @@ impl Store {
 
     /// Resolves `repo@rev` to a revision.
     pub fn resolve(&self, spec: &RevisionSpec) -> Result<(Id, Revision)> {
+        let (id, rev) = self.resolve_record(spec)?;
+        if self.is_forgotten(&spec.repo, &id)? {
+            return Err(StoreError::UnknownRevision(format!("{}@{}: revision {} was forgotten (retention): its files are gone", spec.repo, spec.rev, id.short())));
+        }
+        Ok((id, rev))
+    }
+
+    /// The revision `spec` names, forgotten or not.
+    fn resolve_record(&self, spec: &RevisionSpec) -> Result<(Id, Revision)> {
         self.repo(&spec.repo)?;
         if let Some(id) = self.branch(&spec.repo, &spec.rev)? {
             return Ok((id, self.revision(&id)?));

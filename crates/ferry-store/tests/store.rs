@@ -330,7 +330,7 @@ fn a_revision_that_lies_about_a_file_size_is_refused_and_fsck_finds_one_stored_a
     for (writer, res) in [
         ("commit", s.commit("org/m", "main", None, &lie).map(|_| ())),
         ("publish", s.publish("org/m", "main", None, lie.id(), std::slice::from_ref(&lie))),
-        ("put_revisions", s.put_revisions(std::slice::from_ref(&lie))),
+        ("put_revisions", s.put_revisions("org/m", std::slice::from_ref(&lie))),
     ] {
         let err = res.expect_err(writer);
         assert!(matches!(err, StoreError::Format(_)), "{writer}: {err}");

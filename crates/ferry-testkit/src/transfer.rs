@@ -37,6 +37,9 @@ pub struct MemoryEnd {
     pub chunks: HashSet<Id>,
     /// The branch's head; `None` before the first commit.
     pub branch: Option<Id>,
+    /// Revisions this end forgot: their records are here, their files
+    /// need not be.
+    pub forgotten: HashSet<Id>,
 }
 
 impl MemoryEnd {
@@ -186,6 +189,11 @@ impl<'a> MemoryLink<'a> {
             }
             Request::SourceHasRevisions(ids) => self.bitmap(&ids, |link, id| link.source.revisions.contains_key(id)),
             Request::SinkHasRevisions(ids) => self.bitmap(&ids, |link, id| link.sink.revisions.contains_key(id)),
+            Request::SourceForgotten(ids) => self.bitmap(&ids, |link, id| link.source.forgotten.contains(id)),
+            Request::SinkForget(ids) => {
+                self.sink.forgotten.extend(ids);
+                Response::Stored
+            }
             Request::SinkHasNodes(ids) => {
                 self.tally.ids_asked += ids.len() as u64;
                 self.bitmap(&ids, |link, id| link.sink.nodes.contains_key(id))
@@ -261,7 +269,8 @@ impl<'a> MemoryLink<'a> {
                 for parent in &revision.parents {
                     assert!(self.sink.revisions.contains_key(parent), "revision stored before its parent {parent}");
                 }
-                for entry in &revision.entries {
+                let forgotten = self.sink.forgotten.contains(&revision_id(&encoded));
+                for entry in revision.entries.iter().filter(|_| !forgotten) {
                     assert!(self.sink.nodes.contains_key(&entry.file_id), "revision stored before its tree {}", entry.file_id);
                 }
             }

@@ -123,6 +123,11 @@ async fn execute<S: Source, K: Sink>(source: &S, sink: &K, repo: &str, branch: &
             sink.put_revisions(repo, revisions).await?;
             Response::Stored
         }
+        Request::SourceForgotten(ids) => Response::Bitmap(source.forgotten(repo, ids).await?),
+        Request::SinkForget(ids) => {
+            sink.forget(repo, ids).await?;
+            Response::Stored
+        }
         Request::SinkUpdateBranch { expected, new, revisions } => {
             match sink.update_branch(repo, branch, expected, new, revisions).await {
                 // Someone moved the branch meanwhile: if to where we were

@@ -28,6 +28,11 @@ pub trait Source: Sync {
     fn history(&self, repo: &str, from: Vec<Id>, until: Vec<Id>, max: u32) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
     /// Which of these revisions the source holds.
     fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<bool>>> + Send;
+    /// Which of these revisions the source forgot (their files are gone).
+    /// A source that never forgets answers false for all.
+    fn forgotten(&self, _repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<bool>>> + Send {
+        std::future::ready(Ok(vec![false; ids.len()]))
+    }
     /// Encoded nodes, in the order asked.
     fn nodes(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
     /// Chunk records as stored (compressed), in the order asked; a delta
@@ -63,6 +68,9 @@ pub trait Sink: Sync {
     fn put_nodes(&self, repo: &str, nodes: Vec<Vec<u8>>) -> impl Future<Output = Result<()>> + Send;
     /// Stores encoded revisions, parents first, without moving a branch.
     fn put_revisions(&self, repo: &str, revisions: Vec<Vec<u8>>) -> impl Future<Output = Result<()>> + Send;
+    /// Marks revisions about to be stored as forgotten: they come without
+    /// their files.
+    fn forget(&self, repo: &str, ids: Vec<Id>) -> impl Future<Output = Result<()>> + Send;
     /// Where `branch` of `repo` is now (None: no such branch).
     fn branch_head(&self, repo: &str, branch: &str) -> impl Future<Output = Result<Option<Id>>> + Send;
     /// The transfers that relied on what this end holds are over (a mirror
@@ -151,6 +159,9 @@ impl Source for Local {
     async fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
         blocking(|| self.session.have_revisions(repo, &ids))
     }
+    async fn forgotten(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        blocking(|| self.session.forgotten(repo, &ids))
+    }
     async fn nodes(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<Vec<u8>>> {
         collect(|emit| self.session.nodes(repo, &ids, emit))
     }
@@ -187,6 +198,9 @@ impl Sink for Local {
     }
     async fn put_revisions(&self, repo: &str, revisions: Vec<Vec<u8>>) -> Result<()> {
         blocking(|| self.session.put_revisions(repo, &revisions))
+    }
+    async fn forget(&self, repo: &str, ids: Vec<Id>) -> Result<()> {
+        blocking(|| self.session.forget(repo, &ids))
     }
     async fn branch_head(&self, repo: &str, branch: &str) -> Result<Option<Id>> {
         Ok(tokio::task::block_in_place(|| self.store().branch(repo, branch))?)
@@ -238,6 +252,10 @@ impl Source for Client {
     async fn has_revisions(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
         let n = ids.len();
         Ok(self.bitmap(Message::HaveRevisions { repo: repo.into(), ids }, n).await?)
+    }
+    async fn forgotten(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
+        let n = ids.len();
+        Ok(self.bitmap(Message::GetForgotten { repo: repo.into(), ids }, n).await?)
     }
     async fn nodes(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::with_capacity(ids.len());
@@ -324,6 +342,9 @@ impl Sink for Client {
     }
     async fn put_revisions(&self, repo: &str, revisions: Vec<Vec<u8>>) -> Result<()> {
         self.request(&Message::PutRevisions { repo: repo.into(), revisions }).await.map(drop).map_err(Error::from)
+    }
+    async fn forget(&self, repo: &str, ids: Vec<Id>) -> Result<()> {
+        self.request(&Message::Forget { repo: repo.into(), ids }).await.map(drop).map_err(Error::from)
     }
     async fn branch_head(&self, repo: &str, branch: &str) -> Result<Option<Id>> {
         Ok(self.refs_if_any(repo).await?.into_iter().find(|b| b.0 == branch).map(|b| b.1))

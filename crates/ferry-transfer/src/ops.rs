@@ -190,6 +190,54 @@ pub async fn delete_branch(hub: &Client, repo: &str, branch: &str) -> Result<Id>
     Ok(head)
 }
 
+/// Each branch's and tag's history of `repo` on the hub as retention
+/// judges it (`ferry_store::keep`): its head, then every revision it
+/// reaches that the hub has not forgotten yet; with each revision's
+/// message, for the report.
+pub async fn retention_candidates(hub: &Client, repo: &str) -> Result<(Vec<Vec<ferry_store::Candidate>>, HashMap<Id, Revision>)> {
+    let mut revisions: HashMap<Id, Revision> = HashMap::new();
+    let mut histories = Vec::new();
+    for (_, head) in hub.refs(repo).await? {
+        let mut order = vec![head];
+        let mut seen: std::collections::HashSet<Id> = std::collections::HashSet::from([head]);
+        let mut frontier = vec![head];
+        while !frontier.is_empty() {
+            let from: Vec<Id> = frontier.drain(..frontier.len().min(ferry_proto::message::MAX_IDS)).collect();
+            for bytes in hub.history(repo, from, Vec::new(), ferry_proto::message::MAX_REVISIONS as u32).await? {
+                let id = revision_id(&bytes);
+                let rev = match revisions.get(&id) {
+                    Some(r) => r.clone(),
+                    None => Revision::decode(&bytes)?,
+                };
+                for p in &rev.parents {
+                    if seen.insert(*p) {
+                        order.push(*p);
+                        frontier.push(*p);
+                    }
+                }
+                revisions.insert(id, rev);
+            }
+        }
+        order.retain(|id| revisions.contains_key(id));
+        let mut gone = Vec::with_capacity(order.len());
+        for ids in order.chunks(ferry_proto::message::MAX_IDS) {
+            let n = ids.len();
+            gone.extend(hub.bitmap(Message::GetForgotten { repo: repo.into(), ids: ids.to_vec() }, n).await?);
+        }
+        let history = order.iter().zip(gone).filter(|(id, gone)| !gone || **id == head).map(|(id, _)| ferry_store::Candidate { id: *id, time: revisions[id].time });
+        histories.push(history.collect());
+    }
+    Ok((histories, revisions))
+}
+
+/// Forgets revisions of `repo` on the hub (an admin token).
+pub async fn forget(hub: &Client, repo: &str, ids: &[Id]) -> Result<()> {
+    for batch in ids.chunks(ferry_proto::message::MAX_IDS) {
+        hub.request(&Message::Forget { repo: repo.into(), ids: batch.to_vec() }).await?;
+    }
+    Ok(())
+}
+
 /// Deletes `repo` on the hub with every branch and tag; returns them as
 /// they were.
 pub async fn delete_repo(hub: &Client, repo: &str) -> Result<Vec<(String, Id)>> {

@@ -26,6 +26,8 @@ pub struct LogEntry {
     pub message: String,
     pub files: usize,
     pub bytes: u64,
+    /// Retention forgot it: its files are gone.
+    pub forgotten: bool,
 }
 
 #[derive(Serialize)]
@@ -38,8 +40,9 @@ impl Report for History {
             .iter()
             .map(|r| {
                 format!(
-                    "revision {}\nauthor   {}\ntime     {}\nfiles    {} ({})\n\n    {}\n",
+                    "revision {}{}\nauthor   {}\ntime     {}\nfiles    {} ({})\n\n    {}\n",
                     r.revision,
+                    if r.forgotten { " (forgotten: files gone)" } else { "" },
                     r.author,
                     human_time(r.time),
                     r.files,
@@ -58,11 +61,16 @@ pub fn human_time(secs: i64) -> String {
 }
 
 pub fn run(store: &Store, args: Args) -> Result<History> {
-    let (id, _) = store.resolve(&RevisionSpec::parse(&args.target)?)?;
+    let spec = RevisionSpec::parse(&args.target)?;
+    let (id, _) = store.resolve(&spec)?;
     let log = store.log(id, args.limit)?;
+    let ids: Vec<ferry_core::Id> = log.iter().map(|e| e.0).collect();
+    let forgotten = store.forgotten(&spec.repo, &ids)?;
     Ok(History(
         log.into_iter()
-            .map(|(id, r)| LogEntry {
+            .zip(forgotten)
+            .map(|((id, r), forgotten)| LogEntry {
+                forgotten,
                 revision: id.to_hex(),
                 parents: r.parents.iter().map(|p| p.to_hex()).collect(),
                 files: r.entries.len(),

@@ -8,6 +8,7 @@ pub mod branch;
 pub mod cat;
 pub mod commit;
 pub mod export;
+pub mod forget;
 pub mod fsck;
 pub mod gc;
 pub mod init;
