@@ -152,7 +152,7 @@ fn resolve_serves_heads_and_byte_ranges_and_private_repositories_answer_as_missi
     assert_eq!((info.status, info.header("x-error-code")), (404, Some("RepoNotFound")));
     // A wrong token is refused as such; a revoked one at its next request.
     assert_eq!(curl(&["-H", "Authorization: Bearer nope", &url]).status, 401);
-    let id = ok(ferry(&hub.store).args(["token", "list"])).split_whitespace().next().unwrap().to_owned();
+    let id = json(&ok(ferry(&hub.store).args(["--json", "token", "list"])))[0]["id"].as_str().unwrap().to_owned();
     ok(ferry(&hub.store).args(["token", "revoke", &id]));
     let revoked = curl(&["-H", &auth, &url]);
     assert!(matches!(revoked.status, 401 | 404), "a revoked token still reads: {}", revoked.status);
