@@ -147,7 +147,17 @@ fn local_commands_print_what_the_document_says() {
     write(&src, "config.json", b"{}");
 
     agrees("init", &json(&ok(ferry(&store).args(["--json", "init"]))));
-    let commit = json(&ok(ferry(&store).args(["--json", "commit", "org/m"]).arg(&src).args(["-m", "one"])));
+    let committed = run(ferry(&store).args(["--json", "commit", "org/m"]).arg(&src).args(["-m", "one"]));
+    assert!(committed.status.success(), "{}", stderr(&committed));
+    // Progress: status lines on stderr, the last one complete.
+    let lines: Vec<Value> = stderr(&committed).lines().filter(|l| l.starts_with('{')).map(json).collect();
+    assert!(!lines.is_empty(), "no progress lines: {}", stderr(&committed));
+    for l in &lines {
+        agrees("progress", l);
+    }
+    let last = lines.last().unwrap();
+    assert_eq!((last["progress"].as_str(), last["bytes"].as_u64()), (Some("hashing"), last["total"].as_u64()), "{last}");
+    let commit = json(&String::from_utf8_lossy(&committed.stdout));
     agrees("commit", &commit);
     write(&src, "model.bin", &noise(1 << 20, 2));
     ok(ferry(&store).args(["commit", "org/m"]).arg(&src).args(["-m", "two"]));

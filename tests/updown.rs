@@ -203,3 +203,48 @@ fn a_named_remote_and_a_saved_token_stand_in_for_host_port_and_the_token() {
     assert_eq!(broken.status.code(), Some(2), "{}", stderr(&broken));
     assert!(stderr(&broken).contains("config.toml") && stderr(&broken).contains("line 3"), "{}", stderr(&broken));
 }
+
+#[test]
+fn serve_takes_every_flag_from_the_configuration_file_and_flags_win_over_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("hub-store");
+    ok(ferry(&store).arg("init"));
+    let config = tmp.path().join("hub.toml");
+    let text = format!(
+        "author = \"Config Author <ca@example.org>\"\n\n[serve]\nstore = {:?}\nlisten = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nidle-timeout = \"40s\"\nmax-connections = 64\n",
+        store.display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
+    let bare = || {
+        let mut c = std::process::Command::new(ferry_bin());
+        c.env_remove("FERRY_STORE").env_remove("FERRY_AUTHOR").env_remove("FERRY_CONFIG").arg("--config").arg(&config);
+        c
+    };
+    // The store, the listening address and the HTTP door all come from the file.
+    let mut serve = bare();
+    serve.args(["--json", "serve"]);
+    let hub = Hub::spawn(serve, store.clone());
+    assert!(hub.http.is_some(), "the file's http setting was not applied");
+    let token = hub.token("org/*", "write");
+    let src = tmp.path().join("src");
+    write(&src, "f", b"weights");
+    ok(client(&tmp.path().join("none"), Some(&token)).args(["upload", &hub.addr, "org/m"]).arg(&src));
+    drop(hub);
+    // A flag beats the file.
+    let mut serve = bare();
+    serve.args(["--json", "serve", "--http", "127.0.0.1:0", "--listen", "127.0.0.1:0"]);
+    let hub = Hub::spawn(serve, store.clone());
+    assert!(hub.http.is_some());
+    drop(hub);
+    // The file's author is recorded when neither --author nor FERRY_AUTHOR says.
+    let local = tmp.path().join("local");
+    ok(bare().arg("--store").arg(&local).arg("init"));
+    ok(bare().arg("--store").arg(&local).args(["commit", "org/m"]).arg(&src).args(["-m", "one"]));
+    let log = json(&ok(bare().arg("--store").arg(&local).args(["--json", "log", "org/m"])));
+    assert_eq!(log[0]["author"], "Config Author <ca@example.org>");
+    // A setting serve does not have is named, and nothing starts.
+    std::fs::write(&config, "[serve]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n").unwrap();
+    let refused = fails(bare().arg("--store").arg(&store).arg("serve"));
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("\"lisen\" is not a flag of ferry serve"), "{}", stderr(&refused));
+}

@@ -1,6 +1,7 @@
-//! The client's configuration file (`~/.config/ferry/config.toml`, or
-//! FERRY_CONFIG): named remotes, and beside it one token file per remote
-//! (`tokens/NAME`, mode 0600) written by `ferry login`.
+//! The configuration file (`~/.config/ferry/config.toml`, or `--config` /
+//! FERRY_CONFIG): the author commits record, named remotes, and `ferry
+//! serve`'s settings; beside it one token file per remote (`tokens/NAME`,
+//! mode 0600) written by `ferry login`.
 //!
 //! Precedence: a flag beats the environment (FERRY_TOKEN, ...), which beats
 //! the file.
@@ -27,9 +28,18 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The author `commit` and `upload` record when neither --author nor
+    /// FERRY_AUTHOR says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
     /// Hubs by name.
     #[serde(default)]
     pub remotes: BTreeMap<String, Remote>,
+    /// `ferry serve`'s settings: each key a flag's long name (`listen`,
+    /// `http`, `gc-every`, `store`, ...), each value what the flag takes
+    /// (a list for a flag given more than once, true for a switch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<toml::Table>,
 }
 
 /// One named hub.
@@ -44,14 +54,69 @@ pub struct Remote {
     pub ca: Option<PathBuf>,
 }
 
-/// Where the configuration file is: FERRY_CONFIG, else the per-user
-/// configuration directory. The binary decides; the libraries read no
-/// environment.
+static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Sets where the configuration file is (`--config` or FERRY_CONFIG), once,
+/// before any command runs.
+pub fn set_path(path: Option<PathBuf>) {
+    let _ = PATH.set(path.unwrap_or_else(|| dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("ferry").join("config.toml")));
+}
+
+/// Where the configuration file is: `--config`, FERRY_CONFIG, else the
+/// per-user configuration directory. The binary decides; the libraries
+/// read no environment.
 pub fn path() -> PathBuf {
-    match std::env::var_os("FERRY_CONFIG") {
-        Some(p) => PathBuf::from(p),
-        None => dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("ferry").join("config.toml"),
+    PATH.get_or_init(|| {
+        std::env::var_os("FERRY_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("ferry").join("config.toml"))
+    })
+    .clone()
+}
+
+/// The flags `[serve]` adds to `ferry serve`'s command line. `serve` is
+/// the subcommand's definition; `given(id)` says whether the command line
+/// or the environment already set the argument `id` (they win over the
+/// file).
+pub fn serve_flags(path: &Path, table: &toml::Table, serve: &clap::Command, given: &dyn Fn(&str) -> bool) -> Result<Vec<String>> {
+    let bad = |why: String| ConfigError(format!("{}: [serve] {why}", path.display()));
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let arg = serve.get_arguments().find(|a| a.get_long() == Some(key.as_str()));
+        let (id, takes_values) = match (arg, key.as_str()) {
+            (Some(a), _) => (a.get_id().as_str().to_owned(), a.get_action().takes_values()),
+            // Global: the hub's store is part of its settings too.
+            (None, "store") => ("store".to_owned(), true),
+            (None, _) => return Err(bad(format!("{key:?} is not a flag of ferry serve (see ferry serve --help)")).into()),
+        };
+        if given(&id) {
+            continue;
+        }
+        let values = match value {
+            toml::Value::Array(items) => items.iter().collect(),
+            one => vec![one],
+        };
+        for v in values {
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) if !takes_values => {
+                    if *b {
+                        out.push(format!("--{key}"));
+                    }
+                    continue;
+                }
+                other => return Err(bad(format!("{key}: {other} is not a value --{key} takes")).into()),
+            };
+            if !takes_values {
+                return Err(bad(format!("{key} is a switch: give it true or false")).into());
+            }
+            out.push(format!("--{key}"));
+            out.push(text);
+        }
     }
+    Ok(out)
 }
 
 /// A remote's name: letters, digits, `-`, `_` and `.`, so it can never be

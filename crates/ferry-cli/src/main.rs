@@ -38,6 +38,10 @@ struct Cli {
     /// Log what the command does on stderr (-vv: in detail; FERRY_LOG=<filter> overrides).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// The configuration file: remotes, the author to record, and serve's
+    /// settings in [serve] (default ~/.config/ferry/config.toml).
+    #[arg(long, global = true, env = "FERRY_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -148,7 +152,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("ferry: error: {e:#}");
+            return exit::of(&e);
+        }
+    };
     let json = cli.json;
     output::set_quiet(cli.quiet);
     // `serve` sets up its own logging (info by default).
@@ -170,6 +180,38 @@ fn main() -> ExitCode {
             exit::of(&e)
         }
     }
+}
+
+/// The command line, with `ferry serve`'s settings from the
+/// configuration file's `[serve]` filled in where neither a flag nor the
+/// environment gave them.
+fn parse() -> Result<Cli> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    config::set_path(cli.config.clone());
+    let Some(("serve", given)) = matches.subcommand() else { return Ok(cli) };
+    let path = config::path();
+    let Some(table) = config::Config::load(&path)?.serve else { return Ok(cli) };
+    let command = Cli::command();
+    let serve = command.find_subcommand("serve").expect("serve is a command");
+    let set = |id: &str| {
+        let source = if id == "store" { matches.value_source(id) } else { given.value_source(id) };
+        matches!(source, Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable))
+    };
+    let extra = config::serve_flags(&path, &table, serve, &set)?;
+    if extra.is_empty() {
+        return Ok(cli);
+    }
+    let args = std::env::args_os().chain(extra.into_iter().map(Into::into));
+    let matches = Cli::command()
+        .try_get_matches_from(args)
+        .map_err(|e| {
+            let said = e.to_string();
+            let first = said.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+            config::ConfigError(format!("{}: [serve]: {first}", path.display()))
+        })?;
+    Ok(Cli::from_arg_matches(&matches)?)
 }
 
 fn store_path(store: Option<PathBuf>) -> Result<PathBuf> {

@@ -1,6 +1,9 @@
-//! Progress bars on a terminal; silence everywhere else.
+//! Progress bars on a terminal; with --json, status lines on stderr;
+//! silence everywhere else.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -27,51 +30,101 @@ fn bar(json: bool, total: u64) -> ProgressBar {
     pb
 }
 
+/// With --json (and not -q): progress as JSON objects on stderr, one per
+/// line, at most twice a second, and once more when done:
+/// `{"bytes":N,"progress":"hashing","total":M}` (protocol/cli-json.md).
+struct StatusLines {
+    what: &'static str,
+    last: Mutex<Option<Instant>>,
+}
+
+impl StatusLines {
+    fn new(json: bool, what: &'static str) -> Option<StatusLines> {
+        (json && !crate::output::quiet()).then(|| StatusLines { what, last: Mutex::new(None) })
+    }
+
+    fn tick(&self, pb: &ProgressBar, force: bool) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if !force && last.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let line = serde_json::json!({ "progress": self.what, "bytes": pb.position(), "total": pb.length().unwrap_or(0) });
+        eprintln!("{line}");
+    }
+}
+
+/// A bar, and its status lines with --json.
+struct Shown {
+    pb: ProgressBar,
+    lines: Option<StatusLines>,
+}
+
+impl Shown {
+    fn new(json: bool, total: u64, what: &'static str) -> Shown {
+        Shown { pb: bar(json, total), lines: StatusLines::new(json, what) }
+    }
+    fn changed(&self) {
+        if let Some(l) = &self.lines {
+            l.tick(&self.pb, false);
+        }
+    }
+    fn finish(&self) {
+        if let Some(l) = &self.lines {
+            l.tick(&self.pb, true);
+        }
+        self.pb.finish_and_clear();
+    }
+}
+
 /// Commit progress: bytes read, rate, ETA, and how much was already stored.
 pub struct Ingest {
-    pb: ProgressBar,
+    shown: Shown,
     processed: AtomicU64,
     new: AtomicU64,
 }
 
 impl Ingest {
     pub fn new(json: bool) -> Self {
-        Ingest { pb: bar(json, 0), processed: AtomicU64::new(0), new: AtomicU64::new(0) }
+        Ingest { shown: Shown::new(json, 0, "hashing"), processed: AtomicU64::new(0), new: AtomicU64::new(0) }
     }
     pub fn finish(&self) {
-        self.pb.finish_and_clear();
+        self.shown.finish();
     }
 }
 
 impl ferry_store::IngestProgress for Ingest {
     fn start(&self, total_bytes: u64) {
-        self.pb.set_length(total_bytes);
+        self.shown.pb.set_length(total_bytes);
+        self.shown.changed();
     }
     fn advance(&self, read: u64, new_bytes: u64, _stored: u64) {
         let p = self.processed.fetch_add(read, Ordering::Relaxed) + read;
         let n = self.new.fetch_add(new_bytes, Ordering::Relaxed) + new_bytes;
-        self.pb.inc(read);
-        self.pb.set_message(format!("{} deduplicated", bytes(p - n)));
+        self.shown.pb.inc(read);
+        self.shown.pb.set_message(format!("{} deduplicated", bytes(p - n)));
+        self.shown.changed();
     }
 }
 
 /// Read progress (export, fsck).
 pub struct Read {
-    pb: ProgressBar,
+    shown: Shown,
 }
 
 impl Read {
     pub fn new(json: bool, total: u64) -> Self {
-        Read { pb: bar(json, total) }
+        Read { shown: Shown::new(json, total, "reading") }
     }
     pub fn finish(&self) {
-        self.pb.finish_and_clear();
+        self.shown.finish();
     }
 }
 
 impl ferry_store::ReadProgress for Read {
     fn advance(&self, bytes: u64) {
-        self.pb.inc(bytes);
+        self.shown.pb.inc(bytes);
+        self.shown.changed();
     }
 }
 
@@ -79,22 +132,23 @@ impl ferry_store::ReadProgress for Read {
 /// of those found missing so far (the total grows while the trees are
 /// compared), and how much the other side already had.
 pub struct Transfer {
-    pb: ProgressBar,
+    shown: Shown,
 }
 
 impl Transfer {
     pub fn new(json: bool) -> Self {
-        Transfer { pb: bar(json, 0) }
+        Transfer { shown: Shown::new(json, 0, "moving") }
     }
     pub fn finish(&self) {
-        self.pb.finish_and_clear();
+        self.shown.finish();
     }
 }
 
 impl ferry_transfer::TransferProgress for Transfer {
     fn update(&self, r: &ferry_proto::transfer::Report) {
-        self.pb.set_length(r.raw_bytes_to_move);
-        self.pb.set_position(r.raw_bytes_moved);
-        self.pb.set_message(format!("{} chunks already there", r.chunks_already_there));
+        self.shown.pb.set_length(r.raw_bytes_to_move);
+        self.shown.pb.set_position(r.raw_bytes_moved);
+        self.shown.pb.set_message(format!("{} chunks already there", r.chunks_already_there));
+        self.shown.changed();
     }
 }

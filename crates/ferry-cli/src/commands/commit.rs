@@ -34,8 +34,9 @@ pub struct Args {
 /// upload).
 #[derive(clap::Args)]
 pub struct SourceArgs {
-    /// Author recorded in the revision (default: FERRY_AUTHOR, else git's
-    /// user.name and user.email, else $USER).
+    /// Author recorded in the revision (default: FERRY_AUTHOR, else the
+    /// configuration file's `author`, else git's user.name and user.email,
+    /// else $USER).
     #[arg(long, env = "FERRY_AUTHOR")]
     author: Option<String>,
     /// Record the content of symlinked files instead of refusing symlinks.
@@ -45,8 +46,12 @@ pub struct SourceArgs {
 
 impl SourceArgs {
     /// The author to record.
-    pub fn author(&self) -> String {
-        self.author.clone().or_else(default_author).unwrap_or_else(|| "unknown".into())
+    pub fn author(&self) -> Result<String> {
+        if let Some(a) = &self.author {
+            return Ok(a.clone());
+        }
+        let configured = crate::config::Config::load(&crate::config::path())?.author;
+        Ok(configured.or_else(default_author).unwrap_or_else(|| "unknown".into()))
     }
 }
 
@@ -83,7 +88,7 @@ impl Report for Committed {
 
 pub fn run(store: &Store, args: Args, json: bool) -> Result<Committed> {
     let Args { repo, dir, message, branch, source, base } = args;
-    let (author, follow_symlinks) = (source.author(), source.follow_symlinks);
+    let (author, follow_symlinks) = (source.author()?, source.follow_symlinks);
     let base = base.map(|b| store.resolve(&ferry_store::RevisionSpec::parse(&b)?).map(|(id, _)| id)).transpose()?;
     let opts = ferry_store::CommitOptions { message, author, time: super::unix_now(), follow_symlinks, base };
     let bar = progress::Ingest::new(json);
@@ -106,7 +111,8 @@ pub fn run(store: &Store, args: Args, json: bool) -> Result<Committed> {
     })
 }
 
-/// Who commits when neither --author nor FERRY_AUTHOR says: git's
+/// Who commits when neither --author, FERRY_AUTHOR nor the configuration
+/// says: git's
 /// `user.name` (and `user.email`), else the login name.
 fn default_author() -> Option<String> {
     let git = |key: &str| {

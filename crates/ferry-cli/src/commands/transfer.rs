@@ -166,7 +166,7 @@ pub fn upload(args: UploadArgs, json: bool) -> Result<Transferred> {
         repo,
         branch,
         message: message.unwrap_or_else(|| format!("upload of {}", dir.display())),
-        author: source.author(),
+        author: source.author()?,
         time: super::unix_now(),
     };
     transfer(json, "uploaded", &hub, &net, async |client, bar| ferry_transfer::upload(client, &scanned, &opts, bar).await)
