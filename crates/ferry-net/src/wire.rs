@@ -164,11 +164,20 @@ pub fn tcp_liveness(s: &tokio::net::TcpStream) {
     let _ = sock.set_tcp_congestion(b"bbr");
     let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(15)).with_interval(Duration::from_secs(5)).with_retries(4);
     let _ = sock.set_tcp_keepalive(&ka);
+    #[cfg(target_os = "linux")]
     let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(60)));
 }
 
 /// Bytes written to a TCP socket (by descriptor) that the peer has not
+/// acknowledged yet (Linux; elsewhere 0: unknown).
+#[cfg(not(target_os = "linux"))]
+pub fn unacknowledged(_fd: std::os::fd::RawFd) -> usize {
+    0
+}
+
+/// Bytes written to a TCP socket (by descriptor) that the peer has not
 /// acknowledged yet.
+#[cfg(target_os = "linux")]
 pub fn unacknowledged(fd: std::os::fd::RawFd) -> usize {
     let mut n: libc::c_int = 0;
     // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int, the size of the send queue;

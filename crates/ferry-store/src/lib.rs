@@ -221,8 +221,15 @@ pub(crate) fn multi_get_in_order(db: &DB, cf: &rocksdb::ColumnFamily, ids: &[Id]
     Ok(out)
 }
 
+/// Whether files in `dir` can be written with O_DIRECT (Linux only).
+#[cfg(not(target_os = "linux"))]
+fn direct_writes_work(_dir: &Path) -> bool {
+    false
+}
+
 /// Whether files in `dir` can be written with O_DIRECT (not on every file
 /// system: RocksDB's flushes would fail where it is refused).
+#[cfg(target_os = "linux")]
 fn direct_writes_work(dir: &Path) -> bool {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
