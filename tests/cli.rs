@@ -122,6 +122,37 @@ fn a_tag_keeps_an_old_revision_from_gc_and_deleting_the_repository_reclaims_ever
 }
 
 #[test]
+fn forget_keeps_what_its_rules_say_and_gc_reclaims_the_files_of_the_rest() {
+    let (tmp, store) = init();
+    let src = tmp.path().join("src");
+    let mut steps = Vec::new();
+    for i in 0..4 {
+        steps.push(noise(2 << 20, 10 + i));
+        write(&src, "w", steps.last().unwrap());
+        ok(ferry(&store).args(["commit", "org/m"]).arg(&src).args(["-m", &format!("step {i}")]));
+    }
+    // A branch at the oldest revision keeps it whole.
+    let log = json(&ok(ferry(&store).args(["--json", "log", "org/m"])));
+    let oldest = log[3]["revision"].as_str().unwrap().to_owned();
+    ok(ferry(&store).args(["branch", "create", "org/m", "keep", &oldest]));
+    let dry = json(&ok(ferry(&store).args(["--json", "forget", "org/m", "--keep-last", "1", "--dry-run"])));
+    assert_eq!(dry["forgotten"].as_array().unwrap().len(), 2, "a branch head is kept: {dry}");
+    let gc = json(&ok(ferry(&store).args(["--json", "gc"])));
+    assert_eq!(gc["chunks_removed"], 0, "a dry run forgot something: {gc}");
+    ok(ferry(&store).args(["forget", "org/m", "--keep-last", "1"]));
+    let gc = json(&ok(ferry(&store).args(["--json", "gc"])));
+    assert!(gc["bytes_removed"].as_u64().unwrap() >= 4 << 20, "{gc}");
+    assert_eq!(gc["revisions_removed"], 0, "the history stays whole");
+    let flags: Vec<bool> = json(&ok(ferry(&store).args(["--json", "log", "org/m"]))).as_array().unwrap().iter().map(|e| e["forgotten"].as_bool().unwrap()).collect();
+    assert_eq!(flags, [false, true, true, false]);
+    assert_eq!(run(ferry(&store).args(["cat", "org/m@keep", "w"])).stdout, steps[0]);
+    let gone = fails(ferry(&store).args(["cat", &format!("org/m@{}", log[1]["revision"].as_str().unwrap()), "w"]));
+    assert_eq!(gone.status.code(), Some(4));
+    assert!(stderr(&gone).contains("forgotten"), "{}", stderr(&gone));
+    assert_eq!(json(&ok(ferry(&store).args(["--json", "fsck"])))["ok"], true);
+}
+
+#[test]
 fn special_files_and_symlinks_are_refused_by_name() {
     let (tmp, store) = init();
     let src = tmp.path().join("src");

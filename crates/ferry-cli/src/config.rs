@@ -136,6 +136,12 @@ impl Config {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            // As git does with a configuration it may not read (another
+            // user's home): say so and go on without it.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                crate::output::stderr_line(&format!("ferry: warning: cannot read {}: {e}; going on without it", path.display()));
+                return Ok(Config::default());
+            }
             Err(e) => return Err(e).with_context(|| path.display().to_string()),
         };
         let config: Config = toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
