@@ -12,7 +12,7 @@ fuzz_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$fuzz_dir")
 cd "$root"
 
-targets=${FUZZ_TARGETS:-"chunk_record tree_node revision frames negotiate access_file transfer store_formats chunking"}
+targets=${FUZZ_TARGETS:-"chunk_record tree_node revision frames negotiate access_file transfer store_formats chunking http_door"}
 export CARGO_TARGET_DIR=${FERRY_FUZZ_TARGET_DIR:-$HOME/.cache/ferry/fuzz-target}
 # The toolchain is stable; this lets cargo-fuzz pass its -Z flags.
 export RUSTC_BOOTSTRAP=1

@@ -86,6 +86,42 @@ seed("access_file", b"\x00{}")
 seed("store_formats", b"\x00" + bytes.fromhex(store["pack"]["hex"]))
 seed("store_formats", b"\x01" + bytes.fromhex(store["journal_entry"]["hex"]))
 
+# http_door: flags (method in bits 0-2: GET HEAD POST PUT DELETE; +8 write
+# token, +16 read token), the target, headers, an empty line, the body:
+# the requests huggingface_hub, git-lfs and a hub server make.
+def http(flags, target, headers=(), body=b""):
+    seed("http_door", bytes([flags]) + target.encode() + b"\n" + b"".join(h.encode() + b"\n" for h in headers) + b"\n" + body)
+zero = "0" * 64
+http(16, "/api/models/org/demo")
+http(16, "/api/models/org/demo/revision/main")
+http(16, "/api/models/org/demo/tree/main?recursive=true")
+http(17, "/org/demo/resolve/main/model.bin")
+http(16, "/org/demo/resolve/main/model.bin", ["Range: bytes=5-100"])
+http(16, "/org/demo/resolve/main/model.bin", ["Range: bytes=-10"])
+http(16, "/datasets/org/demo/resolve/main/model.bin", ["Range: bytes=99999-"])
+http(16, "/api/models/org/demo/refs")
+http(8 | 2, "/api/models/org/demo/preupload/main", ["Content-Type: application/json"],
+     json.dumps({"files": [{"path": "a.bin", "size": 3, "sample": "YWJj"}]}).encode())
+http(8 | 2, "/api/models/org/demo/commit/main", ["Content-Type: application/x-ndjson"],
+     b'{"key":"header","value":{"summary":"s","description":""}}\n'
+     b'{"key":"file","value":{"path":"c.json","content":"e30=","encoding":"base64"}}\n'
+     b'{"key":"deletedFile","value":{"path":"model.bin"}}\n')
+http(8 | 2, "/org/demo.git/info/lfs/objects/batch", ["Content-Type: application/vnd.git-lfs+json"],
+     json.dumps({"operation": "upload", "transfers": ["basic"], "objects": [{"oid": zero, "size": 10}]}).encode())
+http(8 | 2, "/org/demo/info/lfs/objects/batch", ["Content-Type: application/vnd.git-lfs+json"],
+     json.dumps({"operation": "download", "objects": [{"oid": zero, "size": 10}]}).encode())
+http(8 | 3, "/org/demo/info/lfs/objects/" + zero, [], b"0123456789")
+http(8 | 2, "/api/repos/create", ["Content-Type: application/json"], json.dumps({"name": "new", "organization": "org", "type": "model"}).encode())
+http(16, "/v1/repos?pattern=org/*&since=00:0&wait=0")
+http(16, "/v1/repos/org/demo/revisions/main")
+http(16, "/v1/repos/org/demo/history/main?max=5")
+http(8 | 2, "/v1/repos/org/demo/files", [], b"weights")
+http(8 | 2, "/v1/repos/org/demo/commits", ["Content-Type: application/json"],
+     json.dumps({"branch": "b", "expected": None, "message": "m", "files": {"x": zero}, "delete": []}).encode())
+http(8 | 4, "/v1/repos/org/demo/branches/b?expected=" + zero)
+http(8 | 4, "/v1/repos/org/demo")
+http(0, "/metrics")
+
 # Inputs that once crashed a target are replayed first, on every run.
 reg = os.path.join(fuzz, "regressions")
 for t in sorted(os.listdir(reg)) if os.path.isdir(reg) else []:
