@@ -90,48 +90,69 @@ pub fn router(service: Arc<HubService>, tls: bool) -> Router {
     let url_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new()).expect("the system's random numbers");
     let transfers = Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS));
     let door = Arc::new(Door { service, metrics: Arc::new(Metrics::default()), tls, url_key, transfers });
-    let resolve = get(hf::resolve_file).head(hf::resolve_file);
-    let mut r = Router::new()
-        .route("/health", get(|| async { "ok\n" }))
-        .route("/metrics", get(render_metrics))
-        .route("/{owner}/{name}/resolve/{rev}/{*path}", resolve.clone())
-        .route("/datasets/{owner}/{name}/resolve/{rev}/{*path}", resolve.clone())
-        .route("/models/{owner}/{name}/resolve/{rev}/{*path}", resolve);
-    let v1 = "/v1/repos/{owner}/{name}";
-    r = r
-        .route("/v1/repos", get(rest::repos))
-        .route("/v1/events", get(rest::events))
-        .route(&format!("{v1}/revisions/{{rev}}"), get(rest::revision))
-        .route(&format!("{v1}/history/{{rev}}"), get(rest::history))
-        .route(&format!("{v1}/files/{{rev}}/{{*path}}"), get(hf::resolve_file).head(hf::resolve_file))
-        .route(&format!("{v1}/files"), post(rest::upload))
-        .route(&format!("{v1}/commits"), post(rest::commit))
-        .route(v1, axum::routing::delete(rest::delete_repo))
-        .route(&format!("{v1}/branches/{{branch}}"), axum::routing::delete(rest::delete_branch));
-    r = r.route("/api/repos/create", post(upload::create_repo)).route("/api/validate-yaml", post(upload::validate_yaml));
-    for prefix in ["", "/datasets"] {
-        let lfs = format!("{prefix}/{{owner}}/{{name}}/info/lfs");
-        r = r
-            .route(&format!("{lfs}/objects/batch"), post(lfs::batch))
-            .route(&format!("{lfs}/objects/verify"), post(lfs::verify))
-            .route(&format!("{lfs}/objects/{{oid}}"), get(lfs::get_object).put(lfs::put_object))
-            .route(&format!("{lfs}/locks/verify"), post(lfs::no_locks));
-    }
-    for kind in ["models", "datasets"] {
-        r = r
-            .route(&format!("/api/{kind}/{{owner}}/{{name}}/preupload/{{rev}}"), post(upload::preupload))
-            .route(&format!("/api/{kind}/{{owner}}/{{name}}/commit/{{rev}}"), post(upload::commit))
-            .route(&format!("/api/{kind}/{{owner}}/{{name}}/branch/{{branch}}"), post(upload::create_branch))
-            .route(&format!("/api/{kind}/{{owner}}/{{name}}/xet-write-token/{{rev}}"), get(upload::no_xet))
-            .route(&format!("/api/{kind}/{{owner}}/{{name}}/refs"), get(hf::refs))
-            .route(&format!("/api/{kind}/{{owner}}/{{name}}"), get(hf::repo_info))
-            .route(&format!("/api/{kind}/{{owner}}/{{name}}/revision/{{rev}}"), get(hf::repo_info))
-            .route(&format!("/api/{kind}/{{owner}}/{{name}}/tree/{{rev}}"), get(hf::tree))
-            .route(&format!("/api/{kind}/{{owner}}/{{name}}/tree/{{rev}}/{{*path}}"), get(hf::tree));
+    let mut r = Router::new();
+    for (pattern, methods) in routes() {
+        r = r.route(&pattern, methods);
     }
     r.fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint on this hub") })
         .layer(axum::middleware::from_fn_with_state(door.clone(), observe))
         .with_state(door)
+}
+
+/// Every route pattern the door serves (axum's syntax), as the route index
+/// of `protocol/http.md` lists them.
+pub fn route_patterns() -> Vec<String> {
+    routes().into_iter().map(|r| r.0).collect()
+}
+
+/// The one table of routes: pattern and handlers.
+fn routes() -> Vec<(String, axum::routing::MethodRouter<Arc<Door>>)> {
+    let resolve = || get(hf::resolve_file).head(hf::resolve_file);
+    let mut t: Vec<(String, axum::routing::MethodRouter<Arc<Door>>)> = vec![
+        ("/health".into(), get(|| async { "ok\n" })),
+        ("/metrics".into(), get(render_metrics)),
+        ("/{owner}/{name}/resolve/{rev}/{*path}".into(), resolve()),
+        ("/datasets/{owner}/{name}/resolve/{rev}/{*path}".into(), resolve()),
+        ("/models/{owner}/{name}/resolve/{rev}/{*path}".into(), resolve()),
+        ("/v1/repos".into(), get(rest::repos)),
+        ("/v1/events".into(), get(rest::events)),
+        ("/api/repos/create".into(), post(upload::create_repo)),
+        ("/api/validate-yaml".into(), post(upload::validate_yaml)),
+    ];
+    let v1 = "/v1/repos/{owner}/{name}";
+    t.extend([
+        (v1.to_owned(), axum::routing::delete(rest::delete_repo)),
+        (format!("{v1}/revisions/{{rev}}"), get(rest::revision)),
+        (format!("{v1}/history/{{rev}}"), get(rest::history)),
+        (format!("{v1}/files/{{rev}}/{{*path}}"), resolve()),
+        (format!("{v1}/files"), post(rest::upload)),
+        (format!("{v1}/commits"), post(rest::commit)),
+        (format!("{v1}/branches/{{branch}}"), axum::routing::delete(rest::delete_branch)),
+    ]);
+    for prefix in ["", "/datasets"] {
+        let lfs = format!("{prefix}/{{owner}}/{{name}}/info/lfs");
+        t.extend([
+            (format!("{lfs}/objects/batch"), post(lfs::batch)),
+            (format!("{lfs}/objects/verify"), post(lfs::verify)),
+            (format!("{lfs}/objects/{{oid}}"), get(lfs::get_object).put(lfs::put_object)),
+            (format!("{lfs}/locks/verify"), post(lfs::no_locks)),
+        ]);
+    }
+    for kind in ["models", "datasets"] {
+        let repo = format!("/api/{kind}/{{owner}}/{{name}}");
+        t.extend([
+            (format!("{repo}/preupload/{{rev}}"), post(upload::preupload)),
+            (format!("{repo}/commit/{{rev}}"), post(upload::commit)),
+            (format!("{repo}/branch/{{branch}}"), post(upload::create_branch)),
+            (format!("{repo}/xet-write-token/{{rev}}"), get(upload::no_xet)),
+            (format!("{repo}/refs"), get(hf::refs)),
+            (repo.clone(), get(hf::repo_info)),
+            (format!("{repo}/revision/{{rev}}"), get(hf::repo_info)),
+            (format!("{repo}/tree/{{rev}}"), get(hf::tree)),
+            (format!("{repo}/tree/{{rev}}/{{*path}}"), get(hf::tree)),
+        ]);
+    }
+    t
 }
 
 async fn render_metrics(State(door): State<Arc<Door>>) -> Response {
