@@ -3,8 +3,8 @@
 Usage: hf_upload.py ENDPOINT REPO FOLDER TOKEN [xet]
 
 Creates REPO (twice: the second answers "exists"), uploads FOLDER, then a
-second version of it, makes a branch, and tries a commit on a stale
-parent; downloads each version back and compares. With `xet`, Xet is left
+second version of it, makes a branch and a tag, and tries a commit on a
+stale parent; downloads each version back and compares. With `xet`, Xet is left
 on as huggingface_hub installs it (only small files then go through).
 Prints one JSON object of what it saw.
 """
@@ -62,6 +62,19 @@ api.create_branch(REPO, branch="experiment", revision=first.oid)
 api.upload_file(path_or_fileobj=b"only on the branch\n", path_in_repo="branch.txt", repo_id=REPO, revision="experiment")
 out["branch_files"] = sorted(api.list_repo_files(REPO, revision="experiment"))
 out["refs"] = sorted(b.name for b in api.list_repo_refs(REPO).branches)
+
+# A tag on the first version: listed as a tag, readable by its name; only
+# an admin may delete it (the token here writes).
+api.create_tag(REPO, tag="v1.0", revision=first.oid)
+api.create_tag(REPO, tag="v1.0", revision=first.oid, exist_ok=True)
+out["tags"] = sorted(t.name for t in api.list_repo_refs(REPO).tags)
+out["tag_download"] = same_tree(FOLDER, hub.snapshot_download(REPO, revision="v1.0", endpoint=ENDPOINT, token=TOKEN,
+                                                              cache_dir=tempfile.mkdtemp()))
+try:
+    api.delete_tag(REPO, tag="v1.0")
+    out["tag_deleted_by_writer"] = None
+except Exception as e:
+    out["tag_deleted_by_writer"] = getattr(getattr(e, "response", None), "status_code", type(e).__name__)
 out["main_files"] = sorted(api.list_repo_files(REPO))
 
 # A commit whose parent is no longer the head is refused.

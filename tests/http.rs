@@ -288,6 +288,9 @@ fn huggingface_hub_uploads_through_the_door_and_a_second_version_stores_only_wha
     assert_eq!(v["branch_files"], serde_json::json!(["README.md", "branch.txt", "config.json", "model.safetensors", "sub/tokenizer.json"]));
     assert_eq!(v["main_files"], want);
     assert_eq!(v["refs"], serde_json::json!(["experiment", "main"]));
+    assert_eq!(v["tags"], serde_json::json!(["v1.0"]), "{v}");
+    assert_eq!(v["tag_download"], want, "{v}");
+    assert_eq!(v["tag_deleted_by_writer"], 403, "{v}");
     assert_eq!(v["stale_parent"], 412, "a commit on a stale parent: {v}");
     // The large file shows as an LFS file, named by its SHA-256.
     let sum = ok(Command::new("sha256sum").arg(folder.join("model.safetensors")));

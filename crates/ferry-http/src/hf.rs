@@ -114,9 +114,14 @@ pub(crate) async fn refs(State(door): State<Arc<Door>>, caller: Caller, Path(p):
     let repo = repo_of(&p)?;
     let session = caller.session(&door).await?;
     let refs = blocking(move || session.refs(&repo).map_err(service_error(Missing::Repo))).await?;
-    let branches: Vec<Value> =
-        refs.branches.iter().map(|(name, id)| json!({ "name": name, "ref": format!("refs/heads/{name}"), "targetCommit": commit_id(id) })).collect();
-    Ok(Json(json!({ "branches": branches, "converts": [], "tags": [], "pullRequests": [] })).into_response())
+    let (mut branches, mut tags) = (Vec::new(), Vec::new());
+    for (name, id) in &refs.branches {
+        match name.strip_prefix(ferry_store::TAG_PREFIX) {
+            Some(tag) => tags.push(json!({ "name": tag, "ref": format!("refs/tags/{tag}"), "targetCommit": commit_id(id) })),
+            None => branches.push(json!({ "name": name, "ref": format!("refs/heads/{name}"), "targetCommit": commit_id(id) })),
+        }
+    }
+    Ok(Json(json!({ "branches": branches, "converts": [], "tags": tags, "pullRequests": [] })).into_response())
 }
 
 #[derive(Deserialize, Default)]

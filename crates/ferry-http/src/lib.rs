@@ -144,6 +144,7 @@ fn routes() -> Vec<(String, axum::routing::MethodRouter<Arc<Door>>)> {
             (format!("{repo}/preupload/{{rev}}"), post(upload::preupload)),
             (format!("{repo}/commit/{{rev}}"), post(upload::commit)),
             (format!("{repo}/branch/{{branch}}"), post(upload::create_branch)),
+            (format!("{repo}/tag/{{rev}}"), post(upload::create_tag).delete(upload::delete_tag)),
             (format!("{repo}/xet-write-token/{{rev}}"), get(upload::no_xet)),
             (format!("{repo}/refs"), get(hf::refs)),
             (repo.clone(), get(hf::repo_info)),

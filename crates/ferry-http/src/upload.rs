@@ -297,6 +297,48 @@ pub(crate) async fn create_branch(
     .await
 }
 
+#[derive(Deserialize)]
+pub(crate) struct NewTag {
+    tag: String,
+}
+
+/// `POST /api/{models,datasets}/{owner}/{name}/tag/{rev}` `{"tag",
+/// "message"?}`: tags a revision (`tags/<tag>`; 409 if the tag exists).
+pub(crate) async fn create_tag(
+    State(door): State<Arc<Door>>,
+    caller: Caller,
+    Path(p): Path<Vec<(String, String)>>,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpError> {
+    let (repo, rev) = (repo_of(&p)?, param(&p, "rev").unwrap_or("main").to_owned());
+    let req: NewTag = serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let session = caller.session(&door).await?;
+    blocking(move || {
+        let (id, _) = resolve(&session, &repo, &rev)?;
+        let tag = format!("{}{}", ferry_store::TAG_PREFIX, req.tag);
+        session.update_branch(&repo, &tag, None, id, &[]).map_err(|e| match e.code {
+            ferry_proto::ErrorCode::Conflict => HttpError::new(StatusCode::CONFLICT, "conflict", format!("{repo} already has a tag {:?}", req.tag)),
+            _ => HttpError::from_service(e, Missing::Repo),
+        })?;
+        Ok(Json(json!({})).into_response())
+    })
+    .await
+}
+
+/// `DELETE /api/{models,datasets}/{owner}/{name}/tag/{tag}`: deletes a tag
+/// (an admin token).
+pub(crate) async fn delete_tag(State(door): State<Arc<Door>>, caller: Caller, Path(p): Path<Vec<(String, String)>>) -> Result<Response, HttpError> {
+    let (repo, tag) = (repo_of(&p)?, format!("{}{}", ferry_store::TAG_PREFIX, param(&p, "rev").unwrap_or_default()));
+    let session = caller.session(&door).await?;
+    blocking(move || {
+        let head = session.refs(&repo).map_err(service_error(Missing::Repo))?.branches.into_iter().find(|b| b.0 == tag).map(|b| b.1);
+        let head = head.ok_or_else(|| HttpError::missing(Missing::Revision, format!("{repo} has no tag {:?}", &tag[ferry_store::TAG_PREFIX.len()..])))?;
+        session.delete_branch(&repo, &tag, head).map_err(service_error(Missing::Revision))?;
+        Ok(Json(json!({})).into_response())
+    })
+    .await
+}
+
 /// A hex SHA-256 (an LFS object id).
 pub(crate) fn parse_sha256(oid: &str) -> Result<[u8; 32], HttpError> {
     let mut sha = [0u8; 32];
