@@ -56,4 +56,6 @@ out["missing_file"] = error_of(lambda: hub.hf_hub_download(REPO, "no/such.bin", 
 out["missing_revision"] = error_of(lambda: hub.hf_hub_download(REPO, out["files"][0], revision="no-such-branch",
                                                                  endpoint=ENDPOINT, token=TOKEN))
 out["missing_repo"] = error_of(lambda: hub.model_info("nobody/nothing", token=TOKEN))
+infos = api.get_paths_info(REPO, ["config.json", "sub", "no/such.bin"])
+out["paths_info"] = [[type(i).__name__, i.path] for i in infos]
 print(json.dumps(out))

@@ -93,6 +93,7 @@ fn huggingface_hub_downloads_a_repository_every_way_it_offers() {
     assert_eq!(v["missing_file"], "RemoteEntryNotFoundError");
     assert_eq!(v["missing_revision"], "RevisionNotFoundError");
     assert_eq!(v["missing_repo"], "RepositoryNotFoundError");
+    assert_eq!(v["paths_info"], serde_json::json!([["RepoFile", "config.json"], ["RepoFolder", "sub"]]), "{v}");
 
     // `hf download`, the command line, with the endpoint from the environment.
     let hf = python().with_file_name("hf");

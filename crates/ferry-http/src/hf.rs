@@ -155,6 +155,56 @@ pub(crate) async fn tree(
     Ok(Json(listing).into_response())
 }
 
+/// Paths asked of one `paths-info` request, at most.
+const MAX_PATHS_ASKED: usize = 10_000;
+
+/// `POST /api/{models,datasets}/{owner}/{name}/paths-info/{rev}`, a form
+/// of `paths` (repeated) and `expand` (huggingface_hub's
+/// `get_paths_info`): each path asked that is a file or a directory of the
+/// revision, as the tree listing gives it, in the order asked; other paths
+/// are left out.
+pub(crate) async fn paths_info(
+    State(door): State<Arc<Door>>,
+    caller: Caller,
+    Path(p): Path<Vec<(String, String)>>,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpError> {
+    let (repo, rev) = (repo_of(&p)?, param(&p, "rev").unwrap_or("main").to_owned());
+    let asked: Vec<String> = form_urlencoded::parse(&body).filter(|(k, _)| k == "paths").map(|(_, v)| v.trim_matches('/').to_owned()).collect();
+    if asked.len() > MAX_PATHS_ASKED {
+        return Err(HttpError::bad_request(format!("{} paths asked; at most {MAX_PATHS_ASKED} at once", asked.len())));
+    }
+    let session = caller.session(&door).await?;
+    let found = blocking(move || {
+        let (_, revision) = resolve(&session, &repo, &rev)?;
+        let mut out = Vec::new();
+        for path in asked.iter().filter(|p| !p.is_empty()) {
+            if let Some(e) = revision.entry(path) {
+                out.push(file_json(e, lfs_info(&session, e)));
+            } else if revision.entries.iter().any(|e| e.path.strip_prefix(path.as_str()).is_some_and(|r| r.starts_with('/'))) {
+                out.push(directory_json(path));
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(found).into_response())
+}
+
+/// A file as tree listings show it.
+fn file_json(e: &Entry, lfs: Option<LfsInfo>) -> Value {
+    let mut v = json!({ "type": "file", "oid": blob_id(e), "size": e.size, "path": e.path });
+    if let Some(l) = lfs {
+        v["lfs"] = json!({ "oid": l.oid, "size": l.size, "pointerSize": l.pointer_size });
+    }
+    v
+}
+
+/// A directory as tree listings show it.
+fn directory_json(path: &str) -> Value {
+    json!({ "type": "directory", "oid": commit_id(&Id::of_chunk(path.as_bytes())), "size": 0, "path": path })
+}
+
 /// Entries of a revision under `dir`, each directory listed once before
 /// the first file below it.
 fn list_tree(revision: &Revision, dir: &str, recursive: bool, lfs: &dyn Fn(&Entry) -> Option<LfsInfo>) -> Vec<Value> {
@@ -170,16 +220,12 @@ fn list_tree(revision: &Revision, dir: &str, recursive: bool, lfs: &dyn Fn(&Entr
         for i in 1..=levels {
             let d = format!("{prefix}{}", parts[..i].join("/"));
             if !listed.contains(&d) {
-                out.push(json!({ "type": "directory", "oid": commit_id(&Id::of_chunk(d.as_bytes())), "size": 0, "path": d }));
+                out.push(directory_json(&d));
                 listed.insert(d);
             }
         }
         if parts.len() == 1 || recursive {
-            let mut v = json!({ "type": "file", "oid": blob_id(e), "size": e.size, "path": e.path });
-            if let Some(l) = lfs(e) {
-                v["lfs"] = json!({ "oid": l.oid, "size": l.size, "pointerSize": l.pointer_size });
-            }
-            out.push(v);
+            out.push(file_json(e, lfs(e)));
         }
     }
     out

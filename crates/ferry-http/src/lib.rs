@@ -151,6 +151,7 @@ fn routes() -> Vec<(String, axum::routing::MethodRouter<Arc<Door>>)> {
             (format!("{repo}/revision/{{rev}}"), get(hf::repo_info)),
             (format!("{repo}/tree/{{rev}}"), get(hf::tree)),
             (format!("{repo}/tree/{{rev}}/{{*path}}"), get(hf::tree)),
+            (format!("{repo}/paths-info/{{rev}}"), post(hf::paths_info)),
         ]);
     }
     t
