@@ -56,6 +56,9 @@ const EXAMPLES: &str = "Examples:
   FERRY_TOKEN=fy_... ferry upload hub.example:4433 org/llama-ft ./checkpoint-2000 -m \"step 2000\"
   FERRY_TOKEN=fy_... ferry download hub.example:4433 org/llama-ft ./llama-ft
   ferry remote add eu hub-eu.example:4433 && ferry login eu   # then: ferry download eu org/llama-ft ./llama-ft
+  ferry tag create org/llama-ft@main v1.0 --hub eu
+  ferry forget org/llama-ft --keep-last 5 --keep-daily 7 --hub eu --dry-run
+  ferry --config /etc/ferry/hub.toml serve                  # every serve flag in [serve]
   ferry completions bash > /etc/bash_completion.d/ferry
 
 Exit codes: 0 success, 1 failure, 2 usage, 3 conflict, 4 not found or
@@ -264,5 +267,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir).with_context(|| dir.display().to_string())?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command and every argument says what it is for.
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && path != " ferry" {
+                missing.push(path.clone());
+            }
+            for arg in cmd.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version")) {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:?}");
     }
 }
