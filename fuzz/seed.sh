@@ -85,6 +85,7 @@ seed("access_file", b"\x00{}")
 # store_formats: 0 then a pack, 1 then a journal entry.
 seed("store_formats", b"\x00" + bytes.fromhex(store["pack"]["hex"]))
 seed("store_formats", b"\x01" + bytes.fromhex(store["journal_entry"]["hex"]))
+seed("store_formats", b"\x01" + bytes.fromhex(store["journal_entry_forgotten"]["hex"]))
 
 # http_door: flags (method in bits 0-2: GET HEAD POST PUT DELETE; +8 write
 # token, +16 read token), the target, headers, an empty line, the body:

@@ -128,15 +128,20 @@ fn a_store_on_garage_commits_serves_and_is_rebuilt_from_the_bucket_alone() {
     assert!(stderr(&refused).contains("another store writes this bucket"), "{}", stderr(&refused));
     hub.kill();
 
+    // Retention: the oldest revision is forgotten, in the journal too.
+    ok(ferry_on(&garage, &store).args(["forget", "org/model", "--keep-last", "2"]));
     // The store's directory is lost: the bucket alone makes it again.
     let log_before = ok(ferry_on(&garage, &store).args(["log", "org/model"]));
+    assert!(log_before.contains("forgotten"), "{log_before}");
     std::fs::remove_dir_all(&store).unwrap();
     let rebuilt = tmp.path().join("rebuilt");
     ok(ferry_on(&garage, &rebuilt).arg("rebuild").args(backend_args(&garage, "hub")));
     assert_eq!(ok(ferry_on(&garage, &rebuilt).args(["log", "org/model"])), log_before);
-    for (rev, src) in [(&r1, &v1), (&r2, &v2), (&r3, &v3)] {
+    for (rev, src) in [(&r2, &v2), (&r3, &v3)] {
         assert_exports(&garage, &rebuilt, rev, src);
     }
+    let forgotten = fails(ferry_on(&garage, &rebuilt).args(["export", &format!("org/model@{r1}")]).arg(tmp.path().join("old")));
+    assert!(stderr(&forgotten).contains("forgotten"), "{}", stderr(&forgotten));
     fsck_ok(&garage, &rebuilt);
 }
 

@@ -195,7 +195,7 @@ impl Session {
         if !in_history.is_empty() {
             self.check_admin(repo, "forgetting revisions")?;
         }
-        self.store().mark_forgotten(repo, ids, ferry_core::time::unix_now())?;
+        self.store().mark_forgotten(repo, ids)?;
         for id in in_history {
             self.audit("forget", repo, "", Some(id), None)?;
         }

@@ -23,17 +23,22 @@ pub struct BranchMove {
 }
 
 /// One synced metadata write: revisions stored, and perhaps a branch moved
-/// in the same write.
+/// in the same write; or revisions forgotten (retention).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct JournalEntry {
     /// Encoded revisions (`tree.md`), parents before children.
     pub revisions: Vec<Vec<u8>>,
     /// The branch move written with them, if any.
     pub branch: Option<BranchMove>,
+    /// Revisions forgotten: (repository, revision).
+    pub forgotten: Vec<(String, Id)>,
 }
 
 const MAGIC: &[u8; 4] = b"FJNL";
+/// Version 1 has no forgotten revisions; an entry with none is written as
+/// version 1, so that each entry has one encoding.
 const VERSION: u8 = 1;
+const VERSION_FORGOTTEN: u8 = 2;
 /// Revisions in one entry (a push of a long history is split by the
 /// sender long before this).
 pub const MAX_JOURNAL_REVISIONS: usize = 1 << 16;
@@ -48,7 +53,7 @@ impl JournalEntry {
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(MAGIC);
-        b.push(VERSION);
+        b.push(if self.forgotten.is_empty() { VERSION } else { VERSION_FORGOTTEN });
         match &self.branch {
             None => b.push(0),
             Some(m) => {
@@ -73,6 +78,14 @@ impl JournalEntry {
             b.extend_from_slice(&(r.len() as u32).to_le_bytes());
             b.extend_from_slice(r);
         }
+        if !self.forgotten.is_empty() {
+            b.extend_from_slice(&(self.forgotten.len() as u32).to_le_bytes());
+            for (repo, id) in &self.forgotten {
+                b.extend_from_slice(&(repo.len() as u32).to_le_bytes());
+                b.extend_from_slice(repo.as_bytes());
+                b.extend_from_slice(id.as_bytes());
+            }
+        }
         b
     }
 
@@ -89,8 +102,8 @@ impl JournalEntry {
             return Err(invalid("journal entry", "bad magic"));
         }
         let version = r.u8()?;
-        if version != VERSION {
-            return Err(invalid("journal entry", format!("version {version}, this ferry reads {VERSION}")));
+        if version != VERSION && version != VERSION_FORGOTTEN {
+            return Err(invalid("journal entry", format!("version {version}, this ferry reads {VERSION} and {VERSION_FORGOTTEN}")));
         }
         let branch = match r.u8()? {
             0 => None,
@@ -118,8 +131,22 @@ impl JournalEntry {
         for _ in 0..count {
             revisions.push(r.bytes("revision", MAX_JOURNAL_LEN)?.to_vec());
         }
+        let mut forgotten = Vec::new();
+        if version == VERSION_FORGOTTEN {
+            let count = r.u32()? as usize;
+            // At least one (else the entry is version 1), each at least a
+            // length and an id.
+            if count == 0 || count > MAX_JOURNAL_REVISIONS || count > r.remaining() / 36 {
+                return Err(invalid("journal entry", format!("{count} forgotten revisions")));
+            }
+            for _ in 0..count {
+                let repo = r.string("repository name", MAX_NAME_LEN)?.to_owned();
+                ferry_core::names::check_repo_name(&repo)?;
+                forgotten.push((repo, r.id()?));
+            }
+        }
         r.finish()?;
-        Ok(JournalEntry { revisions, branch })
+        Ok(JournalEntry { revisions, branch, forgotten })
     }
 
     /// The ids of the entry's revisions.
@@ -135,6 +162,7 @@ mod tests {
     #[test]
     fn entries_round_trip_and_every_truncation_is_refused() {
         let e = JournalEntry {
+            forgotten: Vec::new(),
             revisions: vec![b"rev-a".to_vec(), Vec::new()],
             branch: Some(BranchMove { seq: 7, repo: "org/model".into(), branch: "main".into(), head: Some(Id::of_chunk(b"x")), created: 1_700_000_000 }),
         };
@@ -146,7 +174,18 @@ mod tests {
         let mut long = enc.clone();
         long.push(0);
         assert!(JournalEntry::decode(&long).is_err());
-        let plain = JournalEntry { revisions: vec![b"r".to_vec()], branch: None };
+        let plain = JournalEntry { revisions: vec![b"r".to_vec()], branch: None, forgotten: Vec::new() };
         assert_eq!(JournalEntry::decode(&plain.encode()).unwrap(), plain);
+        let forgot = JournalEntry { forgotten: vec![("org/m".into(), Id::of_chunk(b"y"))], ..Default::default() };
+        let enc = forgot.encode();
+        assert_eq!((enc[4], JournalEntry::decode(&enc).unwrap()), (2, forgot));
+        for cut in 0..enc.len() {
+            assert!(JournalEntry::decode(&enc[..cut]).is_err(), "a cut at {cut} decoded");
+        }
+        // Version 2 with no forgotten revision is refused: one encoding each.
+        let mut empty = plain.encode();
+        empty[4] = 2;
+        empty.extend_from_slice(&0u32.to_le_bytes());
+        assert!(JournalEntry::decode(&empty).is_err());
     }
 }

@@ -87,14 +87,18 @@ impl Store {
     }
 
     /// Writes a journal entry from the backend after checking that its
-    /// revisions decode, and that their file trees are stored.
+    /// revisions decode, and that their file trees are stored (unless a
+    /// repository forgot the revision: an earlier entry marked it, and it
+    /// came without its files).
     fn apply_journal_entry(&self, e: &JournalEntry) -> Result<()> {
         for (enc, id) in e.revisions.iter().zip(e.revision_ids()) {
             let rev = Revision::decode(enc)?;
             debug_assert_eq!(revision_id(enc), id);
             let roots: Vec<Id> = rev.entries.iter().map(|x| x.file_id).collect();
             if let Some((root, _)) = roots.iter().zip(self.has_nodes(&roots)?).find(|x| !x.1) {
-                return Err(StoreError::MissingNode(*root));
+                if !self.forgotten_anywhere()?.contains(&id) {
+                    return Err(StoreError::MissingNode(*root));
+                }
             }
         }
         self.write_journal_entry(e)

@@ -176,7 +176,7 @@ impl Store {
             self.refuse_case_twin("branch", CF_BRANCHES, &branch_key(repo, ""), branch)?;
         }
         let seq = self.ref_seq.load(Ordering::SeqCst) + 1;
-        let entry = JournalEntry { revisions, branch: Some(BranchMove { seq, repo: repo.into(), branch: branch.into(), head: new, created }) };
+        let entry = JournalEntry { revisions, branch: Some(BranchMove { seq, repo: repo.into(), branch: branch.into(), head: new, created }), forgotten: Vec::new() };
         self.backend.journal(&entry)?;
         crate::check::crash_point("move-journaled");
         self.write_journal_entry(&entry)
@@ -184,10 +184,16 @@ impl Store {
 
     /// Stores revisions without moving a branch, journaled like a move.
     pub(crate) fn store_revisions(&self, revisions: Vec<Vec<u8>>) -> Result<()> {
+        self.journal_and_write(&JournalEntry { revisions, ..Default::default() })
+    }
+
+    /// Keeps an entry without a branch move in the backend's journal, then
+    /// writes it, under the branch lock (so entries are journaled in the
+    /// order they are written).
+    pub(crate) fn journal_and_write(&self, entry: &JournalEntry) -> Result<()> {
         let _cas = self.branch_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = JournalEntry { revisions, branch: None };
-        self.backend.journal(&entry)?;
-        self.write_journal_entry(&entry)
+        self.backend.journal(entry)?;
+        self.write_journal_entry(entry)
     }
 
     /// Writes what a journal entry says in one synced batch: its revisions,
@@ -198,6 +204,9 @@ impl Store {
         let mut batch = WriteBatch::default();
         for (id, enc) in entry.revision_ids().iter().zip(&entry.revisions) {
             batch.put_cf(self.cf(CF_REVISIONS), id.as_bytes(), enc);
+        }
+        for (repo, id) in &entry.forgotten {
+            batch.put_cf(self.cf(crate::CF_FORGOTTEN), crate::retention::forgotten_key(repo, id), []);
         }
         if let Some(m) = &entry.branch {
             let key = branch_key(&m.repo, &m.branch);

@@ -6,17 +6,15 @@
 //! every id in it verifiable; what it loses is its hold on its files: gc
 //! no longer keeps their trees and chunks for it, and reading its files
 //! answers "forgotten". Marks are per repository (`forgotten` column
-//! family: repository, NUL, revision id -> Unix seconds), because a
+//! family: repository, NUL, revision id), journaled like a branch move, because a
 //! revision may be in the history of several repositories and only the
 //! one that forgot it lets go. Every branch and tag head is always kept.
 
 use std::collections::{BTreeSet, HashSet};
 
 use ferry_core::Id;
-use rocksdb::WriteBatch;
-
-use crate::write::{write, Durability};
-use crate::{BackendError, Result, Store, CF_FORGOTTEN};
+use crate::journal::{JournalEntry, MAX_JOURNAL_REVISIONS};
+use crate::{Result, Store, CF_FORGOTTEN};
 
 /// Which revisions to keep (a revision any rule keeps is kept). Each count
 /// is per branch or tag, over its history newest first.
@@ -91,7 +89,8 @@ pub fn keep(histories: &[Vec<Candidate>], rules: &KeepRules, now: i64) -> HashSe
     kept
 }
 
-fn key(repo: &str, id: &Id) -> Vec<u8> {
+/// A mark's key: repository, NUL, revision id.
+pub(crate) fn forgotten_key(repo: &str, id: &Id) -> Vec<u8> {
     let mut k = Vec::with_capacity(repo.len() + 33);
     k.extend_from_slice(repo.as_bytes());
     k.push(0);
@@ -103,13 +102,13 @@ impl Store {
     /// For each id, whether `repo` forgot that revision; one batched lookup.
     pub fn forgotten(&self, repo: &str, ids: &[Id]) -> Result<Vec<bool>> {
         let cf = self.cf(CF_FORGOTTEN);
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key(repo, id)).collect();
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| forgotten_key(repo, id)).collect();
         self.db.multi_get_cf(keys.iter().map(|k| (cf, k))).into_iter().map(|r| Ok(r?.is_some())).collect()
     }
 
     /// Whether `repo` forgot revision `id`.
     pub fn is_forgotten(&self, repo: &str, id: &Id) -> Result<bool> {
-        Ok(self.db.get_pinned_cf(self.cf(CF_FORGOTTEN), key(repo, id))?.is_some())
+        Ok(self.db.get_pinned_cf(self.cf(CF_FORGOTTEN), forgotten_key(repo, id))?.is_some())
     }
 
     /// Every revision id some repository forgot.
@@ -122,23 +121,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Marks revisions of `repo` forgotten (synced). A revision need not be
-    /// stored yet: a transfer marks the forgotten revisions of a history
-    /// before it stores them. Refused on a store whose metadata a bucket
-    /// keeps: the marks are not in its journal yet.
-    pub fn mark_forgotten(&self, repo: &str, ids: &[Id], now: i64) -> Result<()> {
+    /// Marks revisions of `repo` forgotten, journaled (so a store rebuilt
+    /// from its bucket has them) and synced. A revision need not be stored
+    /// yet: a transfer marks the forgotten revisions of a history before
+    /// it stores them.
+    pub fn mark_forgotten(&self, repo: &str, ids: &[Id]) -> Result<()> {
         ferry_core::names::check_repo_name(repo)?;
-        if ids.is_empty() {
-            return Ok(());
+        for batch in ids.chunks(MAX_JOURNAL_REVISIONS) {
+            let entry = JournalEntry { forgotten: batch.iter().map(|id| (repo.to_owned(), *id)).collect(), ..Default::default() };
+            self.journal_and_write(&entry)?;
         }
-        if self.backend.deferred().is_some() {
-            return Err(BackendError::Other(format!("forgetting revisions in a store on the {} backend is not supported yet", self.backend.name())).into());
-        }
-        let mut batch = WriteBatch::default();
-        for id in ids {
-            batch.put_cf(self.cf(CF_FORGOTTEN), key(repo, id), now.to_le_bytes());
-        }
-        write(&self.db, batch, Durability::Synced)
+        Ok(())
     }
 
     /// Each branch's and tag's history in `repo` as the rules judge it: its

@@ -35,10 +35,13 @@ fn compute() -> Value {
     let journal = JournalEntry {
         revisions: vec![revision],
         branch: Some(BranchMove { seq: 1, repo: "org/model".into(), branch: "main".into(), head: Some(revision_id), created: 1_767_225_600 }),
+        forgotten: Vec::new(),
     };
+    let forgot = JournalEntry { forgotten: vec![("org/model".into(), revision_id)], ..Default::default() };
     json!({
         "pack": { "record": record_id.to_hex(), "node": node_id.to_hex(), "hex": hex::encode(pack.seal()) },
         "journal_entry": { "repo": "org/model", "branch": "main", "seq": 1, "head": revision_id.to_hex(), "hex": hex::encode(journal.encode()) },
+        "journal_entry_forgotten": { "repo": "org/model", "revision": revision_id.to_hex(), "hex": hex::encode(forgot.encode()) },
         "announcement": { "packs": [hex::encode(ANNOUNCED[0]), hex::encode(ANNOUNCED[1])], "hex": hex::encode(encode_announcement(&ANNOUNCED)) },
     })
 }
@@ -67,6 +70,8 @@ fn golden_encodings_decode() {
     let entry = JournalEntry::decode(&journal).unwrap();
     assert_eq!(entry.encode(), journal);
     assert_eq!(entry.branch.unwrap().head.unwrap().to_hex(), v["journal_entry"]["head"].as_str().unwrap());
+    let forgot = JournalEntry::decode(&hex::decode(v["journal_entry_forgotten"]["hex"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(forgot.forgotten[0].1.to_hex(), v["journal_entry_forgotten"]["revision"].as_str().unwrap());
     let announced = decode_announcement(&hex::decode(v["announcement"]["hex"].as_str().unwrap()).unwrap()).unwrap();
     let named: Vec<String> = v["announcement"]["packs"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
     assert_eq!(announced.iter().map(hex::encode).collect::<Vec<_>>(), named);

@@ -115,7 +115,7 @@ pub fn run(store: &Path, args: Args) -> Result<ForgetReport> {
             let histories = store.retention_candidates(&args.repo)?;
             let gone = to_forget(&histories, &rules, now);
             if !args.dry_run {
-                store.mark_forgotten(&args.repo, &gone, now)?;
+                store.mark_forgotten(&args.repo, &gone)?;
             }
             let revisions: HashMap<Id, Revision> = gone.iter().map(|id| Ok((*id, store.revision(id)?))).collect::<Result<_>>()?;
             (histories, revisions, gone)
