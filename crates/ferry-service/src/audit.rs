@@ -61,9 +61,10 @@ impl AuditLog {
         AuditLog { path: audit_path(store), file: Mutex::new(None) }
     }
 
-    /// Appends `entry` and syncs it. A change already made is not undone
-    /// if this fails; the caller is told the log could not be written.
-    pub(crate) fn record(&self, entry: &AuditEntry) -> Result<(), ServiceError> {
+    /// Appends `entries` and syncs them, once. A change already made is not
+    /// undone if this fails; the caller is told the log could not be
+    /// written.
+    pub(crate) fn record(&self, entries: &[AuditEntry]) -> Result<(), ServiceError> {
         let fail = |e: std::io::Error| ServiceError::internal(format!("the change was made, but the audit log {} cannot be written: {e}", self.path.display()));
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if file.is_none() {
@@ -71,9 +72,12 @@ impl AuditLog {
             *file = Some(std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(&self.path).map_err(fail)?);
         }
         let f = file.as_mut().expect("opened above");
-        let mut line = serde_json::to_vec(entry).expect("serializable");
-        line.push(b'\n');
-        f.write_all(&line).map_err(fail)?;
+        let mut lines = Vec::new();
+        for entry in entries {
+            serde_json::to_writer(&mut lines, entry).expect("serializable");
+            lines.push(b'\n');
+        }
+        f.write_all(&lines).map_err(fail)?;
         f.sync_data().map_err(fail)
     }
 }

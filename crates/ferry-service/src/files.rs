@@ -151,7 +151,7 @@ impl Session {
             self.check_admin(repo, "deleting a tag")?;
         }
         self.store().update_branch(repo, branch, Some(expected), None)?;
-        self.audit("delete", repo, branch, Some(expected), None)
+        self.audit("delete", repo, &[(branch, Some(expected), None)])
     }
 
     /// Deletes `repo` with its branches and tags (admin only); returns the
@@ -162,9 +162,8 @@ impl Session {
             Err(ferry_store::StoreError::UnknownRepo(_)) => return Err(ServiceError::repo_not_found(repo)),
             other => other?,
         };
-        for (branch, head) in &deleted {
-            self.audit("delete-repo", repo, branch, Some(*head), None)?;
-        }
+        let changes: Vec<(&str, Option<Id>, Option<Id>)> = deleted.iter().map(|(b, head)| (b.as_str(), Some(*head), None)).collect();
+        self.audit("delete-repo", repo, &changes)?;
         Ok(deleted)
     }
 
@@ -196,10 +195,8 @@ impl Session {
             self.check_admin(repo, "forgetting revisions")?;
         }
         self.store().mark_forgotten(repo, ids)?;
-        for id in in_history {
-            self.audit("forget", repo, "", Some(id), None)?;
-        }
-        Ok(())
+        let changes: Vec<(&str, Option<Id>, Option<Id>)> = in_history.iter().map(|id| ("", Some(*id), None)).collect();
+        self.audit("forget", repo, &changes)
     }
 
     fn file_size(&self, file: &Id) -> Result<u64> {

@@ -352,20 +352,26 @@ impl Session {
 
     /// Records a change of `repo`'s refs made through a door in the audit
     /// log (this process's own, a pull's or a mirror's, are not).
-    pub(crate) fn audit(&self, action: &str, repo: &str, branch: &str, old: Option<Id>, new: Option<Id>) -> Result<()> {
-        if self.grant == Grant::Trusted {
+    /// `changes` are (branch, old head, new head), written with one sync.
+    pub(crate) fn audit(&self, action: &str, repo: &str, changes: &[(&str, Option<Id>, Option<Id>)]) -> Result<()> {
+        if self.grant == Grant::Trusted || changes.is_empty() {
             return Ok(());
         }
-        self.service.audit.record(&AuditEntry {
-            time: ferry_core::time::unix_now(),
-            action: action.into(),
-            repo: repo.into(),
-            branch: branch.into(),
-            old: old.map(|i| i.to_string()),
-            new: new.map(|i| i.to_string()),
-            token: crate::audit::who(&self.grant),
-            address: self.peer.map(|p| p.to_string()),
-        })
+        let (time, token, address) = (ferry_core::time::unix_now(), crate::audit::who(&self.grant), self.peer.map(|p| p.to_string()));
+        let entries: Vec<AuditEntry> = changes
+            .iter()
+            .map(|(branch, old, new)| AuditEntry {
+                time,
+                action: action.into(),
+                repo: repo.into(),
+                branch: (*branch).into(),
+                old: old.map(|i| i.to_string()),
+                new: new.map(|i| i.to_string()),
+                token: token.clone(),
+                address: address.clone(),
+            })
+            .collect();
+        self.service.audit.record(&entries)
     }
 
     /// Who the caller is.
@@ -601,7 +607,7 @@ impl Session {
         let revs = decode_revisions(revisions)?;
         self.store().write_session().publish(repo, branch, expected, new, &revs)?;
         self.service.queue_backfill(&new);
-        self.audit("move", repo, branch, expected, Some(new))
+        self.audit("move", repo, &[(branch, expected, Some(new))])
     }
 
     /// Encoded revisions breadth-first from `from`, stopping at `until`,
