@@ -255,7 +255,12 @@ impl Source for Client {
     }
     async fn forgotten(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<bool>> {
         let n = ids.len();
-        Ok(self.bitmap(Message::GetForgotten { repo: repo.into(), ids }, n).await?)
+        match self.bitmap(Message::GetForgotten { repo: repo.into(), ids }, n).await {
+            // A hub from before retention knows no such request, and has
+            // forgotten nothing.
+            Err(ferry_net::NetError::Remote { code: ferry_proto::ErrorCode::BadRequest, .. }) => Ok(vec![false; n]),
+            other => Ok(other?),
+        }
     }
     async fn nodes(&self, repo: &str, ids: Vec<Id>) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::with_capacity(ids.len());
