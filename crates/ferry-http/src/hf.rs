@@ -74,7 +74,7 @@ pub(crate) async fn repo_info(
     Path(p): Path<Vec<(String, String)>>,
     Query(q): Query<InfoQuery>,
 ) -> Result<Response, HttpError> {
-    let (repo, rev) = (repo_of(&p)?, param(&p, "rev").unwrap_or("main").to_owned());
+    let (repo, rev) = repo_and_rev(&p)?;
     let session = caller.session(&door).await?;
     let with_blobs = q.blobs.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
     let info = blocking(move || {
@@ -139,7 +139,7 @@ pub(crate) async fn tree(
     Path(p): Path<Vec<(String, String)>>,
     Query(q): Query<TreeQuery>,
 ) -> Result<Response, HttpError> {
-    let (repo, rev) = (repo_of(&p)?, param(&p, "rev").unwrap_or("main").to_owned());
+    let (repo, rev) = repo_and_rev(&p)?;
     let dir = param(&p, "path").unwrap_or("").trim_matches('/').to_owned();
     let recursive = q.recursive.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
     let session = caller.session(&door).await?;
@@ -169,7 +169,7 @@ pub(crate) async fn paths_info(
     Path(p): Path<Vec<(String, String)>>,
     body: axum::body::Bytes,
 ) -> Result<Response, HttpError> {
-    let (repo, rev) = (repo_of(&p)?, param(&p, "rev").unwrap_or("main").to_owned());
+    let (repo, rev) = repo_and_rev(&p)?;
     let asked: Vec<String> = form_urlencoded::parse(&body).filter(|(k, _)| k == "paths").map(|(_, v)| v.trim_matches('/').to_owned()).collect();
     if asked.len() > MAX_PATHS_ASKED {
         return Err(HttpError::bad_request(format!("{} paths asked; at most {MAX_PATHS_ASKED} at once", asked.len())));
@@ -241,7 +241,7 @@ pub(crate) async fn resolve_file(
     headers: HeaderMap,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Response, HttpError> {
-    let (repo, rev) = (repo_of(&p)?, param(&p, "rev").unwrap_or("main").to_owned());
+    let (repo, rev) = repo_and_rev(&p)?;
     let path = param(&p, "path").unwrap_or("").to_owned();
     let session = Arc::new(caller.session(&door).await?);
     let found = {
@@ -397,6 +397,11 @@ pub(crate) fn repo_of(p: &[(String, String)]) -> Result<String, HttpError> {
     let repo = format!("{}/{}", param(p, "owner").unwrap_or(""), param(p, "name").unwrap_or(""));
     ferry_core::names::check_repo_name(&repo).map_err(|_| HttpError::missing(Missing::Repo, format!("repository {repo:?} not found")))?;
     Ok(repo)
+}
+
+/// The repository a route names, and its revision (`main` if none).
+pub(crate) fn repo_and_rev(p: &[(String, String)]) -> Result<(String, String), HttpError> {
+    Ok((repo_of(p)?, param(p, "rev").unwrap_or("main").to_owned()))
 }
 
 pub(crate) fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {

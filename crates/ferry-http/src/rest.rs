@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{service_error, HttpError, Missing};
-use crate::hf::{blocking, param, repo_of, resolve};
+use crate::hf::{blocking, param, repo_and_rev, repo_of, resolve};
 use crate::upload::named_by_sha256;
 use crate::{Caller, Door};
 
@@ -125,7 +125,7 @@ pub(crate) async fn events(State(door): State<Arc<Door>>, caller: Caller, Query(
 
 /// `GET /v1/repos/{owner}/{name}/revisions/{rev}`: a revision with its files.
 pub(crate) async fn revision(State(door): State<Arc<Door>>, caller: Caller, Path(p): Path<Vec<(String, String)>>) -> Result<Response, HttpError> {
-    let (repo, rev) = (repo_of(&p)?, param(&p, "rev").unwrap_or("main").to_owned());
+    let (repo, rev) = repo_and_rev(&p)?;
     let session = caller.session(&door).await?;
     let v = blocking(move || {
         let (id, revision) = resolve(&session, &repo, &rev)?;
@@ -149,7 +149,7 @@ pub(crate) async fn history(
     Path(p): Path<Vec<(String, String)>>,
     Query(q): Query<HistoryParams>,
 ) -> Result<Response, HttpError> {
-    let (repo, rev) = (repo_of(&p)?, param(&p, "rev").unwrap_or("main").to_owned());
+    let (repo, rev) = repo_and_rev(&p)?;
     let max = q.max.unwrap_or(100).min(1000);
     let session = caller.session(&door).await?;
     let v = blocking(move || {

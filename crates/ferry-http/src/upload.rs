@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{service_error, HttpError, Missing};
-use crate::hf::{blocking, commit_id, param, repo_of, resolve};
+use crate::hf::{blocking, commit_id, param, repo_and_rev, repo_of, resolve};
 use crate::{Caller, Door};
 
 /// Files up to this size travel inside the commit (base64); larger ones
@@ -179,7 +179,7 @@ pub(crate) async fn commit(
     Path(p): Path<Vec<(String, String)>>,
     body: Body,
 ) -> Result<Response, HttpError> {
-    let (repo, branch) = (repo_of(&p)?, param(&p, "rev").unwrap_or("main").to_owned());
+    let (repo, branch) = repo_and_rev(&p)?;
     let session = Arc::new(caller.session(&door).await?);
     let (parent, files) = {
         let (session, repo, branch) = (session.clone(), repo.clone(), branch.clone());
@@ -310,7 +310,7 @@ pub(crate) async fn create_tag(
     Path(p): Path<Vec<(String, String)>>,
     body: axum::body::Bytes,
 ) -> Result<Response, HttpError> {
-    let (repo, rev) = (repo_of(&p)?, param(&p, "rev").unwrap_or("main").to_owned());
+    let (repo, rev) = repo_and_rev(&p)?;
     let req: NewTag = serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(e.to_string()))?;
     let session = caller.session(&door).await?;
     blocking(move || {
