@@ -122,6 +122,8 @@ http(8 | 2, "/v1/repos/org/demo/commits", ["Content-Type: application/json"],
 http(8 | 4, "/v1/repos/org/demo/branches/b?expected=" + zero)
 http(8 | 4, "/v1/repos/org/demo")
 http(0, "/metrics")
+http(16, "/api/models/org/demo/xet-write-token/main")
+http(8 | 2, "/org/demo/info/lfs/locks/verify", [], b"{}")
 
 # Inputs that once crashed a target are replayed first, on every run.
 reg = os.path.join(fuzz, "regressions")
