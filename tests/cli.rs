@@ -143,7 +143,8 @@ fn forget_keeps_what_its_rules_say_and_gc_reclaims_the_files_of_the_rest() {
     let gc = json(&ok(ferry(&store).args(["--json", "gc"])));
     assert!(gc["bytes_removed"].as_u64().unwrap() >= 4 << 20, "{gc}");
     assert_eq!(gc["revisions_removed"], 0, "the history stays whole");
-    let flags: Vec<bool> = json(&ok(ferry(&store).args(["--json", "log", "org/m"]))).as_array().unwrap().iter().map(|e| e["forgotten"].as_bool().unwrap()).collect();
+    let flags: Vec<bool> =
+        json(&ok(ferry(&store).args(["--json", "log", "org/m"]))).as_array().unwrap().iter().map(|e| e["forgotten"].as_bool().unwrap()).collect();
     assert_eq!(flags, [false, true, true, false]);
     assert_eq!(run(ferry(&store).args(["cat", "org/m@keep", "w"])).stdout, steps[0]);
     let gone = fails(ferry(&store).args(["cat", &format!("org/m@{}", log[1]["revision"].as_str().unwrap()), "w"]));

@@ -207,13 +207,11 @@ fn parse() -> Result<Cli> {
         return Ok(cli);
     }
     let args = std::env::args_os().chain(extra.into_iter().map(Into::into));
-    let matches = Cli::command()
-        .try_get_matches_from(args)
-        .map_err(|e| {
-            let said = e.to_string();
-            let first = said.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
-            config::ConfigError(format!("{}: [serve]: {first}", path.display()))
-        })?;
+    let matches = Cli::command().try_get_matches_from(args).map_err(|e| {
+        let said = e.to_string();
+        let first = said.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+        config::ConfigError(format!("{}: [serve]: {first}", path.display()))
+    })?;
     Ok(Cli::from_arg_matches(&matches)?)
 }
 

@@ -66,10 +66,7 @@ fn samples() -> Vec<(&'static str, Message)> {
             },
         ),
         ("PutRevisions org/m: one blob 'FRV1'", Message::PutRevisions { repo: "org/m".into(), revisions: vec![b"FRV1".to_vec()] }),
-        (
-            "DeleteBranch org/m tags/v1 if at BLAKE3('a')",
-            Message::DeleteBranch { repo: "org/m".into(), branch: "tags/v1".into(), expected: a },
-        ),
+        ("DeleteBranch org/m tags/v1 if at BLAKE3('a')", Message::DeleteBranch { repo: "org/m".into(), branch: "tags/v1".into(), expected: a }),
         ("DeleteRepo org/m", Message::DeleteRepo { repo: "org/m".into() }),
         ("GetForgotten org/m: BLAKE3('a'), BLAKE3('b')", Message::GetForgotten { repo: "org/m".into(), ids: vec![a, b] }),
         ("Forget org/m: BLAKE3('a')", Message::Forget { repo: "org/m".into(), ids: vec![a] }),

@@ -14,8 +14,8 @@ use ferry_proto::{ErrorCode, RepoRefs};
 use ferry_store::{GcReport, PinHandle, Store};
 
 use crate::access::{repo_glob, Authorizer, Grant};
-use crate::audit::{AuditEntry, AuditLog};
 use crate::admitted::Admitted;
+use crate::audit::{AuditEntry, AuditLog};
 use crate::ServiceError;
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;

@@ -50,8 +50,8 @@ pub use file_hashes::Sha256;
 pub use ingest::{list_files, CommitOptions, Committed, FoundFile, IngestProgress, Ingested, WriteSession};
 pub use journal::{BranchMove, JournalEntry, MAX_JOURNAL_LEN, MAX_JOURNAL_REVISIONS};
 pub use read::ReadProgress;
-pub use retention::{keep, Candidate, KeepRules};
 pub use refs::{is_tag, BranchUpdate, RepoInfo, RevisionSpec, TAG_PREFIX};
+pub use retention::{keep, Candidate, KeepRules};
 pub use rocks_backend::RocksBackend;
 
 use std::collections::{HashMap, HashSet};

@@ -176,7 +176,8 @@ impl Store {
             self.refuse_case_twin("branch", CF_BRANCHES, &branch_key(repo, ""), branch)?;
         }
         let seq = self.ref_seq.load(Ordering::SeqCst) + 1;
-        let entry = JournalEntry { revisions, branch: Some(BranchMove { seq, repo: repo.into(), branch: branch.into(), head: new, created }), forgotten: Vec::new() };
+        let entry =
+            JournalEntry { revisions, branch: Some(BranchMove { seq, repo: repo.into(), branch: branch.into(), head: new, created }), forgotten: Vec::new() };
         self.backend.journal(&entry)?;
         crate::check::crash_point("move-journaled");
         self.write_journal_entry(&entry)
@@ -353,7 +354,12 @@ impl Store {
     pub fn resolve(&self, spec: &RevisionSpec) -> Result<(Id, Revision)> {
         let (id, rev) = self.resolve_record(spec)?;
         if self.is_forgotten(&spec.repo, &id)? {
-            return Err(StoreError::UnknownRevision(format!("{}@{}: revision {} was forgotten (retention): its files are gone", spec.repo, spec.rev, id.short())));
+            return Err(StoreError::UnknownRevision(format!(
+                "{}@{}: revision {} was forgotten (retention): its files are gone",
+                spec.repo,
+                spec.rev,
+                id.short()
+            )));
         }
         Ok((id, rev))
     }

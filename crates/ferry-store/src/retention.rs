@@ -12,9 +12,9 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use ferry_core::Id;
 use crate::journal::{JournalEntry, MAX_JOURNAL_REVISIONS};
 use crate::{Result, Store, CF_FORGOTTEN};
+use ferry_core::Id;
 
 /// Which revisions to keep (a revision any rule keeps is kept). Each count
 /// is per branch or tag, over its history newest first.

@@ -35,5 +35,5 @@ pub use download::{download, DownloadOptions, Downloaded};
 pub use driver::{Direction, TransferProgress};
 pub use ends::{Listing, Local, RepoListing, Sink, Source};
 pub use error::{Error, Result};
-pub use ops::{create_tag, delete_branch, delete_repo, forget, pull, retention_candidates, push, read_range, PullOptions, PushOptions, Transfer};
+pub use ops::{create_tag, delete_branch, delete_repo, forget, pull, push, read_range, retention_candidates, PullOptions, PushOptions, Transfer};
 pub use upload::{upload, Directory, UploadOptions};

@@ -224,7 +224,8 @@ pub async fn retention_candidates(hub: &Client, repo: &str) -> Result<(Vec<Vec<f
             let n = ids.len();
             gone.extend(hub.bitmap(Message::GetForgotten { repo: repo.into(), ids: ids.to_vec() }, n).await?);
         }
-        let history = order.iter().zip(gone).filter(|(id, gone)| !gone || **id == head).map(|(id, _)| ferry_store::Candidate { id: *id, time: revisions[id].time });
+        let history =
+            order.iter().zip(gone).filter(|(id, gone)| !gone || **id == head).map(|(id, _)| ferry_store::Candidate { id: *id, time: revisions[id].time });
         histories.push(history.collect());
     }
     Ok((histories, revisions))
