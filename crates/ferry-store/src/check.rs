@@ -156,24 +156,19 @@ impl Store {
                 continue;
             }
             match Revision::decode(&v) {
-                Ok(rev) if forgotten.contains(&id) => {
-                    for p in &rev.parents {
-                        if !self.has_revision(p)? {
-                            rep.problems.push(format!("revision {id}: parent {p} is missing"));
-                        }
-                    }
-                }
                 Ok(rev) => {
-                    let roots: Vec<Id> = rev.entries.iter().map(|e| e.file_id).collect();
-                    for (e, ok) in rev.entries.iter().zip(self.has_nodes(&roots)?) {
-                        if !ok {
-                            rep.problems.push(format!("revision {id}: file {:?} has no tree ({} missing)", e.path, e.file_id));
+                    if !forgotten.contains(&id) {
+                        let roots: Vec<Id> = rev.entries.iter().map(|e| e.file_id).collect();
+                        for (e, ok) in rev.entries.iter().zip(self.has_nodes(&roots)?) {
+                            if !ok {
+                                rep.problems.push(format!("revision {id}: file {:?} has no tree ({} missing)", e.path, e.file_id));
+                            }
                         }
-                    }
-                    // Writers check sizes; this finds a revision stored
-                    // beneath them (or before they did).
-                    if let Err(e) = self.check_entry_sizes(&rev) {
-                        rep.problems.push(format!("revision {id}: {e}"));
+                        // Writers check sizes; this finds a revision stored
+                        // beneath them (or before they did).
+                        if let Err(e) = self.check_entry_sizes(&rev) {
+                            rep.problems.push(format!("revision {id}: {e}"));
+                        }
                     }
                     for p in &rev.parents {
                         if !self.has_revision(p)? {

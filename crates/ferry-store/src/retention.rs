@@ -6,9 +6,10 @@
 //! every id in it verifiable; what it loses is its hold on its files: gc
 //! no longer keeps their trees and chunks for it, and reading its files
 //! answers "forgotten". Marks are per repository (`forgotten` column
-//! family: repository, NUL, revision id), journaled like a branch move, because a
-//! revision may be in the history of several repositories and only the
-//! one that forgot it lets go. Every branch and tag head is always kept.
+//! family: repository, NUL, revision id; journaled like a branch move),
+//! because a revision may be in the history of several repositories and
+//! only the one that forgot it lets go. Every branch and tag head is
+//! always kept.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -45,8 +46,8 @@ pub struct Candidate {
 
 /// The revisions `rules` keep among `histories`: one list per branch or
 /// tag, its head first, then what its head reaches (each once, children
-/// before parents). Heads are always kept. Pure, so that a hub's history fetched over the network is judged
-/// exactly as a local one.
+/// before parents). Heads are always kept. Pure, so that a hub's history
+/// fetched over the network is judged exactly as a local one.
 pub fn keep(histories: &[Vec<Candidate>], rules: &KeepRules, now: i64) -> HashSet<Id> {
     let mut kept = HashSet::new();
     for history in histories {
