@@ -162,7 +162,13 @@ pub struct TokenUse(pub std::collections::BTreeMap<String, i64>);
 impl TokenUse {
     /// The record of the store at `store` (none yet: empty).
     pub fn of_store(store: &Path) -> TokenUse {
-        std::fs::read(token_use_path(store)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        TokenUse::load(&token_use_path(store))
+    }
+
+    /// The record at `path`; one missing or unreadable is empty (it is
+    /// informational).
+    fn load(path: &Path) -> TokenUse {
+        std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 }
 
@@ -344,7 +350,7 @@ impl Access {
     /// refusing the token for.
     fn note_use(&self, id: &str, now: i64, file: &AccessFile) {
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        let used = used.get_or_insert_with(|| std::fs::read(&self.use_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default());
+        let used = used.get_or_insert_with(|| TokenUse::load(&self.use_path));
         if used.0.get(id).is_some_and(|&last| now - last < USE_RESOLUTION) {
             return;
         }

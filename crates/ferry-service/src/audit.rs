@@ -1,8 +1,8 @@
 //! The hub's audit log: every branch and tag moved or deleted, every
-//! repository deleted and every revision forgotten through a door, with who did it (the token's id),
-//! from where and when. One JSON object per line in
-//! `<store>/hub-audit.jsonl`, appended and synced after the change and
-//! before the caller is told it happened; `ferry audit` reads it.
+//! repository deleted and every revision forgotten through a door, with
+//! who did it (the token's id), from where and when. One JSON object per
+//! line in `<store>/hub-audit.jsonl`, appended and synced after the change
+//! and before the caller is told it happened; `ferry audit` reads it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

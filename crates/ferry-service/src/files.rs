@@ -146,9 +146,10 @@ impl Session {
     /// Deletes `branch` of `repo` if it is still at `expected` (a tag
     /// only with an admin token).
     pub fn delete_branch(&self, repo: &str, branch: &str, expected: Id) -> Result<()> {
-        self.check_write(repo)?;
         if ferry_store::is_tag(branch) {
             self.check_admin(repo, "deleting a tag")?;
+        } else {
+            self.check_write(repo)?;
         }
         self.store().update_branch(repo, branch, Some(expected), None)?;
         self.audit("delete", repo, &[(branch, Some(expected), None)])

@@ -600,9 +600,10 @@ impl Session {
     /// Stores `revisions` and moves `branch` from `expected` to `new` by
     /// compare-and-swap.
     pub fn update_branch(&self, repo: &str, branch: &str, expected: Option<Id>, new: Id, revisions: &[Vec<u8>]) -> Result<()> {
-        self.check_write(repo)?;
         if ferry_store::is_tag(branch) && expected.is_some() {
             self.check_admin(repo, "moving a tag")?;
+        } else {
+            self.check_write(repo)?;
         }
         let revs = decode_revisions(revisions)?;
         self.store().write_session().publish(repo, branch, expected, new, &revs)?;
