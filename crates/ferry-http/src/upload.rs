@@ -285,16 +285,19 @@ pub(crate) async fn create_branch(
     let req: NewBranch =
         if body.is_empty() { NewBranch::default() } else { serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(e.to_string()))? };
     let session = caller.session(&door).await?;
-    blocking(move || {
-        let from = req.starting_point.unwrap_or_else(|| "main".into());
-        let (id, _) = resolve(&session, &repo, &from)?;
-        session.update_branch(&repo, &branch, None, id, &[]).map_err(|e| match e.code {
-            ferry_proto::ErrorCode::Conflict => HttpError::new(StatusCode::CONFLICT, "conflict", format!("{repo} already has a branch {branch:?}")),
-            _ => HttpError::from_service(e, Missing::Repo),
-        })?;
-        Ok(Json(json!({})).into_response())
-    })
-    .await
+    let from = req.starting_point.unwrap_or_else(|| "main".into());
+    blocking(move || create_ref(&session, &repo, &branch, &from, &format!("a branch {branch:?}"))).await
+}
+
+/// Makes the branch `name` (a tag's is `tags/...`) of `repo` at the
+/// revision `from` names; 409 naming `what` if it exists.
+fn create_ref(session: &Session, repo: &str, name: &str, from: &str, what: &str) -> Result<Response, HttpError> {
+    let (id, _) = resolve(session, repo, from)?;
+    session.update_branch(repo, name, None, id, &[]).map_err(|e| match e.code {
+        ferry_proto::ErrorCode::Conflict => HttpError::new(StatusCode::CONFLICT, "conflict", format!("{repo} already has {what}")),
+        _ => HttpError::from_service(e, Missing::Repo),
+    })?;
+    Ok(Json(json!({})).into_response())
 }
 
 #[derive(Deserialize)]
@@ -313,16 +316,8 @@ pub(crate) async fn create_tag(
     let (repo, rev) = repo_and_rev(&p)?;
     let req: NewTag = serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(e.to_string()))?;
     let session = caller.session(&door).await?;
-    blocking(move || {
-        let (id, _) = resolve(&session, &repo, &rev)?;
-        let tag = format!("{}{}", ferry_store::TAG_PREFIX, req.tag);
-        session.update_branch(&repo, &tag, None, id, &[]).map_err(|e| match e.code {
-            ferry_proto::ErrorCode::Conflict => HttpError::new(StatusCode::CONFLICT, "conflict", format!("{repo} already has a tag {:?}", req.tag)),
-            _ => HttpError::from_service(e, Missing::Repo),
-        })?;
-        Ok(Json(json!({})).into_response())
-    })
-    .await
+    let tag = format!("{}{}", ferry_store::TAG_PREFIX, req.tag);
+    blocking(move || create_ref(&session, &repo, &tag, &rev, &format!("a tag {:?}", req.tag))).await
 }
 
 /// `DELETE /api/{models,datasets}/{owner}/{name}/tag/{tag}`: deletes a tag
