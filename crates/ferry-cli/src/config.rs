@@ -59,19 +59,19 @@ static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 /// Sets where the configuration file is (`--config` or FERRY_CONFIG), once,
 /// before any command runs.
 pub fn set_path(path: Option<PathBuf>) {
-    let _ = PATH.set(path.unwrap_or_else(|| dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("ferry").join("config.toml")));
+    let _ = PATH.set(path.unwrap_or_else(default_path));
+}
+
+/// The per-user configuration file.
+fn default_path() -> PathBuf {
+    dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("ferry").join("config.toml")
 }
 
 /// Where the configuration file is: `--config`, FERRY_CONFIG, else the
 /// per-user configuration directory. The binary decides; the libraries
 /// read no environment.
 pub fn path() -> PathBuf {
-    PATH.get_or_init(|| {
-        std::env::var_os("FERRY_CONFIG")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("ferry").join("config.toml"))
-    })
-    .clone()
+    PATH.get_or_init(|| std::env::var_os("FERRY_CONFIG").map_or_else(default_path, PathBuf::from)).clone()
 }
 
 /// The flags `[serve]` adds to `ferry serve`'s command line. `serve` is

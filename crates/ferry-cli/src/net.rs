@@ -65,6 +65,18 @@ impl NetArgs {
     }
 }
 
+/// Connects to `hub` with these flags, runs `op` over the connection, and
+/// closes it whatever `op` answered: a command that asks a hub for one
+/// thing.
+pub fn on_hub<T>(hub: &str, net: &NetArgs, op: impl AsyncFnOnce(&Client) -> Result<T>) -> Result<T> {
+    runtime()?.block_on(async {
+        let client = connect(&net.options(hub)?).await?;
+        let done = op(&client).await;
+        client.close().await;
+        done
+    })
+}
+
 /// Connects to a hub, telling the user when its certificate was pinned on
 /// first use.
 pub async fn connect(opts: &ConnectOptions) -> Result<Client, NetError> {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use ferry_store::{RevisionSpec, Store};
 
-use crate::net::{runtime, NetArgs};
+use crate::net::{on_hub, NetArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -73,12 +73,9 @@ fn from_store(store: &Store, args: &Args, range: Option<ByteRange>, out: &mut dy
 
 fn from_hub(hub: &str, args: &Args, range: Option<ByteRange>, out: &mut dyn Write) -> Result<()> {
     let spec = RevisionSpec::parse(&args.target)?;
-    runtime()?.block_on(async {
-        let client = crate::net::connect(&args.net.options(hub)?).await?;
-        let read = ferry_transfer::read_range(&client, &spec.repo, &spec.rev, &args.path, range.map(|r| (r.start, r.end)), out).await;
-        client.close().await;
-        read?;
-        anyhow::Ok(())
+    on_hub(hub, &args.net, async |client| {
+        ferry_transfer::read_range(client, &spec.repo, &spec.rev, &args.path, range.map(|r| (r.start, r.end)), out).await?;
+        Ok(())
     })
 }
 

@@ -11,7 +11,7 @@ use ferry_core::Id;
 use ferry_store::{Candidate, KeepRules};
 use serde::Serialize;
 
-use crate::net::{runtime, NetArgs};
+use crate::net::{on_hub, NetArgs};
 use crate::output::Report;
 
 #[derive(clap::Args)]
@@ -96,19 +96,13 @@ pub fn run(store: &Path, args: Args) -> Result<ForgetReport> {
     let rules = args.rules();
     let now = super::unix_now();
     let (histories, revisions, forgotten) = match &args.hub {
-        Some(hub) => runtime()?.block_on(async {
-            let client = crate::net::connect(&args.net.options(hub)?).await?;
-            let done = async {
-                let (histories, revisions) = ferry_transfer::retention_candidates(&client, &args.repo).await?;
-                let gone = to_forget(&histories, &rules, now);
-                if !args.dry_run {
-                    ferry_transfer::forget(&client, &args.repo, &gone).await?;
-                }
-                anyhow::Ok((histories, revisions, gone))
+        Some(hub) => on_hub(hub, &args.net, async |client| {
+            let (histories, revisions) = ferry_transfer::retention_candidates(client, &args.repo).await?;
+            let gone = to_forget(&histories, &rules, now);
+            if !args.dry_run {
+                ferry_transfer::forget(client, &args.repo, &gone).await?;
             }
-            .await;
-            client.close().await;
-            done
+            Ok((histories, revisions, gone))
         })?,
         None => {
             let store = super::init::open(store)?;

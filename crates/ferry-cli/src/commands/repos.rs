@@ -6,7 +6,7 @@ use anyhow::Result;
 use ferry_store::Store;
 use serde::Serialize;
 
-use crate::net::{runtime, NetArgs};
+use crate::net::{on_hub, NetArgs};
 use crate::output::Report;
 
 #[derive(Serialize)]
@@ -70,12 +70,7 @@ pub fn repo(store: &Path, action: RepoAction) -> Result<RepoDeleted> {
     let RepoAction::Delete { repo, hub, net } = action;
     ferry_core::names::check_repo_name(&repo)?;
     let deleted = match hub {
-        Some(hub) => runtime()?.block_on(async {
-            let client = crate::net::connect(&net.options(&hub)?).await?;
-            let done = ferry_transfer::delete_repo(&client, &repo).await;
-            client.close().await;
-            anyhow::Ok(done?)
-        })?,
+        Some(hub) => on_hub(&hub, &net, async |client| Ok(ferry_transfer::delete_repo(client, &repo).await?))?,
         None => super::init::open(store)?.delete_repo(&repo)?,
     };
     Ok(RepoDeleted { repo, deleted: deleted.into_iter().map(|(branch, id)| DeletedRef { branch, revision: id.to_hex() }).collect() })

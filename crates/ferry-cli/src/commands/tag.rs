@@ -8,7 +8,7 @@ use anyhow::Result;
 use ferry_store::{RevisionSpec, Store, TAG_PREFIX};
 use serde::Serialize;
 
-use crate::net::{runtime, NetArgs};
+use crate::net::{on_hub, NetArgs};
 use crate::output::Report;
 
 #[derive(clap::Args)]
@@ -83,7 +83,7 @@ fn tags(branches: Vec<(String, ferry_core::Id)>) -> Vec<Tag> {
 
 pub fn run(store: &Path, args: Args) -> Result<TagReport> {
     match &args.hub {
-        Some(hub) => on_hub(hub, &args),
+        Some(hub) => remote(hub, &args),
         None => local(&super::init::open(store)?, args.action),
     }
 }
@@ -109,22 +109,19 @@ fn local(store: &Store, action: TagAction) -> Result<TagReport> {
     })
 }
 
-fn on_hub(hub: &str, args: &Args) -> Result<TagReport> {
-    runtime()?.block_on(async {
-        let client = crate::net::connect(&args.net.options(hub)?).await?;
-        let done = match &args.action {
+fn remote(hub: &str, args: &Args) -> Result<TagReport> {
+    on_hub(hub, &args.net, async |client| {
+        Ok(match &args.action {
             TagAction::Create { target, name } => {
                 let spec = RevisionSpec::parse(target)?;
-                ferry_transfer::create_tag(&client, &spec.repo, &spec.rev, name)
-                    .await
-                    .map(|id| TagReport::Changed(TagChanged { repo: spec.repo, tag: name.clone(), revision: id.to_hex(), deleted: false }))
+                let id = ferry_transfer::create_tag(client, &spec.repo, &spec.rev, name).await?;
+                TagReport::Changed(TagChanged { repo: spec.repo, tag: name.clone(), revision: id.to_hex(), deleted: false })
             }
-            TagAction::List { repo } => client.refs(repo).await.map(|b| TagReport::List(tags(b))).map_err(Into::into),
-            TagAction::Delete { repo, name } => ferry_transfer::delete_branch(&client, repo, &format!("{TAG_PREFIX}{name}"))
-                .await
-                .map(|id| TagReport::Changed(TagChanged { repo: repo.clone(), tag: name.clone(), revision: id.to_hex(), deleted: true })),
-        };
-        client.close().await;
-        anyhow::Ok(done?)
+            TagAction::List { repo } => TagReport::List(tags(client.refs(repo).await?)),
+            TagAction::Delete { repo, name } => {
+                let id = ferry_transfer::delete_branch(client, repo, &format!("{TAG_PREFIX}{name}")).await?;
+                TagReport::Changed(TagChanged { repo: repo.clone(), tag: name.clone(), revision: id.to_hex(), deleted: true })
+            }
+        })
     })
 }
