@@ -195,37 +195,39 @@ pub async fn delete_branch(hub: &Client, repo: &str, branch: &str) -> Result<Id>
 /// reaches that the hub has not forgotten yet; with each revision's
 /// message, for the report.
 pub async fn retention_candidates(hub: &Client, repo: &str) -> Result<(Vec<Vec<ferry_store::Candidate>>, HashMap<Id, Revision>)> {
+    use ferry_proto::message::{MAX_IDS, MAX_REVISIONS};
+    // Branches and tags share most of their history: each revision is
+    // fetched, and asked about, once.
     let mut revisions: HashMap<Id, Revision> = HashMap::new();
+    let mut forgotten: HashMap<Id, bool> = HashMap::new();
     let mut histories = Vec::new();
     for (_, head) in hub.refs(repo).await? {
-        let mut order = vec![head];
-        let mut seen: std::collections::HashSet<Id> = std::collections::HashSet::from([head]);
+        let mut order = Vec::new();
+        let mut seen = std::collections::HashSet::from([head]);
         let mut frontier = vec![head];
         while !frontier.is_empty() {
-            let from: Vec<Id> = frontier.drain(..frontier.len().min(ferry_proto::message::MAX_IDS)).collect();
-            for bytes in hub.history(repo, from, Vec::new(), ferry_proto::message::MAX_REVISIONS as u32).await? {
-                let id = revision_id(&bytes);
-                let rev = match revisions.get(&id) {
-                    Some(r) => r.clone(),
-                    None => Revision::decode(&bytes)?,
-                };
-                for p in &rev.parents {
-                    if seen.insert(*p) {
-                        order.push(*p);
-                        frontier.push(*p);
+            let unknown: Vec<Id> = frontier.iter().filter(|id| !revisions.contains_key(id)).copied().collect();
+            for from in unknown.chunks(MAX_IDS) {
+                for bytes in hub.history(repo, from.to_vec(), Vec::new(), MAX_REVISIONS as u32).await? {
+                    let id = revision_id(&bytes);
+                    if !revisions.contains_key(&id) {
+                        revisions.insert(id, Revision::decode(&bytes)?);
                     }
                 }
-                revisions.insert(id, rev);
+            }
+            // What the hub did not send is not in its history: left out.
+            for id in std::mem::take(&mut frontier) {
+                let Some(rev) = revisions.get(&id) else { continue };
+                order.push(id);
+                frontier.extend(rev.parents.iter().filter(|p| seen.insert(**p)));
             }
         }
-        order.retain(|id| revisions.contains_key(id));
-        let mut gone = Vec::with_capacity(order.len());
-        for ids in order.chunks(ferry_proto::message::MAX_IDS) {
-            let n = ids.len();
-            gone.extend(hub.bitmap(Message::GetForgotten { repo: repo.into(), ids: ids.to_vec() }, n).await?);
+        let unasked: Vec<Id> = order.iter().filter(|id| !forgotten.contains_key(id)).copied().collect();
+        for ids in unasked.chunks(MAX_IDS) {
+            let bits = hub.bitmap(Message::GetForgotten { repo: repo.into(), ids: ids.to_vec() }, ids.len()).await?;
+            forgotten.extend(ids.iter().copied().zip(bits));
         }
-        let history =
-            order.iter().zip(gone).filter(|(id, gone)| !gone || **id == head).map(|(id, _)| ferry_store::Candidate { id: *id, time: revisions[id].time });
+        let history = order.iter().filter(|id| !forgotten[id] || **id == head).map(|id| ferry_store::Candidate { id: *id, time: revisions[id].time });
         histories.push(history.collect());
     }
     Ok((histories, revisions))
