@@ -7,7 +7,7 @@ use ferry_core::Id;
 use rocksdb::{WriteBatch, DB};
 
 use crate::backend::{BackendError, ChunkBackend, Location, RecordVisitor, VerifiedRecord};
-use crate::write::{flush, write, Durability};
+use crate::write::{flush, write, write_built, Durability};
 use crate::{multi_get_in_order, StoreError, CF_CHUNKS};
 
 /// Chunk records keyed by id in the `chunks` column family. Its records and
@@ -50,12 +50,15 @@ impl ChunkBackend for RocksBackend {
 
     fn put(&self, records: &[VerifiedRecord]) -> Result<Vec<Location>, BackendError> {
         let bytes: usize = records.iter().map(|r| r.record().len() + 40).sum();
-        let mut batch = WriteBatch::with_capacity_bytes(bytes);
         let cf = self.cf();
-        for r in records {
-            batch.put_cf(cf, r.id().as_bytes(), r.record());
-        }
-        write(&self.db, batch, Durability::Buffered).map_err(backend_error)?;
+        let batch = || {
+            let mut batch = WriteBatch::with_capacity_bytes(bytes);
+            for r in records {
+                batch.put_cf(cf, r.id().as_bytes(), r.record());
+            }
+            batch
+        };
+        write_built(&self.db, Durability::Buffered, batch).map_err(backend_error)?;
         Ok(vec![Location::default(); records.len()])
     }
 

@@ -27,19 +27,24 @@ pub(crate) enum Durability {
 }
 
 pub(crate) fn write(db: &DB, batch: WriteBatch, durability: Durability) -> Result<()> {
+    // A write that would stall consumes nothing, but the binding takes the
+    // batch by value: keep its bytes to retry with.
+    let saved = batch.data().to_vec();
+    let mut first = Some(batch);
+    write_built(db, durability, || first.take().unwrap_or_else(|| WriteBatch::from_data(&saved)))
+}
+
+/// [`write`] for a batch too large to copy for nothing (chunk data):
+/// `build` makes it again in the rare case that a stall refused it.
+pub(crate) fn write_built(db: &DB, durability: Durability, mut build: impl FnMut() -> WriteBatch) -> Result<()> {
     let mut opts = WriteOptions::default();
     match durability {
         Durability::Buffered => opts.disable_wal(true),
         Durability::Synced => opts.set_sync(true),
     }
     opts.set_no_slowdown(true);
-    // A write that would stall consumes nothing, but the binding takes the
-    // batch by value: keep its bytes to retry with.
-    let saved = batch.data().to_vec();
-    let mut batch = Some(batch);
     loop {
-        let b = batch.take().unwrap_or_else(|| WriteBatch::from_data(&saved));
-        match db.write_opt(b, &opts) {
+        match db.write_opt(build(), &opts) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == ErrorKind::Incomplete => {
                 if stalled_for_space(db) {
