@@ -217,6 +217,7 @@ impl HubService {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let spawned = std::thread::Builder::new().name("sha256-backfill".into()).spawn(move || {
+            lower_this_threads_priority();
             for file in rx {
                 if let Err(e) = backfill_sha256(&store, &file, &stopped) {
                     tracing::debug!("no SHA-256 for file {file}: {e}");
@@ -872,6 +873,17 @@ impl<'a> Readable<'a> {
             Some(e) => Err(e),
             None => Ok(newest),
         }
+    }
+}
+
+/// Hashing a file of terabytes takes minutes: the backfill yields the
+/// processor to requests being answered (nice 19 on Linux, where a
+/// thread's priority is its own).
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its arguments; gettid cannot fail.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
     }
 }
 
