@@ -56,7 +56,7 @@ pub fn keep(histories: &[Vec<Candidate>], rules: &KeepRules, now: i64) -> HashSe
         // Stable: revisions of the same second keep the history's order,
         // children before parents.
         let mut newest_first = history.clone();
-        newest_first.sort_by(|a, b| b.time.cmp(&a.time));
+        newest_first.sort_by_key(|c| std::cmp::Reverse(c.time));
         if let Some(n) = rules.last {
             kept.extend(newest_first.iter().take(n).map(|c| c.id));
         }
@@ -64,7 +64,8 @@ pub fn keep(histories: &[Vec<Candidate>], rules: &KeepRules, now: i64) -> HashSe
             kept.extend(newest_first.iter().filter(|c| c.time > now.saturating_sub(span)).map(|c| c.id));
         }
         let days = |t: i64| t.div_euclid(86_400);
-        let buckets: [(Option<usize>, &dyn Fn(i64) -> i64); 4] = [
+        type Bucket<'a> = &'a dyn Fn(i64) -> i64;
+        let buckets: [(Option<usize>, Bucket); 4] = [
             (rules.hourly, &|t| t.div_euclid(3600)),
             (rules.daily, &days),
             // 1970-01-01 was a Thursday: shifting by 3 days starts weeks on Monday.
@@ -174,7 +175,7 @@ mod tests {
             v.sort();
             v
         };
-        let rules = |r: KeepRules| ids(&keep(&[history.clone()], &r, now));
+        let rules = |r: KeepRules| ids(&keep(std::slice::from_ref(&history), &r, now));
         assert_eq!(rules(KeepRules::default()), [0], "the head is always kept");
         assert_eq!(rules(KeepRules { last: Some(3), ..Default::default() }), [0, 1, 2]);
         // Day 100 holds 0 alone; day 99 holds 1..=4 (newest 1); and so on.

@@ -118,7 +118,7 @@ pub fn run(store: &Path, args: Args) -> Result<ForgetReport> {
     let candidates: std::collections::HashSet<Id> = histories.iter().flatten().map(|c| c.id).collect();
     let mut forgotten: Vec<Forgotten> =
         forgotten.iter().map(|id| Forgotten { revision: id.to_hex(), time: revisions[id].time, message: revisions[id].message.clone() }).collect();
-    forgotten.sort_by(|a, b| b.time.cmp(&a.time));
+    forgotten.sort_by_key(|f| std::cmp::Reverse(f.time));
     Ok(ForgetReport { kept: candidates.len() - forgotten.len(), repo: args.repo, dry_run: args.dry_run, forgotten })
 }
 
