@@ -49,6 +49,9 @@ fn upload_and_download_move_only_what_changed_with_no_store_on_the_client() {
     assert!(first.status.success() && !stderr(&first).contains("pinned"), "{}", stderr(&first));
     let up = json(&String::from_utf8_lossy(&first.stdout));
     assert!(n(&up, "raw_bytes_moved") >= size - 1000, "{up}");
+    // Every chunk went while the files were still being scanned: the
+    // transfer after the scan found them all there.
+    assert_eq!(n(&up, "chunks_sent_while_scanning"), n(&up, "chunks_moved"), "{up}");
     let head0 = up["head"].as_str().unwrap().to_owned();
     let again = json(&ok(client(&me, Some(&token)).args(["--json", "upload", &hub.addr, "org/m"]).arg(&src)));
     assert_eq!(again["up_to_date"], true, "{again}");
@@ -67,6 +70,7 @@ fn upload_and_download_move_only_what_changed_with_no_store_on_the_client() {
     let up = json(&ok(client(&me, Some(&token)).args(["--json", "upload", &hub.addr, "org/m"]).arg(&src).args(["-m", "v1"])));
     let changed = tuned[1].len() as u64;
     assert!((changed..changed + 200_000).contains(&n(&up, "raw_bytes_moved")), "{up}");
+    assert_eq!(n(&up, "chunks_sent_while_scanning"), n(&up, "chunks_moved"), "{up}");
     let d = json(&ok(client(&me, Some(&token)).args(["--json", "download", &hub.addr, "org/m"]).arg(&out)));
     assert!((changed..changed + 200_000).contains(&n(&d, "raw_bytes_fetched")), "{d}");
     assert_eq!(n(&d, "files_unchanged"), 3, "{d}");

@@ -46,6 +46,10 @@ pub struct Transfer {
     pub wire_bytes_sent: u64,
     /// Frame bytes received.
     pub wire_bytes_received: u64,
+    /// Upload only: of the chunks moved, those sent while the files were
+    /// still being scanned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks_sent_while_scanning: Option<u64>,
 }
 
 /// What to push.
@@ -82,6 +86,7 @@ impl Transfer {
             ids_asked: r.ids_asked,
             wire_bytes_sent: 0,
             wire_bytes_received: 0,
+            chunks_sent_while_scanning: None,
         }
     }
 }
@@ -210,8 +215,8 @@ pub async fn retention_candidates(hub: &Client, repo: &str) -> Result<(Vec<Vec<f
             for from in unknown.chunks(MAX_IDS) {
                 for bytes in hub.history(repo, from.to_vec(), Vec::new(), MAX_REVISIONS as u32).await? {
                     let id = revision_id(&bytes);
-                    if !revisions.contains_key(&id) {
-                        revisions.insert(id, Revision::decode(&bytes)?);
+                    if let std::collections::hash_map::Entry::Vacant(slot) = revisions.entry(id) {
+                        slot.insert(Revision::decode(&bytes)?);
                     }
                 }
             }

@@ -6,21 +6,28 @@
 //! back from the files, checked against their ids and encoded on the way
 //! out. A re-run after an interruption scans again and sends only what
 //! the hub still lacks.
-
-use std::collections::HashMap;
+//!
+//! The scan and the sending overlap: while a file is being cut, the hub is
+//! asked which of the chunks cut so far it lacks, and those are sent, so
+//! that when the scan ends the transfer finds them there and only the
+//! trees and the revision are left to send. Sending early is only a head
+//! start: if it fails, the scan goes on and the transfer sends the rest.
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use ferry_core::revision::{Entry, Revision};
 use ferry_core::Id;
 use ferry_net::Client;
 use ferry_proto::transfer::Limits;
-use ferry_store::scan::{encode_chunk, scan};
+use ferry_store::scan::{encode_chunk, scan_each, ScannedChunk};
 use ferry_store::IngestProgress;
 use rayon::prelude::*;
 
-use crate::disk::{OnDisk, Unreadable};
+use crate::disk::{read_at, OnDisk, Unreadable};
 use crate::driver::{run, BranchPlan, Direction, TransferProgress};
-use crate::ends::Source;
+use crate::ends::{Sink, Source};
 use crate::ops::{revision, summary, Transfer};
 use crate::{Error, Result};
 
@@ -45,7 +52,30 @@ pub struct Directory {
     entries: Vec<Entry>,
     nodes: HashMap<Id, Vec<u8>>,
     on_disk: OnDisk,
+    sent: Sent,
 }
+
+/// What was sent while the scan ran.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sent {
+    chunks: u64,
+    raw_bytes: u64,
+    encoded_bytes: u64,
+    ids_asked: u64,
+}
+
+/// Chunks just cut from one file, to ask the hub about.
+struct Cut {
+    file: Arc<(PathBuf, File)>,
+    chunks: Vec<ScannedChunk>,
+}
+
+/// Bytes of cut chunks asked about at once while scanning: small enough
+/// that sending starts soon after the scan reaches new data, and that a
+/// few batches in flight keep every core encoding.
+const CUT_BATCH_BYTES: u64 = 16 << 20;
+/// Batches of cut chunks waiting or being sent; the scan waits beyond.
+const CUTS_IN_FLIGHT: usize = 4;
 
 /// A directory as the source of a transfer: one revision over it, on
 /// top of the hub's head.
@@ -70,18 +100,61 @@ impl Directory {
     /// Cuts and hashes the regular files under `path` (refusing symlinks
     /// unless `follow_symlinks`), writing nothing.
     pub fn scan(path: &std::path::Path, follow_symlinks: bool, progress: &dyn IngestProgress) -> Result<Directory> {
+        Self::scan_cutting(path, follow_symlinks, progress, &mut |_| {})
+    }
+
+    /// [`Directory::scan`], sending `hub` the chunks of `repo` it lacks as
+    /// they are cut (see the module's notes). Needs a multi-threaded
+    /// runtime: the scan runs on a thread of its own meanwhile.
+    pub async fn scan_sending(hub: &Client, repo: &str, path: &std::path::Path, follow_symlinks: bool, progress: &dyn IngestProgress) -> Result<Directory> {
+        ferry_core::names::check_repo_name(repo)?;
+        tracing::debug!(path = %path.display(), "scanning and sending");
+        let (tx, rx) = tokio::sync::mpsc::channel::<Cut>(CUTS_IN_FLIGHT);
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| {
+            std::thread::scope(|s| {
+                let scan = s.spawn(move || {
+                    // A closed channel means sending stopped: scan on.
+                    Self::scan_cutting(path, follow_symlinks, progress, &mut |cut| drop(tx.blocking_send(cut)))
+                });
+                let sent = runtime.block_on(send_cuts(hub, repo, rx));
+                tracing::debug!(chunks = sent.chunks, raw_bytes = sent.raw_bytes, "sending while scanning done");
+                let mut dir = scan.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                dir.sent = sent;
+                Ok(dir)
+            })
+        })
+    }
+
+    /// The scan, handing `cuts` each file's chunks a batch at a time as
+    /// they are cut.
+    fn scan_cutting(path: &std::path::Path, follow_symlinks: bool, progress: &dyn IngestProgress, cuts: &mut dyn FnMut(Cut)) -> Result<Directory> {
         let found = ferry_store::list_files(path, follow_symlinks)?;
         progress.start(found.iter().map(|f| f.size).sum());
-        let mut dir = Directory { entries: Vec::with_capacity(found.len()), nodes: HashMap::new(), on_disk: OnDisk::default() };
+        let mut dir = Directory { entries: Vec::with_capacity(found.len()), nodes: HashMap::new(), on_disk: OnDisk::default(), sent: Sent::default() };
         for f in found {
             let io = |e: std::io::Error| Error::Io(format!("{}: {e}", f.full.display()));
-            let file = File::open(&f.full).map_err(io)?;
-            let before = stamp(&file).map_err(io)?;
-            let scanned = scan(&file, true, progress).map_err(io)?;
-            if stamp(&file).map_err(io)? != before || scanned.size != before.0 {
+            let file = Arc::new((f.full.clone(), File::open(&f.full).map_err(io)?));
+            let before = stamp(&file.1).map_err(io)?;
+            let (mut batch, mut batch_bytes) = (Vec::new(), 0);
+            let scanned = scan_each(&file.1, true, progress, &mut |c, _| {
+                batch.push(*c);
+                batch_bytes += c.len as u64;
+                if batch_bytes >= CUT_BATCH_BYTES || batch.len() == ferry_proto::message::MAX_IDS {
+                    cuts(Cut { file: file.clone(), chunks: std::mem::take(&mut batch) });
+                    batch_bytes = 0;
+                }
+                Ok(())
+            })
+            .map_err(io)?;
+            if !batch.is_empty() {
+                cuts(Cut { file: file.clone(), chunks: batch });
+            }
+            if stamp(&file.1).map_err(io)? != before || scanned.size != before.0 {
                 return Err(changed(&f.full));
             }
             tracing::info!(path = %f.rel, bytes = scanned.size, chunks = scanned.chunks.len(), "scanned");
+            let file = Arc::try_unwrap(file).map_or_else(|shared| shared.1.try_clone().map_err(io), |(_, file)| Ok(file))?;
             dir.on_disk.add(f.full, file, &scanned.chunks);
             dir.nodes.extend(scanned.nodes);
             dir.entries.push(Entry { path: f.rel, file_id: scanned.file_id, size: scanned.size, executable: f.executable });
@@ -108,6 +181,79 @@ impl Directory {
             Some(Err(Unreadable::Changed(path))) => Err(changed(path)),
         }
     }
+}
+
+/// Asks the hub which cut chunks it lacks and sends those, read back
+/// from their files and checked, a few batches at a time. Stops at the
+/// first failure (the transfer after the scan sends what is left) and
+/// returns what was sent.
+async fn send_cuts(hub: &Client, repo: &str, mut cuts: tokio::sync::mpsc::Receiver<Cut>) -> Sent {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut sent = Sent::default();
+    let mut asked: HashSet<Id> = HashSet::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            cut = cuts.recv(), if open && in_flight.len() < CUTS_IN_FLIGHT => match cut {
+                Some(mut cut) => {
+                    // A chunk repeated in the file is asked about once.
+                    cut.chunks.retain(|c| asked.insert(c.id));
+                    if !cut.chunks.is_empty() {
+                        in_flight.push(send_cut(hub, repo, cut));
+                    }
+                }
+                None => open = false,
+            },
+            Some(done) = in_flight.next() => match done {
+                Ok(s) => {
+                    sent.chunks += s.chunks;
+                    sent.raw_bytes += s.raw_bytes;
+                    sent.encoded_bytes += s.encoded_bytes;
+                    sent.ids_asked += s.ids_asked;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "sending while scanning stopped; the transfer sends the rest");
+                    // Dropping the receiver lets the scan run on unhindered.
+                    break;
+                }
+            },
+        }
+    }
+    sent
+}
+
+/// One batch: the question, then the chunks the hub lacks.
+async fn send_cut(hub: &Client, repo: &str, cut: Cut) -> Result<Sent> {
+    let ids: Vec<Id> = cut.chunks.iter().map(|c| c.id).collect();
+    let have = hub.has_chunks(repo, ids).await?;
+    let missing: Vec<ScannedChunk> = cut.chunks.iter().zip(have).filter(|c| !c.1).map(|c| *c.0).collect();
+    let mut sent = Sent { ids_asked: cut.chunks.len() as u64, ..Sent::default() };
+    if missing.is_empty() {
+        return Ok(sent);
+    }
+    let file = cut.file.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        missing
+            .par_iter()
+            .map(|c| {
+                let mut raw = vec![0; c.len as usize];
+                read_at(&file.1, &mut raw, c.offset).map_err(|e| Error::Io(format!("{}: {e}", file.0.display())))?;
+                if Id::of_chunk(&raw) != c.id {
+                    return Err(changed(&file.0));
+                }
+                Ok((c.id, encode_chunk(&raw, c.width), raw.len() as u64))
+            })
+            .collect::<Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| Error::Io(format!("encoding chunks: {e}")))??;
+    sent.chunks = records.len() as u64;
+    sent.raw_bytes = records.iter().map(|r| r.2).sum();
+    sent.encoded_bytes = records.iter().map(|r| r.1.len() as u64).sum();
+    hub.put_records(repo, records.into_iter().map(|r| (r.0, r.1)).collect()).await?;
+    tracing::debug!(asked = sent.ids_asked, sent = sent.chunks, raw_bytes = sent.raw_bytes, "sent while scanning");
+    Ok(sent)
 }
 
 impl Source for DirectorySource<'_> {
@@ -147,7 +293,7 @@ pub async fn upload(hub: &Client, dir: &Directory, opts: &UploadOptions, progres
     let head = refs.iter().find(|b| b.0 == branch).map(|b| b.1);
     if let Some(head) = head {
         if revision(hub, repo, head).await?.entries == dir.entries {
-            return Ok(Transfer { up_to_date: true, head: head.to_hex(), ..summary(hub, &Default::default()) });
+            return Ok(Transfer { up_to_date: true, head: head.to_hex(), chunks_sent_while_scanning: Some(0), ..summary(hub, &Default::default()) });
         }
     }
     let rev = Revision::new(head.into_iter().collect(), opts.author.clone(), opts.time, opts.message.clone(), dir.entries.clone())?;
@@ -162,8 +308,16 @@ pub async fn upload(hub: &Client, dir: &Directory, opts: &UploadOptions, progres
         partial: None,
         limits: Limits::default(),
     };
-    let report = run(&source, hub, plan, Direction::Push, progress).await?;
-    Ok(summary(hub, &report))
+    let mut report = run(&source, hub, plan, Direction::Push, progress).await?;
+    // What went ahead while scanning counts as moved; the transfer found
+    // those chunks already there.
+    let sent = dir.sent;
+    report.chunks_moved += sent.chunks;
+    report.raw_bytes_moved += sent.raw_bytes;
+    report.chunk_bytes_moved += sent.encoded_bytes;
+    report.chunks_already_there = report.chunks_already_there.saturating_sub(sent.chunks);
+    report.ids_asked += sent.ids_asked;
+    Ok(Transfer { chunks_sent_while_scanning: Some(sent.chunks), ..summary(hub, &report) })
 }
 
 #[cfg(test)]

@@ -158,10 +158,6 @@ pub fn pull(store: &Path, args: PullArgs, json: bool) -> Result<Transferred> {
 
 pub fn upload(args: UploadArgs, json: bool) -> Result<Transferred> {
     let UploadArgs { hub, repo, dir, message, branch, source, net } = args;
-    let bar = progress::Ingest::new(json);
-    let scanned = ferry_transfer::Directory::scan(&dir, source.follow_symlinks, &bar);
-    bar.finish();
-    let scanned = scanned?;
     let opts = ferry_transfer::UploadOptions {
         repo,
         branch,
@@ -169,7 +165,25 @@ pub fn upload(args: UploadArgs, json: bool) -> Result<Transferred> {
         author: source.author()?,
         time: super::unix_now(),
     };
-    transfer(json, "uploaded", &hub, &net, async |client, bar| ferry_transfer::upload(client, &scanned, &opts, bar).await)
+    // Scanned once, on the first connection (sending as it cuts); a retry
+    // sends from the scan.
+    let scanned = tokio::sync::OnceCell::new();
+    let started = std::time::Instant::now();
+    let transfer = with_retries(&hub, &net, async |client| {
+        let scanned = scanned
+            .get_or_try_init(async || {
+                let scanning = progress::Ingest::new(json);
+                let d = ferry_transfer::Directory::scan_sending(client, &opts.repo, &dir, source.follow_symlinks, &scanning).await;
+                scanning.finish();
+                d
+            })
+            .await?;
+        let bar = progress::Transfer::new(json);
+        let t = ferry_transfer::upload(client, scanned, &opts, &bar).await;
+        bar.finish();
+        t
+    })?;
+    Ok(Transferred { verb: "uploaded", transfer, seconds: started.elapsed().as_secs_f64() })
 }
 
 pub fn download(args: DownloadArgs, json: bool) -> Result<Downloaded> {
