@@ -161,6 +161,7 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     }
     let chunks = chunks_in_range(hub, repo, entry.file_id, 0, entry.size).await?;
+    tracing::debug!(path = %entry.path, chunks = chunks.len(), "tree walked");
     // Where each distinct chunk goes, and what goes where.
     let mut places: HashMap<Id, (u64, Vec<u64>)> = HashMap::new();
     let mut at_offset: HashMap<u64, (Id, u64)> = HashMap::with_capacity(chunks.len());
@@ -196,9 +197,12 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
     // reads, so what it hands over is verified; wanted chunks are written
     // as they pass. The old file's chunks that sit where the new file wants
     // them are only noted: if the file turns out unchanged nothing is
-    // written at all, else they are copied in bulk afterwards.
+    // written at all, else they are copied in bulk while the rest is
+    // fetched (the copy is the kernel's work on one core, the fetch mostly
+    // the network's and the decoder's).
     let mut seeds = Seeds::default();
     let mut in_place: Vec<(u64, u64)> = Vec::new();
+    let mut copying = None;
     // Writes a chunk from disk everywhere the new file still wants it.
     let place = |places: &mut HashMap<Id, (u64, Vec<u64>)>, c: &ScannedChunk, bytes: &[u8], out: &mut Downloaded| -> std::io::Result<()> {
         let Some((size, offsets)) = places.get_mut(&c.id).filter(|p| !p.1.is_empty()) else { return Ok(()) };
@@ -230,7 +234,6 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
             progress.advance(entry.size, 0, 0);
             return Ok(());
         }
-        copy_in_place(&target, &file, &partial, &mut in_place)?;
         for &(at, size) in &in_place {
             let id = at_offset[&at].0;
             let offsets = &mut places.get_mut(&id).expect("listed").1;
@@ -241,6 +244,9 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
                 progress.advance(size, 0, 0);
             }
         }
+        let (from, to) = (target.clone(), file.try_clone().map_err(|e| io(&partial, e))?);
+        let ranges = merge(&mut in_place);
+        copying = Some(tokio::task::spawn_blocking(move || copy_ranges(&from, &to, &ranges)));
     }
     for seed in opts.seeds.iter().map(|s| s.join(&entry.path)).filter(|p| p.is_file()) {
         tokio::task::block_in_place(|| seeds.add(&seed, &mut |c, bytes| place(&mut places, c, bytes, out)))?;
@@ -253,6 +259,7 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
             wanted.push((id, size));
         }
     }
+    tracing::debug!(path = %entry.path, chunks = wanted.len(), "fetching");
     // Fetch the rest, a few requests at a time, writing as they come.
     let mut batches: Vec<Vec<(Id, u64)>> = Vec::new();
     let mut bytes = 0;
@@ -265,19 +272,29 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
         batches.last_mut().expect("pushed").push(w);
     }
     let seeds = &seeds;
-    let mut fetched = stream::iter(batches).map(|batch| fetch(hub, repo, batch, seeds)).buffered(FETCHES_IN_FLIGHT);
-    while let Some(got) = fetched.next().await {
-        for (id, raw, record_len, delta) in got? {
-            let offsets = &fetch_at[&id];
-            tokio::task::block_in_place(|| offsets.iter().try_for_each(|&at| write_at(&file, &raw, at))).map_err(|e| io(&partial, e))?;
-            let n = raw.len() as u64 * offsets.len() as u64;
-            out.chunks_fetched += 1;
-            out.raw_bytes_fetched += raw.len() as u64;
-            out.record_bytes_fetched += record_len;
-            out.deltas += delta as u64;
-            progress.advance(n, raw.len() as u64, record_len);
+    let fetching = async {
+        let mut fetched = stream::iter(batches).map(|batch| fetch(hub, repo, batch, seeds)).buffered(FETCHES_IN_FLIGHT);
+        while let Some(got) = fetched.next().await {
+            for (id, raw, record_len, delta) in got? {
+                let offsets = &fetch_at[&id];
+                tokio::task::block_in_place(|| offsets.iter().try_for_each(|&at| write_at(&file, &raw, at))).map_err(|e| io(&partial, e))?;
+                let n = raw.len() as u64 * offsets.len() as u64;
+                out.chunks_fetched += 1;
+                out.raw_bytes_fetched += raw.len() as u64;
+                out.record_bytes_fetched += record_len;
+                out.deltas += delta as u64;
+                progress.advance(n, raw.len() as u64, record_len);
+            }
         }
+        Ok::<_, Error>(())
+    };
+    let fetched = fetching.await;
+    // The copy ends before anything else happens to the file, even after
+    // a failed fetch.
+    if let Some(copying) = copying {
+        copying.await.map_err(|e| Error::Io(format!("{}: copying: {e}", partial.display())))?.map_err(|e| io(&target, e))?;
     }
+    fetched?;
     tracing::info!(path = %entry.path, bytes = entry.size, fetched = fetch_at.len(), "file written; renaming into place");
     // Whole: give it its name.
     set_executable(&file, entry.executable).map_err(|e| io(&partial, e))?;
@@ -285,13 +302,8 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
     std::fs::rename(&partial, &target).map_err(|e| io(&target, e))
 }
 
-/// Copies the byte ranges `ranges` (chunks that sit in the old file where
-/// the new one wants them, just verified by the scan) from `old` into the
-/// file being built, merged where they touch. `io::copy` between files
-/// copies inside the kernel where it can (copy_file_range), at page-cache
-/// speed with no copy through this process.
-fn copy_in_place(old: &Path, file: &File, partial: &Path, ranges: &mut [(u64, u64)]) -> Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
+/// `ranges` sorted, with those that touch merged.
+fn merge(ranges: &mut [(u64, u64)]) -> Vec<(u64, u64)> {
     ranges.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::new();
     for &(at, len) in ranges.iter() {
@@ -300,18 +312,25 @@ fn copy_in_place(old: &Path, file: &File, partial: &Path, ranges: &mut [(u64, u6
             _ => merged.push((at, len)),
         }
     }
-    let mut from = File::open(old).map_err(|e| Error::Io(format!("{}: {e}", old.display())))?;
-    let mut to = file;
-    tokio::task::block_in_place(|| {
-        for (at, len) in merged {
-            from.seek(SeekFrom::Start(at)).and_then(|_| to.seek(SeekFrom::Start(at))).map_err(|e| Error::Io(format!("{}: {e}", partial.display())))?;
-            let copied = std::io::copy(&mut (&mut from).take(len), &mut to).map_err(|e| Error::Io(format!("{}: {e}", partial.display())))?;
-            if copied != len {
-                return Err(Error::Io(format!("{}: changed while being read", old.display())));
-            }
+    merged
+}
+
+/// Copies the byte ranges `ranges` (chunks that sit in the old file where
+/// the new one wants them, just verified by the scan) from `old` into the
+/// same places of `to`. `io::copy` between files copies inside the kernel
+/// where it can (copy_file_range), at page-cache speed with no copy
+/// through this process.
+fn copy_ranges(old: &Path, mut to: &File, ranges: &[(u64, u64)]) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut from = File::open(old)?;
+    for &(at, len) in ranges {
+        from.seek(SeekFrom::Start(at))?;
+        to.seek(SeekFrom::Start(at))?;
+        if std::io::copy(&mut (&mut from).take(len), &mut to)? != len {
+            return Err(std::io::Error::other("the file changed while being read"));
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 /// One request's chunks, decoded and verified: (id, raw bytes, bytes as
