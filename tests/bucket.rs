@@ -7,7 +7,8 @@
 //! journal and the local write; a bucket that is down or refuses the
 //! credentials; a three-node cluster (factor 3) that keeps working with
 //! a node down; and a read replica serving from the bucket while the
-//! writer takes pushes. FERRY_CRASH_ITERATIONS sets the kill loops' length.
+//! writer takes pushes; a fine-tune kept as deltas in the packs, whose
+//! bases a store rebuilt from them still knows. FERRY_CRASH_ITERATIONS sets the kill loops' length.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -143,6 +144,51 @@ fn a_store_on_garage_commits_serves_and_is_rebuilt_from_the_bucket_alone() {
     let forgotten = fails(ferry_on(&garage, &rebuilt).args(["export", &format!("org/model@{r1}")]).arg(tmp.path().join("old")));
     assert!(stderr(&forgotten).contains("forgotten"), "{}", stderr(&forgotten));
     fsck_ok(&garage, &rebuilt);
+}
+
+#[test]
+fn a_fine_tune_on_a_bucket_is_kept_as_deltas_and_a_store_rebuilt_from_the_bucket_still_sends_them() {
+    use ferry_testkit::{bf16_nudged, bf16_weights, safetensors_file};
+    let garage = Garage::single().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    ok(ferry_on(&garage, &store).arg("init").args(backend_args(&garage, "deltas")));
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let base: Vec<Vec<u8>> = (0..3).map(|i| bf16_weights(1 << 20, i)).collect();
+    let named = |t: &[Vec<u8>]| safetensors_file("", &[("a", &t[0]), ("b", &t[1]), ("c", &t[2])]);
+    std::fs::write(src.join("model.safetensors"), named(&base)).unwrap();
+    commit(&garage, &store, &src, "base");
+    // A reader that holds the base.
+    let reader = tmp.path().join("reader");
+    ok(ferry(&reader).arg("init"));
+    let mut hub = Hub::spawn(serve_on(&garage, &store, &[]), store.clone());
+    let token = hub.token("org/*", "read");
+    ok(client(&reader, Some(&token)).args(["pull", &hub.addr, "org/model"]));
+    hub.kill();
+
+    let tuned: Vec<Vec<u8>> = base.iter().enumerate().map(|(i, t)| bf16_nudged(t, 0.002, 10 + i as u64)).collect();
+    std::fs::write(src.join("model.safetensors"), named(&tuned)).unwrap();
+    let c = json(&ok(ferry_on(&garage, &store).args(["--json", "commit", "org/model"]).arg(&src).args(["-m", "tuned"])));
+    let size = c["bytes"].as_u64().unwrap();
+    // Deltas against the base, as on the embedded backend: well under the
+    // ~69% byte planes alone leave.
+    assert!(c["stored_bytes"].as_u64().unwrap() * 100 < size * 60, "{c}");
+
+    // The store's directory is lost; the one rebuilt from the bucket knows
+    // each delta's base from the packs, so the reader is sent deltas.
+    std::fs::remove_dir_all(&store).unwrap();
+    let rebuilt = tmp.path().join("rebuilt");
+    ok(ferry_on(&garage, &rebuilt).arg("rebuild").args(backend_args(&garage, "deltas")));
+    fsck_ok(&garage, &rebuilt);
+    let mut hub = Hub::spawn(serve_on(&garage, &rebuilt, &[]), rebuilt.clone());
+    let token = hub.token("org/*", "read");
+    let pulled = json(&ok(client(&reader, Some(&token)).args(["--json", "pull", &hub.addr, "org/model"])));
+    assert!(pulled["wire_bytes_received"].as_u64().unwrap() * 100 < size * 60, "{pulled}");
+    hub.kill();
+    let out = tmp.path().join("out");
+    ok(ferry(&reader).args(["export", "org/model"]).arg(&out));
+    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), named(&tuned));
 }
 
 #[test]

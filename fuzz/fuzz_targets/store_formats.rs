@@ -4,7 +4,7 @@
 //! (`ferry_store::pack::decode_announcement`). The first byte picks which.
 #![no_main]
 
-use ferry_store::pack::{decode_announcement, decode_index, encode_announcement, Kind, ENTRY_LEN, FOOTER_LEN, MAGIC};
+use ferry_store::pack::{decode_announcement, decode_index, encode_announcement, Kind, ENTRY_LEN, ENTRY_LEN_1, FOOTER_LEN, MAGIC, MAGIC_1};
 use ferry_store::JournalEntry;
 use libfuzzer_sys::fuzz_target;
 
@@ -15,12 +15,15 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(encode_announcement(&packs), data, "a decoded announcement does not re-encode to its bytes");
     } else if which % 3 == 0 {
         let Ok(entries) = decode_index(data, data.len() as u64) else { return };
-        // Every entry lies, in order, between the magic and the index.
-        let data_end = data.len() - entries.len() * ENTRY_LEN - FOOTER_LEN;
+        // Every entry lies, in order, between the magic and the index; a
+        // base goes with a delta record and only with one.
+        let entry_len = if data.ends_with(MAGIC_1) { ENTRY_LEN_1 } else { ENTRY_LEN };
+        let data_end = data.len() - entries.len() * entry_len - FOOTER_LEN;
         let mut next = MAGIC.len();
         for e in &entries {
             assert!(e.offset as usize >= next && e.offset as usize + e.len as usize <= data_end);
             assert!(matches!(e.kind, Kind::Record | Kind::Node));
+            assert!(e.base.is_none() || (e.kind == Kind::Record && e.codec == ferry_core::codec::CODEC_DELTA));
             next = e.offset as usize + e.len as usize;
         }
     } else {

@@ -453,7 +453,7 @@ impl ChunkBackend for BucketBackend {
             if w.pack.len() as u64 + r.record().len() as u64 >= pack::MAX_PACK_LEN {
                 return Err(BackendError::Other("a pack reached the format's size limit before the store synced".into()));
             }
-            let (offset, len) = w.pack.add_record(r.id(), r.record(), r.raw_len() as u32, r.codec());
+            let (offset, len) = w.pack.add_record(r.id(), r.record(), r.raw_len() as u32, r.codec(), r.base());
             out.push(pack_location(&w.name, offset, len));
         }
         if w.pack.len() as u64 >= self.pack_size {
@@ -746,7 +746,7 @@ impl BucketBackend {
                 .map(|e| match e.kind {
                     Kind::Record => Recovered::Chunk(
                         e.id,
-                        IndexEntry { codec: e.codec, raw_len: e.raw_len, stored_len: e.len, base: None, location: pack_location(&name, e.offset, e.len) },
+                        IndexEntry { codec: e.codec, raw_len: e.raw_len, stored_len: e.len, base: e.base, location: pack_location(&name, e.offset, e.len) },
                     ),
                     Kind::Node => {
                         let at = e.offset as usize - base;

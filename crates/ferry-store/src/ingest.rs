@@ -121,9 +121,7 @@ impl WriteSession<'_> {
     /// against the same piece in `bases` where that is smaller (and the
     /// base's chain is short enough).
     pub fn ingest_against<R: Read + Send>(&self, reader: R, bases: Option<&mut DeltaBases>, progress: &dyn IngestProgress) -> Result<Ingested> {
-        // Deltas name their base only in the local index; a store on a
-        // bucket keeps records that decode alone.
-        let mut bases = bases.filter(|b| !b.is_empty() && store_keeps_deltas(self.store));
+        let mut bases = bases.filter(|b| !b.is_empty());
         let store = self.store;
         let (hashed_tx, hashed_rx) = bounded::<Result<Hashed>>(2);
         // Buffers the hash stage is done with, for the reader to refill.
@@ -247,7 +245,7 @@ impl WriteSession<'_> {
         let head = self.store.branch(repo, branch)?;
         let files = list_files(dir, opts.follow_symlinks)?;
         let mut bases = match opts.base.or(head) {
-            Some(rev) if store_keeps_deltas(self.store) => Some(self.store.delta_bases(&self.store.revision(&rev)?)?),
+            Some(rev) => Some(self.store.delta_bases(&self.store.revision(&rev)?)?),
             _ => None,
         };
         progress.start(files.iter().map(|f| f.size).sum());
@@ -290,12 +288,6 @@ pub struct CommitOptions {
 thread_local! {
     /// One zstd context per thread, kept across segments and files.
     pub(crate) static ENCODER: std::cell::RefCell<Encoder> = std::cell::RefCell::new(Encoder::new(DEFAULT_ZSTD_LEVEL));
-}
-
-/// Whether new records may be deltas: only where the index, which names
-/// each delta's base for gc, is the only index (not a bucket's packs).
-fn store_keeps_deltas(store: &Store) -> bool {
-    store.backend.deferred().is_none()
 }
 
 fn hash_and_encode(store: &Store, seg: &Segment, bases: Option<&mut DeltaBases>) -> Result<Hashed> {

@@ -4,24 +4,32 @@
 //! storage). Normative in `protocol/store.md` §7.
 //!
 //! ```text
-//! "FRYPACK1"                      8 bytes
+//! "FRYPACK2"                      8 bytes
 //! chunk records, back to back     (tree.md encoding)
 //! tree nodes, back to back        (tree.md encoding)
 //! index: one entry per object     ENTRY_LEN bytes each, in offset order
-//!   kind u8 (0 record, 1 node) | id [32] | offset u32 | len u32 | raw_len u32 | codec u8
+//!   kind u8 (0 record, 1 node) | id [32] | offset u32 | len u32 | raw_len u32 | codec u8 | base [32]
 //! footer                          FOOTER_LEN bytes
-//!   count u32 | BLAKE3 of the index [32] | "FRYPACK1"
+//!   count u32 | BLAKE3 of the index [32] | "FRYPACK2"
 //! ```
 //! Integers are little-endian; offsets count from the pack's first byte.
+//! `base` is the chunk a delta record (codec 3) decodes against, so that an
+//! index rebuilt from the packs keeps every delta's base alive; zeros for
+//! every other entry. Format 1 (`FRYPACK1`) has no `base` (its entries are
+//! 46 bytes) and is still read.
 
-use ferry_core::codec::MAX_RECORD_LEN;
+use ferry_core::codec::{CODEC_DELTA, MAX_RECORD_LEN};
 use ferry_core::tree::MAX_NODE_LEN;
 use ferry_core::{invalid, FormatError, Id, Reader};
 
-/// The first and last eight bytes of every pack.
-pub const MAGIC: &[u8; 8] = b"FRYPACK1";
+/// The first and last eight bytes of every pack written.
+pub const MAGIC: &[u8; 8] = b"FRYPACK2";
 /// Bytes of one index entry.
-pub const ENTRY_LEN: usize = 46;
+pub const ENTRY_LEN: usize = 78;
+/// The magic of format 1, whose entries have no base.
+pub const MAGIC_1: &[u8; 8] = b"FRYPACK1";
+/// Bytes of one index entry of format 1.
+pub const ENTRY_LEN_1: usize = 46;
 /// Bytes of the footer.
 pub const FOOTER_LEN: usize = 44;
 /// The largest pack this format allows (offsets are u32).
@@ -51,6 +59,8 @@ pub struct Entry {
     pub raw_len: u32,
     /// For records, the codec; 0 for nodes.
     pub codec: u8,
+    /// For a delta record, the chunk it decodes against.
+    pub base: Option<Id>,
 }
 
 /// A pack being filled: records as they come (their offsets are final at
@@ -70,12 +80,13 @@ impl Default for PackWriter {
 }
 
 impl PackWriter {
-    /// Adds a record; returns its offset and length.
-    pub fn add_record(&mut self, id: Id, record: &[u8], raw_len: u32, codec: u8) -> (u32, u32) {
+    /// Adds a record (with its base, if it is a delta); returns its
+    /// offset and length.
+    pub fn add_record(&mut self, id: Id, record: &[u8], raw_len: u32, codec: u8, base: Option<Id>) -> (u32, u32) {
         let offset = self.data.len() as u32;
         self.data.extend_from_slice(record);
         let len = record.len() as u32;
-        self.entries.push(Entry { kind: Kind::Record, id, offset, len, raw_len, codec });
+        self.entries.push(Entry { kind: Kind::Record, id, offset, len, raw_len, codec, base });
         (offset, len)
     }
 
@@ -106,7 +117,7 @@ impl PackWriter {
         for (id, enc) in std::mem::take(&mut self.nodes) {
             let offset = self.data.len() as u32;
             self.data.extend_from_slice(&enc);
-            self.entries.push(Entry { kind: Kind::Node, id, offset, len: enc.len() as u32, raw_len: 0, codec: 0 });
+            self.entries.push(Entry { kind: Kind::Node, id, offset, len: enc.len() as u32, raw_len: 0, codec: 0, base: None });
         }
         let index_start = self.data.len();
         for e in &self.entries {
@@ -116,6 +127,7 @@ impl PackWriter {
             self.data.extend_from_slice(&e.len.to_le_bytes());
             self.data.extend_from_slice(&e.raw_len.to_le_bytes());
             self.data.push(e.codec);
+            self.data.extend_from_slice(e.base.as_ref().map_or(&[0; 32], |b| b.as_bytes()));
         }
         let hash = blake3::hash(&self.data[index_start..]);
         self.data.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
@@ -125,30 +137,39 @@ impl PackWriter {
     }
 }
 
-/// The footer's count: how many index entries precede it. `footer` is the
-/// last `FOOTER_LEN` bytes of a pack of `pack_len` bytes.
-pub fn index_len(footer: &[u8], pack_len: u64) -> Result<usize, FormatError> {
-    if footer.len() != FOOTER_LEN || &footer[36..] != MAGIC {
-        return Err(invalid("pack", "no pack footer"));
+/// The format a footer names: its entries' length.
+fn entry_len(footer: &[u8]) -> Result<usize, FormatError> {
+    match footer.get(36..) {
+        Some(m) if footer.len() == FOOTER_LEN && m == MAGIC => Ok(ENTRY_LEN),
+        Some(m) if footer.len() == FOOTER_LEN && m == MAGIC_1 => Ok(ENTRY_LEN_1),
+        _ => Err(invalid("pack", "no pack footer")),
     }
+}
+
+/// The bytes of the index before the footer. `footer` is the last
+/// `FOOTER_LEN` bytes of a pack of `pack_len` bytes.
+pub fn index_len(footer: &[u8], pack_len: u64) -> Result<usize, FormatError> {
+    let entry_len = entry_len(footer)?;
     let count = u32::from_le_bytes(footer[..4].try_into().expect("4 bytes")) as u64;
-    let room = pack_len.saturating_sub((MAGIC.len() + FOOTER_LEN) as u64) / ENTRY_LEN as u64;
+    let room = pack_len.saturating_sub((MAGIC.len() + FOOTER_LEN) as u64) / entry_len as u64;
     if count > room {
         return Err(FormatError::TooLarge { what: "pack index", len: count, limit: room });
     }
-    Ok(count as usize * ENTRY_LEN)
+    Ok(count as usize * entry_len)
 }
 
 /// Decodes a pack's index from its tail: `tail` holds at least the index
 /// and the footer (the last `index_len + FOOTER_LEN` bytes of a pack of
 /// `pack_len` bytes). Every entry must lie inside the data before the
-/// index, in offset order without overlap, within the format's limits.
+/// index, in offset order without overlap, within the format's limits;
+/// a base only on a delta record.
 pub fn decode_index(tail: &[u8], pack_len: u64) -> Result<Vec<Entry>, FormatError> {
     if tail.len() < FOOTER_LEN || tail.len() as u64 > pack_len {
         return Err(invalid("pack", "tail shorter than a footer or longer than the pack"));
     }
     let footer = &tail[tail.len() - FOOTER_LEN..];
     let len = index_len(footer, pack_len)?;
+    let entry_len = entry_len(footer)?;
     if tail.len() < len + FOOTER_LEN {
         return Err(invalid("pack", "tail shorter than the index"));
     }
@@ -159,14 +180,23 @@ pub fn decode_index(tail: &[u8], pack_len: u64) -> Result<Vec<Entry>, FormatErro
     let data_end = pack_len - (len + FOOTER_LEN) as u64;
     let mut r = Reader::new("pack index", index);
     let mut next = MAGIC.len() as u64;
-    let mut out = Vec::with_capacity(len / ENTRY_LEN);
-    for _ in 0..len / ENTRY_LEN {
+    let mut out = Vec::with_capacity(len / entry_len);
+    for _ in 0..len / entry_len {
         let kind = match r.u8()? {
             0 => Kind::Record,
             1 => Kind::Node,
             k => return Err(invalid("pack index", format!("kind {k}"))),
         };
-        let e = Entry { kind, id: r.id()?, offset: r.u32()?, len: r.u32()?, raw_len: r.u32()?, codec: r.u8()? };
+        let mut e = Entry { kind, id: r.id()?, offset: r.u32()?, len: r.u32()?, raw_len: r.u32()?, codec: r.u8()?, base: None };
+        let is_delta = kind == Kind::Record && e.codec == CODEC_DELTA;
+        if entry_len == ENTRY_LEN {
+            let base = r.id()?;
+            match (is_delta, base == Id([0; 32])) {
+                (true, false) => e.base = Some(base),
+                (false, true) => {}
+                _ => return Err(invalid("pack index", format!("entry {}: a base must go with a delta record, and only with one", e.id.short()))),
+            }
+        }
         let limit = match kind {
             Kind::Record => MAX_RECORD_LEN,
             Kind::Node => MAX_NODE_LEN,
@@ -235,9 +265,9 @@ mod tests {
 
     fn sample() -> (Vec<u8>, Vec<Entry>) {
         let mut w = PackWriter::default();
-        w.add_record(Id::of_chunk(b"a"), b"record-a", 100, 1);
+        w.add_record(Id::of_chunk(b"a"), b"record-a", 100, 1, None);
         w.add_node(Id::of_chunk(b"n"), b"node".to_vec());
-        w.add_record(Id::of_chunk(b"b"), b"rec-b", 5, 0);
+        w.add_record(Id::of_chunk(b"b"), b"rec-b", 5, CODEC_DELTA, Some(Id::of_chunk(b"a")));
         let pack = w.seal();
         let entries = decode_index(&pack, pack.len() as u64).unwrap();
         (pack, entries)
@@ -266,7 +296,49 @@ mod tests {
         assert_eq!(body(&entries[0]), b"record-a");
         assert_eq!(body(&entries[1]), b"rec-b");
         assert_eq!(body(&entries[2]), b"node");
-        assert_eq!((entries[0].raw_len, entries[0].codec), (100, 1));
+        assert_eq!((entries[0].raw_len, entries[0].codec, entries[0].base), (100, 1, None));
+        assert_eq!((entries[1].codec, entries[1].base), (CODEC_DELTA, Some(Id::of_chunk(b"a"))), "a delta's base is in the index");
+    }
+
+    /// A format 1 pack of `sample`'s objects, as writers before bases wrote it.
+    fn format_1(pack: &[u8], entries: &[Entry]) -> Vec<u8> {
+        let data_end = entries.last().map_or(MAGIC.len(), |e| (e.offset + e.len) as usize);
+        let mut b = MAGIC_1.to_vec();
+        b.extend_from_slice(&pack[MAGIC.len()..data_end]);
+        let index_start = b.len();
+        for e in entries {
+            b.push(e.kind as u8);
+            b.extend_from_slice(e.id.as_bytes());
+            for n in [e.offset, e.len, e.raw_len] {
+                b.extend_from_slice(&n.to_le_bytes());
+            }
+            b.push(e.codec);
+        }
+        let hash = blake3::hash(&b[index_start..]);
+        b.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        b.extend_from_slice(hash.as_bytes());
+        b.extend_from_slice(MAGIC_1);
+        b
+    }
+
+    #[test]
+    fn a_format_1_pack_is_still_read_without_bases() {
+        let (pack, entries) = sample();
+        let old = format_1(&pack, &entries);
+        let got = decode_index(&old, old.len() as u64).unwrap();
+        let unbased: Vec<Entry> = entries.iter().map(|e| Entry { base: None, ..e.clone() }).collect();
+        assert_eq!(got, unbased);
+    }
+
+    #[test]
+    fn a_base_is_refused_on_anything_but_a_delta_record_and_required_on_one() {
+        for (codec, base) in [(1, Some(Id::of_chunk(b"x"))), (CODEC_DELTA, None)] {
+            let mut w = PackWriter::default();
+            w.add_record(Id::of_chunk(b"a"), b"record-a", 100, codec, base);
+            let pack = w.seal();
+            let err = decode_index(&pack, pack.len() as u64).unwrap_err().to_string();
+            assert!(err.contains("base"), "{err}");
+        }
     }
 
     #[test]

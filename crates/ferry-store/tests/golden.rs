@@ -1,5 +1,5 @@
-//! Checks the golden vectors in protocol/vectors/store.json: a pack of one
-//! chunk record and one tree node, a journal entry, and an announcement of
+//! Checks the golden vectors in protocol/vectors/store.json: a pack of a
+//! chunk record, a delta record and a tree node, a journal entry, and an announcement of
 //! two packs (`protocol/store.md` §6, §7), built from core.json's encodings.
 //!
 //! `FERRY_BLESS=1 cargo test -p ferry-store --test golden` rewrites the file
@@ -30,7 +30,11 @@ fn compute() -> Value {
     let (revision, revision_id) = core_encoding("revision");
     let mut pack = PackWriter::default();
     let header = ferry_core::codec::read_header(&record).unwrap();
-    pack.add_record(record_id, &record, header.raw_len, header.codec);
+    pack.add_record(record_id, &record, header.raw_len, header.codec, None);
+    let (delta, delta_id) = core_encoding("delta_record");
+    let delta_header = ferry_core::codec::read_header(&delta).unwrap();
+    let base = ferry_core::codec::delta_base(&delta).unwrap();
+    pack.add_record(delta_id, &delta, delta_header.raw_len, delta_header.codec, base);
     pack.add_node(node_id, node);
     let journal = JournalEntry {
         revisions: vec![revision],
@@ -39,7 +43,7 @@ fn compute() -> Value {
     };
     let forgot = JournalEntry { forgotten: vec![("org/model".into(), revision_id)], ..Default::default() };
     json!({
-        "pack": { "record": record_id.to_hex(), "node": node_id.to_hex(), "hex": hex::encode(pack.seal()) },
+        "pack": { "record": record_id.to_hex(), "delta": delta_id.to_hex(), "base": base.unwrap().to_hex(), "node": node_id.to_hex(), "hex": hex::encode(pack.seal()) },
         "journal_entry": { "repo": "org/model", "branch": "main", "seq": 1, "head": revision_id.to_hex(), "hex": hex::encode(journal.encode()) },
         "journal_entry_forgotten": { "repo": "org/model", "revision": revision_id.to_hex(), "hex": hex::encode(forgot.encode()) },
         "announcement": { "packs": [hex::encode(ANNOUNCED[0]), hex::encode(ANNOUNCED[1])], "hex": hex::encode(encode_announcement(&ANNOUNCED)) },
@@ -64,8 +68,13 @@ fn golden_encodings_decode() {
     let entries = decode_index(&pack, pack.len() as u64).unwrap();
     assert_eq!(
         entries.iter().map(|e| (e.kind, e.id.to_hex())).collect::<Vec<_>>(),
-        [(Kind::Record, v["pack"]["record"].as_str().unwrap().to_owned()), (Kind::Node, v["pack"]["node"].as_str().unwrap().to_owned())]
+        [
+            (Kind::Record, v["pack"]["record"].as_str().unwrap().to_owned()),
+            (Kind::Record, v["pack"]["delta"].as_str().unwrap().to_owned()),
+            (Kind::Node, v["pack"]["node"].as_str().unwrap().to_owned())
+        ]
     );
+    assert_eq!(entries[1].base.map(|b| b.to_hex()).as_deref(), v["pack"]["base"].as_str());
     let journal = hex::decode(v["journal_entry"]["hex"].as_str().unwrap()).unwrap();
     let entry = JournalEntry::decode(&journal).unwrap();
     assert_eq!(entry.encode(), journal);
