@@ -74,6 +74,7 @@ fn upload_and_download_move_only_what_changed_with_no_store_on_the_client() {
     let d = json(&ok(client(&me, Some(&token)).args(["--json", "download", &hub.addr, "org/m"]).arg(&out)));
     assert!((changed..changed + 200_000).contains(&n(&d, "raw_bytes_fetched")), "{d}");
     assert_eq!(n(&d, "files_unchanged"), 3, "{d}");
+    assert_eq!(n(&d, "bytes_cloned"), 0, "no reflinks on this filesystem: {d}");
     assert_eq!(read_tree(&out), read_tree(&src));
     let d = json(&ok(client(&me, Some(&token)).args(["--json", "download", &hub.addr, "org/m"]).arg(&out)));
     assert_eq!((n(&d, "files_unchanged"), n(&d, "chunks_fetched")), (4, 0), "{d}");
@@ -113,6 +114,35 @@ fn upload_and_download_move_only_what_changed_with_no_store_on_the_client() {
     hub.kill();
     assert_eq!(json(&ok(ferry(&hub.store).args(["--json", "fsck"])))["ok"], true);
     assert_eq!(json(&ok(ferry(&hub.store).args(["--json", "log", "org/m"]))).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn on_a_filesystem_with_reflinks_a_new_version_shares_the_old_files_bytes_instead_of_copying_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(xfs) = Reflinks::mount(tmp.path()) else { return };
+    let mut hub = Hub::start(tmp.path());
+    let token = hub.token("org/*", "write");
+    let me = tmp.path().join("no-store");
+    let src = tmp.path().join("src");
+    let tensors: Vec<Vec<u8>> = (0..4).map(|i| bf16_weights(1 << 20, i)).collect();
+    write(&src, "model.safetensors", &model(&tensors));
+    ok(client(&me, Some(&token)).args(["upload", &hub.addr, "org/m"]).arg(&src));
+    let out = xfs.dir.join("model");
+    ok(client(&me, Some(&token)).args(["download", &hub.addr, "org/m"]).arg(&out));
+
+    let mut tuned = tensors.clone();
+    tuned[2] = bf16_nudged(&tensors[2], 0.002, 9);
+    write(&src, "model.safetensors", &model(&tuned));
+    ok(client(&me, Some(&token)).args(["upload", &hub.addr, "org/m"]).arg(&src));
+    let d = json(&ok(client(&me, Some(&token)).args(["--json", "download", &hub.addr, "org/m"]).arg(&out)));
+    // The three tensors that stayed (and the header) were shared, not copied.
+    let changed = tuned[2].len() as u64;
+    let size = n(&d, "bytes");
+    assert!(n(&d, "bytes_cloned") >= size - changed - 200_000, "{d}");
+    assert!(n(&d, "raw_bytes_fetched") < changed + 200_000, "{d}");
+    assert_eq!(read_tree(&out), read_tree(&src));
+    assert!(leftovers(&out).is_empty());
+    hub.kill();
 }
 
 #[test]

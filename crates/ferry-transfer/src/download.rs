@@ -30,7 +30,7 @@ use ferry_store::IngestProgress;
 use futures_util::stream::{self, StreamExt};
 use rayon::prelude::*;
 
-use crate::disk::{read_at, write_at, OnDisk};
+use crate::disk::{clone_file, read_at, write_at, OnDisk};
 use crate::ends::Source;
 use crate::ops::{chunks_in_range, globs, resolve, revision};
 use crate::{Error, Result};
@@ -79,6 +79,9 @@ pub struct Downloaded {
     pub chunks_reused: u64,
     /// Their bytes.
     pub bytes_reused: u64,
+    /// Of those, bytes not copied at all: the new file shares them with
+    /// the old one (a filesystem with reflinks).
+    pub bytes_cloned: u64,
     /// Frame bytes sent.
     pub wire_bytes_sent: u64,
     /// Frame bytes received.
@@ -171,6 +174,9 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
     }
     let resumed = std::fs::metadata(&partial).is_ok_and(|m| m.is_file() && m.len() == entry.size);
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(!resumed).open(&partial).map_err(|e| io(&partial, e))?;
+    // Where the filesystem shares bytes between files, the new file starts
+    // as the old one: the chunks that stay in place cost nothing.
+    let cloned = !resumed && target.is_file() && File::open(&target).is_ok_and(|old| clone_file(&old, &file));
     if !resumed {
         file.set_len(entry.size).map_err(|e| io(&partial, e))?;
     } else {
@@ -199,7 +205,8 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
     // them are only noted: if the file turns out unchanged nothing is
     // written at all, else they are copied in bulk while the rest is
     // fetched (the copy is the kernel's work on one core, the fetch mostly
-    // the network's and the decoder's).
+    // the network's and the decoder's), or not at all where the new file
+    // began as a clone of the old.
     let mut seeds = Seeds::default();
     let mut in_place: Vec<(u64, u64)> = Vec::new();
     let mut copying = None;
@@ -244,9 +251,13 @@ async fn download_file(hub: &Client, repo: &str, entry: &Entry, opts: &DownloadO
                 progress.advance(size, 0, 0);
             }
         }
-        let (from, to) = (target.clone(), file.try_clone().map_err(|e| io(&partial, e))?);
-        let ranges = merge(&mut in_place);
-        copying = Some(tokio::task::spawn_blocking(move || copy_ranges(&from, &to, &ranges)));
+        if cloned {
+            out.bytes_cloned += in_place.iter().map(|r| r.1).sum::<u64>();
+        } else {
+            let (from, to) = (target.clone(), file.try_clone().map_err(|e| io(&partial, e))?);
+            let ranges = merge(&mut in_place);
+            copying = Some(tokio::task::spawn_blocking(move || copy_ranges(&from, &to, &ranges)));
+        }
     }
     for seed in opts.seeds.iter().map(|s| s.join(&entry.path)).filter(|p| p.is_file()) {
         tokio::task::block_in_place(|| seeds.add(&seed, &mut |c, bytes| place(&mut places, c, bytes, out)))?;
