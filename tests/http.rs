@@ -269,6 +269,32 @@ fn run_upload(http: &str, repo: &str, folder: &Path, token: &str, xet: bool) -> 
 }
 
 #[test]
+fn a_connection_carries_the_next_request_after_a_body_the_door_has_no_use_for() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hub, http, _) = empty_hub(dir.path());
+    for path in ["/api/validate-yaml", "/org/m.git/info/lfs/locks/verify"] {
+        let mut c = std::net::TcpStream::connect(&http).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let body = b"{\"content\": \"---\\nlicense: mit\\n---\\n\", \"repoType\": \"model\"}";
+        // The body comes after the head has been answered, as a client that
+        // writes them apart may send it.
+        write!(c, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        c.write_all(body).unwrap();
+        let mut got = vec![0; 4096];
+        let n = c.read(&mut got).unwrap();
+        assert!(String::from_utf8_lossy(&got[..n]).starts_with("HTTP/1.1 "), "{path}");
+        std::thread::sleep(Duration::from_millis(200));
+        // The same connection takes the next request.
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let n = c.read(&mut got).unwrap_or(0);
+        assert!(String::from_utf8_lossy(&got[..n]).starts_with("HTTP/1.1 200"), "{path}: the door closed the connection after answering");
+    }
+    hub.kill();
+}
+
+#[test]
 fn huggingface_hub_uploads_through_the_door_and_a_second_version_stores_only_what_changed() {
     let dir = tempfile::tempdir().unwrap();
     let (mut hub, http, token) = empty_hub(dir.path());

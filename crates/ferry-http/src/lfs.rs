@@ -255,8 +255,9 @@ pub(crate) async fn verify(State(door): State<Arc<Door>>, caller: Caller, Path(p
 }
 
 /// `POST .../info/lfs/locks/verify`: no locking here; git-lfs reads 501
-/// as "this server does not lock" and carries on.
-pub(crate) async fn no_locks() -> Response {
+/// as "this server does not lock" and carries on (on the same connection:
+/// the body is read, as `upload::validate_yaml` says why).
+pub(crate) async fn no_locks(_request: axum::body::Bytes) -> Response {
     lfs_json(StatusCode::NOT_IMPLEMENTED, json!({ "message": "this hub does not support LFS locks" }))
 }
 
