@@ -22,8 +22,13 @@
 # rsync: "Total bytes sent/received"); neither counts TLS/QUIC or TCP/IP
 # overhead, and rsync's daemon protocol is unencrypted.
 #
+# Then, where loop devices can be mounted (root), the download of v2 into a
+# directory holding v1 again, ferry and rsync alike, on an XFS filesystem
+# with reflinks (an image file in the work directory): there ferry's new
+# file starts as a clone of the old one, so what stayed costs nothing.
+#
 # The work directory is created under $FERRY_BENCH_DIR (default $HOME). It
-# needs about 6 x the model size free.
+# needs about 6 x the model size free (11 x with the XFS image).
 set -euo pipefail
 
 name=hub.sh min_mib=64 help_lines=2,22p
@@ -34,10 +39,12 @@ bench_build
 hub_pid=""
 hub2_pid=""
 rsyncd_pid=""
+xfs=""
 bench_cleanup() {
   [ -n "$hub_pid" ] && kill "$hub_pid" 2>/dev/null
   [ -n "$hub2_pid" ] && kill "$hub2_pid" 2>/dev/null
   [ -n "$rsyncd_pid" ] && kill "$rsyncd_pid" 2>/dev/null
+  [ -n "$xfs" ] && umount "$xfs" 2>/dev/null
   true
 }
 bench_workdir ferry-hub-bench
@@ -144,6 +151,37 @@ done
 hub_rss=$(awk '/VmHWM/ { print $2 }' "/proc/$hub_pid/status")
 emit "{\"hub_peak_rss_kib\":$hub_rss}"
 
+# v2 into a directory holding v1, on XFS with reflinks.
+xfs_line=""
+if [ "$(id -u)" = 0 ] && [ -e /dev/loop-control ]; then
+  bench_tools mkfs.xfs:xfsprogs
+  truncate -s $(( size_mib * 5 + 1024 ))M "$work/xfs.img"
+  mkfs.xfs -q -m reflink=1 "$work/xfs.img"
+  mkdir -p "$work/xfs"
+  if mount -o loop "$work/xfs.img" "$work/xfs"; then
+    xfs="$work/xfs"
+    log "v2 on XFS with reflinks: ferry download and rsync down into a copy of v1"
+    mkdir -p "$xfs/ferry" "$xfs/rsync"
+    cp "$work/v1/model.safetensors" "$xfs/ferry/"
+    cp "$work/v1/model.safetensors" "$xfs/rsync/"
+    cat "$work/v2/model.safetensors" > /dev/null
+    v2_head=$(field "$work/upload2.out" head)
+    timed_step xfs-download env FERRY_TOKEN="$token2" "$ferry" --json download "$hub2" "bench/model@$v2_head" "$xfs/ferry"
+    xd_s=$wall
+    cmp -s "$xfs/ferry/model.safetensors" "$work/v2/model.safetensors" || { echo "hub.sh: ferry download of v2 on XFS differs" >&2; exit 1; }
+    xd_cloned=$(field "$work/xfs-download.out" bytes_cloned)
+    rsync --no-whole-file -q "$work/v2/model.safetensors" "rsync://127.0.0.1:$port/bench/model.safetensors"
+    timed_step xfs-rsync-down rsync --no-whole-file --stats "rsync://127.0.0.1:$port/bench/model.safetensors" "$xfs/rsync/model.safetensors"
+    xr_s=$wall
+    cmp -s "$xfs/rsync/model.safetensors" "$work/v2/model.safetensors" || { echo "hub.sh: rsync download of v2 on XFS differs" >&2; exit 1; }
+    xfs_line=$(awk -v fs="$xd_s" -v rs="$xr_s" -v c="$xd_cloned" 'BEGIN { printf "{\"xfs_ferry_download_v2_s\":%.3f,\"xfs_bytes_cloned\":%.0f,\"xfs_rsync_down_v2_s\":%.3f,\"xfs_download_speedup_vs_rsync\":%.2f}", fs, c, rs, rs / fs }')
+    emit "$xfs_line"
+    umount "$xfs" && xfs=""
+  else
+    log "could not mount an XFS image here; the reflink comparison is left out"
+  fi
+fi
+
 "$ferry" --store "$work/b" export bench/model "$work/b-out" > /dev/null
 cmp -s "$work/b-out/model.safetensors" "$work/v3/model.safetensors" || { echo "hub.sh: ferry pull of v3 exports different bytes" >&2; exit 1; }
 
@@ -162,6 +200,10 @@ for line in "${results[@]}"; do
   g() { echo "$line" | sed -E "s/.*\"$1\":([0-9.]+).*/\1/"; }
   echo "| v$(g version) | $(mib "$(g ferry_upload_bytes)") MiB | $(g ferry_upload_s) s | $(g upload_speedup_vs_commit_push) x | $(g upload_speedup_vs_rsync) x | $(mib "$(g ferry_download_bytes)") MiB | $(g ferry_download_s) s | $(g download_speedup_vs_rsync) x | $(( $(g ferry_upload_rss_kib) / 1024 )) / $(( $(g ferry_download_rss_kib) / 1024 )) MiB |"
 done
+if [ -n "$xfs_line" ]; then
+  x() { echo "$xfs_line" | sed -E "s/.*\"$1\":([0-9.]+).*/\1/"; }
+  echo "v2 on XFS with reflinks: ferry download $(x xfs_ferry_download_v2_s) s ($(mib "$(x xfs_bytes_cloned)") MiB cloned), rsync down $(x xfs_rsync_down_v2_s) s: $(x xfs_download_speedup_vs_rsync) x"
+fi
 echo "first download vs pull + export: $(echo "${results[0]}" | sed -E 's/.*"first_download_speed_vs_pull_export":([0-9.]+).*/\1/') x"
 echo
 echo "file: $(mib "$file_bytes") MiB; hub peak RSS $(awk -v k="$hub_rss" 'BEGIN { printf "%.0f", k / 1024 }') MiB"
