@@ -287,7 +287,8 @@ fn a_connection_carries_the_next_request_after_a_body_the_door_has_no_use_for() 
         assert!(String::from_utf8_lossy(&got[..n]).starts_with("HTTP/1.1 "), "{path}");
         std::thread::sleep(Duration::from_millis(200));
         // The same connection takes the next request.
-        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let next = c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        next.unwrap_or_else(|e| panic!("{path}: the door closed the connection after answering: {e}"));
         let n = c.read(&mut got).unwrap_or(0);
         assert!(String::from_utf8_lossy(&got[..n]).starts_with("HTTP/1.1 200"), "{path}: the door closed the connection after answering");
     }
