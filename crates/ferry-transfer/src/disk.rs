@@ -55,18 +55,24 @@ impl OnDisk {
     pub fn read(&self, id: &Id) -> Option<Result<Vec<u8>, Unreadable<'_>>> {
         let place = self.chunks.get(id)?;
         let (path, file) = &self.files[place.file as usize];
-        let mut raw = vec![0; place.len as usize];
-        Some(match read_at(file, &mut raw, place.offset) {
-            Err(e) => Err(Unreadable::Io(path, e)),
-            Ok(()) if Id::of_chunk(&raw) != *id => Err(Unreadable::Changed(path)),
-            Ok(()) => Ok(raw),
-        })
+        Some(read_checked(path, file, place.offset, place.len, id))
     }
 
     /// The chunks known, for tests.
     #[cfg(test)]
     pub fn ids(&self) -> Vec<Id> {
         self.chunks.keys().copied().collect()
+    }
+}
+
+/// The `len` bytes of `file` (at `path`) from `offset`, if they still hash
+/// to `id`.
+pub(crate) fn read_checked<'a>(path: &'a Path, file: &File, offset: u64, len: u32, id: &Id) -> Result<Vec<u8>, Unreadable<'a>> {
+    let mut raw = vec![0; len as usize];
+    match read_at(file, &mut raw, offset) {
+        Err(e) => Err(Unreadable::Io(path, e)),
+        Ok(()) if Id::of_chunk(&raw) != *id => Err(Unreadable::Changed(path)),
+        Ok(()) => Ok(raw),
     }
 }
 

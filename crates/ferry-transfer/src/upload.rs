@@ -25,7 +25,7 @@ use ferry_store::scan::{encode_chunk, scan_each, ScannedChunk};
 use ferry_store::IngestProgress;
 use rayon::prelude::*;
 
-use crate::disk::{read_at, OnDisk, Unreadable};
+use crate::disk::{read_checked, OnDisk, Unreadable};
 use crate::driver::{run, BranchPlan, Direction, TransferProgress};
 use crate::ends::{Sink, Source};
 use crate::ops::{revision, summary, Transfer};
@@ -178,10 +178,16 @@ impl Directory {
     fn chunk(&self, id: &Id) -> Result<Vec<u8>> {
         match self.on_disk.read(id) {
             None => Err(Error::Protocol(format!("the hub asked for chunk {id}, which is not in the upload"))),
-            Some(Ok(raw)) => Ok(raw),
-            Some(Err(Unreadable::Io(path, e))) => Err(Error::Io(format!("{}: {e}", path.display()))),
-            Some(Err(Unreadable::Changed(path))) => Err(changed(path)),
+            Some(read) => read.map_err(unreadable),
         }
+    }
+}
+
+/// Why a chunk could not be read back from its file, as an upload says it.
+fn unreadable(u: Unreadable) -> Error {
+    match u {
+        Unreadable::Io(path, e) => Error::Io(format!("{}: {e}", path.display())),
+        Unreadable::Changed(path) => changed(path),
     }
 }
 
@@ -239,11 +245,7 @@ async fn send_cut(hub: &Client, repo: &str, cut: Cut) -> Result<Sent> {
         missing
             .par_iter()
             .map(|c| {
-                let mut raw = vec![0; c.len as usize];
-                read_at(&file.1, &mut raw, c.offset).map_err(|e| Error::Io(format!("{}: {e}", file.0.display())))?;
-                if Id::of_chunk(&raw) != c.id {
-                    return Err(changed(&file.0));
-                }
+                let raw = read_checked(&file.0, &file.1, c.offset, c.len, &c.id).map_err(unreadable)?;
                 Ok((c.id, encode_chunk(&raw, c.width), raw.len() as u64))
             })
             .collect::<Result<Vec<_>>>()
