@@ -82,10 +82,13 @@ for tok in (b"fy_ab_", b"fy_cd_", b"fy_ab_x"):
     seed("access_file", bytes([len(tok)]) + tok + json.dumps(doc).encode())
 seed("access_file", b"\x00{}")
 
-# store_formats: 0 then a pack, 1 then a journal entry.
+# store_formats: 0 then a pack, 1 then a journal entry, 2 then an
+# announcement, 3 then a retirement.
 seed("store_formats", b"\x00" + bytes.fromhex(store["pack"]["hex"]))
 seed("store_formats", b"\x01" + bytes.fromhex(store["journal_entry"]["hex"]))
 seed("store_formats", b"\x01" + bytes.fromhex(store["journal_entry_forgotten"]["hex"]))
+seed("store_formats", b"\x02" + bytes.fromhex(store["announcement"]["hex"]))
+seed("store_formats", b"\x03" + bytes.fromhex(store["retirement"]["hex"]))
 
 # http_door: flags (method in bits 0-2: GET HEAD POST PUT DELETE; +8 write
 # token, +16 read token), the target, headers, an empty line, the body:

@@ -1,19 +1,25 @@
 //! What a store reads back from a bucket: pack indexes
 //! (`ferry_store::pack::decode_index`), journal entries
-//! (`ferry_store::JournalEntry::decode`) and pack announcements
-//! (`ferry_store::pack::decode_announcement`). The first byte picks which.
+//! (`ferry_store::JournalEntry::decode`), pack announcements
+//! (`ferry_store::pack::decode_announcement`) and retirements
+//! (`ferry_store::pack::decode_retirement`). The first byte picks which.
 #![no_main]
 
-use ferry_store::pack::{decode_announcement, decode_index, encode_announcement, Kind, ENTRY_LEN, ENTRY_LEN_1, FOOTER_LEN, MAGIC, MAGIC_1};
+use ferry_store::pack::{
+    decode_announcement, decode_index, decode_retirement, encode_announcement, encode_retirement, Kind, ENTRY_LEN, ENTRY_LEN_1, FOOTER_LEN, MAGIC, MAGIC_1,
+};
 use ferry_store::JournalEntry;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, data)) = data.split_first() else { return };
-    if which % 3 == 2 {
+    if which % 4 == 3 {
+        let Ok(retirement) = decode_retirement(data) else { return };
+        assert_eq!(encode_retirement(&retirement), data, "a decoded retirement does not re-encode to its bytes");
+    } else if which % 4 == 2 {
         let Ok(packs) = decode_announcement(data) else { return };
         assert_eq!(encode_announcement(&packs), data, "a decoded announcement does not re-encode to its bytes");
-    } else if which % 3 == 0 {
+    } else if which % 4 == 0 {
         let Ok(entries) = decode_index(data, data.len() as u64) else { return };
         // Every entry lies, in order, between the magic and the index; a
         // base goes with a delta record and only with one.

@@ -7,7 +7,7 @@
 //! `journal/<seq, 20 digits>-<n, 6 digits>` (journal entries, and
 //! announcements of packs now in the bucket).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -19,10 +19,10 @@ use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use ferry_core::Id;
-use ferry_store::{BackendError, ChunkBackend, IndexEntry, JournalEntry, Location, RecordVisitor, Recovered, RecoveryVisitor, VerifiedRecord};
+use ferry_store::{BackendError, ChunkBackend, IndexEntry, JournalEntry, Location, RecordVisitor, Recovered, RecoveryVisitor, RepackPolicy, VerifiedRecord};
 
 use crate::config::BucketConfig;
-use ferry_store::pack::{self, Kind, PackName, PackWriter};
+use ferry_store::pack::{self, Kind, PackName, PackWriter, Retirement};
 
 /// The marker object: its presence says the prefix holds a ferry bucket.
 const MARKER: &str = "ferry-bucket";
@@ -124,6 +124,7 @@ pub struct BucketBackend {
     prefix: ObjectPath,
     rt: tokio::runtime::Runtime,
     pack_size: u64,
+    policy: RepackPolicy,
     run: [u8; 8],
     packs_made: AtomicU64,
     packs: Arc<Packs>,
@@ -205,6 +206,7 @@ impl BucketBackend {
             prefix,
             rt,
             pack_size: config.pack_size,
+            policy: RepackPolicy { repack_below: config.repack_below as f64 / 100.0, grace: config.gc_grace },
             run,
             packs_made: AtomicU64::new(0),
             packs: Arc::new(Packs {
@@ -422,10 +424,15 @@ async fn put_pack(store: &dyn ObjectStore, key: &ObjectPath, data: Arc<Vec<u8>>)
 }
 
 /// A pack's index from its end: one suffix read when the index is small
-/// (which also tells the pack's size), a second when it is not.
-async fn read_index(store: &dyn ObjectStore, key: &ObjectPath) -> Result<Vec<pack::Entry>, BackendError> {
+/// (which also tells the pack's size), a second when it is not. None: the
+/// bucket does not hold the pack.
+async fn read_index(store: &dyn ObjectStore, key: &ObjectPath) -> Result<Option<Vec<pack::Entry>>, BackendError> {
     let corrupt = |e: ferry_core::FormatError| BackendError::Other(format!("pack {key}: {e}"));
-    let got = store.get_opts(key, GetOptions { range: Some(GetRange::Suffix(TAIL_GUESS)), ..Default::default() }).await.map_err(unavailable)?;
+    let got = match store.get_opts(key, GetOptions { range: Some(GetRange::Suffix(TAIL_GUESS)), ..Default::default() }).await {
+        Ok(got) => got,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(unavailable(e)),
+    };
     let size = got.meta.size;
     let mut tail = got.bytes().await.map_err(unavailable)?;
     if tail.len() < pack::FOOTER_LEN {
@@ -435,7 +442,7 @@ async fn read_index(store: &dyn ObjectStore, key: &ObjectPath) -> Result<Vec<pac
     if need > tail.len() as u64 {
         tail = store.get_range(key, size - need..size).await.map_err(unavailable)?;
     }
-    pack::decode_index(&tail, size).map_err(corrupt)
+    pack::decode_index(&tail, size).map(Some).map_err(corrupt)
 }
 
 impl ChunkBackend for BucketBackend {
@@ -575,6 +582,51 @@ impl ChunkBackend for BucketBackend {
         Ok(())
     }
 
+    fn repack_policy(&self) -> Option<RepackPolicy> {
+        Some(self.policy)
+    }
+
+    fn pack_of(&self, location: &Location) -> Option<PackName> {
+        parse_location(location).map(|(name, _)| name)
+    }
+
+    fn pack_nodes(&self, name: &PackName) -> Result<Vec<Id>, BackendError> {
+        let (store, key) = (self.store.clone(), self.pack_key(name));
+        let entries = self
+            .wait(async move { read_index(&*store, &key).await })?
+            .ok_or_else(|| BackendError::Other(format!("pack {} is not in the bucket", hex::encode(name))))?;
+        Ok(entries.into_iter().filter(|e| e.kind == Kind::Node).map(|e| e.id).collect())
+    }
+
+    fn retire(&self, retirement: &Retirement) -> Result<(), BackendError> {
+        for packs in retirement.packs.chunks(pack::MAX_ANNOUNCED) {
+            self.write_journal(None, pack::encode_retirement(&Retirement { at: retirement.at, packs: packs.to_vec() }))?;
+        }
+        Ok(())
+    }
+
+    fn delete_packs(&self, names: &[PackName]) -> Result<(), BackendError> {
+        self.check_lease()?;
+        let store = self.store.clone();
+        let keys: Vec<ObjectPath> = names.iter().map(|n| self.pack_key(n)).collect();
+        self.wait(async move {
+            futures_util::stream::iter(keys)
+                .map(|key| {
+                    let store = store.clone();
+                    async move {
+                        match store.delete(&key).await {
+                            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                            Err(e) => Err(unavailable(e)),
+                        }
+                    }
+                })
+                .buffer_unordered(PARALLEL)
+                .try_collect::<Vec<()>>()
+                .await
+        })?;
+        Ok(())
+    }
+
     fn close(&self) -> Result<(), BackendError> {
         self.release()
     }
@@ -594,6 +646,9 @@ impl ChunkBackend for BucketBackend {
             .map_err(unavailable)?;
         keys.sort();
         let mut pos = start;
+        // Announced packs that are gone: deleted after a retirement this
+        // same read must then hand over (it was written before them).
+        let (mut missing, mut retired) = (HashSet::new(), HashSet::new());
         for window in keys.chunks(JOURNAL_WINDOW) {
             // Fetched in parallel, with the packs that announcements name,
             // and handed over in order.
@@ -618,6 +673,10 @@ impl ChunkBackend for BucketBackend {
                     let names = pack::decode_announcement(&bytes).map_err(|e| BackendError::Other(format!("journal object {key}: {e}")))?;
                     announced.extend(names.iter().copied());
                     JournalObject::Announced(names)
+                } else if bytes.starts_with(pack::RETIRE_MAGIC) {
+                    let r = pack::decode_retirement(&bytes).map_err(|e| BackendError::Other(format!("journal object {key}: {e}")))?;
+                    retired.extend(r.packs.iter().copied());
+                    JournalObject::Retired(r)
                 } else {
                     JournalObject::Entry(JournalEntry::decode(&bytes).map_err(|e| BackendError::Other(format!("journal entry {key}: {e}")))?)
                 };
@@ -629,14 +688,26 @@ impl ChunkBackend for BucketBackend {
                     JournalObject::Entry(e) => visit(Recovered::Journal(e))?,
                     JournalObject::Announced(names) => {
                         for name in names {
-                            for r in contents.remove(&name).unwrap_or_default() {
-                                visit(r)?;
+                            match contents.remove(&name) {
+                                Some(Some(recovered)) => {
+                                    for r in recovered {
+                                        visit(r)?;
+                                    }
+                                }
+                                Some(None) => {
+                                    missing.insert(name);
+                                }
+                                None => {}
                             }
                         }
                     }
+                    JournalObject::Retired(r) => visit(Recovered::Retired(r))?,
                 }
                 pos = pos.max(at);
             }
+        }
+        if let Some(gone) = missing.difference(&retired).next() {
+            return Err(BackendError::Other(format!("the journal announces pack {} but the bucket does not hold it", hex::encode(gone))));
         }
         let mut p = self.journal_pos.lock().unwrap_or_else(|p| p.into_inner());
         *p = (*p).max(pos);
@@ -644,10 +715,12 @@ impl ChunkBackend for BucketBackend {
     }
 }
 
-/// A journal object as read: a journal entry, or an announcement of packs.
+/// A journal object as read: a journal entry, an announcement of packs, or
+/// a retirement of packs.
 enum JournalObject {
     Entry(JournalEntry),
     Announced(Vec<PackName>),
+    Retired(Retirement),
 }
 
 /// A journal key's position: (branch move, objects after it).
@@ -710,8 +783,9 @@ impl BucketBackend {
 
     /// What the packs named hold: each one's index entries and nodes, read
     /// with two ranged requests at most (its tail, then its nodes), packs
-    /// in parallel.
-    fn read_packs(&self, names: Vec<PackName>) -> Result<HashMap<PackName, Vec<Recovered>>, BackendError> {
+    /// in parallel; None for a pack the bucket does not hold.
+    #[allow(clippy::type_complexity)]
+    fn read_packs(&self, names: Vec<PackName>) -> Result<HashMap<PackName, Option<Vec<Recovered>>>, BackendError> {
         if names.is_empty() {
             return Ok(HashMap::new());
         }
@@ -722,7 +796,7 @@ impl BucketBackend {
                 .map(|(name, key)| {
                     let store = store.clone();
                     async move {
-                        let entries = read_index(&*store, &key).await?;
+                        let Some(entries) = read_index(&*store, &key).await? else { return Ok((name, None)) };
                         let nodes: Vec<&pack::Entry> = entries.iter().filter(|e| e.kind == Kind::Node).collect();
                         // Nodes follow the records: one range holds them all.
                         let bytes = match (nodes.first(), nodes.last()) {
@@ -731,7 +805,7 @@ impl BucketBackend {
                             }
                             _ => Bytes::new(),
                         };
-                        Ok::<_, BackendError>((name, entries, bytes))
+                        Ok::<_, BackendError>((name, Some((entries, bytes))))
                     }
                 })
                 .buffer_unordered(PARALLEL)
@@ -739,7 +813,11 @@ impl BucketBackend {
                 .await
         })?;
         let mut out = HashMap::with_capacity(read.len());
-        for (name, entries, node_bytes) in read {
+        for (name, found) in read {
+            let Some((entries, node_bytes)) = found else {
+                out.insert(name, None);
+                continue;
+            };
             let base = entries.iter().find(|e| e.kind == Kind::Node).map_or(0, |e| e.offset as usize);
             let contents = entries
                 .into_iter()
@@ -754,7 +832,7 @@ impl BucketBackend {
                     }
                 })
                 .collect();
-            out.insert(name, contents);
+            out.insert(name, Some(contents));
         }
         Ok(out)
     }

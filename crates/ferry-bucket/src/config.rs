@@ -1,5 +1,5 @@
 //! Where a bucket is: the address a store keeps in its metadata
-//! (`s3://BUCKET/PREFIX?endpoint=URL&region=R&pack_size=BYTES`, or
+//! (`s3://BUCKET/PREFIX?endpoint=URL&region=R&pack_size=BYTES&gc_grace=SECONDS&repack_below=PERCENT`, or
 //! `file:///DIR` for a local directory), turned into an object store.
 //! Credentials are never part of it: they come from the usual AWS
 //! variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, ...).
@@ -22,12 +22,25 @@ pub const DEFAULT_PACK_SIZE: u64 = 32 << 20;
 /// memory (a pack is assembled in memory before it is uploaded).
 pub const PACK_SIZE_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 30);
 
+/// How long gc keeps a retired pack before deleting it, unless the address
+/// says otherwise: longer than any read replica's poll and any pull that
+/// learnt a chunk's old location.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+/// gc rewrites a pack once less than this share of its bytes (percent) is
+/// still reachable, unless the address says otherwise.
+pub const DEFAULT_REPACK_BELOW: u64 = 50;
+
 /// A parsed bucket address.
 #[derive(Debug, Clone)]
 pub struct BucketConfig {
     /// The address as given (what the store keeps).
     pub address: String,
     pub pack_size: u64,
+    /// How long a pack gc retired stays in the bucket (`gc_grace=SECONDS`).
+    pub gc_grace: Duration,
+    /// The live share, in percent, below which gc rewrites a pack
+    /// (`repack_below=PERCENT`, 1 to 100).
+    pub repack_below: u64,
     kind: Kind,
 }
 
@@ -46,6 +59,7 @@ impl BucketConfig {
     pub fn parse(address: &str) -> Result<BucketConfig, BackendError> {
         let url = Url::parse(address).map_err(|e| bad(address, e))?;
         let mut pack_size = DEFAULT_PACK_SIZE;
+        let (mut gc_grace, mut repack_below) = (DEFAULT_GC_GRACE, DEFAULT_REPACK_BELOW);
         let (mut endpoint, mut region) = (None, None);
         for (k, v) in url.query_pairs() {
             match &*k {
@@ -55,6 +69,13 @@ impl BucketConfig {
                     pack_size = v.parse().map_err(|_| bad(address, "pack_size is not a number of bytes"))?;
                     if !PACK_SIZE_RANGE.contains(&pack_size) {
                         return Err(bad(address, format!("pack_size must be within {PACK_SIZE_RANGE:?} bytes")));
+                    }
+                }
+                "gc_grace" => gc_grace = Duration::from_secs(v.parse().map_err(|_| bad(address, "gc_grace is not a number of seconds"))?),
+                "repack_below" => {
+                    repack_below = v.parse().map_err(|_| bad(address, "repack_below is not a percentage"))?;
+                    if !(1..=100).contains(&repack_below) {
+                        return Err(bad(address, "repack_below must be a percentage from 1 to 100"));
                     }
                 }
                 other => return Err(bad(address, format!("unknown setting {other:?}"))),
@@ -69,7 +90,7 @@ impl BucketConfig {
             "file" => Kind::Local { dir: url.to_file_path().map_err(|_| bad(address, "not a local path"))? },
             other => return Err(bad(address, format!("unknown scheme {other:?} (s3:// or file://)"))),
         };
-        Ok(BucketConfig { address: address.to_owned(), pack_size, kind })
+        Ok(BucketConfig { address: address.to_owned(), pack_size, gc_grace, repack_below, kind })
     }
 
     /// The object store, and the prefix every key of this bucket starts
@@ -112,6 +133,11 @@ mod tests {
     fn addresses_are_checked() {
         let c = BucketConfig::parse("s3://models/hub-eu?endpoint=http://127.0.0.1:3900&region=garage&pack_size=2097152").unwrap();
         assert_eq!(c.pack_size, 2 << 20);
+        assert_eq!((c.gc_grace, c.repack_below), (DEFAULT_GC_GRACE, DEFAULT_REPACK_BELOW));
+        let c = BucketConfig::parse("s3://models/x?gc_grace=0&repack_below=80").unwrap();
+        assert_eq!((c.gc_grace, c.repack_below), (Duration::ZERO, 80));
+        assert!(BucketConfig::parse("s3://models/x?repack_below=0").is_err());
+        assert!(BucketConfig::parse("s3://models/x?gc_grace=soon").is_err());
         assert!(BucketConfig::parse("s3://models/x?pack_size=1").is_err());
         assert!(BucketConfig::parse("s3://models/x?secret=1").is_err());
         assert!(BucketConfig::parse("gs://models/x").is_err());

@@ -11,6 +11,7 @@ use ferry_core::{FormatError, Id};
 
 use crate::chunk_index::IndexEntry;
 use crate::journal::JournalEntry;
+use crate::pack::{PackName, Retirement};
 
 /// A chunk record whose decoded bytes are known to hash to `id`. The only
 /// ways to make one check that, so a backend is never handed unverified
@@ -129,6 +130,23 @@ pub enum Recovered {
     Node(Id, Vec<u8>),
     /// A journal entry, in the order they were written.
     Journal(JournalEntry),
+    /// Packs a gc retired: index entries still pointing into them are
+    /// dropped, and so is whatever no branch reaches any more (a retired
+    /// pack may be gone, taking tree nodes and chunks that revisions
+    /// earlier in the journal named).
+    Retired(Retirement),
+}
+
+/// How a backend that keeps records in shared packs is collected: packs
+/// whose live bytes fall below `repack_below` of what they hold are
+/// rewritten, and retired packs are deleted `grace` after their retirement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RepackPolicy {
+    /// The live fraction (0 to 1) below which a pack is rewritten.
+    pub repack_below: f64,
+    /// How long a retired pack stays readable for readers that have not
+    /// yet learnt of its retirement (a replica, a pull under way).
+    pub grace: std::time::Duration,
 }
 
 /// Called with what a backend recovers.
@@ -209,6 +227,36 @@ pub trait ChunkBackend: Send + Sync {
     /// for it (a bucket's writer lease). Later writes may fail.
     fn close(&self) -> Result<(), BackendError> {
         Ok(())
+    }
+
+    /// For a backend that keeps records in shared packs: how gc collects
+    /// them (rewriting sparse packs, then retiring them). None: records
+    /// are deleted one by one (`delete`).
+    fn repack_policy(&self) -> Option<RepackPolicy> {
+        None
+    }
+
+    /// The pack a record at `location` is in (a packing backend).
+    fn pack_of(&self, _location: &Location) -> Option<PackName> {
+        None
+    }
+
+    /// The ids of the tree nodes `pack` holds (a packing backend).
+    fn pack_nodes(&self, _pack: &PackName) -> Result<Vec<Id>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    /// Journals that packs are retired: every record and node still needed
+    /// from them is in packs announced before (`sync` returned). Needs the
+    /// writer's lease.
+    fn retire(&self, _retirement: &Retirement) -> Result<(), BackendError> {
+        Err(BackendError::Other(format!("the {} backend keeps no packs", self.name())))
+    }
+
+    /// Deletes retired packs whose grace period has passed; deleting one
+    /// that is gone already is not an error.
+    fn delete_packs(&self, _packs: &[PackName]) -> Result<(), BackendError> {
+        Err(BackendError::Other(format!("the {} backend keeps no packs", self.name())))
     }
 
     /// What the backend's journal holds after branch move `after_seq` (0:

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::backend::{BackendError, Location};
+use crate::marks::Marks;
 use crate::write::{write, Durability};
 use crate::{IndexEntry, Result, Store, StoreError, CF_BRANCHES, CF_META, CF_REVISIONS, CF_TREES};
 
@@ -77,6 +78,12 @@ pub struct GcReport {
     pub revisions_removed: u64,
     /// Chunks still reachable.
     pub chunks_kept: u64,
+    /// Packs rewritten and retired (a backend that keeps packs).
+    pub packs_retired: u64,
+    /// Bytes of live records copied out of them into new packs.
+    pub bytes_copied: u64,
+    /// Retired packs deleted once their grace period had passed.
+    pub packs_deleted: u64,
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {
@@ -296,75 +303,24 @@ impl Store {
     /// so a writer that pinned an object under its `WriteSession` is sure
     /// to find it afterwards.
     pub fn gc_keeping(&self, pins: impl FnOnce() -> Pins) -> Result<GcReport> {
-        if self.backend.deferred().is_some() {
-            // Records there sit in shared packs: reclaiming them means
-            // rewriting packs, which is not built yet.
-            return Err(BackendError::Other(format!("gc of a store whose chunks are in the {} backend is not supported yet", self.backend.name())).into());
-        }
         let exclusive = self.gc_guard.write().unwrap_or_else(|p| p.into_inner());
-        if self.db.get_cf(self.cf(CF_META), SWEEP_MARKER)?.is_some() {
+        let policy = self.backend.repack_policy();
+        if policy.is_none() && self.db.get_cf(self.cf(CF_META), SWEEP_MARKER)?.is_some() {
             self.remove_unindexed_records()?;
             self.set_sweep_marker(false)?;
         }
         let mut pins = pins();
         pins.extend(&self.live_pins.all());
-        // Mark: every branch head and pinned revision with its ancestors and
-        // trees, every pinned node with its subtree.
-        let mut revs: HashSet<Id> = HashSet::new();
-        let mut nodes: HashSet<Id> = HashSet::new();
-        let mut chunks: HashSet<Id> = HashSet::new();
-        // Each repository walks its own history: a revision it forgot keeps
-        // its record but not its files, unless another repository (or a
-        // pin) still holds it.
-        let mut todo: Vec<(Option<String>, Id)> = self.all_branches()?.into_iter().map(|b| (Some(b.0), b.2)).collect();
-        todo.extend(pins.revisions.iter().map(|r| (None, *r)));
-        let mut walked: HashSet<(Option<String>, Id)> = HashSet::new();
-        let mut with_files: HashSet<Id> = HashSet::new();
-        let mut stack: Vec<Id> = Vec::new();
-        while let Some((repo, rid)) = todo.pop() {
-            if !walked.insert((repo.clone(), rid)) {
-                continue;
-            }
-            revs.insert(rid);
-            let rev = self.revision(&rid)?;
-            todo.extend(rev.parents.iter().map(|p| (repo.clone(), *p)));
-            let forgotten = match &repo {
-                Some(r) => self.is_forgotten(r, &rid)?,
-                None => false,
-            };
-            if !forgotten && with_files.insert(rid) {
-                stack.extend(rev.entries.iter().map(|e| e.file_id));
-                self.mark_trees(&mut stack, &mut nodes, &mut chunks)?;
-            }
-        }
-        stack.extend(pins.nodes.iter().copied());
-        // Git LFS objects are kept through their repositories.
-        stack.extend(self.lfs_roots()?);
-        self.mark_trees(&mut stack, &mut nodes, &mut chunks)?;
-        self.mark_delta_bases(&mut chunks, &pins)?;
-        // Sweep top-down: revisions and nodes in one synced batch, then
-        // chunks. At every moment in between, and after a kill at any point,
-        // each stored revision still has its trees and each stored node its
-        // whole subtree (negotiation trusts "has node" to mean that).
+        let marks = self.mark(&pins)?;
         let mut rep = GcReport::default();
-        let mut batch = WriteBatch::default();
-        for item in self.db.iterator_cf(self.cf(CF_REVISIONS), IteratorMode::Start) {
-            let (k, _) = item?;
-            if !revs.contains(&Id::from_slice(&k).unwrap_or_default()) {
-                batch.delete_cf(self.cf(CF_REVISIONS), &k);
-                rep.revisions_removed += 1;
-            }
-        }
-        for item in self.db.iterator_cf(self.cf(CF_TREES), IteratorMode::Start) {
-            let (k, _) = item?;
-            if !nodes.contains(&Id::from_slice(&k).unwrap_or_default()) {
-                batch.delete_cf(self.cf(CF_TREES), &k);
-                rep.nodes_removed += 1;
-            }
-        }
-        write(&self.db, batch, Durability::Synced)?;
-        self.forget_hashes_of_removed(|f| nodes.contains(f))?;
+        self.sweep_metadata(&marks, &mut rep)?;
         crash_point("gc-after-nodes");
+        if let Some(policy) = policy {
+            // Records sit in shared packs: sparse packs are rewritten and
+            // retired instead, under the same exclusion.
+            self.repack(&marks, policy, &mut rep)?;
+            return Ok(rep);
+        }
         // Index entries go before their records (an entry must never name a
         // missing record); a kill in between leaves records no entry names,
         // which the marker makes the next gc look for.
@@ -372,7 +328,7 @@ impl Store {
         let mut dead: Vec<(Id, Location)> = Vec::new();
         for item in self.index.iter() {
             let Ok((id, entry)) = item? else { continue };
-            if chunks.contains(&id) || pins.chunks.contains(&Pins::chunk_key(&id)) {
+            if marks.chunk(&id)? {
                 rep.chunks_kept += 1;
             } else {
                 rep.chunks_removed += 1;
@@ -394,6 +350,67 @@ impl Store {
             self.db.compact_range_cf(self.cf(crate::CF_CHUNK_INDEX), None::<&[u8]>, None::<&[u8]>);
         }
         Ok(rep)
+    }
+
+    /// Marks what is kept: every branch head and pinned revision with its
+    /// ancestors and trees, every pinned node with its subtree, Git LFS
+    /// objects, pinned chunks, and the bases of every kept delta.
+    pub(crate) fn mark(&self, pins: &Pins) -> Result<Marks> {
+        let mut marks = Marks::new(self.path(), pins.chunks.clone())?;
+        // Each repository walks its own history: a revision it forgot keeps
+        // its record but not its files, unless another repository (or a
+        // pin) still holds it.
+        let mut todo: Vec<(Option<String>, Id)> = self.all_branches()?.into_iter().map(|b| (Some(b.0), b.2)).collect();
+        todo.extend(pins.revisions.iter().map(|r| (None, *r)));
+        let mut walked: HashSet<(Option<String>, Id)> = HashSet::new();
+        let mut with_files: HashSet<Id> = HashSet::new();
+        let mut stack: Vec<Id> = Vec::new();
+        while let Some((repo, rid)) = todo.pop() {
+            if !walked.insert((repo.clone(), rid)) {
+                continue;
+            }
+            marks.revs.insert(rid);
+            let rev = self.revision(&rid)?;
+            todo.extend(rev.parents.iter().map(|p| (repo.clone(), *p)));
+            let forgotten = match &repo {
+                Some(r) => self.is_forgotten(r, &rid)?,
+                None => false,
+            };
+            if !forgotten && with_files.insert(rid) {
+                stack.extend(rev.entries.iter().map(|e| e.file_id));
+                self.mark_trees(&mut stack, &mut marks)?;
+            }
+        }
+        stack.extend(pins.nodes.iter().copied());
+        // Git LFS objects are kept through their repositories.
+        stack.extend(self.lfs_roots()?);
+        self.mark_trees(&mut stack, &mut marks)?;
+        self.mark_delta_bases(&mut marks)?;
+        Ok(marks)
+    }
+
+    /// Removes the revisions and nodes `marks` does not keep, in one synced
+    /// batch. At every moment, and after a kill at any point, each stored
+    /// revision still has its trees and each stored node its whole subtree
+    /// (negotiation trusts "has node" to mean that).
+    pub(crate) fn sweep_metadata(&self, marks: &Marks, rep: &mut GcReport) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(self.cf(CF_REVISIONS), IteratorMode::Start) {
+            let (k, _) = item?;
+            if !marks.revs.contains(&Id::from_slice(&k).unwrap_or_default()) {
+                batch.delete_cf(self.cf(CF_REVISIONS), &k);
+                rep.revisions_removed += 1;
+            }
+        }
+        for item in self.db.iterator_cf(self.cf(CF_TREES), IteratorMode::Start) {
+            let (k, _) = item?;
+            if !marks.node(&Id::from_slice(&k).unwrap_or_default())? {
+                batch.delete_cf(self.cf(CF_TREES), &k);
+                rep.nodes_removed += 1;
+            }
+        }
+        write(&self.db, batch, Durability::Synced)?;
+        self.forget_hashes_of_removed(|f| marks.node(f))
     }
 
     /// Deletes chunks, index entries first (synced), then records; empties
@@ -460,33 +477,38 @@ impl Store {
 
     /// Adds to `chunks` the base of every kept delta record, and the bases
     /// of those, so a kept chunk can always be decoded.
-    fn mark_delta_bases(&self, chunks: &mut HashSet<Id>, pins: &Pins) -> Result<()> {
+    fn mark_delta_bases(&self, marks: &mut Marks) -> Result<()> {
         let mut frontier = Vec::new();
         for item in self.index.iter() {
             let Ok((id, entry)) = item? else { continue };
             if let Some(base) = entry.base {
-                if (chunks.contains(&id) || pins.chunks.contains(&Pins::chunk_key(&id))) && chunks.insert(base) {
+                if marks.chunk(&id)? && marks.insert_chunk(&base)? {
                     frontier.push(base);
                 }
             }
         }
         while !frontier.is_empty() {
             let bases: Vec<Id> = self.index_entries(&frontier)?.into_iter().flatten().filter_map(|e| e.base).collect();
-            frontier = bases.into_iter().filter(|b| chunks.insert(*b)).collect();
+            frontier.clear();
+            for b in bases {
+                if marks.insert_chunk(&b)? {
+                    frontier.push(b);
+                }
+            }
         }
         Ok(())
     }
 
     /// Marks the nodes on `stack` and everything below them (emptying it).
-    fn mark_trees(&self, stack: &mut Vec<Id>, nodes: &mut HashSet<Id>, chunks: &mut HashSet<Id>) -> Result<()> {
+    fn mark_trees(&self, stack: &mut Vec<Id>, marks: &mut Marks) -> Result<()> {
         while let Some(nid) = stack.pop() {
-            if !nodes.insert(nid) {
+            if !marks.insert_node(&nid)? {
                 continue;
             }
             let node = self.node(&nid)?;
             for c in node.children {
                 if node.height == 1 {
-                    chunks.insert(c.id);
+                    marks.insert_chunk(&c.id)?;
                 } else {
                     stack.push(c.id);
                 }
@@ -563,7 +585,7 @@ pub struct Pins {
 }
 
 impl Pins {
-    fn chunk_key(id: &Id) -> u64 {
+    pub(crate) fn chunk_key(id: &Id) -> u64 {
         u64::from_le_bytes(id.as_bytes()[..8].try_into().expect("ids are 32 bytes"))
     }
     /// Keeps a revision, its ancestors and their trees.

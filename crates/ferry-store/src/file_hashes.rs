@@ -101,7 +101,7 @@ impl Store {
     }
 
     /// Removes the hashes of files gc removed (`alive` says which remain).
-    pub(crate) fn forget_hashes_of_removed(&self, alive: impl Fn(&Id) -> bool) -> Result<()> {
+    pub(crate) fn forget_hashes_of_removed(&self, alive: impl Fn(&Id) -> Result<bool>) -> Result<()> {
         let cf = self.cf(CF_FILE_SHA256);
         let mut batch = WriteBatch::default();
         for item in self.db.iterator_cf(cf, IteratorMode::Start) {
@@ -111,8 +111,10 @@ impl Store {
                 Some(b's') => Id::from_slice(&v),
                 _ => continue,
             };
-            if file.is_some_and(|f| !alive(&f)) {
-                batch.delete_cf(cf, &k);
+            if let Some(f) = file {
+                if !alive(&f)? {
+                    batch.delete_cf(cf, &k);
+                }
             }
         }
         if batch.is_empty() {

@@ -259,6 +259,59 @@ pub fn decode_announcement(b: &[u8]) -> Result<Vec<PackName>, FormatError> {
     Ok(out)
 }
 
+/// Starts a retirement (a journal object, like an announcement).
+pub const RETIRE_MAGIC: &[u8; 4] = b"FPKR";
+const RETIRE_VERSION: u8 = 1;
+
+/// Packs a gc retired, and when (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retirement {
+    /// Unix seconds at which the packs were retired: they may be deleted
+    /// from the bucket once the grace period has passed since.
+    pub at: u64,
+    /// The packs, in no particular order.
+    pub packs: Vec<PackName>,
+}
+
+/// The journal object that retires packs: everything a branch still
+/// reaches in them was copied into packs announced before it, so readers
+/// of the journal drop the index entries that still point into them (and
+/// do not mind if a pack is gone by the time they read its announcement).
+///
+/// ```text
+/// "FPKR" | version u8 (1) | at u64 | count u32 | pack name [16] x count
+/// ```
+pub fn encode_retirement(r: &Retirement) -> Vec<u8> {
+    let mut b = Vec::with_capacity(17 + r.packs.len() * 16);
+    b.extend_from_slice(RETIRE_MAGIC);
+    b.push(RETIRE_VERSION);
+    b.extend_from_slice(&r.at.to_le_bytes());
+    b.extend_from_slice(&(r.packs.len() as u32).to_le_bytes());
+    for p in &r.packs {
+        b.extend_from_slice(p);
+    }
+    b
+}
+
+/// Decodes a retirement from untrusted bytes.
+pub fn decode_retirement(b: &[u8]) -> Result<Retirement, FormatError> {
+    let mut r = Reader::new("pack retirement", b);
+    if r.take(4)? != RETIRE_MAGIC || r.u8()? != RETIRE_VERSION {
+        return Err(invalid("pack retirement", "not a retirement of format 1"));
+    }
+    let at = r.u64()?;
+    let count = r.u32()? as usize;
+    if count > MAX_ANNOUNCED || count * 16 != r.remaining() {
+        return Err(invalid("pack retirement", format!("{count} packs in {} bytes", r.remaining())));
+    }
+    let mut packs = Vec::with_capacity(count);
+    for _ in 0..count {
+        packs.push(r.take(16)?.try_into().expect("16 bytes"));
+    }
+    r.finish()?;
+    Ok(Retirement { at, packs })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

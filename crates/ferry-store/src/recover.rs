@@ -55,6 +55,11 @@ impl Store {
             flush(&self.db, &[CF_CHUNK_INDEX, CF_TREES])
         };
         let mut failed = None;
+        let mut retirements = Vec::new();
+        // Revisions whose trees were not there: fine only if a retirement
+        // took them and no branch reaches the revision any more, or a
+        // repository forgot it.
+        let mut unrooted: Vec<(Id, Id)> = Vec::new();
         let scan = self.backend.journal_after(before, &mut |r| {
             let res = match r {
                 Recovered::Chunk(id, entry) => {
@@ -77,27 +82,52 @@ impl Store {
                         }
                     }
                 }
-                Recovered::Journal(e) => write_out(&mut chunks, &mut nodes).and_then(|()| self.apply_journal_entry(&e)),
+                Recovered::Journal(e) => write_out(&mut chunks, &mut nodes).and_then(|()| self.apply_journal_entry(&e, &mut unrooted)),
+                Recovered::Retired(r) => {
+                    retirements.push(r);
+                    Ok(())
+                }
             };
             res.map_err(|e| stop(&mut failed, e))
         });
         finish(scan, failed)?;
         write_out(&mut chunks, &mut nodes)?;
+        // A retirement read again (a writer reopening after its own gc) was
+        // applied already if its packs are still remembered.
+        let remembered: std::collections::HashSet<_> = self.retired_packs()?.into_iter().map(|x| x.0).collect();
+        retirements.retain(|r| !r.packs.iter().all(|p| remembered.contains(p)));
+        if !retirements.is_empty() {
+            // What the retired packs took with them is unreachable: drop it
+            // all, so that every stored node keeps its whole subtree.
+            let _exclusive = self.gc_guard.write().unwrap_or_else(|p| p.into_inner());
+            self.apply_retirements(&retirements, None)?;
+            let marks = self.mark(&crate::Pins::default())?;
+            self.sweep_metadata(&marks, &mut crate::GcReport::default())?;
+        }
+        // A repository may have forgotten the revision later in the journal.
+        let forgotten = if unrooted.is_empty() { Default::default() } else { self.forgotten_anywhere()? };
+        for (rev, root) in unrooted {
+            if self.has_revision(&rev)? && !forgotten.contains(&rev) {
+                return Err(StoreError::MissingNode(root));
+            }
+        }
         Ok(self.ref_seq() - before)
     }
 
     /// Writes a journal entry from the backend after checking that its
-    /// revisions decode, and that their file trees are stored (unless a
+    /// revisions decode, and whether their file trees are stored (unless a
     /// repository forgot the revision: an earlier entry marked it, and it
-    /// came without its files).
-    fn apply_journal_entry(&self, e: &JournalEntry) -> Result<()> {
+    /// came without its files);
+    /// revisions whose trees are missing are added to `unrooted` (revision,
+    /// missing root) for the caller to judge once the journal is read.
+    fn apply_journal_entry(&self, e: &JournalEntry, unrooted: &mut Vec<(Id, Id)>) -> Result<()> {
         for (enc, id) in e.revisions.iter().zip(e.revision_ids()) {
             let rev = Revision::decode(enc)?;
             debug_assert_eq!(revision_id(enc), id);
             let roots: Vec<Id> = rev.entries.iter().map(|x| x.file_id).collect();
             if let Some((root, _)) = roots.iter().zip(self.has_nodes(&roots)?).find(|x| !x.1) {
                 if !self.forgotten_anywhere()?.contains(&id) {
-                    return Err(StoreError::MissingNode(*root));
+                    unrooted.push((id, *root));
                 }
             }
         }

@@ -1,12 +1,12 @@
 //! Checks the golden vectors in protocol/vectors/store.json: a pack of a
-//! chunk record, a delta record and a tree node, a journal entry, and an announcement of
-//! two packs (`protocol/store.md` §6, §7), built from core.json's encodings.
+//! chunk record, a delta record and a tree node, a journal entry, an announcement of
+//! two packs and a retirement of one (`protocol/store.md` §6, §7), built from core.json's encodings.
 //!
 //! `FERRY_BLESS=1 cargo test -p ferry-store --test golden` rewrites the file
 //! (only ever do that for a deliberate, versioned format change).
 
 use ferry_core::Id;
-use ferry_store::pack::{decode_announcement, decode_index, encode_announcement, Kind, PackWriter};
+use ferry_store::pack::{decode_announcement, decode_index, decode_retirement, encode_announcement, encode_retirement, Kind, PackWriter, Retirement};
 use ferry_store::{BranchMove, JournalEntry};
 use serde_json::{json, Value};
 
@@ -47,6 +47,7 @@ fn compute() -> Value {
         "journal_entry": { "repo": "org/model", "branch": "main", "seq": 1, "head": revision_id.to_hex(), "hex": hex::encode(journal.encode()) },
         "journal_entry_forgotten": { "repo": "org/model", "revision": revision_id.to_hex(), "hex": hex::encode(forgot.encode()) },
         "announcement": { "packs": [hex::encode(ANNOUNCED[0]), hex::encode(ANNOUNCED[1])], "hex": hex::encode(encode_announcement(&ANNOUNCED)) },
+        "retirement": { "at": 1_767_225_600u64, "packs": [hex::encode(ANNOUNCED[0])], "hex": hex::encode(encode_retirement(&Retirement { at: 1_767_225_600, packs: vec![ANNOUNCED[0]] })) },
     })
 }
 
@@ -84,4 +85,7 @@ fn golden_encodings_decode() {
     let announced = decode_announcement(&hex::decode(v["announcement"]["hex"].as_str().unwrap()).unwrap()).unwrap();
     let named: Vec<String> = v["announcement"]["packs"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
     assert_eq!(announced.iter().map(hex::encode).collect::<Vec<_>>(), named);
+    let retired = decode_retirement(&hex::decode(v["retirement"]["hex"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(retired.at, v["retirement"]["at"].as_u64().unwrap());
+    assert_eq!(hex::encode(retired.packs[0]), v["retirement"]["packs"][0].as_str().unwrap());
 }

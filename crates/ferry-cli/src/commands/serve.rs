@@ -172,9 +172,6 @@ pub fn run(path: &Path, args: Args, json: bool) -> Result<ExitCode> {
         Some(_) => super::init::open_replica(path, &args.backend)?,
         None => super::init::open(path)?,
     });
-    if args.gc_every.is_some() && store.backend().deferred().is_some() {
-        anyhow::bail!("--gc-every: gc of a store whose chunks are in the {} backend is not supported yet", store.backend().name());
-    }
     let follow = match args.mirror_of {
         Some(hub) => Some(Follow { options: args.net.options(&hub)?, hub, patterns: patterns(args.repos), interval: args.mirror_interval }),
         None => None,
