@@ -56,9 +56,10 @@ impl Store {
         };
         let mut failed = None;
         let mut retirements = Vec::new();
-        // Revisions whose trees were not there: fine only if a retirement
-        // took them and no branch reaches the revision any more, or a
-        // repository forgot it.
+        // Revisions whose trees were not there when their entry was read:
+        // fine if the trees came later (a gc copied them into a newer
+        // pack), if a retirement took them and no branch reaches the
+        // revision any more, or if a repository forgot it.
         let mut unrooted: Vec<(Id, Id)> = Vec::new();
         let scan = self.backend.journal_after(before, &mut |r| {
             let res = match r {
@@ -104,10 +105,11 @@ impl Store {
             let marks = self.mark(&crate::Pins::default())?;
             self.sweep_metadata(&marks, &mut crate::GcReport::default())?;
         }
-        // A repository may have forgotten the revision later in the journal.
+        // A tree may have come later, copied into a newer pack by a gc; a
+        // repository may have forgotten the revision later in the journal.
         let forgotten = if unrooted.is_empty() { Default::default() } else { self.forgotten_anywhere()? };
         for (rev, root) in unrooted {
-            if self.has_revision(&rev)? && !forgotten.contains(&rev) {
+            if self.has_revision(&rev)? && !forgotten.contains(&rev) && !self.has_nodes(&[root])?[0] {
                 return Err(StoreError::MissingNode(root));
             }
         }
