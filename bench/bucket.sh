@@ -2,7 +2,9 @@
 # A store on a bucket against the embedded store, on a real Garage node on
 # loopback: commit a new model (v1), commit its fine-tune (v2, a quarter of
 # the layers changed), export v2, rebuild the store's directory from the
-# bucket, and read 1 MiB ranges from it. Also: the bucket's bytes against
+# bucket, read 1 MiB ranges from it, and collect garbage (a third model
+# committed, its repository deleted, gc run twice: the first retires its
+# packs, the second deletes them; no grace period). Also: the bucket's bytes against
 # the embedded store's growth, and the bytes Garage sends per byte a range
 # read returns (from Garage's own I/O counters). The bound a bucket store
 # is up against is how fast the object
@@ -79,7 +81,7 @@ step() { # name cmd...: times it, keeps "name seconds rss requests kinds"
 log "reference: one PUT of v1's bytes"
 step put "${s3_curl[@]}" -T "$work/v1/model.safetensors" "$endpoint/$bucket/reference.bin"
 
-address="s3://$bucket/bench"
+address="s3://$bucket/bench?gc_grace=0"
 backend=(--backend "$address" --s3-endpoint "$endpoint" --s3-region "$region")
 "$ferry" --store "$work/embedded" init > /dev/null
 embedded_empty=$(du -sb "$work/embedded" | cut -f1)
@@ -106,6 +108,17 @@ step ranges bash -c 'for i in $(seq "$3"); do
   done' "$ferry" "$work/rebuilt" "$work/v2/model.safetensors" "$ranges" "$file_bytes"
 range_amplification=$(awk -v s="$(( $(garage_sent) - sent_before ))" -v n="$ranges" 'BEGIN { printf "%.2f", s / (n * 1048576) }')
 
+log "gc: a third model committed and its repository deleted, then gc twice"
+"$gen" model --size-mib "$size_mib" --seed 3 --out "$work/v3/model.safetensors"
+for kind in embedded rebuilt; do
+  "$ferry" --store "$work/$kind" commit bench/scratch "$work/v3" -m scratch > /dev/null
+  [ "$kind" = rebuilt ] && with_scratch=$(bucket_bytes bench)
+  "$ferry" --store "$work/$kind" repo delete bench/scratch > /dev/null
+  step "$kind-gc" "$ferry" --store "$work/$kind" --json gc
+  step "$kind-gc-again" "$ferry" --store "$work/$kind" --json gc
+done
+after_gc=$(bucket_bytes bench)
+
 get() { local want=$1 r; for r in "${results[@]}"; do set -- $r; [ "$1" = "$want" ] && { echo "$2"; return; }; done; }
 mibs() { awk -v b="$file_bytes" -v s="$1" 'BEGIN { printf "%.0f", b / 1048576 / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; }
@@ -117,6 +130,7 @@ for r in "${results[@]}"; do
   set -- $r
   echo "{\"bench\":\"bucket\",\"step\":\"$1\",\"seconds\":$2,\"peak_rss_kib\":$3,\"s3_requests\":$4,\"file_bytes\":$file_bytes,\"mib_per_s\":$(mibs "$2")}"
 done
+echo "{\"bench\":\"bucket\",\"bucket_bytes_with_scratch\":$with_scratch,\"bucket_bytes_after_gc\":$after_gc}"
 echo "{\"bench\":\"bucket\",\"bucket_bytes\":$in_bucket,\"embedded_growth_bytes\":$embedded_grew,\"range_reads\":$ranges,\"garage_bytes_sent_per_byte_read\":$range_amplification}"
 if [ "$json_only" = 0 ]; then
   put=$(get put)
@@ -131,5 +145,6 @@ if [ "$json_only" = 0 ]; then
   echo "  rebuild from the bucket: $(get rebuild) s; export after it: $(mibs "$(get rebuilt-export-v2)") MiB/s"
   echo "  after v1 and v2 the bucket holds $in_bucket bytes, $(ratio "$embedded_grew" "$in_bucket") x what the embedded store grew by ($embedded_grew)"
   echo "  1 MiB range reads: Garage sent $range_amplification bytes per byte returned; $(requests ranges) S3 requests for $ranges reads (each a new process: opening the store reads the journal)"
+  echo "  gc (a deleted model's packs): embedded $(get embedded-gc) s, bucket $(get rebuilt-gc) s ($(requests rebuilt-gc) S3 requests) then $(get rebuilt-gc-again) s to delete them ($(requests rebuilt-gc-again) requests); the bucket went from $with_scratch to $after_gc bytes ($in_bucket before the scratch model)"
   echo "  S3 requests per GiB of model: commit v1 $(per_gib "$(requests bucket-commit-v1)"), commit v2 $(per_gib "$(requests bucket-commit-v2)"), export v2 $(per_gib "$(requests bucket-export-v2)"), rebuild $(requests rebuild) in all"
 fi

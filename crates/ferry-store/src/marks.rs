@@ -1,8 +1,8 @@
-//! What a gc keeps, on disk: the ids of every reachable node and chunk go
-//! into a scratch RocksDB database beside the store, not into memory, so
-//! marking a store of billions of chunks takes tens of MiB of RAM (the
-//! scratch database's memtable and the batch being written), not tens of
-//! GB.
+//! What a gc keeps: the ids of every reachable node and chunk, gathered in
+//! memory up to [`BATCH`] at a time and beyond that in a scratch RocksDB
+//! database beside the store, so marking a store of billions of chunks
+//! takes tens of MiB of RAM (the batch and the database's memtable), not
+//! tens of GB, and a small store never touches the disk for it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -14,8 +14,9 @@ use crate::Result;
 
 const NODE: u8 = b'n';
 const CHUNK: u8 = b'c';
-/// Ids gathered before they are written to the scratch database.
-const BATCH: usize = 1 << 16;
+/// Ids gathered in memory before they are written to the scratch
+/// database (about 25 MiB of them).
+const BATCH: usize = 1 << 19;
 
 /// The scratch directory's name inside the store's directory. A kill
 /// leaves it behind; the next gc starts by removing it.
@@ -24,11 +25,11 @@ const DIR: &str = "gc-marks";
 /// The set of kept nodes and chunks (and revisions, which are few), with
 /// the chunks pinned by prefix.
 pub(crate) struct Marks {
+    /// Opened once the first batch is full.
     db: Option<DB>,
     dir: PathBuf,
-    /// Written to `batch` and not yet to `db`; lookups see them here.
+    /// Not yet written to `db`; lookups see them here.
     pending: HashSet<[u8; 33]>,
-    batch: WriteBatch,
     pub(crate) revs: HashSet<Id>,
     pinned_chunks: HashSet<u64>,
 }
@@ -41,12 +42,16 @@ fn key(kind: u8, id: &Id) -> [u8; 33] {
 }
 
 impl Marks {
-    /// An empty set in a fresh scratch database under `store_dir`.
+    /// An empty set, spilling into a scratch database under `store_dir`.
     pub(crate) fn new(store_dir: &Path, pinned_chunks: HashSet<u64>) -> Result<Marks> {
         let dir = store_dir.join(DIR);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| crate::StoreError::io(&dir, e))?;
         }
+        Ok(Marks { db: None, dir, pending: HashSet::new(), revs: HashSet::new(), pinned_chunks })
+    }
+
+    fn open(dir: &Path) -> Result<DB> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         // Random ids do not compress; lookups mostly miss in gc's sweep.
@@ -55,16 +60,17 @@ impl Marks {
         let mut table = BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
         opts.set_block_based_table_factory(&table);
-        let db = DB::open(&opts, &dir)?;
-        Ok(Marks { db: Some(db), dir, pending: HashSet::new(), batch: WriteBatch::default(), revs: HashSet::new(), pinned_chunks })
-    }
-
-    fn db(&self) -> &DB {
-        self.db.as_ref().expect("open until dropped")
+        Ok(DB::open(&opts, dir)?)
     }
 
     fn contains(&self, k: &[u8; 33]) -> Result<bool> {
-        Ok(self.pending.contains(k) || self.db().get_pinned(k)?.is_some())
+        if self.pending.contains(k) {
+            return Ok(true);
+        }
+        match &self.db {
+            Some(db) => Ok(db.get_pinned(k)?.is_some()),
+            None => Ok(false),
+        }
     }
 
     /// Adds a key; true if it was not there.
@@ -72,15 +78,19 @@ impl Marks {
         if self.contains(&k)? {
             return Ok(false);
         }
-        self.batch.put(k, []);
         self.pending.insert(k);
         if self.pending.len() >= BATCH {
+            if self.db.is_none() {
+                self.db = Some(Self::open(&self.dir)?);
+            }
+            let mut batch = WriteBatch::default();
+            for k in self.pending.drain() {
+                batch.put(k, []);
+            }
             // Scratch data: a crash discards it all, so no WAL.
             let mut no_wal = WriteOptions::default();
             no_wal.disable_wal(true);
-            let batch = std::mem::take(&mut self.batch);
-            self.db().write_opt(batch, &no_wal)?;
-            self.pending.clear();
+            self.db.as_ref().expect("just opened").write_opt(batch, &no_wal)?;
         }
         Ok(true)
     }
@@ -108,7 +118,32 @@ impl Marks {
 
 impl Drop for Marks {
     fn drop(&mut self) {
-        drop(self.db.take());
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.db.take().is_some() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_beyond_one_batch_spill_to_disk_and_are_all_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = |i: usize| Id::of_chunk(&i.to_le_bytes());
+        let mut marks = Marks::new(tmp.path(), HashSet::from([crate::Pins::chunk_key(&id(usize::MAX))])).unwrap();
+        let n = BATCH + 1000;
+        for i in 0..n {
+            assert!(marks.insert_chunk(&id(i)).unwrap());
+        }
+        assert!(tmp.path().join(DIR).exists(), "a full batch goes to disk");
+        assert!(!marks.insert_chunk(&id(0)).unwrap() && !marks.insert_chunk(&id(n - 1)).unwrap());
+        assert!((0..n).step_by(997).all(|i| marks.chunk(&id(i)).unwrap()));
+        assert!(marks.insert_node(&id(0)).unwrap() && marks.node(&id(0)).unwrap());
+        assert!(!marks.chunk(&id(n)).unwrap() && !marks.node(&id(1)).unwrap());
+        assert!(marks.chunk(&id(usize::MAX)).unwrap(), "pinned by prefix");
+        drop(marks);
+        assert!(!tmp.path().join(DIR).exists(), "the scratch database goes with the marks");
     }
 }
