@@ -75,10 +75,12 @@ fn assert_exports(garage: &Garage, store: &Path, rev: &str, src: &Path) {
     assert!(read_tree(&out) == read_tree(src), "revision {rev} does not export as committed");
 }
 
-fn fsck_ok(garage: &Garage, store: &Path) {
+/// Runs fsck, asserts it found no problem, and returns its report.
+fn fsck_ok(garage: &Garage, store: &Path) -> serde_json::Value {
     let out = ok(ferry_on(garage, store).args(["--json", "fsck"]));
     let report = json(out.lines().last().unwrap());
     assert_eq!(report["problems"].as_array().map_or(0, Vec::len), 0, "fsck: {report}");
+    report
 }
 
 #[test]
@@ -511,12 +513,6 @@ fn gc(garage: &Garage, store: &Path) -> serde_json::Value {
     json(ok(ferry_on(garage, store).args(["--json", "gc"])).lines().last().unwrap())
 }
 
-fn fsck(garage: &Garage, store: &Path) -> serde_json::Value {
-    let report = json(ok(ferry_on(garage, store).args(["--json", "fsck"])).lines().last().unwrap());
-    assert_eq!(report["problems"].as_array().map_or(0, Vec::len), 0, "fsck: {report}");
-    report
-}
-
 #[test]
 fn gc_on_a_bucket_rewrites_sparse_packs_and_deletes_them_after_the_grace_period() {
     let garage = Garage::single().unwrap();
@@ -533,13 +529,13 @@ fn gc_on_a_bucket_rewrites_sparse_packs_and_deletes_them_after_the_grace_period(
     assert!(first["chunks_removed"].as_u64().unwrap() > 0 && first["revisions_removed"].as_u64().unwrap() >= 1, "{first}");
     assert_eq!(first["packs_deleted"], 0, "{first}");
     // Retired, not yet deleted: still in the bucket, named by no index entry.
-    assert!(fsck(&garage, &store)["unindexed_records"].as_u64().unwrap() > 0);
+    assert!(fsck_ok(&garage, &store)["unindexed_records"].as_u64().unwrap() > 0);
     assert_exports(&garage, &store, &r1, &v1);
     let second = gc(&garage, &store);
     assert_eq!(second["packs_deleted"], first["packs_retired"], "{second}");
     // fsck reads every pack in the bucket: none holds a record of the
     // scratch repository any more.
-    assert_eq!(fsck(&garage, &store)["unindexed_records"], 0);
+    assert_eq!(fsck_ok(&garage, &store)["unindexed_records"], 0);
     let after = json(&ok(ferry_on(&garage, &store).args(["--json", "stats"])));
     let (was, now) = (before["stored_bytes"].as_u64().unwrap(), after["stored_bytes"].as_u64().unwrap());
     assert!(now < (10 << 20) && was - now > (4 << 20), "stored {was} before gc, {now} after");
@@ -552,7 +548,7 @@ fn gc_on_a_bucket_rewrites_sparse_packs_and_deletes_them_after_the_grace_period(
     let third = gc(&garage, &store);
     assert!(third["packs_retired"].as_u64().unwrap() >= 1 && third["chunks_removed"].as_u64().unwrap() > 0, "{third}");
     gc(&garage, &store);
-    assert_eq!(fsck(&garage, &store)["unindexed_records"], 0);
+    assert_eq!(fsck_ok(&garage, &store)["unindexed_records"], 0);
     assert_exports(&garage, &store, &r2, &v2);
 
     // The bucket alone makes the store again, without the scratch and the
@@ -562,7 +558,7 @@ fn gc_on_a_bucket_rewrites_sparse_packs_and_deletes_them_after_the_grace_period(
     ok(ferry_on(&garage, &rebuilt).arg("rebuild").args(backend_args(&garage, "gc?gc_grace=0")));
     assert_exports(&garage, &rebuilt, &r2, &v2);
     assert_eq!(ok(ferry_on(&garage, &rebuilt).args(["log", "org/model"])), log);
-    assert_eq!(fsck(&garage, &rebuilt)["unindexed_records"], 0);
+    assert_eq!(fsck_ok(&garage, &rebuilt)["unindexed_records"], 0);
     let repos = ok(ferry_on(&garage, &rebuilt).args(["repos"]));
     assert!(!repos.contains("org/scratch"), "{repos}");
 
@@ -575,11 +571,11 @@ fn gc_on_a_bucket_rewrites_sparse_packs_and_deletes_them_after_the_grace_period(
     let first = gc(&garage, &slow);
     assert!(first["packs_retired"].as_u64().unwrap() >= 2, "{first}");
     assert_eq!(gc(&garage, &slow)["packs_deleted"], 0);
-    assert!(fsck(&garage, &slow)["unindexed_records"].as_u64().unwrap() > 0);
+    assert!(fsck_ok(&garage, &slow)["unindexed_records"].as_u64().unwrap() > 0);
     let rebuilt = tmp.path().join("rebuilt-slow");
     ok(ferry_on(&garage, &rebuilt).arg("rebuild").args(backend_args(&garage, "gc-slow")));
     assert_exports(&garage, &rebuilt, &r1, &v1);
-    fsck(&garage, &rebuilt);
+    fsck_ok(&garage, &rebuilt);
     assert!(!ok(ferry_on(&garage, &rebuilt).args(["repos"])).contains("org/scratch"));
 }
 
@@ -602,25 +598,25 @@ fn kill_9_of_gc_on_a_bucket_at_any_step_loses_nothing() {
         }
         let aborted = run(ferry_on(&garage, &store).env("FERRY_CRASH_AT", point).arg("gc"));
         assert!(!aborted.status.success(), "gc did not reach {point}");
-        fsck(&garage, &store);
+        fsck_ok(&garage, &store);
         assert_exports(&garage, &store, &r1, &v1);
         // The next run finishes the job: it retires what the killed one
         // copied, or deletes what it retired.
         let done = gc(&garage, &store);
         let worked = done["packs_retired"].as_u64().unwrap() + done["packs_deleted"].as_u64().unwrap();
         assert!(worked > 0, "after a kill at {point}: {done}");
-        fsck(&garage, &store);
+        fsck_ok(&garage, &store);
         assert_exports(&garage, &store, &r1, &v1);
     }
     // What every kill left is collected in the end, and the bucket alone
     // still makes the store.
     gc(&garage, &store);
     gc(&garage, &store);
-    assert_eq!(fsck(&garage, &store)["unindexed_records"], 0);
+    assert_eq!(fsck_ok(&garage, &store)["unindexed_records"], 0);
     let rebuilt = tmp.path().join("rebuilt");
     ok(ferry_on(&garage, &rebuilt).arg("rebuild").args(backend_args(&garage, "gc-crash?gc_grace=0")));
     assert_exports(&garage, &rebuilt, &r1, &v1);
-    fsck(&garage, &rebuilt);
+    fsck_ok(&garage, &rebuilt);
     report(
         "bucket-gc-crash",
         &format!("gc on Garage killed at each of its {} steps; every revision intact, fsck clean, the rest collected by the next run", points.len()),

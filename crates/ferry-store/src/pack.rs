@@ -234,10 +234,7 @@ pub fn encode_announcement(packs: &[PackName]) -> Vec<u8> {
     let mut b = Vec::with_capacity(9 + packs.len() * 16);
     b.extend_from_slice(ANNOUNCE_MAGIC);
     b.push(ANNOUNCE_VERSION);
-    b.extend_from_slice(&(packs.len() as u32).to_le_bytes());
-    for p in packs {
-        b.extend_from_slice(p);
-    }
+    put_pack_names(&mut b, packs);
     b
 }
 
@@ -247,16 +244,7 @@ pub fn decode_announcement(b: &[u8]) -> Result<Vec<PackName>, FormatError> {
     if r.take(4)? != ANNOUNCE_MAGIC || r.u8()? != ANNOUNCE_VERSION {
         return Err(invalid("pack announcement", "not an announcement of format 1"));
     }
-    let count = r.u32()? as usize;
-    if count > MAX_ANNOUNCED || count * 16 != r.remaining() {
-        return Err(invalid("pack announcement", format!("{count} packs in {} bytes", r.remaining())));
-    }
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        out.push(r.take(16)?.try_into().expect("16 bytes"));
-    }
-    r.finish()?;
-    Ok(out)
+    take_pack_names(r, "pack announcement")
 }
 
 /// Starts a retirement (a journal object, like an announcement).
@@ -286,10 +274,7 @@ pub fn encode_retirement(r: &Retirement) -> Vec<u8> {
     b.extend_from_slice(RETIRE_MAGIC);
     b.push(RETIRE_VERSION);
     b.extend_from_slice(&r.at.to_le_bytes());
-    b.extend_from_slice(&(r.packs.len() as u32).to_le_bytes());
-    for p in &r.packs {
-        b.extend_from_slice(p);
-    }
+    put_pack_names(&mut b, &r.packs);
     b
 }
 
@@ -300,16 +285,29 @@ pub fn decode_retirement(b: &[u8]) -> Result<Retirement, FormatError> {
         return Err(invalid("pack retirement", "not a retirement of format 1"));
     }
     let at = r.u64()?;
+    Ok(Retirement { at, packs: take_pack_names(r, "pack retirement")? })
+}
+
+/// The tail of an announcement or a retirement: a count and the names.
+fn put_pack_names(b: &mut Vec<u8>, packs: &[PackName]) {
+    b.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for p in packs {
+        b.extend_from_slice(p);
+    }
+}
+
+/// Reads what `put_pack_names` wrote, which must end the object.
+fn take_pack_names(mut r: Reader<'_>, what: &'static str) -> Result<Vec<PackName>, FormatError> {
     let count = r.u32()? as usize;
     if count > MAX_ANNOUNCED || count * 16 != r.remaining() {
-        return Err(invalid("pack retirement", format!("{count} packs in {} bytes", r.remaining())));
+        return Err(invalid(what, format!("{count} packs in {} bytes", r.remaining())));
     }
-    let mut packs = Vec::with_capacity(count);
+    let mut out = Vec::with_capacity(count);
     for _ in 0..count {
-        packs.push(r.take(16)?.try_into().expect("16 bytes"));
+        out.push(r.take(16)?.try_into().expect("16 bytes"));
     }
     r.finish()?;
-    Ok(Retirement { at, packs })
+    Ok(out)
 }
 
 #[cfg(test)]
