@@ -311,7 +311,7 @@ impl Store {
         }
         let mut pins = pins();
         pins.extend(&self.live_pins.all());
-        let marks = self.mark(&pins)?;
+        let marks = self.mark(pins)?;
         let mut rep = GcReport::default();
         self.sweep_metadata(&marks, &mut rep)?;
         crash_point("gc-after-nodes");
@@ -355,13 +355,14 @@ impl Store {
     /// Marks what is kept: every branch head and pinned revision with its
     /// ancestors and trees, every pinned node with its subtree, Git LFS
     /// objects, pinned chunks, and the bases of every kept delta.
-    pub(crate) fn mark(&self, pins: &Pins) -> Result<Marks> {
-        let mut marks = Marks::new(self.path(), pins.chunks.clone())?;
+    pub(crate) fn mark(&self, pins: Pins) -> Result<Marks> {
+        let Pins { revisions, nodes, chunks } = pins;
+        let mut marks = Marks::new(self.path(), chunks)?;
         // Each repository walks its own history: a revision it forgot keeps
         // its record but not its files, unless another repository (or a
         // pin) still holds it.
         let mut todo: Vec<(Option<String>, Id)> = self.all_branches()?.into_iter().map(|b| (Some(b.0), b.2)).collect();
-        todo.extend(pins.revisions.iter().map(|r| (None, *r)));
+        todo.extend(revisions.into_iter().map(|r| (None, r)));
         let mut walked: HashSet<(Option<String>, Id)> = HashSet::new();
         let mut with_files: HashSet<Id> = HashSet::new();
         let mut stack: Vec<Id> = Vec::new();
@@ -381,7 +382,7 @@ impl Store {
                 self.mark_trees(&mut stack, &mut marks)?;
             }
         }
-        stack.extend(pins.nodes.iter().copied());
+        stack.extend(nodes);
         // Git LFS objects are kept through their repositories.
         stack.extend(self.lfs_roots()?);
         self.mark_trees(&mut stack, &mut marks)?;

@@ -102,7 +102,7 @@ impl Store {
             // all, so that every stored node keeps its whole subtree.
             let _exclusive = self.gc_guard.write().unwrap_or_else(|p| p.into_inner());
             self.apply_retirements(&retirements, None)?;
-            let marks = self.mark(&crate::Pins::default())?;
+            let marks = self.mark(crate::Pins::default())?;
             self.sweep_metadata(&marks, &mut crate::GcReport::default())?;
         }
         // A tree may have come later, copied into a newer pack by a gc; a

@@ -3,7 +3,7 @@
 //! nobody can still be reading them. Normative in `protocol/store.md` §7.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use ferry_core::{codec, Id};
 use rocksdb::WriteBatch;
@@ -23,6 +23,10 @@ const RETIRED: &[u8] = b"retired-packs";
 /// run (writers are held off while it copies).
 const COPY_PER_RUN: u64 = 1 << 30;
 
+/// Packs one gc retires at most (the ids of their unreachable chunks are
+/// held until then: about 16 KiB per 32 MiB pack).
+const PACKS_PER_RUN: usize = 4096;
+
 /// Packs rewritten between two syncs: their live records' index entries
 /// wait in memory until the new packs are durable.
 const GROUP: usize = 16;
@@ -30,14 +34,19 @@ const GROUP: usize = 16;
 /// Records read and written per batch while copying.
 const BATCH: usize = 256;
 
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+/// The index entries of one group of packs being rewritten.
+#[derive(Default)]
+struct Group {
+    /// Reachable chunks, to copy.
+    live: Vec<(Id, IndexEntry)>,
+    /// Unreachable chunks, whose entries go with the packs.
+    dead: Vec<Id>,
 }
 
 impl Store {
     /// Deletes retired packs whose grace has passed, then rewrites the
     /// sparsest packs (live bytes below the policy's fraction), up to
-    /// [`COPY_PER_RUN`] live bytes: live records and nodes are copied into
+    /// [`COPY_PER_RUN`] live bytes and [`PACKS_PER_RUN`] packs: live records and nodes are copied into
     /// new packs, made durable, the index pointed at them, the old packs
     /// retired in the journal and their dead entries dropped. A kill at
     /// any point leaves every kept chunk and node in a pack the journal
@@ -68,35 +77,36 @@ impl Store {
                 budget = budget.saturating_sub(live);
                 fits
             })
+            .take(PACKS_PER_RUN)
             .map(|(p, _)| p)
             .collect();
-        for group in chosen.chunks(GROUP) {
-            self.rewrite_packs(group, marks, rep)?;
+        // One more walk of the index sorts the chosen packs' entries into
+        // their groups: live ones to copy, dead ones to drop.
+        let group_of: HashMap<PackName, usize> = chosen.iter().enumerate().map(|(i, p)| (*p, i / GROUP)).collect();
+        let mut groups: Vec<Group> = (0..chosen.len().div_ceil(GROUP)).map(|_| Group::default()).collect();
+        for item in self.index.iter() {
+            let Ok((id, entry)) = item? else { continue };
+            let Some(&g) = self.backend.pack_of(&entry.location).and_then(|p| group_of.get(&p)) else { continue };
+            if marks.chunk(&id)? {
+                groups[g].live.push((id, entry));
+            } else {
+                rep.chunks_removed += 1;
+                rep.bytes_removed += entry.stored_len as u64;
+                groups[g].dead.push(id);
+            }
+        }
+        for (packs, group) in chosen.chunks(GROUP).zip(groups) {
+            self.rewrite_packs(packs, group, marks, rep)?;
         }
         Ok(())
     }
 
-    /// Copies what `marks` keeps out of `packs` into new packs, then
-    /// retires them.
-    fn rewrite_packs(&self, packs: &[PackName], marks: &Marks, rep: &mut GcReport) -> Result<()> {
-        let wanted: HashSet<&PackName> = packs.iter().collect();
-        let mut live: Vec<(Id, IndexEntry)> = Vec::new();
-        let mut dead: Vec<Id> = Vec::new();
-        for item in self.index.iter() {
-            let Ok((id, entry)) = item? else { continue };
-            if !self.backend.pack_of(&entry.location).is_some_and(|p| wanted.contains(&p)) {
-                continue;
-            }
-            if marks.chunk(&id)? {
-                live.push((id, entry));
-            } else {
-                rep.chunks_removed += 1;
-                rep.bytes_removed += entry.stored_len as u64;
-                dead.push(id);
-            }
-        }
-        let mut moved: Vec<(Id, IndexEntry)> = Vec::with_capacity(live.len());
-        for batch in live.chunks(BATCH) {
+    /// Copies the group's live records, and the nodes `marks` keeps in
+    /// `packs`, into new packs, then retires them (dropping the dead
+    /// chunks' entries).
+    fn rewrite_packs(&self, packs: &[PackName], group: Group, marks: &Marks, rep: &mut GcReport) -> Result<()> {
+        let mut moved: Vec<(Id, IndexEntry)> = Vec::with_capacity(group.live.len());
+        for batch in group.live.chunks(BATCH) {
             let records = self.copyable_records(batch)?;
             rep.bytes_copied += records.iter().map(|r| r.record().len() as u64).sum::<u64>();
             let locations = self.backend.put(&records)?;
@@ -126,10 +136,10 @@ impl Store {
         self.index.batch_put(&mut batch, moved);
         write(&self.db, batch, Durability::Synced)?;
         crash_point("gc-repointed");
-        let retirement = Retirement { at: now_secs(), packs: packs.to_vec() };
+        let retirement = Retirement { at: ferry_core::time::unix_now().max(0) as u64, packs: packs.to_vec() };
         self.backend.retire(&retirement)?;
         crash_point("gc-retired");
-        self.apply_retirements(std::slice::from_ref(&retirement), Some(dead))?;
+        self.apply_retirements(std::slice::from_ref(&retirement), Some(group.dead))?;
         rep.packs_retired += packs.len() as u64;
         Ok(())
     }
@@ -184,7 +194,7 @@ impl Store {
     /// Deletes the retired packs whose grace has passed, then forgets them.
     fn delete_expired_packs(&self, grace: Duration, rep: &mut GcReport) -> Result<()> {
         let list = self.retired_packs()?;
-        let now = now_secs();
+        let now = ferry_core::time::unix_now().max(0) as u64;
         let (expired, waiting): (Vec<_>, Vec<_>) = list.into_iter().partition(|(_, at)| at.saturating_add(grace.as_secs()) <= now);
         if expired.is_empty() {
             return Ok(());
